@@ -1,0 +1,1 @@
+"""Stanchion: spec-driven LLM application server over private data."""

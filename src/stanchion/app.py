@@ -1,0 +1,53 @@
+"""Composition root: ``build(spec)`` wires the components the spec names. No globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
+from stanchion.index.sqlite import SQLiteStore
+from stanchion.ingest.pipeline import Pipeline
+from stanchion.ingest.tokens import Tokenizer, tokenizer_for
+from stanchion.retrieve.search import Retriever
+from stanchion.spec import Spec
+
+
+@dataclass
+class App:
+    """The wired system. Components are built on first use, so ``stanchion --help`` stays instant."""
+
+    spec: Spec
+    _closers: list[SQLiteStore] = field(default_factory=list)
+
+    @cached_property
+    def store(self) -> SQLiteStore:
+        store = SQLiteStore(self.spec.resolve(self.spec.index.path))
+        self._closers.append(store)
+        return store
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return SentenceTransformerEmbedder(self.spec.embedding.model, batch_size=self.spec.embedding.batch_size)
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        return tokenizer_for(self.spec.embedding.model)
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        return Pipeline(self.spec, self.store, self.embedder, self.tokenizer)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        r = self.spec.retrieval
+        return Retriever(self.store, self.embedder, fusion=r.fusion, candidates=r.candidates)
+
+    def close(self) -> None:
+        for closer in self._closers:
+            closer.close()
+        self._closers.clear()
+
+
+def build(spec: Spec) -> App:
+    return App(spec)

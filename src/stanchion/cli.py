@@ -1,0 +1,233 @@
+"""The ``stanchion`` command line: parse -> call the library -> render. No logic of its own.
+
+Exit codes: 0 success, 1 partial failure (some files could not be ingested), 2 usage or spec error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from stanchion.app import App, build
+from stanchion.cli_render import (
+    IngestProgressBar,
+    render_hits,
+    render_ingest_summary,
+    render_retrieval_report,
+)
+from stanchion.errors import StanchionError
+from stanchion.spec import SPEC_FILENAME, SourceSpec, Spec, load_spec
+
+# Keep BLAS from fighting torch for the two cores (see DESIGN.md, offline notes).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    name="stanchion",
+    help="Stanchion: spec-driven RAG over your private data. Every command reads ./stanchion.yaml "
+    "(or --spec FILE, or built-in defaults).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+eval_app = typer.Typer(help="Measure quality and latency on labelled data.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+out = Console()
+err = Console(stderr=True)
+
+SpecOption = Annotated[
+    Path | None,
+    typer.Option("--spec", "-s", help=f"Spec file (default: ./{SPEC_FILENAME} if present, else built-in defaults)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables (for scripts).")]
+
+
+def _fail(exc: StanchionError, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(code)
+
+
+def _app(spec_file: Path | None) -> App:
+    try:
+        return build(load_spec(spec_file))
+    except StanchionError as exc:
+        raise _fail(exc) from None
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress as JSON lines on stderr.")] = False) -> None:
+    from stanchion.logs import configure_logging
+
+    configure_logging(logging.INFO if verbose else logging.WARNING)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write stanchion.yaml.")] = Path(),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing spec.")] = False,
+) -> None:
+    """Write a commented starter stanchion.yaml."""
+    from importlib.resources import files
+
+    target = directory / SPEC_FILENAME
+    if target.exists() and not force:
+        err.print(f"[bold red]error:[/] {target} exists (use --force to overwrite)")
+        raise typer.Exit(2)
+    directory.mkdir(parents=True, exist_ok=True)
+    target.write_text(files("stanchion").joinpath("templates/stanchion.yaml").read_text(encoding="utf-8"))
+    out.print(f"wrote {target}; edit its sources, then run [bold]stanchion ingest[/]")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders to ingest now (besides the spec's sources).")] = None,
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only this spec source (repeatable).")] = None,
+    spec: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Load, clean, chunk and index sources. Unchanged files cost nothing on re-runs."""
+    stanchion = _app(spec)
+    try:
+        chosen = _sources(stanchion.spec, paths or [], source or [])
+        with IngestProgressBar(err, enabled=not as_json and err.is_terminal) as bar:
+            summary = stanchion.pipeline.run(chosen, progress=bar)
+    except StanchionError as exc:
+        raise _fail(exc) from None
+    finally:
+        stanchion.close()
+    if as_json:
+        print(json.dumps(summary.as_json()))
+    else:
+        render_ingest_summary(out, summary)
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+def _sources(spec: Spec, paths: list[Path], names: list[str]) -> list[SourceSpec]:
+    chosen = [spec.source(n) for n in names] if names else ([] if paths else list(spec.sources))
+    for path in paths:
+        resolved = path.expanduser().resolve()
+        # Ad-hoc paths become a source named after the folder; its id prefix stays stable across runs.
+        chosen.append(SourceSpec(name=_source_name(resolved), path=str(resolved)))
+    if not chosen:
+        raise StanchionError(
+            "nothing to ingest: give PATHs, or declare sources in stanchion.yaml (see `stanchion init`)"
+        )
+    return chosen
+
+
+def _source_name(path: Path) -> str:
+    name = "".join(c if c.isalnum() or c in "_.-" else "-" for c in (path.stem if path.is_file() else path.name))
+    return name.strip("-.") or "files"
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="How many hits.")] = 10,
+    mode: Annotated[str | None, typer.Option("--mode", "-m", help="bm25, dense or hybrid (default: the spec's).")] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", "-f", help="Metadata filter: key=value, key=a,b, key!=v, key>=v, key<=v (repeatable)."),
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Search as a caller in these access groups (repeatable).")
+    ] = None,
+    spec: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search the index (hybrid BM25 + vectors by default)."""
+    from stanchion.retrieve.filters import build_filter
+
+    stanchion = _app(spec)
+    try:
+        where = build_filter(filters or [], groups=group)
+        result = stanchion.retriever.search(query, k=k, mode=mode or stanchion.spec.retrieval.mode, where=where)
+    except StanchionError as exc:
+        raise _fail(exc) from None
+    finally:
+        stanchion.close()
+    if as_json:
+        print(json.dumps(_hits_json(result)))
+    else:
+        render_hits(out, query, result)
+
+
+def _hits_json(result: object) -> dict[str, object]:
+    from stanchion.retrieve.search import SearchResult
+
+    assert isinstance(result, SearchResult)
+    return {
+        "mode": result.mode,
+        "timings_ms": result.timings_ms,
+        "hits": [
+            {
+                "rank": h.rank,
+                "score": round(h.score, 6),
+                "scores": {k: round(v, 6) for k, v in h.scores.items()},
+                "chunk_id": h.chunk.id,
+                "document_id": h.chunk.document_id,
+                "title": h.chunk.metadata.get("title"),
+                "text": h.chunk.text,
+                "metadata": dict(h.chunk.metadata),
+            }
+            for h in result.hits
+        ],
+    }
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")],
+    split: Annotated[str, typer.Option("--split", help="qrels/SPLIT.tsv to score.")] = "test",
+    mode: Annotated[str | None, typer.Option("--mode", "-m", help="bm25, dense or hybrid.")] = None,
+    spec: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """nDCG@10, Recall@100, MRR@10 and query latency. The index is cached by corpus content."""
+    from stanchion.evals.retrieval import BeirDataset, run_retrieval_eval
+    from stanchion.retrieve.search import MODES
+
+    try:
+        base = load_spec(spec)
+        chosen = mode or base.retrieval.mode
+        if chosen not in MODES:
+            raise StanchionError(f"unknown mode {chosen!r}; choose one of {', '.join(MODES)}")
+        data = BeirDataset.load(dataset, split)
+        with IngestProgressBar(err, enabled=err.is_terminal, queries=len(data.queries)) as bar:
+            report = run_retrieval_eval(data, base, mode=chosen, progress=bar, on_query=bar.query_done)
+    except StanchionError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        print(json.dumps(report.as_json()))
+    else:
+        render_retrieval_report(out, dataset, split, chosen, report)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path | None, typer.Option("--workdir", help="Where to keep the demo index (default: a cache folder).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest the bundled sample corpus (wiki, Slack, PDF, mail) and search it. No network, no keys."""
+    from stanchion.demo import run_demo
+
+    try:
+        run_demo(out, err, workdir=workdir, as_json=as_json)
+    except StanchionError as exc:
+        raise _fail(exc) from None
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics and runners for retrieval quality and latency."""

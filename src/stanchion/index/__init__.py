@@ -1,0 +1,1 @@
+"""The index: embedders, the Store protocol and its backends."""

@@ -1,0 +1,96 @@
+"""Embedders: the protocol and the packaged sentence-transformers model.
+
+The model loads lazily on first use (``warm_up``), so commands that never embed stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from stanchion.errors import EmbeddingError
+from stanchion.index.packaged import resolve_model_dir
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+ProgressCallback = Callable[[int], None]
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 rows. ``name`` keys the embedding cache."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> Vectors: ...
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model (default: the packaged all-MiniLM-L6-v2)."""
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 32, device: str = "cpu") -> None:
+        self._model_name = model
+        self._batch_size = batch_size
+        self._device = device
+        self._model: SentenceTransformer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._model_name
+
+    @property
+    def dim(self) -> int:
+        dim = self.warm_up().get_embedding_dimension()
+        if dim is None:
+            raise EmbeddingError(f"{self._model_name} does not declare its embedding dimension")
+        return int(dim)
+
+    def warm_up(self) -> SentenceTransformer:
+        with self._lock:
+            if self._model is None:
+                path = resolve_model_dir(self._model_name)
+                # The model is on disk; make sure nothing below us tries the hub.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                try:
+                    self._model = SentenceTransformer(str(path), device=self._device)
+                except Exception as exc:  # any load failure is a configuration problem for the user
+                    raise EmbeddingError(f"cannot load embedding model from {path}: {exc}") from exc
+                log.info("embedder.loaded", extra={"model": self._model_name, "path": str(path)})
+            return self._model
+
+    def embed(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> Vectors:
+        model = self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out: list[Vectors] = []
+        # Sort by length so each batch pads little; restore order afterwards.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), self._batch_size):
+            batch = [texts[i] for i in order[start : start + self._batch_size]]
+            vecs = model.encode(
+                batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True
+            )
+            out.append(np.asarray(vecs, dtype=np.float32))
+            if progress is not None:
+                progress(len(batch))
+        stacked = np.concatenate(out)
+        result = np.empty_like(stacked)
+        result[order] = stacked
+        return result

@@ -1,0 +1,97 @@
+"""Ordered, named schema migrations for the SQLite index (applied names live in ``_migrations``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE documents (
+            id TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            path TEXT NOT NULL,
+            title TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            access_groups TEXT NOT NULL,
+            chunk_count INTEGER NOT NULL
+        );
+        CREATE INDEX documents_source_unit ON documents(source, unit);
+        CREATE TABLE chunks (
+            rowid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            model TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            access_groups TEXT NOT NULL,
+            public INTEGER NOT NULL
+        );
+        CREATE INDEX chunks_document ON chunks(document_id);
+        CREATE INDEX chunks_hash ON chunks(hash);
+        CREATE TABLE chunk_acl (
+            chunk INTEGER NOT NULL REFERENCES chunks(rowid) ON DELETE CASCADE,
+            grp TEXT NOT NULL,
+            PRIMARY KEY (chunk, grp)
+        ) WITHOUT ROWID;
+        CREATE INDEX chunk_acl_grp ON chunk_acl(grp);
+        CREATE VIRTUAL TABLE chunk_terms USING fts5(terms, tokenize = 'unicode61');
+        CREATE TABLE embeddings (
+            model TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (model, hash)
+        );
+        CREATE TABLE units (
+            source TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            signature TEXT NOT NULL,
+            PRIMARY KEY (source, unit)
+        );
+        """
+    )
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the migration's transaction; run statements one by one instead.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction; returns the names applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            fn(db)
+            db.execute("INSERT INTO _migrations(name, applied_at) VALUES (?, datetime('now'))", (name,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

@@ -1,0 +1,353 @@
+"""The embedded Store: one SQLite file (WAL) with FTS5 for BM25 and vectors searched in process.
+
+Layout: ``documents`` and ``chunks`` rows, ``chunk_terms`` (FTS5 over analysed terms, rowid =
+chunk rowid), ``chunk_acl`` (one row per access group), ``embeddings`` (vectors keyed by model and
+chunk content hash, which doubles as the embedding cache), ``units`` (which source files are fully
+ingested). Every write is one transaction, so a crash never leaves half a document visible.
+
+Vectors are searched exactly (one matrix product) from a matrix loaded lazily and reloaded when
+another connection commits (``PRAGMA data_version``). Exact search at 100k x 384 costs a few ms;
+filtered searches score only the rows the filter admits, so they can never miss a match.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stanchion.errors import StoreError
+from stanchion.index.migrations import migrate
+from stanchion.index.store import DocumentWrite, ScoredChunk, StoredDocument, StoreStats, Vector
+from stanchion.index.text import index_text
+from stanchion.retrieve.analyze import terms as analyze
+from stanchion.retrieve.filters import Condition, SearchFilter
+from stanchion.types import Chunk
+
+_CHUNK_COLUMNS = "c.id, c.document_id, c.text, c.position, c.metadata, c.access_groups"
+
+
+class SQLiteStore:
+    """The embedded index. Safe to share between threads; one writer at a time (SQLite's rule)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open index {self.path}: {exc}") from exc
+        self._lock = threading.RLock()
+        try:
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            migrate(self._db)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path} is not a Stanchion index (or is corrupt): {exc}") from exc
+        self._writes = 0  # our own commits; PRAGMA data_version only counts other connections
+        self._matrix: dict[str, tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+
+    # --- writes ---------------------------------------------------------------------------------
+    def write(self, batch: Sequence[DocumentWrite], *, model: str) -> None:
+        with self._lock, self._transaction():
+            for item in batch:
+                if len(item.chunks) != len(item.vectors):
+                    raise StoreError(f"{item.document.id}: {len(item.chunks)} chunks but {len(item.vectors)} vectors")
+                self._delete(item.document.id)
+                self._insert(item, model)
+
+    def _insert(self, item: DocumentWrite, model: str) -> None:
+        doc = item.document
+        self._db.execute(
+            "INSERT INTO documents(id, source, path, title, hash, unit, metadata, access_groups, chunk_count)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                doc.id,
+                doc.source,
+                doc.path,
+                doc.title,
+                doc.hash,
+                item.unit,
+                _dumps(dict(doc.metadata)),
+                _dumps(list(doc.access_groups)),
+                len(item.chunks),
+            ),
+        )
+        for chunk, vector in zip(item.chunks, item.vectors, strict=True):
+            cur = self._db.execute(
+                "INSERT INTO chunks(id, document_id, position, text, hash, model, metadata, access_groups, public)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    chunk.id,
+                    doc.id,
+                    chunk.position,
+                    chunk.text,
+                    chunk.hash,
+                    model,
+                    _dumps(dict(chunk.metadata)),
+                    _dumps(list(chunk.access_groups)),
+                    0 if chunk.access_groups else 1,
+                ),
+            )
+            rowid = cur.lastrowid
+            self._db.execute(
+                "INSERT INTO chunk_terms(rowid, terms) VALUES (?, ?)", (rowid, " ".join(analyze(index_text(chunk))))
+            )
+            self._db.executemany(
+                "INSERT INTO chunk_acl(chunk, grp) VALUES (?, ?)", [(rowid, g) for g in set(chunk.access_groups)]
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO embeddings(model, hash, dim, vector) VALUES (?,?,?,?)",
+                (model, chunk.hash, int(vector.shape[0]), np.asarray(vector, dtype=np.float32).tobytes()),
+            )
+
+    def _delete(self, document_id: str) -> bool:
+        rowids = [r[0] for r in self._db.execute("SELECT rowid FROM chunks WHERE document_id = ?", (document_id,))]
+        self._db.executemany("DELETE FROM chunk_terms WHERE rowid = ?", [(r,) for r in rowids])
+        # chunk_acl and chunks go by ON DELETE CASCADE from documents.
+        return self._db.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount > 0
+
+    def delete_documents(self, ids: Sequence[str]) -> int:
+        with self._lock, self._transaction():
+            return sum(self._delete(i) for i in ids)
+
+    def set_unit(self, source: str, unit: str, signature: str) -> None:
+        with self._lock, self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO units(source, unit, signature) VALUES (?,?,?)", (source, unit, signature)
+            )
+
+    def delete_unit(self, source: str, unit: str) -> None:
+        with self._lock, self._transaction():
+            self._db.execute("DELETE FROM units WHERE source = ? AND unit = ?", (source, unit))
+
+    def prune_embeddings(self) -> int:
+        """Drop cached vectors no chunk uses any more (keeps the file from growing forever)."""
+        with self._lock, self._transaction():
+            return self._db.execute(
+                "DELETE FROM embeddings WHERE NOT EXISTS"
+                " (SELECT 1 FROM chunks c WHERE c.model = embeddings.model AND c.hash = embeddings.hash)"
+            ).rowcount
+
+    # --- reads ----------------------------------------------------------------------------------
+    def units(self, source: str) -> dict[str, str]:
+        rows = self._db.execute("SELECT unit, signature FROM units WHERE source = ?", (source,))
+        return dict(rows.fetchall())
+
+    def sources(self) -> list[str]:
+        rows = self._db.execute("SELECT DISTINCT source FROM documents UNION SELECT DISTINCT source FROM units")
+        return sorted(r[0] for r in rows)
+
+    def documents(self, source: str | None = None, *, unit: str | None = None) -> list[StoredDocument]:
+        sql = "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups FROM documents"
+        clauses, params = [], []
+        if source is not None:
+            clauses.append("source = ?")
+            params.append(source)
+        if unit is not None:
+            clauses.append("unit = ?")
+            params.append(unit)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        return [
+            StoredDocument(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), tuple(json.loads(r[8])))
+            for r in self._db.execute(sql + " ORDER BY id", params)
+        ]
+
+    def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, Vector]:
+        found: dict[str, Vector] = {}
+        unique = list(dict.fromkeys(hashes))
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT hash, vector FROM embeddings WHERE model = ? AND hash IN ({_marks(part)})", [model, *part]
+            )
+            found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
+        return found
+
+    def chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        out: dict[str, Chunk] = {}
+        for start in range(0, len(ids), 500):
+            part = list(ids[start : start + 500])
+            rows = self._db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks c WHERE c.id IN ({_marks(part)})", part)
+            out.update((r[0], _chunk(r)) for r in rows)
+        return [out[i] for i in ids if i in out]
+
+    def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[ScoredChunk]:
+        if not terms or k <= 0:
+            return []
+        match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
+        clause, params = _where_sql(where)
+        sql = (
+            f"SELECT {_CHUNK_COLUMNS}, -bm25(chunk_terms) AS score FROM chunk_terms"
+            " JOIN chunks c ON c.rowid = chunk_terms.rowid"
+            f" WHERE chunk_terms MATCH ? {clause} ORDER BY bm25(chunk_terms) LIMIT ?"
+        )
+        rows = self._db.execute(sql, [match, *params, k]).fetchall()
+        return [ScoredChunk(_chunk(r), float(r[6])) for r in rows]
+
+    def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[ScoredChunk]:
+        if k <= 0:
+            return []
+        rowids, matrix = self._load_matrix()
+        if not len(rowids):
+            return []
+        if matrix.shape[1] != vector.shape[0]:
+            raise StoreError(
+                f"query vector has {vector.shape[0]} dimensions but the index holds {matrix.shape[1]}; "
+                "was the index built with another embedding model?"
+            )
+        if where.is_empty:
+            candidates = np.arange(len(rowids))
+        else:
+            clause, params = _where_sql(where)
+            allowed = np.fromiter(
+                (r[0] for r in self._db.execute(f"SELECT c.rowid FROM chunks c WHERE 1=1 {clause}", params)),
+                dtype=np.int64,
+            )
+            candidates = np.searchsorted(rowids, np.sort(allowed))
+            if not len(candidates):
+                return []
+        scores = matrix[candidates] @ vector if not where.is_empty else matrix @ vector
+        top = min(k, len(candidates))
+        best = np.argpartition(-scores, top - 1)[:top]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        chosen = [int(rowids[candidates[i]]) for i in best]
+        by_rowid = {
+            r[6]: _chunk(r)
+            for r in self._db.execute(
+                f"SELECT {_CHUNK_COLUMNS}, c.rowid FROM chunks c WHERE c.rowid IN ({_marks(chosen)})", chosen
+            )
+        }
+        return [ScoredChunk(by_rowid[r], float(scores[i])) for r, i in zip(chosen, best, strict=True) if r in by_rowid]
+
+    def _load_matrix(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """(sorted chunk rowids, their vectors), cached until any connection commits a change."""
+        with self._lock:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0] + self._writes
+            cached = self._matrix.get("all")
+            if cached is not None and cached[0] == version:
+                return cached[1], cached[2]
+            rows = self._db.execute(
+                "SELECT c.rowid, e.vector FROM chunks c JOIN embeddings e ON e.model = c.model AND e.hash = c.hash ORDER BY c.rowid"
+            ).fetchall()
+            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            blob = b"".join(r[1] for r in rows)
+            matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32)
+            self._matrix["all"] = (version, rowids, matrix)
+            return rowids, matrix
+
+    def stats(self) -> StoreStats:
+        docs, chunks = self._db.execute("SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks)").fetchone()
+        vectors = self._db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+        return StoreStats(int(docs), int(chunks), int(vectors))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- helpers --------------------------------------------------------------------------------
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error; bumps the store's write counter."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        db = self._store._db
+        if exc_type is None:
+            db.execute("COMMIT")
+            self._store._writes += 1
+        else:
+            db.execute("ROLLBACK")
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ",".join("?" * len(items))
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _chunk(row: Sequence[Any]) -> Chunk:
+    return Chunk(
+        id=row[0],
+        document_id=row[1],
+        text=row[2],
+        position=row[3],
+        metadata=json.loads(row[4]),
+        access_groups=tuple(json.loads(row[5])),
+    )
+
+
+def _where_sql(where: SearchFilter) -> tuple[str, list[object]]:
+    """SQL (starting with AND) that applies the filter inside the query, and its parameters."""
+    parts: list[str] = []
+    params: list[object] = []
+    if where.groups is not None:
+        groups = sorted(where.groups)
+        parts.append(
+            "(c.public = 1"
+            + (f" OR EXISTS (SELECT 1 FROM chunk_acl a WHERE a.chunk = c.rowid AND a.grp IN ({_marks(groups)}))" if groups else "")
+            + ")"
+        )
+        params.extend(groups)
+    for cond in where.conditions:
+        sql, cond_params = _condition_sql(cond)
+        parts.append(sql)
+        params.extend(cond_params)
+    return ("AND " + " AND ".join(parts) if parts else ""), params
+
+
+_SQL_OPS = {"eq": "=", "ne": "=", "in": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _condition_sql(cond: Condition) -> tuple[str, list[object]]:
+    # json_each over a scalar yields that one value, over a list each element: one rule for both.
+    path = '$."' + cond.key.replace('"', "") + '"'
+    wanted = cond.value if isinstance(cond.value, tuple) else (cond.value,)
+    op = _SQL_OPS[cond.op]
+    tests: list[str] = []
+    params: list[object] = [path]
+    for value in wanted:
+        if isinstance(value, bool):
+            tests.append(f"j.type = '{'true' if value else 'false'}'")
+        elif isinstance(value, int | float):
+            tests.append(
+                f"(CASE WHEN j.type IN ('integer','real') THEN j.value {op} ? ELSE CAST(j.value AS TEXT) {op} ? END)"
+            )
+            params.extend([value, str(value)])
+        else:
+            tests.append(f"(j.type NOT IN ('null','true','false','array','object') AND CAST(j.value AS TEXT) {op} ?)")
+            params.append(value)
+    body = " OR ".join(tests)
+    exists = f"EXISTS (SELECT 1 FROM json_each(c.metadata, ?) j WHERE {body})"
+    return (f"NOT {exists}" if cond.op == "ne" else exists), params
+
+
+def iter_batches(items: Iterable[DocumentWrite], size: int) -> Iterable[list[DocumentWrite]]:
+    batch: list[DocumentWrite] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,1 @@
+"""Ingestion: load sources into Documents, clean them, chunk them, and index them incrementally."""

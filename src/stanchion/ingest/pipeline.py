@@ -1,0 +1,299 @@
+"""The ingestion pipeline: units -> Documents -> Chunks -> vectors -> Store, incrementally.
+
+Incremental and idempotent:
+- a unit (file) whose content and spec settings are unchanged is not even read again;
+- a changed unit re-chunks; chunks whose text is unchanged reuse their cached vectors, so only
+  new text is embedded;
+- documents that a unit no longer yields, and units gone from the source, are deleted.
+Crash-safe: documents are written in atomic batches of whole documents, and a unit is marked done
+only after all its documents are written, so a killed run leaves the index consistent and the
+next run finishes the job (documents already written are recognised by hash and skipped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from stanchion.errors import IngestError
+from stanchion.index.embed import Embedder
+from stanchion.index.store import DocumentWrite, Store
+from stanchion.index.text import index_text
+from stanchion.ingest.chunk import ChunkingOptions, chunk_document
+from stanchion.ingest.clean import dedupe_documents
+from stanchion.ingest.loaders import load_unit
+from stanchion.ingest.loaders.base import LoadContext
+from stanchion.ingest.tokens import Tokenizer
+from stanchion.ingest.units import Unit, enumerate_units, signature
+from stanchion.spec import SourceSpec, Spec
+from stanchion.types import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+# Chunks gathered before one embedding pass + one write transaction. Large enough to keep the
+# model's batches full, small enough that a crash loses little work.
+FLUSH_CHUNKS = 512
+
+
+class Progress(Protocol):
+    """Callbacks for progress bars; every method may be a no-op."""
+
+    def units(self, total: int) -> None: ...
+    def unit_done(self) -> None: ...
+    def to_embed(self, count: int) -> None: ...
+    def embedded(self, count: int) -> None: ...
+
+
+class NoProgress:
+    def units(self, total: int) -> None: ...
+    def unit_done(self) -> None: ...
+    def to_embed(self, count: int) -> None: ...
+    def embedded(self, count: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass(slots=True)
+class IngestSummary:
+    documents: int = 0  # documents written (new or changed) in this run
+    chunks: int = 0  # chunks written in this run
+    unchanged: int = 0  # documents found identical to what is indexed
+    skipped: int = 0  # units not read at all: unchanged since the last run
+    deleted: int = 0  # documents removed (file gone, or no longer in the file)
+    embedded: int = 0  # chunks that needed the embedding model
+    cached: int = 0  # chunks whose vectors came from the embedding cache
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    units: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "documents": self.documents,
+            "chunks": self.chunks,
+            "unchanged": self.unchanged,
+            "skipped": self.skipped,
+            "deleted": self.deleted,
+            "embedded": self.embedded,
+            "cached": self.cached,
+            "duplicates": {"exact": self.exact_duplicates, "near": self.near_duplicates},
+            "units": self.units,
+            "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(slots=True)
+class _Pending:
+    writes: list[DocumentWrite] = field(default_factory=list)
+    chunks: int = 0
+    # (source, unit, signature, ids of every document the unit yields now)
+    units: list[tuple[str, str, str, set[str]]] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, spec: Spec, store: Store, embedder: Embedder, tokenizer: Tokenizer) -> None:
+        self.spec = spec
+        self.store = store
+        self.embedder = embedder
+        self.tokenizer = tokenizer
+
+    def run(
+        self, sources: Sequence[SourceSpec] | None = None, *, progress: Progress | None = None
+    ) -> IngestSummary:
+        started = time.perf_counter()
+        progress = progress or NoProgress()
+        summary = IngestSummary()
+        plan = [(s, self._units(s, summary)) for s in (self.spec.sources if sources is None else sources)]
+        progress.units(sum(len(units) for _, units in plan))
+        pending = _Pending()
+        for source, units in plan:
+            self._ingest_source(source, units, summary, pending, progress)
+        self._flush(pending, summary, progress)
+        prune = getattr(self.store, "prune_embeddings", None)
+        if callable(prune):
+            prune()
+        summary.seconds = time.perf_counter() - started
+        log.info("ingest.done", extra={"summary": summary.as_json()})
+        return summary
+
+    def _units(self, source: SourceSpec, summary: IngestSummary) -> list[Unit]:
+        try:
+            return list(enumerate_units(self.spec.resolve(source.path), source.type, source.glob, source.exclude))
+        except IngestError as exc:
+            summary.failed.append(Failure(exc.path, exc.reason))
+            return []
+
+    def _ingest_source(
+        self, source: SourceSpec, units: list[Unit], summary: IngestSummary, pending: _Pending, progress: Progress
+    ) -> None:
+        root = self.spec.resolve(source.path)
+        if not root.exists():
+            return  # reported by _units; never delete an index because a mount is missing
+        fingerprint = _fingerprint(source, self.embedder.name)
+        stored = self.store.units(source.name)
+        present = {u.relpath for u in units}
+        for gone in sorted(set(stored) - present):
+            summary.deleted += self.store.delete_documents([d.id for d in self.store.documents(source.name, unit=gone)])
+            self.store.delete_unit(source.name, gone)
+        loaded: list[tuple[Unit, str, list[Document]]] = []
+        for unit in units:
+            summary.units += 1
+            sig = signature(unit.path, fingerprint)
+            if stored.get(unit.relpath) == sig:
+                summary.skipped += 1
+                progress.unit_done()
+                continue
+            try:
+                docs = self._load(source, unit)
+            except IngestError as exc:
+                summary.failed.append(Failure(str(unit.path), exc.reason))
+                progress.unit_done()
+                continue
+            loaded.append((unit, sig, docs))
+        kept_ids = self._dedupe(source, loaded, summary, fingerprint)
+        stored_hashes = {d.id: d.hash for d in self.store.documents(source.name)}
+        for unit, sig, docs in loaded:
+            for doc in docs:
+                if doc.id not in kept_ids:
+                    continue
+                if stored_hashes.get(doc.id) == _stored_hash(doc, fingerprint):
+                    summary.unchanged += 1
+                    continue
+                chunks = self._chunk(source, doc)
+                stamped = replace(doc, metadata={**doc.metadata, "_fingerprint": fingerprint})
+                pending.writes.append(DocumentWrite(stamped, chunks, np.zeros((0, 0), np.float32), unit.relpath))
+                pending.chunks += len(chunks)
+                progress.to_embed(len(chunks))
+            pending.units.append((source.name, unit.relpath, sig, {d.id for d in docs if d.id in kept_ids}))
+            progress.unit_done()
+            if pending.chunks >= FLUSH_CHUNKS:
+                self._flush(pending, summary, progress)
+
+    def _load(self, source: SourceSpec, unit: Unit) -> list[Document]:
+        ctx = LoadContext(
+            source=source.name,
+            relpath=unit.relpath,
+            access_groups=tuple(source.access_groups),
+            metadata=dict(source.metadata),
+            max_file_bytes=int(source.max_file_mb * 1024 * 1024),
+        )
+        size = unit.path.stat().st_size if unit.path.is_file() else 0
+        if size > ctx.max_file_bytes:
+            raise IngestError(unit.path, f"file too large ({size / 1e6:.1f} MB > max_file_mb {source.max_file_mb})")
+        if unit.path.is_file() and size == 0:
+            raise IngestError(unit.path, "empty file")
+        try:
+            docs = list(load_unit(unit.type, unit.path, ctx))
+        except IngestError:
+            raise
+        except Exception as exc:  # a loader bug on one odd file must not sink the whole run
+            log.exception("ingest.loader_crashed", extra={"path": str(unit.path), "type": unit.type})
+            raise IngestError(unit.path, f"{unit.type} loader failed: {type(exc).__name__}: {exc}") from exc
+        docs = [
+            replace(
+                d,
+                source=source.name,
+                path=d.path or unit.relpath,
+                metadata={**source.metadata, **d.metadata},
+                access_groups=tuple(dict.fromkeys((*source.access_groups, *d.access_groups))),
+            )
+            for d in docs
+            if d.text.strip()
+        ]
+        if not docs:
+            raise IngestError(unit.path, "no text found in the file")
+        return docs
+
+    def _dedupe(
+        self,
+        source: SourceSpec,
+        loaded: list[tuple[Unit, str, list[Document]]],
+        summary: IngestSummary,
+        fingerprint: str,
+    ) -> set[str]:
+        docs = [d for _, _, ds in loaded for d in ds]
+        if not source.cleaning.dedupe or not docs:
+            return {d.id for d in docs}
+        result = dedupe_documents(docs, source.cleaning.near_duplicate_threshold)
+        summary.exact_duplicates += result.exact_merged
+        summary.near_duplicates += result.near_merged
+        kept = {d.id for d in result.kept}
+        # Exact duplicates of documents already indexed from other units are dropped too.
+        indexed = {d.hash: d.id for d in self.store.documents(source.name)}
+        for doc in result.kept:
+            twin = indexed.get(_stored_hash(doc, fingerprint))
+            if twin is not None and twin != doc.id and twin not in {d.id for d in docs}:
+                kept.discard(doc.id)
+                summary.exact_duplicates += 1
+        return kept
+
+    def _chunk(self, source: SourceSpec, doc: Document) -> list[Chunk]:
+        spec = source.chunking
+        options = ChunkingOptions(
+            strategy=spec.strategy,
+            size=spec.size,
+            overlap=spec.overlap,
+            semantic_threshold=spec.semantic_threshold,
+            min_size=spec.min_size,
+        )
+        embed: Callable[[Sequence[str]], np.ndarray] | None = (
+            self.embedder.embed if spec.strategy == "semantic" else None
+        )
+        return chunk_document(doc, options, self.tokenizer, embed)
+
+    def _flush(self, pending: _Pending, summary: IngestSummary, progress: Progress) -> None:
+        if pending.writes:
+            all_chunks = [c for w in pending.writes for c in w.chunks]
+            cached = self.store.cached_vectors(self.embedder.name, [c.hash for c in all_chunks])
+            missing = list({c.hash: c for c in all_chunks if c.hash not in cached}.values())
+            summary.cached += len(all_chunks) - len([c for c in all_chunks if c.hash not in cached])
+            progress.embedded(len(all_chunks) - sum(1 for c in all_chunks if c.hash not in cached))
+            if missing:
+                vectors = self.embedder.embed([index_text(c) for c in missing], progress=progress.embedded)
+                cached.update(zip((c.hash for c in missing), vectors, strict=True))
+                summary.embedded += len(missing)
+            writes = [
+                replace(w, vectors=np.stack([cached[c.hash] for c in w.chunks]) if w.chunks else np.zeros((0, 1), np.float32))
+                for w in pending.writes
+            ]
+            self.store.write(writes, model=self.embedder.name)
+            summary.documents += len(writes)
+            summary.chunks += len(all_chunks)
+        for source, unit, sig, ids in pending.units:
+            stale = [d.id for d in self.store.documents(source, unit=unit) if d.id not in ids]
+            summary.deleted += self.store.delete_documents(stale)
+            self.store.set_unit(source, unit, sig)
+        pending.writes.clear()
+        pending.units.clear()
+        pending.chunks = 0
+
+
+def _fingerprint(source: SourceSpec, model: str) -> str:
+    """Everything in the spec that changes what a unit turns into; a change re-processes the unit."""
+    settings = {
+        "cleaning": source.cleaning.model_dump(),
+        "chunking": source.chunking.model_dump(),
+        "metadata": source.metadata,
+        "access_groups": source.access_groups,
+        "type": source.type,
+        "model": model,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _stored_hash(doc: Document, fingerprint: str) -> str:
+    return replace(doc, metadata={**doc.metadata, "_fingerprint": fingerprint}).hash
+

@@ -1,0 +1,86 @@
+"""The retriever: ``bm25``, ``dense`` or ``hybrid`` search over a Store, filters applied inside."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from stanchion.errors import SearchError
+from stanchion.index.embed import Embedder
+from stanchion.index.store import ScoredChunk, Store
+from stanchion.retrieve.analyze import query_terms
+from stanchion.retrieve.filters import SearchFilter
+from stanchion.retrieve.fusion import Fusion, fuse
+from stanchion.types import Hit
+
+Mode = Literal["bm25", "dense", "hybrid"]
+MODES: tuple[str, ...] = get_args(Mode)
+MAX_K = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    hits: list[Hit]
+    mode: Mode
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Retriever:
+    """Runs one query against a Store. ``candidates`` is how deep each list goes before fusion."""
+
+    def __init__(self, store: Store, embedder: Embedder, *, fusion: Fusion = "rrf", candidates: int = 100) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.fusion: Fusion = fusion
+        self.candidates = candidates
+
+    def search(
+        self, query: str, *, k: int = 10, mode: str = "hybrid", where: SearchFilter | None = None
+    ) -> SearchResult:
+        if mode not in MODES:
+            raise SearchError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+        if not 1 <= k <= MAX_K:
+            raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
+        if not query.strip():
+            raise SearchError("the query is empty")
+        where = where or SearchFilter()
+        timings: dict[str, float] = {}
+        depth = max(k, self.candidates) if mode == "hybrid" else k
+        lists: dict[str, list[ScoredChunk]] = {}
+        if mode in ("bm25", "hybrid"):
+            started = time.perf_counter()
+            lists["bm25"] = self.store.keyword_search(query_terms(query), depth, where)
+            timings["bm25"] = _ms(started)
+        if mode in ("dense", "hybrid"):
+            started = time.perf_counter()
+            vector = self.embedder.embed([query])[0]
+            timings["embed"] = _ms(started)
+            started = time.perf_counter()
+            lists["dense"] = self.store.vector_search(vector, depth, where)
+            timings["dense"] = _ms(started)
+        started = time.perf_counter()
+        hits = self._combine(lists, k)
+        timings["fuse"] = _ms(started)
+        return SearchResult(hits, mode, timings)  # type: ignore[arg-type]
+
+    def _combine(self, lists: dict[str, list[ScoredChunk]], k: int) -> list[Hit]:
+        chunks = {sc.chunk.id: sc.chunk for ranked in lists.values() for sc in ranked}
+        per_list = {name: {sc.chunk.id: sc.score for sc in ranked} for name, ranked in lists.items()}
+        if len(lists) == 1:
+            ranked = [(sc.chunk.id, sc.score) for sc in next(iter(lists.values()))]
+        else:
+            ranked = fuse(self.fusion, {n: [(sc.chunk.id, sc.score) for sc in r] for n, r in lists.items()})
+        return [
+            Hit(
+                chunk=chunks[cid],
+                score=score,
+                rank=rank,
+                scores={name: scores[cid] for name, scores in per_list.items() if cid in scores},
+            )
+            for rank, (cid, score) in enumerate(ranked[:k], start=1)
+        ]
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,209 @@
+"""``stanchion.yaml``: pydantic models of the whole file, loading, ``${ENV}`` interpolation.
+
+Unknown keys are rejected, and every validation error names the key path, the bad value and
+what is allowed, e.g. ``sources[1].chunking.overlap: 900 must be smaller than size (512)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stanchion.errors import SpecError
+from stanchion.retrieve.fusion import Fusion
+
+SPEC_FILENAME = "stanchion.yaml"
+SourceType = Literal["auto", "text", "markdown", "html", "pdf", "beir", "slack", "email", "irc"]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CleaningSpec(_Strict):
+    strip_boilerplate: bool = Field(True, description="drop lines repeated on most pages (running headers)")
+    dedupe: bool = Field(True, description="merge exact and near-duplicate documents")
+    near_duplicate_threshold: float = Field(0.9, ge=0.5, le=1.0, description="estimated Jaccard of 5-shingles")
+
+
+class ChunkingSpec(_Strict):
+    strategy: Literal["recursive", "semantic", "structure"] = "recursive"
+    size: int = Field(256, ge=16, le=8192, description="max tokens per chunk (embedding model's tokenizer)")
+    overlap: int = Field(32, ge=0, description="tokens repeated between consecutive chunks")
+    min_size: int = Field(32, ge=0)
+    semantic_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSpec:
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap: {self.overlap} must be smaller than size ({self.size})")
+        return self
+
+
+class SourceSpec(_Strict):
+    name: str = Field(pattern=_NAME)
+    type: SourceType = "auto"
+    path: str
+    glob: str | None = Field(None, description="files to take under path (default: by type)")
+    exclude: list[str] = Field(default_factory=list)
+    cleaning: CleaningSpec = CleaningSpec()
+    chunking: ChunkingSpec = ChunkingSpec()
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    access_groups: list[str] = Field(default_factory=list, description="empty = visible to every caller")
+    max_file_mb: float = Field(50.0, gt=0)
+
+
+class EmbeddingSpec(_Strict):
+    provider: Literal["local"] = "local"
+    model: str = Field("all-MiniLM-L6-v2", description="packaged model name or a local model directory")
+    batch_size: int = Field(32, ge=1, le=1024)
+
+
+class IndexSpec(_Strict):
+    backend: Literal["sqlite"] = "sqlite"
+    path: str = ".stanchion/index.db"
+
+
+class RetrievalSpec(_Strict):
+    mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    k: int = Field(10, ge=1, le=1000)
+    fusion: Fusion = "rrf"
+    candidates: int = Field(100, ge=10, le=2000, description="depth of each list before fusion")
+
+
+class Spec(_Strict):
+    version: Literal[1] = 1
+    index: IndexSpec = IndexSpec()
+    embedding: EmbeddingSpec = EmbeddingSpec()
+    retrieval: RetrievalSpec = RetrievalSpec()
+    sources: list[SourceSpec] = Field(default_factory=list)
+    # Where relative paths resolve from: the spec file's folder (not part of the YAML).
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceSpec]) -> list[SourceSpec]:
+        seen: set[str] = set()
+        for source in sources:
+            if source.name in seen:
+                raise ValueError(f"source name {source.name!r} is used twice; names must be unique")
+            seen.add(source.name)
+        return sources
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def source(self, name: str) -> SourceSpec:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none declared"
+        raise SpecError(f"no source named {name!r} (sources: {known})", key_path="sources")
+
+
+def interpolate(value: Any, path: str = "", environ: dict[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; a missing variable is an error."""
+    env = os.environ if environ is None else environ
+    if isinstance(value, dict):
+        return {k: interpolate(v, _join(path, str(k)), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise SpecError(
+                f"{path}: environment variable {name} is not set (export it, or write ${{{name}:-default}})",
+                key_path=path,
+            )
+
+        return _ENV.sub(replace, value)
+    return value
+
+
+def parse_spec(data: Any, *, base_dir: Path | None = None, file: Path | None = None) -> Spec:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"the spec must be a mapping of keys, got {type(data).__name__}", file=file)
+    data = interpolate(data)
+    try:
+        return Spec.model_validate({**data, "base_dir": base_dir or Path.cwd()})
+    except ValidationError as exc:
+        raise SpecError(_describe(exc), key_path=_loc(exc.errors()[0]["loc"]), file=file) from None
+
+
+def load_spec(path: Path | None = None) -> Spec:
+    """Load ``path``; without one, ``./stanchion.yaml`` if present, else the built-in defaults."""
+    if path is None:
+        default = Path.cwd() / SPEC_FILENAME
+        if not default.is_file():
+            return Spec(base_dir=Path.cwd())
+        path = default
+    if not path.is_file():
+        raise SpecError(f"spec file {path} not found (create one with `stanchion init`)", file=path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpecError(f"not valid YAML: {exc}", file=path) from None
+    return parse_spec(data, base_dir=path.resolve().parent, file=path)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        # Pydantic puts the tag of a failing model validator in the path; it is not a key.
+        if isinstance(part, str) and part.startswith(("function-", "union[", "literal[")):
+            continue
+        out = f"{out}[{part}]" if isinstance(part, int) else _join(out, part)
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = _loc(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {path.rsplit('.', 1)[-1]!r}; check its spelling (allowed keys: {_allowed(err['loc'])})"
+        elif err["type"] == "missing":
+            msg = "is required"
+        elif err["type"] != "value_error":
+            msg = f"{err.get('input')!r} is not allowed: {msg}"
+        if err["type"] == "value_error" and re.match(r"^\w+: ", msg):
+            # A model validator named the field itself (``overlap: 900 must be ...``).
+            lines.append(_join(path, msg))
+        else:
+            lines.append(f"{path}: {msg}" if path else msg)
+    return "; ".join(lines)
+
+
+def _allowed(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = Spec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            break
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0] if hasattr(annotation, "__args__") else annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+    return ", ".join(k for k in model.model_fields if k != "base_dir")
