@@ -28,7 +28,9 @@ class App:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return SentenceTransformerEmbedder(self.spec.embedding.model, batch_size=self.spec.embedding.batch_size)
+        return SentenceTransformerEmbedder(
+            self.spec.embedding.model, batch_size=self.spec.embedding.batch_size
+        )
 
     @cached_property
     def tokenizer(self) -> Tokenizer:

@@ -45,9 +45,13 @@ err = Console(stderr=True)
 
 SpecOption = Annotated[
     Path | None,
-    typer.Option("--spec", "-s", help=f"Spec file (default: ./{SPEC_FILENAME} if present, else built-in defaults)."),
+    typer.Option(
+        "--spec", "-s", help=f"Spec file (default: ./{SPEC_FILENAME} if present, else built-in defaults)."
+    ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables (for scripts).")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object instead of tables (for scripts).")
+]
 
 
 def _fail(exc: StanchionError, code: int = 2) -> typer.Exit:
@@ -63,7 +67,11 @@ def _app(spec_file: Path | None) -> App:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress as JSON lines on stderr.")] = False) -> None:
+def _main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress as JSON lines on stderr.")
+    ] = False,
+) -> None:
     from stanchion.logs import configure_logging
 
     configure_logging(logging.INFO if verbose else logging.WARNING)
@@ -88,8 +96,12 @@ def init(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders to ingest now (besides the spec's sources).")] = None,
-    source: Annotated[list[str] | None, typer.Option("--source", help="Only this spec source (repeatable).")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders to ingest now (besides the spec's sources).")
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="Only this spec source (repeatable).")
+    ] = None,
     spec: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -124,7 +136,9 @@ def _sources(spec: Spec, paths: list[Path], names: list[str]) -> list[SourceSpec
 
 
 def _source_name(path: Path) -> str:
-    name = "".join(c if c.isalnum() or c in "_.-" else "-" for c in (path.stem if path.is_file() else path.name))
+    name = "".join(
+        c if c.isalnum() or c in "_.-" else "-" for c in (path.stem if path.is_file() else path.name)
+    )
     return name.strip("-.") or "files"
 
 
@@ -132,13 +146,18 @@ def _source_name(path: Path) -> str:
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("--k", "-k", help="How many hits.")] = 10,
-    mode: Annotated[str | None, typer.Option("--mode", "-m", help="bm25, dense or hybrid (default: the spec's).")] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", "-m", help="bm25, dense or hybrid (default: the spec's).")
+    ] = None,
     filters: Annotated[
         list[str] | None,
-        typer.Option("--filter", "-f", help="Metadata filter: key=value, key=a,b, key!=v, key>=v, key<=v (repeatable)."),
+        typer.Option(
+            "--filter", "-f", help="Metadata filter: key=value, key=a,b, key!=v, key>=v, key<=v (repeatable)."
+        ),
     ] = None,
     group: Annotated[
-        list[str] | None, typer.Option("--group", "-g", help="Search as a caller in these access groups (repeatable).")
+        list[str] | None,
+        typer.Option("--group", "-g", help="Search as a caller in these access groups (repeatable)."),
     ] = None,
     spec: SpecOption = None,
     as_json: JsonOption = False,
@@ -149,7 +168,9 @@ def search(
     stanchion = _app(spec)
     try:
         where = build_filter(filters or [], groups=group)
-        result = stanchion.retriever.search(query, k=k, mode=mode or stanchion.spec.retrieval.mode, where=where)
+        result = stanchion.retriever.search(
+            query, k=k, mode=mode or stanchion.spec.retrieval.mode, where=where
+        )
     except StanchionError as exc:
         raise _fail(exc) from None
     finally:
@@ -185,7 +206,9 @@ def _hits_json(result: object) -> dict[str, object]:
 
 @eval_app.command("retrieval")
 def eval_retrieval(
-    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")],
+    dataset: Annotated[
+        Path, typer.Option("--dataset", "-d", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")
+    ],
     split: Annotated[str, typer.Option("--split", help="qrels/SPLIT.tsv to score.")] = "test",
     mode: Annotated[str | None, typer.Option("--mode", "-m", help="bm25, dense or hybrid.")] = None,
     spec: SpecOption = None,
@@ -213,7 +236,9 @@ def eval_retrieval(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path | None, typer.Option("--workdir", help="Where to keep the demo index (default: a cache folder).")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Where to keep the demo index (default: a cache folder).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest the bundled sample corpus (wiki, Slack, PDF, mail) and search it. No network, no keys."""

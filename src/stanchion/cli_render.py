@@ -35,7 +35,9 @@ class IngestProgressBar:
         self._progress.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._progress.stop()
 
     def units(self, total: int) -> None:
@@ -77,19 +79,31 @@ def render_ingest_summary(console: Console, summary: IngestSummary) -> None:
 
 
 def render_hits(console: Console, query: str, result: SearchResult) -> None:
-    console.print(f"[bold]{query}[/]  ({result.mode}, {sum(result.timings_ms.values()):.1f} ms)", highlight=False)
+    console.print(
+        f"[bold]{query}[/]  ({result.mode}, {sum(result.timings_ms.values()):.1f} ms)", highlight=False
+    )
     if not result.hits:
         console.print("  no results")
     for hit in result.hits:
         meta = hit.chunk.metadata
-        where = " > ".join([str(meta.get("title") or hit.chunk.document_id), *[str(h) for h in meta.get("heading_path") or []][1:]])
+        where = " > ".join(
+            [
+                str(meta.get("title") or hit.chunk.document_id),
+                *[str(h) for h in meta.get("heading_path") or []][1:],
+            ]
+        )
         page = f" p.{meta['page']}" if meta.get("page") else ""
         snippet = " ".join(hit.chunk.text.split())[:240]
-        console.print(f"[cyan]{hit.rank:>2}.[/] [bold]{where}[/]{page}  [dim]{hit.chunk.id} score={hit.score:.4f}[/]", highlight=False)
+        console.print(
+            f"[cyan]{hit.rank:>2}.[/] [bold]{where}[/]{page}  [dim]{hit.chunk.id} score={hit.score:.4f}[/]",
+            highlight=False,
+        )
         console.print(f"    {snippet}", highlight=False)
 
 
-def render_retrieval_report(console: Console, dataset: Path, split: str, mode: str, report: RetrievalReport) -> None:
+def render_retrieval_report(
+    console: Console, dataset: Path, split: str, mode: str, report: RetrievalReport
+) -> None:
     table = Table(title=f"{dataset.name} ({split}, {mode})", show_header=False)
     for name, value in report.as_json().items():
         shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value

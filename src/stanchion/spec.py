@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,7 +31,9 @@ class _Strict(BaseModel):
 class CleaningSpec(_Strict):
     strip_boilerplate: bool = Field(True, description="drop lines repeated on most pages (running headers)")
     dedupe: bool = Field(True, description="merge exact and near-duplicate documents")
-    near_duplicate_threshold: float = Field(0.9, ge=0.5, le=1.0, description="estimated Jaccard of 5-shingles")
+    near_duplicate_threshold: float = Field(
+        0.9, ge=0.5, le=1.0, description="estimated Jaccard of 5-shingles"
+    )
 
 
 class ChunkingSpec(_Strict):
@@ -74,7 +77,7 @@ class IndexSpec(_Strict):
 class RetrievalSpec(_Strict):
     mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
     k: int = Field(10, ge=1, le=1000)
-    fusion: Fusion = "rrf"
+    fusion: Fusion = "zscore"
     candidates: int = Field(100, ge=10, le=2000, description="depth of each list before fusion")
 
 
@@ -109,7 +112,7 @@ class Spec(_Strict):
         raise SpecError(f"no source named {name!r} (sources: {known})", key_path="sources")
 
 
-def interpolate(value: Any, path: str = "", environ: dict[str, str] | None = None) -> Any:
+def interpolate(value: Any, path: str = "", environ: Mapping[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; a missing variable is an error."""
     env = os.environ if environ is None else environ
     if isinstance(value, dict):
@@ -202,8 +205,9 @@ def _allowed(loc: tuple[int | str, ...]) -> str:
         field = model.model_fields.get(str(part))
         if field is None:
             break
-        annotation = field.annotation
-        inner = getattr(annotation, "__args__", (annotation,))[0] if hasattr(annotation, "__args__") else annotation
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            model = inner
+        # list[SourceSpec] -> SourceSpec; a plain model annotation is its own candidate.
+        for inner in (*get_args(field.annotation), field.annotation):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                model = inner
+                break
     return ", ".join(k for k in model.model_fields if k != "base_dir")

@@ -33,7 +33,11 @@ class BeirDataset:
 
     @classmethod
     def load(cls, folder: Path, split: str = "test") -> BeirDataset:
-        corpus, queries_file, qrels_file = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
+        corpus, queries_file, qrels_file = (
+            folder / "corpus.jsonl",
+            folder / "queries.jsonl",
+            folder / "qrels" / f"{split}.tsv",
+        )
         for required in (corpus, queries_file, qrels_file):
             if not required.is_file():
                 raise SpecError(
@@ -100,7 +104,9 @@ def eval_spec(dataset: BeirDataset, base: Spec, cache_dir: Path | None = None) -
     return Spec(
         index=IndexSpec(path=str(folder / f"{dataset.corpus.parent.name}-{digest.hexdigest()[:16]}.db")),
         embedding=base.embedding,
-        retrieval=RetrievalSpec(**{**base.retrieval.model_dump(), "candidates": max(base.retrieval.candidates, 100)}),
+        retrieval=RetrievalSpec(
+            **{**base.retrieval.model_dump(), "candidates": max(base.retrieval.candidates, 100)}
+        ),
         sources=[source],
         base_dir=dataset.corpus.parent,
     )

@@ -65,7 +65,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
             signature TEXT NOT NULL,
             PRIMARY KEY (source, unit)
         );
-        """
+        """,
     )
 
 

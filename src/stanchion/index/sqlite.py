@@ -61,7 +61,9 @@ class SQLiteStore:
         with self._lock, self._transaction():
             for item in batch:
                 if len(item.chunks) != len(item.vectors):
-                    raise StoreError(f"{item.document.id}: {len(item.chunks)} chunks but {len(item.vectors)} vectors")
+                    raise StoreError(
+                        f"{item.document.id}: {len(item.chunks)} chunks but {len(item.vectors)} vectors"
+                    )
                 self._delete(item.document.id)
                 self._insert(item, model)
 
@@ -100,10 +102,12 @@ class SQLiteStore:
             )
             rowid = cur.lastrowid
             self._db.execute(
-                "INSERT INTO chunk_terms(rowid, terms) VALUES (?, ?)", (rowid, " ".join(analyze(index_text(chunk))))
+                "INSERT INTO chunk_terms(rowid, terms) VALUES (?, ?)",
+                (rowid, " ".join(analyze(index_text(chunk)))),
             )
             self._db.executemany(
-                "INSERT INTO chunk_acl(chunk, grp) VALUES (?, ?)", [(rowid, g) for g in set(chunk.access_groups)]
+                "INSERT INTO chunk_acl(chunk, grp) VALUES (?, ?)",
+                [(rowid, g) for g in set(chunk.access_groups)],
             )
             self._db.execute(
                 "INSERT OR REPLACE INTO embeddings(model, hash, dim, vector) VALUES (?,?,?,?)",
@@ -111,7 +115,9 @@ class SQLiteStore:
             )
 
     def _delete(self, document_id: str) -> bool:
-        rowids = [r[0] for r in self._db.execute("SELECT rowid FROM chunks WHERE document_id = ?", (document_id,))]
+        rowids = [
+            r[0] for r in self._db.execute("SELECT rowid FROM chunks WHERE document_id = ?", (document_id,))
+        ]
         self._db.executemany("DELETE FROM chunk_terms WHERE rowid = ?", [(r,) for r in rowids])
         # chunk_acl and chunks go by ON DELETE CASCADE from documents.
         return self._db.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount > 0
@@ -123,7 +129,8 @@ class SQLiteStore:
     def set_unit(self, source: str, unit: str, signature: str) -> None:
         with self._lock, self._transaction():
             self._db.execute(
-                "INSERT OR REPLACE INTO units(source, unit, signature) VALUES (?,?,?)", (source, unit, signature)
+                "INSERT OR REPLACE INTO units(source, unit, signature) VALUES (?,?,?)",
+                (source, unit, signature),
             )
 
     def delete_unit(self, source: str, unit: str) -> None:
@@ -144,11 +151,15 @@ class SQLiteStore:
         return dict(rows.fetchall())
 
     def sources(self) -> list[str]:
-        rows = self._db.execute("SELECT DISTINCT source FROM documents UNION SELECT DISTINCT source FROM units")
+        rows = self._db.execute(
+            "SELECT DISTINCT source FROM documents UNION SELECT DISTINCT source FROM units"
+        )
         return sorted(r[0] for r in rows)
 
     def documents(self, source: str | None = None, *, unit: str | None = None) -> list[StoredDocument]:
-        sql = "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups FROM documents"
+        sql = (
+            "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups FROM documents"
+        )
         clauses, params = [], []
         if source is not None:
             clauses.append("source = ?")
@@ -159,7 +170,9 @@ class SQLiteStore:
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         return [
-            StoredDocument(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), tuple(json.loads(r[8])))
+            StoredDocument(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), tuple(json.loads(r[8]))
+            )
             for r in self._db.execute(sql + " ORDER BY id", params)
         ]
 
@@ -169,7 +182,8 @@ class SQLiteStore:
         for start in range(0, len(unique), 500):
             part = unique[start : start + 500]
             rows = self._db.execute(
-                f"SELECT hash, vector FROM embeddings WHERE model = ? AND hash IN ({_marks(part)})", [model, *part]
+                f"SELECT hash, vector FROM embeddings WHERE model = ? AND hash IN ({_marks(part)})",
+                [model, *part],
             )
             found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
         return found
@@ -178,7 +192,9 @@ class SQLiteStore:
         out: dict[str, Chunk] = {}
         for start in range(0, len(ids), 500):
             part = list(ids[start : start + 500])
-            rows = self._db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks c WHERE c.id IN ({_marks(part)})", part)
+            rows = self._db.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks c WHERE c.id IN ({_marks(part)})", part
+            )
             out.update((r[0], _chunk(r)) for r in rows)
         return [out[i] for i in ids if i in out]
 
@@ -228,7 +244,11 @@ class SQLiteStore:
                 f"SELECT {_CHUNK_COLUMNS}, c.rowid FROM chunks c WHERE c.rowid IN ({_marks(chosen)})", chosen
             )
         }
-        return [ScoredChunk(by_rowid[r], float(scores[i])) for r, i in zip(chosen, best, strict=True) if r in by_rowid]
+        return [
+            ScoredChunk(by_rowid[r], float(scores[i]))
+            for r, i in zip(chosen, best, strict=True)
+            if r in by_rowid
+        ]
 
     def _load_matrix(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """(sorted chunk rowids, their vectors), cached until any connection commits a change."""
@@ -242,12 +262,18 @@ class SQLiteStore:
             ).fetchall()
             rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             blob = b"".join(r[1] for r in rows)
-            matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32)
+            matrix = (
+                np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1)
+                if rows
+                else np.zeros((0, 0), np.float32)
+            )
             self._matrix["all"] = (version, rowids, matrix)
             return rowids, matrix
 
     def stats(self) -> StoreStats:
-        docs, chunks = self._db.execute("SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks)").fetchone()
+        docs, chunks = self._db.execute(
+            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks)"
+        ).fetchone()
         vectors = self._db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
         return StoreStats(int(docs), int(chunks), int(vectors))
 
@@ -305,7 +331,11 @@ def _where_sql(where: SearchFilter) -> tuple[str, list[object]]:
         groups = sorted(where.groups)
         parts.append(
             "(c.public = 1"
-            + (f" OR EXISTS (SELECT 1 FROM chunk_acl a WHERE a.chunk = c.rowid AND a.grp IN ({_marks(groups)}))" if groups else "")
+            + (
+                f" OR EXISTS (SELECT 1 FROM chunk_acl a WHERE a.chunk = c.rowid AND a.grp IN ({_marks(groups)}))"
+                if groups
+                else ""
+            )
             + ")"
         )
         params.extend(groups)
@@ -335,7 +365,9 @@ def _condition_sql(cond: Condition) -> tuple[str, list[object]]:
             )
             params.extend([value, str(value)])
         else:
-            tests.append(f"(j.type NOT IN ('null','true','false','array','object') AND CAST(j.value AS TEXT) {op} ?)")
+            tests.append(
+                f"(j.type NOT IN ('null','true','false','array','object') AND CAST(j.value AS TEXT) {op} ?)"
+            )
             params.append(value)
     body = " OR ".join(tests)
     exists = f"EXISTS (SELECT 1 FROM json_each(c.metadata, ?) j WHERE {body})"

@@ -131,13 +131,20 @@ class Pipeline:
 
     def _units(self, source: SourceSpec, summary: IngestSummary) -> list[Unit]:
         try:
-            return list(enumerate_units(self.spec.resolve(source.path), source.type, source.glob, source.exclude))
+            return list(
+                enumerate_units(self.spec.resolve(source.path), source.type, source.glob, source.exclude)
+            )
         except IngestError as exc:
             summary.failed.append(Failure(exc.path, exc.reason))
             return []
 
     def _ingest_source(
-        self, source: SourceSpec, units: list[Unit], summary: IngestSummary, pending: _Pending, progress: Progress
+        self,
+        source: SourceSpec,
+        units: list[Unit],
+        summary: IngestSummary,
+        pending: _Pending,
+        progress: Progress,
     ) -> None:
         root = self.spec.resolve(source.path)
         if not root.exists():
@@ -146,7 +153,9 @@ class Pipeline:
         stored = self.store.units(source.name)
         present = {u.relpath for u in units}
         for gone in sorted(set(stored) - present):
-            summary.deleted += self.store.delete_documents([d.id for d in self.store.documents(source.name, unit=gone)])
+            summary.deleted += self.store.delete_documents(
+                [d.id for d in self.store.documents(source.name, unit=gone)]
+            )
             self.store.delete_unit(source.name, gone)
         loaded: list[tuple[Unit, str, list[Document]]] = []
         for unit in units:
@@ -174,7 +183,9 @@ class Pipeline:
                     continue
                 chunks = self._chunk(source, doc)
                 stamped = replace(doc, metadata={**doc.metadata, "_fingerprint": fingerprint})
-                pending.writes.append(DocumentWrite(stamped, chunks, np.zeros((0, 0), np.float32), unit.relpath))
+                pending.writes.append(
+                    DocumentWrite(stamped, chunks, np.zeros((0, 0), np.float32), unit.relpath)
+                )
                 pending.chunks += len(chunks)
                 progress.to_embed(len(chunks))
             pending.units.append((source.name, unit.relpath, sig, {d.id for d in docs if d.id in kept_ids}))
@@ -192,7 +203,9 @@ class Pipeline:
         )
         size = unit.path.stat().st_size if unit.path.is_file() else 0
         if size > ctx.max_file_bytes:
-            raise IngestError(unit.path, f"file too large ({size / 1e6:.1f} MB > max_file_mb {source.max_file_mb})")
+            raise IngestError(
+                unit.path, f"file too large ({size / 1e6:.1f} MB > max_file_mb {source.max_file_mb})"
+            )
         if unit.path.is_file() and size == 0:
             raise IngestError(unit.path, "empty file")
         try:
@@ -224,7 +237,8 @@ class Pipeline:
         summary: IngestSummary,
         fingerprint: str,
     ) -> set[str]:
-        docs = [d for _, _, ds in loaded for d in ds]
+        # Shortest path first, so of two identical files the canonical name (not "...-copy") is kept.
+        docs = sorted((d for _, _, ds in loaded for d in ds), key=lambda d: (len(d.path), d.path, d.id))
         if not source.cleaning.dedupe or not docs:
             return {d.id for d in docs}
         result = dedupe_documents(docs, source.cleaning.near_duplicate_threshold)
@@ -266,7 +280,12 @@ class Pipeline:
                 cached.update(zip((c.hash for c in missing), vectors, strict=True))
                 summary.embedded += len(missing)
             writes = [
-                replace(w, vectors=np.stack([cached[c.hash] for c in w.chunks]) if w.chunks else np.zeros((0, 1), np.float32))
+                replace(
+                    w,
+                    vectors=np.stack([cached[c.hash] for c in w.chunks])
+                    if w.chunks
+                    else np.zeros((0, 1), np.float32),
+                )
                 for w in pending.writes
             ]
             self.store.write(writes, model=self.embedder.name)
@@ -296,4 +315,3 @@ def _fingerprint(source: SourceSpec, model: str) -> str:
 
 def _stored_hash(doc: Document, fingerprint: str) -> str:
     return replace(doc, metadata={**doc.metadata, "_fingerprint": fingerprint}).hash
-

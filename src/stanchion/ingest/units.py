@@ -64,7 +64,8 @@ def sniff_type(path: Path) -> str | None:
     except OSError:
         return None
     if head.startswith(b"From ") or any(
-        head.lower().startswith(h) for h in (b"return-path:", b"received:", b"from:", b"delivered-to:", b"message-id:")
+        head.lower().startswith(h)
+        for h in (b"return-path:", b"received:", b"from:", b"delivered-to:", b"message-id:")
     ):
         return "email"
     if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):

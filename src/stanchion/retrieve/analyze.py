@@ -18,9 +18,7 @@ _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 # A short list: long stop lists hurt recall on technical text ("it", "us", "may" are content words
 # often enough); these are the ones that only cost time.
 STOP_WORDS = frozenset(
-    """a an and are as at be but by for from has have he her his i if in into is it its of on or
-    our she so such than that the their them then there these they this to was we were which
-    while who will with you your""".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "he", "her", "his", "i", "if", "in", "into", "is", "it", "its", "of", "on", "or", "our", "she", "so", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "which", "while", "who", "will", "with", "you", "your"]
 )
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 from stanchion.errors import SearchError
 
@@ -94,20 +94,17 @@ def build_filter(
 
 def _compare(op: Op, have: object, want: Scalar) -> bool:
     if isinstance(want, bool) or isinstance(have, bool):
-        return op == "eq" and have == want or op == "ne" and have != want
+        return (op == "eq" and have == want) or (op == "ne" and have != want)
     if isinstance(want, int | float) and isinstance(have, int | float):
-        a: float | str = float(have)
-        b: float | str = float(want)
-    else:
-        a, b = str(have), str(want)
-    return {
-        "eq": a == b,
-        "ne": a != b,
-        "gt": a > b,
-        "gte": a >= b,
-        "lt": a < b,
-        "lte": a <= b,
-    }.get(op, False)
+        return _ordered(op, float(have), float(want))
+    return _ordered(op, str(have), str(want))
+
+
+_T = TypeVar("_T", float, str)
+
+
+def _ordered(op: Op, a: _T, b: _T) -> bool:
+    return {"eq": a == b, "ne": a != b, "gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}.get(op, False)
 
 
 def _holds(cond: Condition, have: object) -> bool:

@@ -27,12 +27,16 @@ def rrf(rankings: Mapping[str, Ranking]) -> dict[str, float]:
     return fused
 
 
-def _normalised_sum(rankings: Mapping[str, Ranking], norm: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+def _normalised_sum(
+    rankings: Mapping[str, Ranking], norm: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, float]:
     normalised: list[tuple[dict[str, float], float]] = []
     for ranking in rankings.values():
         if ranking:
             scores = norm(np.array([s for _, s in ranking], dtype=np.float64))
-            normalised.append(({i: float(s) for (i, _), s in zip(ranking, scores, strict=True)}, float(scores.min())))
+            normalised.append(
+                ({i: float(s) for (i, _), s in zip(ranking, scores, strict=True)}, float(scores.min()))
+            )
     items = {i for scores, _ in normalised for i in scores}
     # An item a retriever did not return scores that retriever's floor, not zero: it ranked below
     # everything the retriever returned, and absence from one list must not outweigh the other.
@@ -55,7 +59,8 @@ def _dbsf(x: np.ndarray) -> np.ndarray:
     if std == 0:
         return np.ones_like(x)
     low, high = x.mean() - 3 * std, x.mean() + 3 * std
-    return np.clip((x - low) / (high - low), 0.0, 1.0)
+    clipped: np.ndarray = np.clip((x - low) / (high - low), 0.0, 1.0)
+    return clipped
 
 
 def fuse(method: Fusion, rankings: Mapping[str, Ranking]) -> list[tuple[str, float]]:

@@ -29,7 +29,9 @@ class SearchResult:
 class Retriever:
     """Runs one query against a Store. ``candidates`` is how deep each list goes before fusion."""
 
-    def __init__(self, store: Store, embedder: Embedder, *, fusion: Fusion = "rrf", candidates: int = 100) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, *, fusion: Fusion = "zscore", candidates: int = 100
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.fusion: Fusion = fusion

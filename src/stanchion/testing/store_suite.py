@@ -48,7 +48,9 @@ def make_write(
     source: str = "test",
 ) -> DocumentWrite:
     meta = dict(metadata or {})
-    doc = Document(id=doc_id, text="\n\n".join(texts), title=doc_id, source=source, metadata=meta, access_groups=groups)
+    doc = Document(
+        id=doc_id, text="\n\n".join(texts), title=doc_id, source=source, metadata=meta, access_groups=groups
+    )
     chunks = [
         Chunk(
             id=f"{doc_id}#{i}",
@@ -79,7 +81,10 @@ class StoreConformance:
 
     def test_write_then_read_back(self, store: Store) -> None:
         """Documents, chunks and metadata come back exactly as written."""
-        store.write([make_write("d1", ["alpha beta", "gamma delta"], metadata={"team": "ops", "page": 3})], model=MODEL)
+        store.write(
+            [make_write("d1", ["alpha beta", "gamma delta"], metadata={"team": "ops", "page": 3})],
+            model=MODEL,
+        )
         (doc,) = store.documents("test")
         assert (doc.id, doc.chunk_count, doc.metadata["team"]) == ("d1", 2, "ops")
         chunks = store.chunks(["d1#1", "d1#0", "missing"])
@@ -89,7 +94,9 @@ class StoreConformance:
 
     def test_rewrite_replaces_all_chunks(self, store: Store) -> None:
         """Re-writing a document leaves no stale chunk in keyword or vector search."""
-        store.write([make_write("d1", ["obsolete zebra text", "more zebra"], [unit(1), unit(1, 0.1)])], model=MODEL)
+        store.write(
+            [make_write("d1", ["obsolete zebra text", "more zebra"], [unit(1), unit(1, 0.1)])], model=MODEL
+        )
         store.write([make_write("d1", ["fresh giraffe text"], [unit(0, 1)])], model=MODEL)
         assert store.keyword_search(query_terms("zebra"), 10, SearchFilter()) == []
         assert ids(store.keyword_search(query_terms("giraffe"), 10, SearchFilter())) == ["d1#0"]
@@ -98,7 +105,10 @@ class StoreConformance:
 
     def test_delete_purges_everything(self, store: Store) -> None:
         """A deleted document is gone from documents, chunks, keyword and vector search."""
-        store.write([make_write("d1", ["purge me please"], [unit(1)]), make_write("d2", ["keep me"], [unit(0, 1)])], model=MODEL)
+        store.write(
+            [make_write("d1", ["purge me please"], [unit(1)]), make_write("d2", ["keep me"], [unit(0, 1)])],
+            model=MODEL,
+        )
         assert store.delete_documents(["d1", "nope"]) == 1
         assert [d.id for d in store.documents()] == ["d2"]
         assert store.keyword_search(query_terms("purge"), 10, SearchFilter()) == []
@@ -123,7 +133,11 @@ class StoreConformance:
     def test_vector_ranking(self, store: Store) -> None:
         """Vector search orders by cosine similarity."""
         store.write(
-            [make_write("a", ["x"], [unit(1, 0)]), make_write("b", ["y"], [unit(1, 1)]), make_write("c", ["z"], [unit(0, 1)])],
+            [
+                make_write("a", ["x"], [unit(1, 0)]),
+                make_write("b", ["y"], [unit(1, 1)]),
+                make_write("c", ["z"], [unit(0, 1)]),
+            ],
             model=MODEL,
         )
         hits = store.vector_search(unit(1, 0.2), 3, SearchFilter())
@@ -133,24 +147,43 @@ class StoreConformance:
     def test_filter_never_returns_fewer_than_exist(self, store: Store) -> None:
         """Filters run inside the search: rare matches far down the ranking are all found."""
         writes = [
-            make_write(f"d{i:02d}", [f"common words about freight number {i}"], [unit(1, i / 100)], metadata={"team": "ops"})
+            make_write(
+                f"d{i:02d}",
+                [f"common words about freight number {i}"],
+                [unit(1, i / 100)],
+                metadata={"team": "ops"},
+            )
             for i in range(40)
         ]
         writes += [
-            make_write(f"r{i}", [f"common freight note {i}"], [unit(0, 1, i / 10)], metadata={"team": "legal"})
+            make_write(
+                f"r{i}", [f"common freight note {i}"], [unit(0, 1, i / 10)], metadata={"team": "legal"}
+            )
             for i in range(3)
         ]
         store.write(writes, model=MODEL)
         where = build_filter(["team=legal"])
-        assert sorted(ids(store.keyword_search(query_terms("common freight"), 10, where))) == ["r0#0", "r1#0", "r2#0"]
+        assert sorted(ids(store.keyword_search(query_terms("common freight"), 10, where))) == [
+            "r0#0",
+            "r1#0",
+            "r2#0",
+        ]
         assert sorted(ids(store.vector_search(unit(1), 10, where))) == ["r0#0", "r1#0", "r2#0"]
 
     def test_filter_operators(self, store: Store) -> None:
         """eq, in, ne, numeric and date ranges, and list membership."""
         store.write(
             [
-                make_write("a", ["freight"], metadata={"page": 2, "created_at": "2025-01-10T00:00:00+00:00", "tags": ["x", "y"]}),
-                make_write("b", ["freight"], metadata={"page": 10, "created_at": "2025-06-01T00:00:00+00:00", "tags": ["z"]}),
+                make_write(
+                    "a",
+                    ["freight"],
+                    metadata={"page": 2, "created_at": "2025-01-10T00:00:00+00:00", "tags": ["x", "y"]},
+                ),
+                make_write(
+                    "b",
+                    ["freight"],
+                    metadata={"page": 10, "created_at": "2025-06-01T00:00:00+00:00", "tags": ["z"]},
+                ),
                 make_write("c", ["freight"], metadata={"page": 7}),
             ],
             model=MODEL,
@@ -225,7 +258,11 @@ class StoreConformance:
         rng = random.Random(7)
         teams, writes = ["ops", "hr", "eng"], []
         for i in range(30):
-            meta = {"team": rng.choice(teams), "page": rng.randint(1, 9), "created_at": f"2025-0{rng.randint(1, 9)}-15"}
+            meta = {
+                "team": rng.choice(teams),
+                "page": rng.randint(1, 9),
+                "created_at": f"2025-0{rng.randint(1, 9)}-15",
+            }
             groups = tuple(rng.sample(["g1", "g2", "g3"], rng.randint(0, 2)))
             writes.append(make_write(f"d{i:02d}", ["shared term"], metadata=meta, groups=groups))
         store.write(writes, model=MODEL)
@@ -235,7 +272,9 @@ class StoreConformance:
                 Condition("page", rng.choice(["gt", "gte", "lt", "lte", "ne"]), rng.randint(1, 9)),
                 Condition("created_at", rng.choice(["gte", "lt"]), f"2025-0{rng.randint(1, 9)}-01"),
             ]
-            where = SearchFilter(tuple(rng.sample(conds, rng.randint(1, 3))), frozenset(rng.sample(["g1", "g2", "g3"], 1)))
+            where = SearchFilter(
+                tuple(rng.sample(conds, rng.randint(1, 3))), frozenset(rng.sample(["g1", "g2", "g3"], 1))
+            )
             expected = sorted(
                 c.id for w in writes for c in w.chunks if where.admits(dict(c.metadata), c.access_groups)
             )

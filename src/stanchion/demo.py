@@ -1,0 +1,66 @@
+"""``stanchion demo``: ingest the bundled Kestrel Freight corpus and search it for sample questions."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.resources import as_file, files
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from stanchion.app import build
+from stanchion.cli_render import IngestProgressBar, render_hits, render_ingest_summary
+from stanchion.retrieve.filters import SearchFilter
+from stanchion.spec import IndexSpec, load_spec
+
+
+def demo_dir() -> Path:
+    return Path(os.environ.get("STANCHION_CACHE_DIR", Path.home() / ".cache" / "stanchion")) / "demo"
+
+
+def run_demo(
+    out: Console, err: Console, *, workdir: Path | None = None, as_json: bool = False, k: int = 3
+) -> dict[str, object]:
+    with as_file(files("stanchion").joinpath("sample")) as sample:
+        spec = load_spec(Path(sample) / "stanchion.yaml")
+        index_path = (workdir or demo_dir()) / "index.db"
+        spec = spec.model_copy(update={"index": IndexSpec(path=str(index_path))})
+        questions = yaml.safe_load((Path(sample) / "questions.yaml").read_text(encoding="utf-8"))
+        app = build(spec)
+        try:
+            if not as_json:
+                out.print(f"[bold]Stanchion demo[/]: Kestrel Freight sample corpus -> {index_path}")
+            with IngestProgressBar(err, enabled=not as_json and err.is_terminal) as bar:
+                summary = app.pipeline.run(progress=bar)
+            if not as_json:
+                render_ingest_summary(out, summary)
+            results = []
+            for item in questions:
+                result = app.retriever.search(
+                    item["question"], k=k, mode=spec.retrieval.mode, where=SearchFilter()
+                )
+                if not as_json:
+                    out.print()
+                    render_hits(out, item["question"], result)
+                results.append(
+                    {
+                        "question": item["question"],
+                        "hits": [
+                            {
+                                "rank": h.rank,
+                                "chunk_id": h.chunk.id,
+                                "title": h.chunk.metadata.get("title"),
+                                "text": h.chunk.text,
+                            }
+                            for h in result.hits
+                        ],
+                    }
+                )
+        finally:
+            app.close()
+    report: dict[str, object] = {"ingest": summary.as_json(), "questions": results}
+    if as_json:
+        print(json.dumps(report))
+    return report
