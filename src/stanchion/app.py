@@ -51,5 +51,9 @@ class App:
         self._closers.clear()
 
 
-def build(spec: Spec) -> App:
-    return App(spec)
+def build(spec: Spec, *, embedder: Embedder | None = None) -> App:
+    """Wire the app for ``spec``; pass ``embedder`` to share an already loaded model (tests, evals)."""
+    app = App(spec)
+    if embedder is not None:
+        app.__dict__["embedder"] = embedder  # seeds the cached_property
+    return app

@@ -32,5 +32,5 @@ def configure_logging(level: int = logging.WARNING) -> None:
     root.setLevel(level)
     root.propagate = False
     # Libraries below us print progress bars and hub warnings we do not want in user output.
-    for noisy in ("transformers", "sentence_transformers", "huggingface_hub"):
+    for noisy in ("transformers", "sentence_transformers", "huggingface_hub", "pypdf"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stanchion.app import App, build
-from stanchion.errors import SpecError
+from stanchion.errors import IngestError, SpecError
 from stanchion.evals.metrics import Qrels, evaluate
 from stanchion.ingest.pipeline import IngestSummary, Progress
 from stanchion.retrieve.filters import SearchFilter
@@ -90,7 +90,7 @@ def eval_spec(dataset: BeirDataset, base: Spec, cache_dir: Path | None = None) -
     source = SourceSpec(
         name="corpus",
         type="beir",
-        path=str(dataset.corpus),
+        path=str(dataset.corpus.resolve()),
         # Never merge near-duplicates here: judgments name exact document ids.
         cleaning=CleaningSpec(dedupe=False),
         chunking=base.sources[0].chunking if base.sources else SourceSpec(name="x", path=".").chunking,
@@ -126,6 +126,9 @@ def run_retrieval_eval(
         started = time.perf_counter()
         summary: IngestSummary = app.pipeline.run(progress=progress)
         build_seconds = time.perf_counter() - started
+        if summary.failed:
+            failure = summary.failed[0]
+            raise IngestError(failure.path, f"cannot index the eval corpus: {failure.reason}")
         reused = summary.documents == 0 and summary.failed == []
         if mode in ("dense", "hybrid"):
             app.embedder.embed(["warm up"])  # model load is not query latency

@@ -200,6 +200,7 @@ class Pipeline:
             access_groups=tuple(source.access_groups),
             metadata=dict(source.metadata),
             max_file_bytes=int(source.max_file_mb * 1024 * 1024),
+            strip_boilerplate=source.cleaning.strip_boilerplate,
         )
         size = unit.path.stat().st_size if unit.path.is_file() else 0
         if size > ctx.max_file_bytes:

@@ -26,6 +26,7 @@ class LoadContext:
     access_groups: tuple[str, ...] = ()
     metadata: dict[str, object] = field(default_factory=dict)
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    strip_boilerplate: bool = True  # the spec's cleaning.strip_boilerplate
 
     def doc_id(self, *parts: str) -> str:
         return ":".join((self.source, self.relpath, *parts)) if parts else f"{self.source}:{self.relpath}"

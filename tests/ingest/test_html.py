@@ -1,0 +1,183 @@
+"""The HTML loader, on the Debian handbook and policy pages and on a small Confluence-style export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stanchion.errors import IngestError
+from stanchion.ingest.loaders.base import LoadContext
+from stanchion.ingest.loaders.html import load_html
+from stanchion.types import Document
+
+CTX = LoadContext(source="wiki", relpath="page.html", access_groups=("staff",), metadata={"team": "ops"})
+
+
+def _load(path: Path, ctx: LoadContext = CTX) -> Document:
+    docs = list(load_html(path, ctx))
+    assert len(docs) == 1
+    return docs[0]
+
+
+def _section(doc: Document, *path: str) -> str:
+    matches = [s.text for s in doc.sections if s.heading_path == path]
+    assert matches, f"no section {path}; have {[s.heading_path for s in doc.sections]}"
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def handbook(shared_data: Path) -> Path:
+    return shared_data / "docs-debian" / "debian-handbook-en-html"
+
+
+@pytest.fixture(scope="module")
+def doc(fixtures: Path) -> Document:
+    return _load(fixtures / "html" / "confluence_page.html")
+
+
+class TestDebianHandbook:
+    """DocBook/Publican pages: banner, docnav bars, toc blocks around the content."""
+
+    def test_navigation_chrome_is_dropped(self, handbook: Path) -> None:
+        """The ebook banner and the Prev/Home/Next bars are gone; the body stays."""
+        doc = _load(handbook / "sect.apt-get.html")
+        assert "Download the ebook" not in doc.text
+        assert "Prev" not in doc.text.split()
+        assert "The Debian Administrator's Handbook" not in doc.text  # the docnav "home" item
+        assert "APT is a vast project, whose original plans included a graphical interface." in doc.text
+
+    def test_tip_sidebars_are_content(self, handbook: Path) -> None:
+        """A DocBook "sidebar" is a tip box, not navigation: few links, so it is kept."""
+        doc = _load(handbook / "sect.apt-get.html")
+        assert "TIP Incremental updates" in doc.text
+        assert "APT can download “diff” files" in doc.text
+
+    def test_heading_paths_follow_the_outline(self, handbook: Path) -> None:
+        """Each h3 section carries its h2 parent; inline <code> in headings keeps its spacing."""
+        doc = _load(handbook / "sect.apt-get.html")
+        top = "6.2. aptitude, apt-get, and apt Commands"
+        assert doc.title == top
+        text = _section(doc, top, "6.2.1. Initialization")
+        assert text.startswith("For any work with APT, the list of available packages needs to be updated")
+
+    def test_table_rows_read_as_cells(self, handbook: Path) -> None:
+        """A table renders as "cell | cell" rows, header row first, under its DocBook title."""
+        doc = _load(handbook / "sect.how-to-migrate.html")
+        assert (
+            "Table 3.1. Matching operating system and architecture\n\n"
+            "Operating System | Architecture(s)\n"
+            "DEC Unix (OSF/1) | alpha, mipsel\n"
+            "HP Unix | ia64, hppa\n"
+        ) in doc.text
+
+    def test_chapter_toc_is_dropped(self, handbook: Path) -> None:
+        """A chapter page's link-only table of contents is navigation."""
+        doc = _load(handbook / "apt.html")
+        assert doc.sections[0].heading_path == ("Chapter 6. Maintenance and Updates: The APT Tools",)
+        assert doc.sections[0].text.startswith("What makes Debian so popular with administrators")
+
+    def test_metadata(self, handbook: Path) -> None:
+        """Keywords and canonical URL come from the head; spec metadata and ACL pass through."""
+        doc = _load(handbook / "sect.apt-get.html")
+        assert doc.metadata["url"] == "https://debian-handbook.info/browse/stable/sect.apt-get.html"
+        assert "apt-get" in doc.metadata["keywords"]
+        assert doc.metadata["team"] == "ops"
+        assert doc.access_groups == ("staff",)
+        assert doc.id == "wiki:page.html"
+
+
+class TestDebianPolicy:
+    """Sphinx pages: related-navigation bars, a sidebar with search, headerlink pilcrows."""
+
+    def test_sphinx_chrome_and_heading_path(self, shared_data: Path) -> None:
+        """Sidebar, search box and footer are gone; h1 > h2 > h3 nest into the heading path."""
+        doc = _load(shared_data / "docs-debian" / "debian-policy" / "policy-html" / "ch-binary.html")
+        for chrome in ("Quick search", "Show Source", "Previous topic", "Created using", "¶"):
+            assert chrome not in doc.text
+        assert doc.title == "3. Binary packages"
+        text = _section(
+            doc,
+            "3. Binary packages",
+            "3.2. The version of a package",
+            "3.2.1. Version numbers based on dates",
+        )
+        assert "96May01" in text
+        # Source line breaks inside a paragraph are whitespace, not structure.
+        assert "package management system, called dpkg." in doc.text
+
+
+class TestConfluenceExport:
+    """A hand-written page in Confluence's export layout."""
+
+    def test_chrome_is_dropped(self, doc: Document) -> None:
+        """Breadcrumbs, page metadata line, footer, skip link, script and style never reach the text."""
+        for chrome in ("Skip to content", "Operations", "Created by", "Document generated", "Atlassian"):
+            assert chrome not in doc.text
+        assert "tracking-snippet" not in doc.text
+        assert "display: none" not in doc.text
+
+    def test_title_and_space(self, doc: Document) -> None:
+        """ "Space : Page" titles are split; meta tags and breadcrumbs become metadata."""
+        assert doc.title == "Deploy Runbook"
+        assert doc.metadata["space"] == "Platform Team"
+        assert doc.metadata["space_key"] == "PLAT"
+        assert doc.metadata["breadcrumbs"] == ["Platform Team", "Operations"]
+        assert doc.metadata["modified"] == "2024-03-05T10:12:00Z"
+        assert doc.metadata["created_by"] == "Alice Example"
+
+    def test_sections(self, doc: Document) -> None:
+        """Intro text, then one section per heading with its path."""
+        paths = [s.heading_path for s in doc.sections]
+        assert paths == [(), ("Prerequisites",), ("Prerequisites", "Environments"), ("Steps",)]
+
+    def test_table_list_code(self, doc: Document) -> None:
+        """Tables as rows, lists as items, code and <br> keep their line breaks."""
+        assert _section(doc, "Prerequisites", "Environments").split("\n") == [
+            "Environment | Cluster | Approver",
+            "staging | k8s-stg-1 | any engineer",
+            "production | k8s-prd-2 | on-call lead",
+        ]
+        assert "- VPN connected\n- Member of the deployers group" in _section(doc, "Prerequisites")
+        steps = _section(doc, "Steps")
+        assert "1. Tag the release.\n2. Run the pipeline." in steps
+        assert "kubectl rollout status deploy/payments\nkubectl get pods -l app=payments" in steps
+        assert "Rollback takes\nabout five minutes." in steps
+
+
+class TestBadInput:
+    """Files that are not usable HTML fail with a short reason."""
+
+    def test_empty(self, tmp_path: Path) -> None:
+        """A file of whitespace is empty."""
+        path = tmp_path / "empty.html"
+        path.write_text("  \n")
+        with pytest.raises(IngestError, match="empty file"):
+            _load(path)
+
+    def test_binary(self, tmp_path: Path) -> None:
+        """NUL bytes mean a binary file, whatever the extension."""
+        path = tmp_path / "image.html"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+        with pytest.raises(IngestError, match="binary file"):
+            _load(path)
+
+    def test_not_html(self, tmp_path: Path) -> None:
+        """Plain prose with no tags is rejected rather than indexed as a page."""
+        path = tmp_path / "notes.html"
+        path.write_text("just some notes, no markup at all\n")
+        with pytest.raises(IngestError, match="not an HTML file"):
+            _load(path)
+
+    def test_only_chrome(self, tmp_path: Path) -> None:
+        """A page that is all navigation has no content."""
+        path = tmp_path / "nav.html"
+        path.write_text("<html><body><nav><a href='/'>Home</a></nav><footer>(c) 2024</footer></body></html>")
+        with pytest.raises(IngestError, match="no text content"):
+            _load(path)
+
+    def test_too_large(self, fixtures: Path) -> None:
+        """The size limit applies before parsing."""
+        ctx = LoadContext(source="wiki", relpath="page.html", max_file_bytes=100)
+        with pytest.raises(IngestError, match="file too large"):
+            _load(fixtures / "html" / "confluence_page.html", ctx)
