@@ -48,7 +48,11 @@ def _deny_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def guarded(sock: socket.socket, address: object) -> object:
         host = address[0] if isinstance(address, tuple) else address
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and str(host) not in ("127.0.0.1", "::1", "localhost"):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and str(host) not in (
+            "127.0.0.1",
+            "::1",
+            "localhost",
+        ):
             raise RuntimeError(f"test tried to reach the network: {address!r}")
         return real_connect(sock, address)  # type: ignore[arg-type]
 

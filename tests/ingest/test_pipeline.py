@@ -65,7 +65,9 @@ def make_app(tmp_path: Path, corpus: Path, embedder: CountingEmbedder, **source:
 
 
 class TestIncremental:
-    def test_rerun_does_no_embedding_work(self, tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    def test_rerun_does_no_embedding_work(
+        self, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    ) -> None:
         """Re-ingesting unchanged sources reads nothing and embeds nothing."""
         corpus = write_corpus(tmp_path / "docs", WIKI)
         counting = CountingEmbedder(embedder)
@@ -77,7 +79,9 @@ class TestIncremental:
         assert (second.documents, second.chunks, second.embedded, second.skipped) == (0, 0, 0, 3)
         assert len(counting.texts) == embedded_before
 
-    def test_changed_file_reembeds_only_its_new_chunks(self, tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    def test_changed_file_reembeds_only_its_new_chunks(
+        self, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    ) -> None:
         """Editing one section re-embeds that section's chunk only; other chunks come from the cache."""
         corpus = write_corpus(tmp_path / "docs", WIKI)
         counting = CountingEmbedder(embedder)
@@ -94,7 +98,9 @@ class TestIncremental:
         hits = app.retriever.search("VPN approval time", k=1, mode="bm25").hits
         assert "three business days" in hits[0].chunk.text
 
-    def test_deleted_file_leaves_the_index(self, tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    def test_deleted_file_leaves_the_index(
+        self, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    ) -> None:
         corpus = write_corpus(tmp_path / "docs", WIKI)
         app = make_app(tmp_path, corpus, CountingEmbedder(embedder))
         app.pipeline.run()
@@ -108,7 +114,9 @@ class TestIncremental:
         """Changing the chunking in the spec re-processes the source on the next run."""
         corpus = write_corpus(tmp_path / "docs", WIKI)
         make_app(tmp_path, corpus, CountingEmbedder(embedder)).pipeline.run()
-        app = make_app(tmp_path, corpus, CountingEmbedder(embedder), chunking=ChunkingSpec(size=24, overlap=4))
+        app = make_app(
+            tmp_path, corpus, CountingEmbedder(embedder), chunking=ChunkingSpec(size=24, overlap=4)
+        )
         summary = app.pipeline.run()
         assert summary.documents == 3 and summary.skipped == 0
         (doc,) = app.store.documents("wiki", unit="oncall.md")
@@ -116,7 +124,9 @@ class TestIncremental:
         assert len(chunks) == doc.chunk_count > 1
         assert all(app.tokenizer.count(c.text) <= 24 for c in chunks)
 
-    def test_missing_source_root_keeps_index(self, tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    def test_missing_source_root_keeps_index(
+        self, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    ) -> None:
         """A source folder that vanished (unmounted disk) is reported, and nothing is deleted."""
         corpus = write_corpus(tmp_path / "docs", WIKI)
         app = make_app(tmp_path, corpus, CountingEmbedder(embedder))
@@ -133,7 +143,10 @@ class TestCrashSafety:
     ) -> None:
         """A run killed between batches leaves whole documents only, and the next run completes the job."""
         monkeypatch.setattr("stanchion.ingest.pipeline.FLUSH_CHUNKS", 1)
-        files = {f"page{i:02d}.txt": f"Page {i} describes warehouse {i} in Columbus, dock number {i * 7}." for i in range(8)}
+        files = {
+            f"page{i:02d}.txt": f"Page {i} describes warehouse {i} in Columbus, dock number {i * 7}."
+            for i in range(8)
+        }
         corpus = write_corpus(tmp_path / "docs", files)
         dying = CountingEmbedder(embedder, fail_after_calls=3)
         app = make_app(tmp_path, corpus, dying)
@@ -176,9 +189,13 @@ class TestBadInput:
 
 
 class TestMetadataAndAccess:
-    def test_source_metadata_and_groups_reach_chunks(self, tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    def test_source_metadata_and_groups_reach_chunks(
+        self, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    ) -> None:
         corpus = write_corpus(tmp_path / "docs", WIKI)
-        app = make_app(tmp_path, corpus, CountingEmbedder(embedder), metadata={"team": "platform"}, access_groups=["eng"])
+        app = make_app(
+            tmp_path, corpus, CountingEmbedder(embedder), metadata={"team": "platform"}, access_groups=["eng"]
+        )
         app.pipeline.run()
         hit = app.retriever.search("laptop day one", k=1).hits[0]
         assert hit.chunk.metadata["team"] == "platform" and hit.chunk.access_groups == ("eng",)
@@ -186,7 +203,9 @@ class TestMetadataAndAccess:
         assert app.retriever.search("laptop", k=5, where=build_filter([], groups=["hr"])).hits == []
         assert app.retriever.search("laptop", k=5, where=build_filter(["team=platform"], groups=["eng"])).hits
 
-    def test_duplicates_are_merged_and_reported(self, tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    def test_duplicates_are_merged_and_reported(
+        self, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    ) -> None:
         text = "Quarterly freight volumes rose in the Midwest while the coastal hubs stayed flat. " * 5
         corpus = write_corpus(tmp_path / "docs", {"report.txt": text, "report-copy.txt": text})
         summary = make_app(tmp_path, corpus, CountingEmbedder(embedder)).pipeline.run()

@@ -13,10 +13,17 @@ slice of it, so chunk text is the document's own text, never re-joined or prefix
   and the overlap counts against ``size``.
 * ``semantic`` embeds the run's sentences and cuts where adjacent similarity drops below
   ``semantic_threshold`` (by default an adaptive per-document threshold, see
-  ``adaptive_threshold``); groups too small are merged into their more similar neighbour, and
-  groups too big are split as ``recursive`` does.
+  ``adaptive_threshold``, mean minus one standard deviation of the document's similarities, each
+  side of a gap averaged over two sentences); groups too big are split as ``recursive`` does, and
+  groups under ``min_size`` join their more similar neighbour where the two fit.
 * ``structure`` keeps sections whole: one chunk per section (a wiki section, a PDF page), or for
-  chat-like documents whole messages packed up to ``size``, so a short thread is one chunk.
+  chat-like documents (``channel`` in the document metadata, or an ``author`` on every section)
+  whole messages packed up to ``size``, so a short thread is one chunk. Only a section or
+  message bigger than ``size`` on its own is split, recursively.
+
+``min_size`` is honoured where the rules allow: a small last chunk of a run takes pieces from the
+one before, and small sections or groups join a neighbour in the same run. A run that is small
+as a whole stays a small chunk, since merging runs would make heading paths or pages inexact.
 
 ``semantic`` and ``structure`` add overlap only inside a piece that had to be split for size:
 their cuts fall on a topic or section boundary, and text from across one would blur it.
@@ -254,9 +261,29 @@ def _semantic(
             else:
                 pieces = _split_to_fit(text, group, size - overlap, tokens[r])
                 out.extend(_pack(text, pieces, size, overlap, options.min_size, tokens[r]))
-        return out
+        return _merge_small(out, size, options.min_size, tokens[r])
 
     return chunk_run
+
+
+def _merge_small(spans: list[Span], size: int, min_size: int, tokens: _TokenSpans) -> list[Span]:
+    """Join a chunk under ``min_size`` to a neighbour across a semantic cut, if the two fit.
+
+    ``group_sentences`` already merges small groups, but only whole groups; a small group next to
+    one that was split for size can still join that group's last (or first) piece.
+    """
+    out: list[Span] = []
+    for span in spans:
+        if (
+            out
+            and out[-1][1] <= span[0]  # a semantic cut; split pieces overlap and stay apart
+            and min(tokens.count(*out[-1]), tokens.count(*span)) < min_size
+            and tokens.count(out[-1][0], span[1]) <= size
+        ):
+            out[-1] = (out[-1][0], span[1])
+        else:
+            out.append(span)
+    return out
 
 
 class _TokenSpans:

@@ -188,10 +188,11 @@ class Pipeline:
                 )
                 pending.chunks += len(chunks)
                 progress.to_embed(len(chunks))
+                if pending.chunks >= FLUSH_CHUNKS:
+                    # Safe mid-unit: the unit is marked done only after its last document is written.
+                    self._flush(pending, summary, progress)
             pending.units.append((source.name, unit.relpath, sig, {d.id for d in docs if d.id in kept_ids}))
             progress.unit_done()
-            if pending.chunks >= FLUSH_CHUNKS:
-                self._flush(pending, summary, progress)
 
     def _load(self, source: SourceSpec, unit: Unit) -> list[Document]:
         ctx = LoadContext(

@@ -60,7 +60,8 @@ def sniff_type(path: Path) -> str | None:
     if path.suffix.lower() == ".zip":
         return "slack"
     try:
-        head = path.open("rb").read(512)
+        with path.open("rb") as handle:
+            head = handle.read(512)
     except OSError:
         return None
     if head.startswith(b"From ") or any(
