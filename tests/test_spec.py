@@ -88,3 +88,8 @@ class TestFiles:
         data = yaml.safe_load(files("stanchion").joinpath("templates/stanchion.yaml").read_text())
         spec = parse_spec(data)
         assert spec.sources[0].chunking.size == 256
+
+
+def test_openai_embeddings_need_a_base_url() -> None:
+    msg = error_of({"embedding": {"provider": "openai", "model": "text-embedding-3-small"}})
+    assert msg.startswith("embedding.base_url: the openai embedding provider needs a base_url")

@@ -1,1 +1,53 @@
-"""Stanchion: spec-driven LLM application server over private data."""
+"""Stanchion: spec-driven RAG over private data, with hybrid retrieval that is measured.
+
+The public API: load a spec, build the app, ingest, search::
+
+    from stanchion import build, load_spec
+    app = build(load_spec())
+    app.pipeline.run()
+    hits = app.retriever.search("who approves expenses above $5,000?", k=5).hits
+"""
+
+from stanchion.app import App, build
+from stanchion.errors import (
+    EmbeddingError,
+    IngestError,
+    SearchError,
+    SpecError,
+    StanchionError,
+    StoreError,
+)
+from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
+from stanchion.index.sqlite import SQLiteStore
+from stanchion.index.store import Store
+from stanchion.retrieve.filters import Condition, SearchFilter, build_filter
+from stanchion.retrieve.search import Retriever, SearchResult
+from stanchion.spec import Spec, load_spec, parse_spec
+from stanchion.types import Chunk, Document, Hit, Section
+
+__all__ = [
+    "App",
+    "Chunk",
+    "Condition",
+    "Document",
+    "Embedder",
+    "EmbeddingError",
+    "Hit",
+    "IngestError",
+    "Retriever",
+    "SQLiteStore",
+    "SearchError",
+    "SearchFilter",
+    "SearchResult",
+    "Section",
+    "SentenceTransformerEmbedder",
+    "Spec",
+    "SpecError",
+    "StanchionError",
+    "Store",
+    "StoreError",
+    "build",
+    "build_filter",
+    "load_spec",
+    "parse_spec",
+]

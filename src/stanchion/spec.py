@@ -64,9 +64,24 @@ class SourceSpec(_Strict):
 
 
 class EmbeddingSpec(_Strict):
-    provider: Literal["local"] = "local"
-    model: str = Field("all-MiniLM-L6-v2", description="packaged model name or a local model directory")
+    provider: Literal["local", "openai"] = "local"
+    model: str = Field(
+        "all-MiniLM-L6-v2", description="packaged model name, a local model directory, or a remote model id"
+    )
     batch_size: int = Field(32, ge=1, le=1024)
+    base_url: str | None = Field(None, description="openai provider: e.g. http://localhost:8000/v1")
+    api_key_env: str | None = Field(None, description="openai provider: environment variable holding the key")
+    tokenizer: str = Field(
+        "all-MiniLM-L6-v2", description="tokenizer that measures chunk sizes (local model name or folder)"
+    )
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> EmbeddingSpec:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError(
+                "base_url: the openai embedding provider needs a base_url (e.g. http://localhost:8000/v1)"
+            )
+        return self
 
 
 class IndexSpec(_Strict):

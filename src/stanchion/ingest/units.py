@@ -36,7 +36,7 @@ DEFAULT_GLOBS = {
     "auto": "**/*",
 }
 # Files that describe a data set rather than belong to it.
-DEFAULT_EXCLUDES = ("*.annotation.txt", ".*", "*/.*", "SOURCE.txt", "LICENSE*", "COPYRIGHT*")
+DEFAULT_EXCLUDES = ("*.annotation.txt", "*.tok.txt", ".*", "*/.*", "SOURCE.txt", "LICENSE*", "COPYRIGHT*")
 
 
 @dataclass(frozen=True, slots=True)
