@@ -22,7 +22,9 @@ class App:
 
     @cached_property
     def store(self) -> SQLiteStore:
-        store = SQLiteStore(self.spec.resolve(self.spec.index.path))
+        store = SQLiteStore(
+            self.spec.resolve(self.spec.index.path), keyword_engine=self.spec.index.keyword_engine
+        )
         self._closers.append(store)
         return store
 

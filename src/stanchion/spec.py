@@ -87,6 +87,10 @@ class EmbeddingSpec(_Strict):
 class IndexSpec(_Strict):
     backend: Literal["sqlite"] = "sqlite"
     path: str = ".stanchion/index.db"
+    keyword_engine: Literal["memory", "fts5"] = Field(
+        "memory",
+        description="memory: BM25 cached in RAM from the FTS5 terms (fast); fts5: rank inside SQLite",
+    )
 
 
 class RetrievalSpec(_Strict):
@@ -96,12 +100,97 @@ class RetrievalSpec(_Strict):
     candidates: int = Field(100, ge=10, le=2000, description="depth of each list before fusion")
 
 
+class PriceSpec(_Strict):
+    input_per_mtok: float = Field(0.0, ge=0, description="USD per million input tokens")
+    output_per_mtok: float = Field(0.0, ge=0, description="USD per million output tokens")
+
+
+class ModelSpec(_Strict):
+    provider: Literal["openai", "anthropic", "llamacpp", "extractive"]
+    model: str = Field(
+        "", description="the provider's model id; llamacpp: a .gguf path, or empty for the packaged SmolLM2"
+    )
+    base_url: str | None = Field(
+        None, description="openai: e.g. http://localhost:8000/v1; anthropic: override"
+    )
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    timeout_s: float = Field(30.0, gt=0, description="per attempt")
+    max_retries: int = Field(2, ge=0, le=10, description="retries on the same model before falling back")
+    context_window: int = Field(8192, ge=256)
+    max_output_tokens: int = Field(512, ge=1)
+    price: PriceSpec = PriceSpec()
+
+
+class RuleSpec(_Strict):
+    """Send a request to ``tier`` when the question matches ``pattern`` (a regular expression)."""
+
+    pattern: str
+    tier: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return pattern
+
+
+class RouteSpec(_Strict):
+    """A route is a fallback chain (``models``) or, for automatic routing, ``tiers`` of chains."""
+
+    models: list[str] = Field(default_factory=list, description="fallback chain, primary first")
+    tiers: dict[str, list[str]] = Field(
+        default_factory=dict, description="tier -> chain; cheapest tier first"
+    )
+    rules: list[RuleSpec] = Field(default_factory=list)
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="per request; forces a cheaper tier when exceeded"
+    )
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="per request; forces a faster tier when exceeded"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RouteSpec:
+        if bool(self.models) == bool(self.tiers):
+            raise ValueError("models: a route needs either models (a fallback chain) or tiers, not both")
+        return self
+
+
+class RerankSpec(_Strict):
+    kind: Literal["none", "cross-encoder", "llm", "bi-encoder"] = "none"
+    model: str | None = Field(None, description="cross-encoder: local path; llm: a route name")
+
+
+class AnswerSpec(_Strict):
+    route: str = "default"
+    k: int = Field(6, ge=1, le=50, description="sources packed into the prompt")
+    candidates: int = Field(30, ge=1, le=500, description="chunks retrieved before reranking")
+    rerank: RerankSpec = RerankSpec()
+    verify: bool = Field(True, description="check each sentence against the source it cites")
+    on_unsupported: Literal["drop", "abstain"] = "drop"
+    abstain_text: str = "I could not find this in the sources."
+
+
+def _default_models() -> dict[str, ModelSpec]:
+    return {"extractive": ModelSpec(provider="extractive")}
+
+
+def _default_routes() -> dict[str, RouteSpec]:
+    return {"default": RouteSpec(models=["extractive"])}
+
+
 class Spec(_Strict):
     version: Literal[1] = 1
     index: IndexSpec = IndexSpec()
     embedding: EmbeddingSpec = EmbeddingSpec()
     retrieval: RetrievalSpec = RetrievalSpec()
     sources: list[SourceSpec] = Field(default_factory=list)
+    models: dict[str, ModelSpec] = Field(default_factory=_default_models)
+    routes: dict[str, RouteSpec] = Field(default_factory=_default_routes)
+    answer: AnswerSpec = AnswerSpec()
     # Where relative paths resolve from: the spec file's folder (not part of the YAML).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -114,6 +203,26 @@ class Spec(_Strict):
                 raise ValueError(f"source name {source.name!r} is used twice; names must be unique")
             seen.add(source.name)
         return sources
+
+    @model_validator(mode="after")
+    def _routes_name_known_models(self) -> Spec:
+        for name, route in self.routes.items():
+            chains = [("models", route.models)] + [(f"tiers.{t}", c) for t, c in route.tiers.items()]
+            for where, chain in chains:
+                for model in chain:
+                    if model not in self.models:
+                        known = ", ".join(self.models) or "none"
+                        raise ValueError(f"routes.{name}.{where}: unknown model {model!r} (models: {known})")
+            for rule in route.rules:
+                if rule.tier not in route.tiers:
+                    raise ValueError(
+                        f"routes.{name}.rules: unknown tier {rule.tier!r} (tiers: {', '.join(route.tiers)})"
+                    )
+        if self.answer.route not in self.routes:
+            raise ValueError(
+                f"answer.route: unknown route {self.answer.route!r} (routes: {', '.join(self.routes)})"
+            )
+        return self
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()

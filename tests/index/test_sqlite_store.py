@@ -15,9 +15,21 @@ from stanchion.testing.store_suite import MODEL, StoreConformance, make_write, u
 
 
 class TestSQLiteStore(StoreConformance):
+    """The default engine: in-memory BM25 over the FTS5 terms."""
+
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[SQLiteStore]:
         s = SQLiteStore(tmp_path / "index.db")
+        yield s
+        s.close()
+
+
+class TestSQLiteStoreFTS5Ranking(StoreConformance):
+    """The same suite with BM25 ranked inside FTS5."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[SQLiteStore]:
+        s = SQLiteStore(tmp_path / "index.db", keyword_engine="fts5")
         yield s
         s.close()
 
@@ -28,11 +40,29 @@ class TestSQLiteFile:
         reader = SQLiteStore(tmp_path / "i.db")
         writer = SQLiteStore(tmp_path / "i.db")
         writer.write([make_write("a", ["x"], [unit(1)])], model=MODEL)
-        assert [h.chunk.id for h in reader.vector_search(unit(1), 5, SearchFilter())] == ["a#0"]
+        assert [h.id for h in reader.vector_search(unit(1), 5, SearchFilter())] == ["a#0"]
         writer.write([make_write("b", ["y"], [unit(1, 0.01)])], model=MODEL)
-        assert [h.chunk.id for h in reader.vector_search(unit(1), 5, SearchFilter())] == ["a#0", "b#0"]
+        assert [h.id for h in reader.vector_search(unit(1), 5, SearchFilter())] == ["a#0", "b#0"]
         reader.close()
         writer.close()
+
+    def test_engines_agree_on_ranking(self, tmp_path: Path) -> None:
+        """Both keyword engines return the same chunks in the same order on a small corpus."""
+        texts = [
+            "trucks leave the depot at dawn",
+            "the depot closes at night",
+            "dawn patrol of trucks and vans and trucks",
+            "unrelated note",
+        ]
+        memory = SQLiteStore(tmp_path / "e.db")
+        memory.write([make_write(f"d{i}", [t]) for i, t in enumerate(texts)], model=MODEL)
+        fts5 = SQLiteStore(tmp_path / "e.db", keyword_engine="fts5")
+        for query in (["truck", "dawn"], ["depot"], ["van", "night"]):
+            assert [h.id for h in memory.keyword_search(query, 10, SearchFilter())] == [
+                h.id for h in fts5.keyword_search(query, 10, SearchFilter())
+            ]
+        memory.close()
+        fts5.close()
 
     def test_not_an_index(self, tmp_path: Path) -> None:
         """A file that is not SQLite is reported, not overwritten."""

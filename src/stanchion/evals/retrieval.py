@@ -99,7 +99,11 @@ def eval_spec(dataset: BeirDataset, base: Spec, cache_dir: Path | None = None) -
     with dataset.corpus.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    digest.update(source.chunking.model_dump_json().encode() + base.embedding.model_dump_json().encode())
+    # Only what changes the index's content keys it, so unrelated spec fields never force a rebuild.
+    e = base.embedding
+    digest.update(
+        json.dumps([source.chunking.model_dump(), e.provider, e.model, e.tokenizer, e.base_url]).encode()
+    )
     folder = cache_dir or eval_cache_dir()
     return Spec(
         index=IndexSpec(path=str(folder / f"{dataset.corpus.parent.name}-{digest.hexdigest()[:16]}.db")),

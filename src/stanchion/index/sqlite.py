@@ -6,8 +6,10 @@ chunk content hash, which doubles as the embedding cache), ``units`` (which sour
 ingested). Every write is one transaction, so a crash never leaves half a document visible.
 
 Vectors are searched exactly (one matrix product) from a matrix loaded lazily and reloaded when
-another connection commits (``PRAGMA data_version``). Exact search at 100k x 384 costs a few ms;
-filtered searches score only the rows the filter admits, so they can never miss a match.
+any connection commits (``PRAGMA data_version``). Keyword search runs, by default, on an in-memory
+BM25 index built the same way from the FTS5 terms (``bm25.py`` says why); ``keyword_engine="fts5"``
+ranks inside FTS5 instead. Filters are evaluated in SQL and restrict the rows scored, so a filtered
+search can never miss a match nor return one it excludes.
 """
 
 from __future__ import annotations
@@ -17,27 +19,30 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from stanchion.errors import StoreError
+from stanchion.index.bm25 import BM25Index
 from stanchion.index.migrations import migrate
-from stanchion.index.store import DocumentWrite, ScoredChunk, StoredDocument, StoreStats, Vector
+from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
 from stanchion.index.text import index_text
 from stanchion.retrieve.analyze import terms as analyze
 from stanchion.retrieve.filters import Condition, SearchFilter
 from stanchion.types import Chunk
 
+KeywordEngine = Literal["memory", "fts5"]
 _CHUNK_COLUMNS = "c.id, c.document_id, c.text, c.position, c.metadata, c.access_groups"
 
 
 class SQLiteStore:
     """The embedded index. Safe to share between threads; one writer at a time (SQLite's rule)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, keyword_engine: KeywordEngine = "memory") -> None:
         self.path = Path(path)
+        self.keyword_engine = keyword_engine
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -54,7 +59,12 @@ class SQLiteStore:
             self._db.close()
             raise StoreError(f"{self.path} is not a Stanchion index (or is corrupt): {exc}") from exc
         self._writes = 0  # our own commits; PRAGMA data_version only counts other connections
-        self._matrix: dict[str, tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+        self._matrix: (
+            tuple[int, npt.NDArray[np.int64], npt.NDArray[np.object_], npt.NDArray[np.float32]] | None
+        ) = None
+        self._terms: tuple[int, BM25Index, npt.NDArray[np.object_]] | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
 
     # --- writes ---------------------------------------------------------------------------------
     def write(self, batch: Sequence[DocumentWrite], *, model: str) -> None:
@@ -192,29 +202,82 @@ class SQLiteStore:
         out: dict[str, Chunk] = {}
         for start in range(0, len(ids), 500):
             part = list(ids[start : start + 500])
-            rows = self._db.execute(
+            rows = self._reader().execute(
                 f"SELECT {_CHUNK_COLUMNS} FROM chunks c WHERE c.id IN ({_marks(part)})", part
             )
             out.update((r[0], _chunk(r)) for r in rows)
         return [out[i] for i in ids if i in out]
 
-    def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[ScoredChunk]:
+    def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[Scored]:
         if not terms or k <= 0:
             return []
+        if self.keyword_engine == "memory":
+            return self._memory_keyword_search(terms, k, where)
         match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
-        clause, params = _where_sql(where)
-        sql = (
-            f"SELECT {_CHUNK_COLUMNS}, -bm25(chunk_terms) AS score FROM chunk_terms"
-            " JOIN chunks c ON c.rowid = chunk_terms.rowid"
-            f" WHERE chunk_terms MATCH ? {clause} ORDER BY bm25(chunk_terms) LIMIT ?"
-        )
-        rows = self._db.execute(sql, [match, *params, k]).fetchall()
-        return [ScoredChunk(_chunk(r), float(r[6])) for r in rows]
+        if where.is_empty:
+            # Rank inside FTS5 alone, then join the k winners: joining every match first costs 2x.
+            sql = (
+                "SELECT c.id, s.score FROM (SELECT rowid, -bm25(chunk_terms) AS score FROM chunk_terms"
+                " WHERE chunk_terms MATCH ? ORDER BY bm25(chunk_terms) LIMIT ?) s"
+                " JOIN chunks c ON c.rowid = s.rowid ORDER BY s.score DESC, c.rowid"
+            )
+            rows = self._reader().execute(sql, [match, k]).fetchall()
+        else:
+            clause, params = _where_sql(where)
+            sql = (
+                "SELECT c.id, -bm25(chunk_terms) AS score FROM chunk_terms"
+                " JOIN chunks c ON c.rowid = chunk_terms.rowid"
+                f" WHERE chunk_terms MATCH ? {clause} ORDER BY bm25(chunk_terms) LIMIT ?"
+            )
+            rows = self._reader().execute(sql, [match, *params, k]).fetchall()
+        return [Scored(r[0], float(r[1])) for r in rows]
 
-    def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[ScoredChunk]:
+    def _memory_keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[Scored]:
+        index, ids = self._load_terms()
+        allowed = None if where.is_empty else self._allowed_positions(index.rowids, where)
+        if allowed is not None and not len(allowed):
+            return []
+        return [Scored(str(ids[row]), score) for row, score in index.search(terms, k, allowed)]
+
+    def _allowed_positions(self, rowids: npt.NDArray[np.int64], where: SearchFilter) -> npt.NDArray[np.int64]:
+        """Positions in ``rowids`` of the chunks the filter admits, computed in SQL."""
+        clause, params = _where_sql(where)
+        allowed = np.fromiter(
+            (
+                r[0]
+                for r in self._reader().execute(f"SELECT c.rowid FROM chunks c WHERE 1=1 {clause}", params)
+            ),
+            dtype=np.int64,
+        )
+        if not len(rowids):
+            return np.zeros(0, dtype=np.int64)
+        positions = np.searchsorted(rowids, allowed)
+        # A chunk committed after the cache was loaded is not searchable yet: skip it, never misplace it.
+        inside = positions < len(rowids)
+        positions, allowed = positions[inside], allowed[inside]
+        admitted: npt.NDArray[np.int64] = positions[rowids[positions] == allowed]
+        return admitted
+
+    def _load_terms(self) -> tuple[BM25Index, npt.NDArray[np.object_]]:
+        with self._lock:
+            version = self._version()
+            if self._terms is None or self._terms[0] != version:
+                rows = self._db.execute(
+                    "SELECT t.rowid, t.terms, c.id FROM chunk_terms t JOIN chunks c ON c.rowid = t.rowid"
+                    " ORDER BY t.rowid"
+                ).fetchall()
+                index = BM25Index((r[0], r[1]) for r in rows)
+                self._terms = (version, index, np.array([r[2] for r in rows], dtype=object))
+            return self._terms[1], self._terms[2]
+
+    def _version(self) -> int:
+        # data_version moves when another connection commits; _writes counts our own commits.
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0]) + self._writes
+
+    def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[Scored]:
         if k <= 0:
             return []
-        rowids, matrix = self._load_matrix()
+        rowids, ids, matrix = self._load_matrix()
         if not len(rowids):
             return []
         if matrix.shape[1] != vector.shape[0]:
@@ -223,52 +286,50 @@ class SQLiteStore:
                 "was the index built with another embedding model?"
             )
         if where.is_empty:
+            scores = matrix @ vector
             candidates = np.arange(len(rowids))
         else:
-            clause, params = _where_sql(where)
-            allowed = np.fromiter(
-                (r[0] for r in self._db.execute(f"SELECT c.rowid FROM chunks c WHERE 1=1 {clause}", params)),
-                dtype=np.int64,
-            )
-            candidates = np.searchsorted(rowids, np.sort(allowed))
+            candidates = self._allowed_positions(rowids, where)
             if not len(candidates):
                 return []
-        scores = matrix[candidates] @ vector if not where.is_empty else matrix @ vector
+            scores = matrix[candidates] @ vector
         top = min(k, len(candidates))
         best = np.argpartition(-scores, top - 1)[:top]
         best = best[np.argsort(-scores[best], kind="stable")]
-        chosen = [int(rowids[candidates[i]]) for i in best]
-        by_rowid = {
-            r[6]: _chunk(r)
-            for r in self._db.execute(
-                f"SELECT {_CHUNK_COLUMNS}, c.rowid FROM chunks c WHERE c.rowid IN ({_marks(chosen)})", chosen
-            )
-        }
-        return [
-            ScoredChunk(by_rowid[r], float(scores[i]))
-            for r, i in zip(chosen, best, strict=True)
-            if r in by_rowid
-        ]
+        return [Scored(str(ids[candidates[i]]), float(scores[i])) for i in best]
 
-    def _load_matrix(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """(sorted chunk rowids, their vectors), cached until any connection commits a change."""
+    def _load_matrix(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_], npt.NDArray[np.float32]]:
+        """(sorted chunk rowids, their ids, their vectors), cached until any connection commits."""
         with self._lock:
-            version = self._db.execute("PRAGMA data_version").fetchone()[0] + self._writes
-            cached = self._matrix.get("all")
-            if cached is not None and cached[0] == version:
-                return cached[1], cached[2]
+            version = self._version()
+            if self._matrix is not None and self._matrix[0] == version:
+                return self._matrix[1], self._matrix[2], self._matrix[3]
             rows = self._db.execute(
-                "SELECT c.rowid, e.vector FROM chunks c JOIN embeddings e ON e.model = c.model AND e.hash = c.hash ORDER BY c.rowid"
+                "SELECT c.rowid, c.id, e.vector FROM chunks c"
+                " JOIN embeddings e ON e.model = c.model AND e.hash = c.hash ORDER BY c.rowid"
             ).fetchall()
             rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            blob = b"".join(r[1] for r in rows)
+            ids = np.array([r[1] for r in rows], dtype=object)
+            blob = b"".join(r[2] for r in rows)
             matrix = (
                 np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1)
                 if rows
                 else np.zeros((0, 0), np.float32)
             )
-            self._matrix["all"] = (version, rowids, matrix)
-            return rowids, matrix
+            self._matrix = (version, rowids, ids, matrix)
+            return rowids, ids, matrix
+
+    def _reader(self) -> sqlite3.Connection:
+        """A read-only connection per thread, so a BM25 query and a vector search can overlap."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
 
     def stats(self) -> StoreStats:
         docs, chunks = self._db.execute(
@@ -279,6 +340,9 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
             self._db.close()
 
     # --- helpers --------------------------------------------------------------------------------

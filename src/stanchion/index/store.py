@@ -44,8 +44,10 @@ class StoredDocument:
 
 
 @dataclass(frozen=True, slots=True)
-class ScoredChunk:
-    chunk: Chunk
+class Scored:
+    """A chunk id and its score in one retriever's list. Chunks are fetched once, after fusion."""
+
+    id: str
     score: float
 
 
@@ -78,12 +80,13 @@ class Store(Protocol):
     def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, Vector]:
         """Vectors already computed by ``model`` for these chunk content hashes."""
 
-    def chunks(self, ids: Sequence[str]) -> list[Chunk]: ...
+    def chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        """The chunks with these ids, in the order asked; unknown ids are left out."""
 
-    def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[ScoredChunk]:
+    def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[Scored]:
         """BM25 over analysed terms (see ``retrieve.analyze``); best first."""
 
-    def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[ScoredChunk]:
+    def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[Scored]:
         """Cosine similarity against stored vectors; best first."""
 
     def stats(self) -> StoreStats: ...

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from stanchion.errors import SearchError
 from stanchion.index.embed import Embedder
-from stanchion.index.store import ScoredChunk, Store
+from stanchion.index.store import Scored, Store
 from stanchion.retrieve.analyze import query_terms
 from stanchion.retrieve.filters import SearchFilter
 from stanchion.retrieve.fusion import Fusion, fuse
@@ -49,30 +50,42 @@ class Retriever:
         where = where or SearchFilter()
         timings: dict[str, float] = {}
         depth = max(k, self.candidates) if mode == "hybrid" else k
-        lists: dict[str, list[ScoredChunk]] = {}
+        lists: dict[str, list[Scored]] = {}
         if mode in ("bm25", "hybrid"):
-            started = time.perf_counter()
-            lists["bm25"] = self.store.keyword_search(query_terms(query), depth, where)
-            timings["bm25"] = _ms(started)
+            lists["bm25"] = self._timed(
+                timings, "bm25", self.store.keyword_search, query_terms(query), depth, where
+            )
         if mode in ("dense", "hybrid"):
             started = time.perf_counter()
             vector = self.embedder.embed([query])[0]
             timings["embed"] = _ms(started)
-            started = time.perf_counter()
-            lists["dense"] = self.store.vector_search(vector, depth, where)
-            timings["dense"] = _ms(started)
+            lists["dense"] = self._timed(timings, "dense", self.store.vector_search, vector, depth, where)
         started = time.perf_counter()
         hits = self._combine(lists, k)
         timings["fuse"] = _ms(started)
         return SearchResult(hits, mode, timings)  # type: ignore[arg-type]
 
-    def _combine(self, lists: dict[str, list[ScoredChunk]], k: int) -> list[Hit]:
-        chunks = {sc.chunk.id: sc.chunk for ranked in lists.values() for sc in ranked}
-        per_list = {name: {sc.chunk.id: sc.score for sc in ranked} for name, ranked in lists.items()}
+    @staticmethod
+    def _timed(
+        timings: dict[str, float],
+        name: str,
+        search: Callable[[Any, int, SearchFilter], list[Scored]],
+        *args: Any,
+    ) -> list[Scored]:
+        started = time.perf_counter()
+        result = search(*args)
+        timings[name] = _ms(started)
+        return result
+
+    def _combine(self, lists: dict[str, list[Scored]], k: int) -> list[Hit]:
+        per_list = {name: {s.id: s.score for s in ranked} for name, ranked in lists.items()}
         if len(lists) == 1:
-            ranked = [(sc.chunk.id, sc.score) for sc in next(iter(lists.values()))]
+            ranked = [(s.id, s.score) for s in next(iter(lists.values()))]
         else:
-            ranked = fuse(self.fusion, {n: [(sc.chunk.id, sc.score) for sc in r] for n, r in lists.items()})
+            ranked = fuse(self.fusion, {n: [(s.id, s.score) for s in r] for n, r in lists.items()})
+        top = ranked[:k]
+        # Only the winners are read from the store, once.
+        chunks = {c.id: c for c in self.store.chunks([cid for cid, _ in top])}
         return [
             Hit(
                 chunk=chunks[cid],
@@ -80,7 +93,8 @@ class Retriever:
                 rank=rank,
                 scores={name: scores[cid] for name, scores in per_list.items() if cid in scores},
             )
-            for rank, (cid, score) in enumerate(ranked[:k], start=1)
+            for rank, (cid, score) in enumerate(top, start=1)
+            if cid in chunks
         ]
 
 

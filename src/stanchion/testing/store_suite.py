@@ -69,7 +69,7 @@ def make_write(
 
 
 def ids(results: Sequence[object]) -> list[str]:
-    return [r.chunk.id for r in results]  # type: ignore[attr-defined]
+    return [r.id for r in results]  # type: ignore[attr-defined]
 
 
 class StoreConformance:
