@@ -8,6 +8,13 @@ The public API: load a spec, build the app, ingest, search::
     hits = app.retriever.search("who approves expenses above $5,000?", k=5).hits
 """
 
+import os as _os
+
+# Before numpy loads: OpenBLAS's spinning threads fight torch's for the cores, which tripled query
+# embedding time at p95 on 2 cores (DESIGN.md, offline notes). Users may still override it.
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+_os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 from stanchion.app import App, build
 from stanchion.errors import (
     EmbeddingError,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,10 +23,6 @@ from stanchion.cli_render import (
 )
 from stanchion.errors import StanchionError
 from stanchion.spec import SPEC_FILENAME, SourceSpec, Spec, load_spec
-
-# Keep BLAS from fighting torch for the two cores (see DESIGN.md, offline notes).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 app = typer.Typer(
     name="stanchion",
