@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
 from stanchion.index.sqlite import SQLiteStore
@@ -11,6 +12,10 @@ from stanchion.ingest.pipeline import Pipeline
 from stanchion.ingest.tokens import Tokenizer, tokenizer_for
 from stanchion.retrieve.search import Retriever
 from stanchion.spec import Spec
+
+if TYPE_CHECKING:
+    from stanchion.models.base import ChatModel
+    from stanchion.models.registry import ModelRegistry
 
 
 @dataclass
@@ -46,6 +51,16 @@ class App:
     def retriever(self) -> Retriever:
         r = self.spec.retrieval
         return Retriever(self.store, self.embedder, fusion=r.fusion, candidates=r.candidates)
+
+    @cached_property
+    def models(self) -> ModelRegistry:
+        from stanchion.models.registry import ModelRegistry
+
+        return ModelRegistry(self.spec, embedder=lambda: self.embedder)
+
+    def route_model(self, name: str | None = None) -> ChatModel:
+        """The ChatModel behind a route (default: the answer route): a fallback chain or a router."""
+        return self.models.route(name or self.spec.answer.route)
 
     def close(self) -> None:
         for closer in self._closers:

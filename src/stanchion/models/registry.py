@@ -1,0 +1,104 @@
+"""Build ChatModels and routes from the spec: providers, fallback chains, tiered routers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from stanchion.errors import SpecError
+from stanchion.index.embed import Embedder
+from stanchion.models.base import ChatModel
+from stanchion.models.fallback import Attempt, BreakerRegistry, FallbackModel
+from stanchion.models.router import Router
+from stanchion.spec import ModelSpec, RouteSpec, Spec
+
+
+def build_model(name: str, spec: ModelSpec, *, embedder: Callable[[], Embedder]) -> ChatModel:
+    """One provider adapter. ``embedder`` is called only by the extractive model, which needs it."""
+    if spec.provider == "openai":
+        from stanchion.models.openai_compat import OpenAICompatModel
+
+        return OpenAICompatModel(
+            name,
+            base_url=spec.base_url or "https://api.openai.com/v1",
+            model=spec.model,
+            # Real OpenAI needs a key; a local server (vLLM, Ollama, llama.cpp) usually has none.
+            api_key_env=spec.api_key_env or (None if spec.base_url else "OPENAI_API_KEY"),
+            timeout_s=spec.timeout_s,
+            default_max_tokens=spec.max_output_tokens,
+        )
+    if spec.provider == "anthropic":
+        from stanchion.models.anthropic import AnthropicModel
+
+        return AnthropicModel(
+            name,
+            model=spec.model,
+            api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY",
+            base_url=spec.base_url or "https://api.anthropic.com",
+            timeout_s=spec.timeout_s,
+            default_max_tokens=spec.max_output_tokens,
+        )
+    if spec.provider == "llamacpp":
+        from stanchion.models.llamacpp import LlamaCppModel
+
+        return LlamaCppModel(name, model_path=spec.model or None, n_ctx=spec.context_window)
+    if spec.provider == "extractive":
+        from stanchion.models.extractive import ExtractiveModel
+
+        return ExtractiveModel(embedder(), name=name)
+    raise SpecError(f"models.{name}.provider: unknown provider {spec.provider!r}")
+
+
+class ModelRegistry:
+    """Builds each model once and shares one circuit-breaker registry, so a model has one health state."""
+
+    def __init__(self, spec: Spec, *, embedder: Callable[[], Embedder]) -> None:
+        self._spec = spec
+        self._embedder = embedder
+        self._models: dict[str, ChatModel] = {}
+        self._routes: dict[str, ChatModel] = {}
+        self.breakers = BreakerRegistry()
+
+    def model(self, name: str) -> ChatModel:
+        if name not in self._models:
+            if name not in self._spec.models:
+                raise SpecError(f"no model named {name!r} (models: {', '.join(self._spec.models)})", key_path="models")
+            self._models[name] = build_model(name, self._spec.models[name], embedder=self._embedder)
+        return self._models[name]
+
+    def route(self, name: str) -> ChatModel:
+        if name not in self._routes:
+            if name not in self._spec.routes:
+                raise SpecError(f"no route named {name!r} (routes: {', '.join(self._spec.routes)})", key_path="routes")
+            self._routes[name] = self._build_route(self._spec.routes[name])
+        return self._routes[name]
+
+    def _chain(self, names: list[str]) -> FallbackModel:
+        attempts = [
+            Attempt(self.model(n), timeout_s=self._spec.models[n].timeout_s, max_retries=self._spec.models[n].max_retries)
+            for n in names
+        ]
+        return FallbackModel(attempts, breakers=self.breakers)
+
+    def _build_route(self, route: RouteSpec) -> ChatModel:
+        if route.models:
+            return self._chain(route.models)
+        return Router(
+            {tier: self._chain(chain) for tier, chain in route.tiers.items()},
+            prices={tier: self._spec.models[chain[0]].price for tier, chain in route.tiers.items()},
+            rules=route.rules,
+            max_cost_usd=route.max_cost_usd,
+            max_latency_ms=route.max_latency_ms,
+            default_max_tokens=max(self._spec.models[c[0]].max_output_tokens for c in route.tiers.values()),
+        )
+
+    def primary_spec(self, route_name: str) -> ModelSpec:
+        """The spec of the model a route tries first (its cheapest tier's primary for routers)."""
+        route = self._spec.routes[route_name]
+        first = route.models[0] if route.models else next(iter(route.tiers.values()))[0]
+        return self._spec.models[first]
+
+    async def aclose(self) -> None:
+        for model in self._models.values():
+            closer = getattr(model, "aclose", None)
+            if closer is not None:
+                await closer()
