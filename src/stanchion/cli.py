@@ -245,6 +245,15 @@ def demo(
         raise _fail(exc) from None
 
 
+def _register_answer_commands() -> None:
+    from stanchion.cli_answer import register
+
+    register(app, eval_app)
+
+
+_register_answer_commands()
+
+
 def main() -> None:
     try:
         app()

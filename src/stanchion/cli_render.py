@@ -6,9 +6,11 @@ from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stanchion.answer import Answer
 from stanchion.evals.retrieval import RetrievalReport
 from stanchion.ingest.pipeline import IngestSummary
 from stanchion.retrieve.search import SearchResult
@@ -99,6 +101,21 @@ def render_hits(console: Console, query: str, result: SearchResult) -> None:
             highlight=False,
         )
         console.print(f"    {snippet}", highlight=False)
+
+
+def render_answer(console: Console, answer: Answer) -> None:
+    """A question, its cited answer, the sources behind each [n], and what it cost."""
+    console.print()
+    console.print(f"[bold]Q: {escape(answer.question)}[/]")
+    console.print(f"A: {escape(answer.text)}", highlight=False)
+    for c in answer.citations:
+        where = c.path + (f" p.{c.page}" if c.page is not None else "")
+        console.print(f"  [cyan][{c.number}][/] {escape(c.title or c.document_id)} [dim]{escape(where)}[/]")
+    tokens = answer.usage.input_tokens + answer.usage.output_tokens
+    console.print(
+        f"  [dim]{escape(answer.model)}, {tokens} tokens, ${answer.cost_usd:.4f}, "
+        f"{answer.latency_ms.get('total', 0.0):.0f} ms[/]"
+    )
 
 
 def render_retrieval_report(

@@ -1,7 +1,8 @@
-"""``stanchion demo``: ingest the bundled Kestrel Freight corpus and search it for sample questions."""
+"""``stanchion demo``: ingest the bundled Kestrel Freight corpus and answer sample questions with citations."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from importlib.resources import as_file, files
@@ -11,8 +12,7 @@ import yaml
 from rich.console import Console
 
 from stanchion.app import build
-from stanchion.cli_render import IngestProgressBar, render_hits, render_ingest_summary
-from stanchion.retrieve.filters import SearchFilter
+from stanchion.cli_render import IngestProgressBar, render_answer, render_ingest_summary
 from stanchion.spec import IndexSpec, load_spec
 
 
@@ -36,28 +36,14 @@ def run_demo(
                 summary = app.pipeline.run(progress=bar)
             if not as_json:
                 render_ingest_summary(out, summary)
+            from stanchion.answer import answer_questions
+
+            answers = asyncio.run(answer_questions(app, [item["question"] for item in questions]))
             results = []
-            for item in questions:
-                result = app.retriever.search(
-                    item["question"], k=k, mode=spec.retrieval.mode, where=SearchFilter()
-                )
+            for answer in answers:
                 if not as_json:
-                    out.print()
-                    render_hits(out, item["question"], result)
-                results.append(
-                    {
-                        "question": item["question"],
-                        "hits": [
-                            {
-                                "rank": h.rank,
-                                "chunk_id": h.chunk.id,
-                                "title": h.chunk.metadata.get("title"),
-                                "text": h.chunk.text,
-                            }
-                            for h in result.hits
-                        ],
-                    }
-                )
+                    render_answer(out, answer)
+                results.append({"question": answer.question, **answer.as_json()})
         finally:
             app.close()
     report: dict[str, object] = {"ingest": summary.as_json(), "questions": results}

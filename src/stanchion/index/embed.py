@@ -47,6 +47,7 @@ class SentenceTransformerEmbedder:
         self._device = device
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
+        self._embed_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -81,6 +82,12 @@ class SentenceTransformerEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> Vectors:
+        # One call at a time: the fast tokenizer is not re-entrant ("Already borrowed") and torch
+        # already uses every core for one batch.
+        with self._embed_lock:
+            return self._embed(texts, progress)
+
+    def _embed(self, texts: Sequence[str], progress: ProgressCallback | None) -> Vectors:
         model = self.warm_up()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

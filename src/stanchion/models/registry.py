@@ -61,20 +61,28 @@ class ModelRegistry:
     def model(self, name: str) -> ChatModel:
         if name not in self._models:
             if name not in self._spec.models:
-                raise SpecError(f"no model named {name!r} (models: {', '.join(self._spec.models)})", key_path="models")
+                raise SpecError(
+                    f"no model named {name!r} (models: {', '.join(self._spec.models)})", key_path="models"
+                )
             self._models[name] = build_model(name, self._spec.models[name], embedder=self._embedder)
         return self._models[name]
 
     def route(self, name: str) -> ChatModel:
         if name not in self._routes:
             if name not in self._spec.routes:
-                raise SpecError(f"no route named {name!r} (routes: {', '.join(self._spec.routes)})", key_path="routes")
+                raise SpecError(
+                    f"no route named {name!r} (routes: {', '.join(self._spec.routes)})", key_path="routes"
+                )
             self._routes[name] = self._build_route(self._spec.routes[name])
         return self._routes[name]
 
     def _chain(self, names: list[str]) -> FallbackModel:
         attempts = [
-            Attempt(self.model(n), timeout_s=self._spec.models[n].timeout_s, max_retries=self._spec.models[n].max_retries)
+            Attempt(
+                self.model(n),
+                timeout_s=self._spec.models[n].timeout_s,
+                max_retries=self._spec.models[n].max_retries,
+            )
             for n in names
         ]
         return FallbackModel(attempts, breakers=self.breakers)

@@ -1,0 +1,418 @@
+"""Answers with citations: retrieve -> rerank -> pack -> generate -> verify -> (retry once) -> cite.
+
+- **Retrieve** ``spec.candidates`` chunks (hybrid), and **rerank** them when a reranker is set.
+- **Pack** the best ``k`` into the prompt within ``context_tokens``: near-identical chunks are
+  dropped, and sources are placed best first, second best last, the weakest in the middle
+  ("lost in the middle", Liu et al. 2023), then numbered ``[1]..[n]`` in prompt order. When
+  verification may need a retry, room for its correction note is kept free.
+- **Generate** with the route's ChatModel (format: ``stanchion.answer_prompt``).
+- **Verify** every sentence against the source it cites (``stanchion.answer_verify``). If some
+  are unsupported and the model is not extractive, retry **once**, naming them; then drop what
+  is still unsupported, or abstain (``spec.on_unsupported``).
+- **Cite** only the sources the final text cites, renumbered in order of first citation.
+
+``stream`` yields the final answer's text sentence by sentence as each is generated and
+verified, then the ``Answer``. On a retry it keeps what it has sent and adds the retry's
+supported sentences that say something new, so its text can differ from ``answer``'s, which
+takes the retry's answer whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from stanchion.answer_prompt import (
+    CharEstimate,
+    CitedSentence,
+    Packed,
+    Source,
+    TokenCounter,
+    contextual_query,
+    pack,
+    retry_prompt,
+    split_answer,
+    strip_citations,
+)
+from stanchion.answer_verify import Assembly, Citation, SentenceCheck, Verifier
+from stanchion.errors import SpecError
+from stanchion.index.embed import Embedder
+from stanchion.models.base import ChatModel, ChatOptions
+from stanchion.models.pricing import cost_usd
+from stanchion.retrieve.filters import SearchFilter
+from stanchion.retrieve.rerank import BiEncoderReranker, CrossEncoderReranker, LLMReranker, Reranker
+from stanchion.retrieve.search import Retriever
+from stanchion.spec import AnswerSpec, PriceSpec, Spec
+from stanchion.types import Completion, Message, Usage
+
+if TYPE_CHECKING:
+    from stanchion.app import App
+
+__all__ = [
+    "Answer",
+    "AnswerEvent",
+    "Answerer",
+    "Citation",
+    "Source",
+    "TokenCounter",
+    "answer_questions",
+    "answerer_for",
+    "contextual_query",
+    "route_model",
+]
+
+RETRY_RESERVE = 160  # prompt tokens kept free for the correction note of a retry
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    question: str
+    text: str
+    citations: tuple[Citation, ...]
+    model: str
+    usage: Usage
+    cost_usd: float
+    latency_ms: Mapping[str, float]  # retrieve, rerank, generate, verify, total
+    abstained: bool = False
+    unsupported: tuple[str, ...] = ()  # sentences dropped (or that made the answer abstain)
+    retried: bool = False
+    sources: tuple[Source, ...] = ()  # what the model was shown, in prompt order
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "answer": self.text,
+            "citations": [c.as_json() for c in self.citations],
+            "model": self.model,
+            "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens},
+            "cost_usd": self.cost_usd,
+            "latency_ms": dict(self.latency_ms),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEvent:
+    """A piece of the answer text, or (last event only) the finished ``Answer``."""
+
+    text: str = ""
+    answer: Answer | None = None
+
+
+@dataclass
+class _Run:
+    question: str
+    started: float
+    packed: Packed = field(default_factory=lambda: Packed({}, [], []))
+    timings: dict[str, float] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    retried: bool = False
+
+    def add_time(self, stage: str, started: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+
+
+class Answerer:
+    """Answers questions from a Retriever's index with a ChatModel; see the module docstring."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        model: ChatModel,
+        *,
+        spec: AnswerSpec,
+        embedder: Embedder,
+        context_tokens: int,
+        reranker: Reranker | None = None,
+        counter: TokenCounter | None = None,
+        price: PriceSpec | None = None,
+        max_output_tokens: int | None = None,
+        mode: str = "hybrid",
+        verifier: Verifier | None = None,
+        retry: bool | None = None,
+    ) -> None:
+        self.retriever = retriever
+        self.model = model
+        self.spec = spec
+        self.reranker = reranker
+        self.context_tokens = context_tokens
+        self.counter: TokenCounter = counter or CharEstimate()
+        self.price = price
+        self.max_output_tokens = max_output_tokens
+        self.mode = mode
+        self.verifier = verifier or Verifier(embedder)
+        # A model that copies source sentences cannot be corrected by asking again. ``retry=None``
+        # asks the model (``extractive = True``); a wrapper that hides it should pass ``retry``.
+        extractive = bool(getattr(model, "extractive", False))
+        self.may_retry = spec.verify and (not extractive if retry is None else retry)
+
+    async def answer(
+        self,
+        question: str,
+        *,
+        where: SearchFilter | None = None,
+        k: int | None = None,
+        history: Sequence[Message] = (),
+        search_query: str | None = None,
+    ) -> Answer:
+        """Answer ``question``; ``search_query`` (default: the question) is what is retrieved for."""
+        run = await self._prepare(question, where, k, history, search_query)
+        if not run.packed.sources:
+            return self._finish(run, [], abstained=True)
+        completion = await self._generate(run, run.packed.messages)
+        sentences = self._claims(completion.text)
+        if not sentences:  # the model abstained
+            return self._finish(run, [], abstained=True)
+        checks = await self._verify(run, sentences)
+        unsupported = [c.sentence.body for c in checks if not c.supported]
+        if unsupported and self.may_retry:
+            run.retried = True
+            retry = await self._generate(run, self._retry_messages(run, unsupported))
+            retry_checks = await self._verify(run, self._claims(retry.text))
+            if any(c.supported and c.sentence.numbers for c in retry_checks) or not any(
+                c.supported and c.sentence.numbers for c in checks
+            ):
+                checks = retry_checks
+                unsupported = [c.sentence.body for c in checks if not c.supported]
+        if unsupported and self.spec.on_unsupported == "abstain":
+            return self._finish(run, [], abstained=True, unsupported=unsupported)
+        kept = [c for c in checks if c.supported]
+        if self.spec.verify and not any(c.sentence.numbers for c in kept):
+            return self._finish(run, [], abstained=True, unsupported=unsupported)
+        return self._finish(run, kept, unsupported=unsupported)
+
+    async def stream(
+        self,
+        question: str,
+        *,
+        where: SearchFilter | None = None,
+        k: int | None = None,
+        history: Sequence[Message] = (),
+        search_query: str | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
+        """The answer text, sentence by sentence once verified, then the finished ``Answer``."""
+        if self.spec.verify and self.spec.on_unsupported == "abstain":
+            # Any unsupported sentence voids the answer, so nothing can be sent before the end.
+            answer = await self.answer(question, where=where, k=k, history=history, search_query=search_query)
+            yield AnswerEvent(text=answer.text)
+            yield AnswerEvent(answer=answer)
+            return
+        run = await self._prepare(question, where, k, history, search_query)
+        out = Assembly(run.packed.sources, hold_uncited=self.spec.verify)
+        unsupported: list[str] = []
+        if run.packed.sources:
+            async for sentence in self._sentences(run):
+                if self._abstains(sentence.body):
+                    continue
+                check = (await self._verify(run, [sentence]))[0]
+                if check.supported:
+                    if delta := out.add(check):
+                        yield AnswerEvent(text=delta)
+                else:
+                    unsupported.append(sentence.body)
+            if unsupported and self.may_retry:
+                run.retried = True
+                retry = await self._generate(run, self._retry_messages(run, unsupported))
+                for check in await self._verify(run, self._claims(retry.text)):
+                    if check.supported and not out.repeats(check.sentence) and (delta := out.add(check)):
+                        yield AnswerEvent(text=delta)
+        nothing = not out.cited if self.spec.verify else not out.parts
+        answer = self._finish(run, out.accepted, unsupported=unsupported, abstained=nothing)
+        if answer.abstained:
+            yield AnswerEvent(text=answer.text)
+        yield AnswerEvent(answer=answer)
+
+    # --- stages ----------------------------------------------------------------------------------
+
+    async def _prepare(
+        self,
+        question: str,
+        where: SearchFilter | None,
+        k: int | None,
+        history: Sequence[Message],
+        search_query: str | None,
+    ) -> _Run:
+        run = _Run(question, time.perf_counter(), model=self.model.name)
+        started = time.perf_counter()
+        result = await asyncio.to_thread(
+            self.retriever.search,
+            search_query or question,
+            k=self.spec.candidates,
+            mode=self.mode,
+            where=where or SearchFilter(),
+        )
+        run.add_time("retrieve", started)
+        hits = result.hits
+        started = time.perf_counter()
+        if self.reranker is not None and hits:
+            hits = await self.reranker.rerank(search_query or question, hits, len(hits))
+        run.add_time("rerank", started)
+        budget = self.context_tokens - (RETRY_RESERVE if self.may_retry else 0)
+        run.packed = pack(
+            question,
+            hits,
+            k=k or self.spec.k,
+            budget=budget,
+            counter=self.counter,
+            abstain_text=self.spec.abstain_text,
+            history=history,
+        )
+        return run
+
+    def _retry_messages(self, run: _Run, unsupported: Sequence[str]) -> list[Message]:
+        return retry_prompt(
+            run.packed, run.question, unsupported, budget=self.context_tokens, counter=self.counter
+        )
+
+    async def _generate(self, run: _Run, messages: Sequence[Message]) -> Completion:
+        started = time.perf_counter()
+        completion = await self.model.complete(messages, self._options())
+        run.add_time("generate", started)
+        run.usage += completion.usage
+        run.model = completion.model or run.model
+        return completion
+
+    async def _sentences(self, run: _Run) -> AsyncIterator[CitedSentence]:
+        """Complete sentences of a streamed generation, as soon as the next one has begun."""
+        started = time.perf_counter()
+        buffer, done = "", 0
+        async for event in self.model.stream(run.packed.messages, self._options()):
+            buffer += event.text
+            if event.model:
+                run.model = event.model
+            if event.usage is not None:
+                run.usage += event.usage
+            sentences = split_answer(buffer)
+            # The last sentence may still grow; while it has no words yet, it may be a citation
+            # ("[2" so far) that belongs to the sentence before it.
+            started_words = bool(sentences) and any(c.isalpha() for c in sentences[-1].body)
+            ready = max(len(sentences) - (1 if started_words else 2), 0)
+            for sentence in sentences[done:ready]:
+                run.add_time("generate", started)
+                yield sentence
+                started = time.perf_counter()
+            done = max(done, ready)
+        run.add_time("generate", started)
+        for sentence in split_answer(buffer)[done:]:
+            yield sentence
+
+    async def _verify(self, run: _Run, sentences: Sequence[CitedSentence]) -> list[SentenceCheck]:
+        started = time.perf_counter()
+        if self.spec.verify:
+            texts = {n: s.checked_text for n, s in run.packed.sources.items()}
+            checks = await asyncio.to_thread(self.verifier.check, sentences, texts)
+        else:
+            checks = [SentenceCheck(s, supported=True) for s in sentences]
+        run.add_time("verify", started)
+        return checks
+
+    def _finish(
+        self,
+        run: _Run,
+        kept: Sequence[SentenceCheck],
+        *,
+        abstained: bool = False,
+        unsupported: Sequence[str] = (),
+    ) -> Answer:
+        out = Assembly(run.packed.sources, hold_uncited=self.spec.verify)
+        for check in [] if abstained else kept:
+            out.add(check)
+        for stage in ("retrieve", "rerank", "generate", "verify"):
+            run.timings.setdefault(stage, 0.0)
+        run.add_time("total", run.started)
+        return Answer(
+            question=run.question,
+            text=self.spec.abstain_text if abstained else out.text,
+            citations=() if abstained else out.citations(),
+            model=run.model,
+            usage=run.usage,
+            cost_usd=cost_usd(run.usage, self.price) if self.price else 0.0,
+            latency_ms={stage: round(ms, 3) for stage, ms in run.timings.items()},
+            abstained=abstained,
+            unsupported=tuple(unsupported),
+            retried=run.retried,
+            sources=tuple(run.packed.sources.values()),
+        )
+
+    def _abstains(self, text: str) -> bool:
+        said, abstain = _words(text), _words(self.spec.abstain_text)
+        return not said or said[: len(abstain)] == abstain
+
+    def _claims(self, text: str) -> list[CitedSentence]:
+        """The sentences of a reply, without an abstention the model may have added."""
+        return [s for s in split_answer(text) if not self._abstains(s.body)]
+
+    def _options(self) -> ChatOptions:
+        return ChatOptions(temperature=0.0, max_tokens=self.max_output_tokens)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(strip_citations(text).casefold())
+
+
+# --- wiring from the spec -------------------------------------------------------------------------
+
+
+def route_model(app: App, route: str) -> ChatModel:
+    """The ChatModel of ``route`` (a fallback chain or a router), built from the spec."""
+    if route not in app.spec.routes:
+        raise SpecError(f"unknown route {route!r} (routes: {', '.join(app.spec.routes)})", key_path="routes")
+    return app.route_model(route)
+
+
+def answerer_for(app: App, *, route: str | None = None) -> Answerer:
+    """An Answerer wired from ``app.spec``: the route's model, its context budget and price, the reranker."""
+    spec = app.spec
+    chosen = route or spec.answer.route
+    model = route_model(app, chosen)
+    models = [spec.models[n] for n in _route_models(spec, chosen)]
+    # Every model the route may fall back to must fit the prompt.
+    context = min((m.context_window - m.max_output_tokens for m in models), default=8192 - 512)
+    primary = models[0] if models else None
+    extractive = bool(models) and all(m.provider == "extractive" for m in models)
+    price = (
+        primary.price if primary and (primary.price.input_per_mtok or primary.price.output_per_mtok) else None
+    )
+    return Answerer(
+        app.retriever,
+        model,
+        spec=spec.answer,
+        embedder=app.embedder,
+        context_tokens=context,
+        reranker=_reranker(app),
+        counter=app.tokenizer,
+        price=price,
+        max_output_tokens=primary.max_output_tokens if primary else None,
+        retry=not extractive,
+    )
+
+
+async def answer_questions(app: App, questions: Sequence[str]) -> list[Answer]:
+    """Answer each question in turn with the spec's default route (for the demo and scripts)."""
+    answerer = answerer_for(app)
+    return [await answerer.answer(q) for q in questions]
+
+
+def _reranker(app: App) -> Reranker | None:
+    rerank = app.spec.answer.rerank
+    if rerank.kind == "none":
+        return None
+    if rerank.kind == "bi-encoder":
+        return BiEncoderReranker(app.embedder)
+    if rerank.kind == "llm":
+        return LLMReranker(route_model(app, rerank.model or app.spec.answer.route))
+    if not rerank.model:
+        raise SpecError(
+            "answer.rerank.model: the cross-encoder reranker needs a local model folder",
+            key_path="answer.rerank.model",
+        )
+    return CrossEncoderReranker(app.spec.resolve(rerank.model))
+
+
+def _route_models(spec: Spec, route: str) -> list[str]:
+    chosen = spec.routes[route]
+    return list(dict.fromkeys([*chosen.models, *(n for chain in chosen.tiers.values() for n in chain)]))

@@ -1,0 +1,411 @@
+"""The answer prompt and the answer format: building, parsing and renumbering citations.
+
+The prompt is two messages (plus any chat history between them)::
+
+    system: You answer questions using only the numbered sources below. ...
+            If the sources do not answer the question, reply with exactly this sentence: <abstain text>
+    user:   <source id="1" title="Travel policy">
+            ...chunk text...
+            </source>
+            <source id="2" title="...">
+            ...
+            </source>
+
+            <question>
+            Who approves expenses above 5000?
+            </question>
+
+A corrective retry sends the same two messages, with a ``<correction>`` block after the question
+that quotes the sentences the sources did not support. ``parse_prompt`` reads any of these back
+(the extractive model answers from it), so the format has one definition, here.
+
+``pack`` fills the prompt: the best ``k`` chunks that fit the token budget, near-duplicates
+skipped, the last one cut at a sentence end if need be, ordered best first and second best last
+(``edge_order``) and numbered in that order.
+
+Answers cite with ``[n]``, ``[1, 2]``, ``[1][2]`` or ``[1-3]``. ``split_answer`` cuts an answer
+into sentences with their citations; a citation written after the full stop ("... fact. [1]")
+belongs to the sentence before it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from stanchion.errors import SearchError
+from stanchion.ingest.sentences import sentence_spans
+from stanchion.models.pricing import TOKENS_PER_MESSAGE, estimate_tokens
+from stanchion.retrieve.analyze import terms
+from stanchion.types import Hit, Message
+
+__all__ = [
+    "CharEstimate",
+    "CitedSentence",
+    "Packed",
+    "ParsedPrompt",
+    "PromptSource",
+    "Source",
+    "TokenCounter",
+    "citation_numbers",
+    "contextual_query",
+    "correction_block",
+    "edge_order",
+    "pack",
+    "parse_prompt",
+    "prompt_tokens",
+    "render_sentence",
+    "retry_prompt",
+    "same_passage",
+    "source_block",
+    "split_answer",
+    "strip_citations",
+    "system_prompt",
+    "user_prompt",
+]
+
+_ABSTAIN_LEAD = "If the sources do not answer the question, reply with exactly this sentence: "
+_SYSTEM = (
+    "You answer questions using only the numbered sources below.\n"
+    "- Use only facts the sources state; no outside knowledge.\n"
+    "- End every sentence with the number of the source that supports it, like [1] or [2][3].\n"
+    "- Be brief: a few sentences.\n" + _ABSTAIN_LEAD + "{abstain}"
+)
+_SOURCE = re.compile(r'<source id="(\d+)"(?: title="([^"\n]*)")?>\n(.*?)\n</source>', re.DOTALL)
+_QUESTION = re.compile(r"<question>\n(.*?)\n</question>", re.DOTALL)
+_CORRECTION = re.compile(r"<correction>\n(.*?)\n</correction>", re.DOTALL)
+# [3], [1, 2], [1;2], [2-4]; one or more groups, each a bracketed list of numbers and ranges.
+_MARKER = re.compile(
+    r"\[(\d{1,3}(?:\s*[-\u2013]\s*\d{1,3})?(?:\s*[,;]\s*\d{1,3}(?:\s*[-\u2013]\s*\d{1,3})?)*)\]"
+)
+_LEADING_MARKERS = re.compile(rf"(?:\s*{_MARKER.pattern})+[.,;:]?")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])")
+_MAX_RANGE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSource:
+    number: int
+    title: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPrompt:
+    question: str
+    sources: tuple[PromptSource, ...]
+    abstain_text: str
+    correction: str = ""
+    previous_question: str = ""  # the last user turn of the chat history, if any
+
+
+def system_prompt(abstain_text: str) -> str:
+    return _SYSTEM.format(abstain=" ".join(abstain_text.split()))
+
+
+def source_block(number: int, title: str, text: str) -> str:
+    """One source as the model sees it. Markup inside the text is defused so parsing stays exact."""
+    clean_title = " ".join(title.replace('"', "'").split())
+    body = text.replace("</source>", "</ source>").strip()
+    attr = f' title="{clean_title}"' if clean_title else ""
+    return f'<source id="{number}"{attr}>\n{body}\n</source>'
+
+
+def user_prompt(blocks: Sequence[str], question: str, correction: str = "") -> str:
+    q = " ".join(question.replace("</question>", "").split())
+    parts = ["\n".join(blocks), f"<question>\n{q}\n</question>"]
+    if correction:
+        parts.append(correction)
+    return "\n\n".join(parts)
+
+
+def correction_block(unsupported: Sequence[str]) -> str:
+    """The retry instruction that names the sentences the sources did not support."""
+    quoted = "\n".join(f'- "{" ".join(s.split())}"' for s in unsupported)
+    return (
+        "<correction>\n"
+        "An earlier answer contained these sentences, which the sources they cite do not support:\n"
+        f"{quoted}\n"
+        "Answer again. State only what the sources say, and cite the supporting source after every "
+        "sentence.\n</correction>"
+    )
+
+
+def parse_prompt(messages: Sequence[Message]) -> ParsedPrompt | None:
+    """The question, sources and abstain text of a prompt built here; ``None`` for any other prompt."""
+    user = next(
+        (m.content for m in reversed(messages) if m.role == "user" and "<question>" in m.content), None
+    )
+    if user is None:
+        return None
+    question = _QUESTION.search(user)
+    if question is None:
+        return None
+    sources = tuple(
+        PromptSource(int(m.group(1)), m.group(2) or "", m.group(3)) for m in _SOURCE.finditer(user)
+    )
+    abstain = ""
+    for message in messages:
+        if message.role == "system" and _ABSTAIN_LEAD in message.content:
+            abstain = message.content.split(_ABSTAIN_LEAD, 1)[1].strip()
+    correction = _CORRECTION.search(user)
+    earlier = [m.content for m in messages if m.role == "user" and m.content != user]
+    return ParsedPrompt(
+        question.group(1).strip(),
+        sources,
+        abstain,
+        correction.group(1) if correction else "",
+        earlier[-1].strip() if earlier else "",
+    )
+
+
+_FOLLOW_UP = re.compile(
+    r"^\s*(and|also|but|so|what about|how about|what else|why|why not|which one|how so)\b|"
+    r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|him|her|there|the same|one)\b",
+    re.IGNORECASE,
+)
+
+
+def contextual_query(previous: str, question: str) -> str:
+    """What to search for in a chat: a follow-up ("and for managers?", "why did it fail?") is
+    searched together with the previous question; a self-contained question alone."""
+    if previous and (_FOLLOW_UP.search(question) or len(question.split()) <= 3):
+        return f"{previous} {question}"
+    return question
+
+
+# --- the answer format ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CitedSentence:
+    """One sentence of an answer. ``text`` keeps its markers; ``body`` is the claim without them."""
+
+    text: str
+    body: str
+    numbers: tuple[int, ...]
+    separator: str = " "  # the whitespace that preceded it in the answer (kept when re-joining)
+
+
+def citation_numbers(text: str) -> list[int]:
+    """Every cited number in order of appearance (ranges expanded, duplicates kept once)."""
+    seen: dict[int, None] = {}
+    for match in _MARKER.finditer(text):
+        for n in _group_numbers(match.group(1)):
+            seen.setdefault(n, None)
+    return list(seen)
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without citation markers, and without the space they leave before punctuation."""
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(_MARKER.sub(" ", text).split()))
+
+
+def split_answer(text: str) -> list[CitedSentence]:
+    """The sentences of an answer with the numbers each cites."""
+    pieces: list[tuple[str, str]] = []  # (separator, sentence)
+    previous_end = 0
+    for a, b in sentence_spans(text):
+        start = a
+        lead = _LEADING_MARKERS.match(text, a, b) if pieces else None
+        if lead is not None:
+            # "fact. [1] Next" -> the markers close the previous sentence.
+            sep, prev = pieces[-1]
+            pieces[-1] = (sep, f"{prev} {lead.group(0).strip()}")
+            start = lead.end()
+            previous_end = start
+            while start < b and text[start].isspace():
+                start += 1
+            if start >= b:
+                continue
+        pieces.append((text[previous_end:start], text[start:b]))
+        previous_end = b
+    return [
+        CitedSentence(sentence, strip_citations(sentence), tuple(citation_numbers(sentence)), sep or " ")
+        for sep, sentence in pieces
+    ]
+
+
+def render_sentence(sentence: CitedSentence, renumber: Mapping[int, int]) -> str:
+    """The sentence with its markers rewritten through ``renumber``; unmapped numbers are removed."""
+
+    def rewrite(match: re.Match[str]) -> str:
+        numbers = [renumber[n] for n in _group_numbers(match.group(1)) if n in renumber]
+        return "".join(f"[{n}]" for n in dict.fromkeys(numbers))
+
+    out = _MARKER.sub(rewrite, sentence.text)
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(out.split()))
+
+
+def _group_numbers(group: str) -> list[int]:
+    numbers: list[int] = []
+    for part in re.split(r"\s*[,;]\s*", group.strip()):
+        bounds = re.split(r"\s*[-\u2013]\s*", part)
+        if len(bounds) == 2:
+            lo, hi = int(bounds[0]), int(bounds[1])
+            if lo <= hi and hi - lo <= _MAX_RANGE:
+                numbers.extend(range(lo, hi + 1))
+        elif part:
+            numbers.append(int(part))
+    return numbers
+
+
+# --- packing sources within the context budget ------------------------------------------------------
+
+MIN_SOURCE_TOKENS = 48  # a source cut shorter than this is left out instead
+DUPLICATE_JACCARD = 0.8  # term-set Jaccard at which two chunks count as the same passage
+
+
+class TokenCounter(Protocol):
+    def count(self, text: str) -> int: ...
+
+
+class CharEstimate:
+    """The chars/4 rule of ``stanchion.models.pricing``, for when no tokenizer is at hand."""
+
+    def count(self, text: str) -> int:
+        return estimate_tokens(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A chunk as packed into the prompt: its number there, and the (possibly cut) text shown."""
+
+    number: int
+    hit: Hit
+    text: str
+
+    @property
+    def title(self) -> str:
+        return str(self.hit.chunk.metadata.get("title") or "")
+
+    @property
+    def checked_text(self) -> str:
+        """What a citing sentence is checked against: the title (a claim may use it) and the text."""
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    sources: dict[int, Source]
+    blocks: list[str]
+    messages: list[Message]
+
+
+def edge_order(ranked: Sequence[Hit]) -> list[Hit]:
+    """Best first, second best last, the weakest in the middle: [1, 3, 5, ..., 6, 4, 2]."""
+    return [*ranked[0::2], *reversed(ranked[1::2])]
+
+
+def prompt_tokens(messages: Sequence[Message], counter: TokenCounter) -> int:
+    """Tokens of a chat prompt: each message's content plus its framing."""
+    return sum(counter.count(m.content) + TOKENS_PER_MESSAGE for m in messages)
+
+
+def pack(
+    question: str,
+    ranked: Sequence[Hit],
+    *,
+    k: int,
+    budget: int,
+    counter: TokenCounter,
+    abstain_text: str,
+    history: Sequence[Message] = (),
+) -> Packed:
+    """The prompt for ``question`` with up to ``k`` of ``ranked`` (best first) in ``budget`` tokens.
+
+    Chunks that repeat a better one (term-set Jaccard >= ``DUPLICATE_JACCARD``) are skipped; the
+    last one that fits is cut at a sentence end. History takes at most a quarter of the budget,
+    latest turns first.
+    """
+    system = Message("system", system_prompt(abstain_text))
+    kept_history = _recent(history, budget // 4, counter)
+    base = prompt_tokens([system, *kept_history, Message("user", user_prompt([], question))], counter)
+    if base > budget:
+        raise SearchError(
+            f"the question and history take {base} tokens, more than the {budget} the model's context allows"
+        )
+    chosen: list[tuple[Hit, str]] = []
+    left = budget - base
+    seen: list[set[str]] = []
+    for hit in ranked:
+        if len(chosen) >= k or left < MIN_SOURCE_TOKENS:
+            break
+        words = set(terms(hit.chunk.text))
+        if any(_same_passage(words, other) for other in seen):
+            continue
+        title = str(hit.chunk.metadata.get("title") or "")
+        text = hit.chunk.text
+        cost = _block_tokens(title, text, counter)
+        if cost > left:
+            text = _cut(title, text, left, counter)
+            if not text:
+                continue
+            cost = _block_tokens(title, text, counter)
+        seen.append(words)
+        chosen.append((hit, text))
+        left -= cost
+    while True:
+        texts = {hit.chunk.id: text for hit, text in chosen}
+        ordered = edge_order([hit for hit, _ in chosen])
+        sources = {n: Source(n, hit, texts[hit.chunk.id]) for n, hit in enumerate(ordered, start=1)}
+        blocks = [source_block(n, s.title, s.text) for n, s in sources.items()]
+        messages = [system, *kept_history, Message("user", user_prompt(blocks, question))]
+        if prompt_tokens(messages, counter) <= budget or not chosen:
+            return Packed(sources, blocks, messages)
+        chosen.pop()  # blocks were counted one by one; drop the weakest until the whole fits
+
+
+def retry_prompt(
+    packed: Packed, question: str, unsupported: Sequence[str], *, budget: int, counter: TokenCounter
+) -> list[Message]:
+    """The prompt again, with a correction note naming as many unsupported sentences as fit."""
+    named = list(unsupported)
+    while True:
+        note = correction_block(named)
+        messages = [*packed.messages[:-1], Message("user", user_prompt(packed.blocks, question, note))]
+        if prompt_tokens(messages, counter) <= budget or not named:
+            return messages
+        if len(named) > 1:
+            named.pop()
+        else:  # one long sentence: quote its first half, then less
+            words = named[0].split()
+            named = [" ".join(words[: len(words) // 2])] if len(words) > 1 else []
+
+
+def same_passage(a: str, b: str) -> bool:
+    """Whether two texts say the same thing in (nearly) the same words."""
+    return _same_passage(set(terms(a)), set(terms(b)))
+
+
+def _same_passage(a: set[str], b: set[str]) -> bool:
+    if not a or not b:
+        return a == b
+    return len(a & b) / len(a | b) >= DUPLICATE_JACCARD
+
+
+def _block_tokens(title: str, text: str, counter: TokenCounter) -> int:
+    # Numbered 99 so the estimate never falls short; +1 for the newline between blocks.
+    return counter.count(source_block(99, title, text)) + 1
+
+
+def _cut(title: str, text: str, tokens: int, counter: TokenCounter) -> str:
+    """The longest run of whole sentences from the start of ``text`` that fits ``tokens``."""
+    cut = ""
+    for _, end in sentence_spans(text):
+        if _block_tokens(title, text[:end], counter) > tokens:
+            break
+        cut = text[:end]
+    return cut
+
+
+def _recent(history: Sequence[Message], budget: int, counter: TokenCounter) -> list[Message]:
+    """The latest messages of ``history`` that fit ``budget`` tokens together."""
+    kept: list[Message] = []
+    for message in reversed(history):
+        if prompt_tokens([message, *kept], counter) > budget:
+            break
+        kept.insert(0, message)
+    return kept

@@ -1,0 +1,195 @@
+"""``stanchion ask``, ``stanchion chat`` and ``stanchion eval answers``: parse -> call -> render.
+
+``register(app, eval_app)`` adds the commands to the Typer apps of ``stanchion.cli``. Exit codes
+follow the CLI's: 0 success, 1 the model failed (``ModelError``), 2 usage or spec error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from stanchion.answer import Answer, Answerer, AnswerEvent, answerer_for, contextual_query
+from stanchion.app import App, build
+from stanchion.cli_render import IngestProgressBar
+from stanchion.errors import ModelError, StanchionError
+from stanchion.retrieve.filters import build_filter
+from stanchion.spec import SPEC_FILENAME, load_spec
+from stanchion.types import Message
+
+__all__ = ["register"]
+
+out = Console()
+err = Console(stderr=True)
+
+SpecOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--spec", "-s", help=f"Spec file (default: ./{SPEC_FILENAME} if present, else built-in defaults)."
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object instead of tables (for scripts).")
+]
+RouteOption = Annotated[
+    str | None, typer.Option("--route", "-r", help="Model route from the spec (default: answer.route).")
+]
+KOption = Annotated[
+    int | None, typer.Option("--k", "-k", help="Sources given to the model (default: answer.k).", min=1)
+]
+HISTORY_TURNS = 3  # chat turns (question and answer) sent back to the model
+
+
+def register(app: typer.Typer, eval_app: typer.Typer) -> None:
+    """Add ``ask`` and ``chat`` to ``app`` and ``answers`` to ``eval_app``."""
+    app.command("ask")(ask)
+    app.command("chat")(chat)
+    eval_app.command("answers")(eval_answers)
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    route: RouteOption = None,
+    k: KOption = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", "-f", help="Metadata filter, as in `stanchion search` (repeatable)."),
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Ask as a caller in these access groups.")
+    ] = None,
+    spec: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question from the index, citing the sources of every sentence."""
+    stanchion = _app(spec)
+    try:
+        answerer = answerer_for(stanchion, route=route)
+        where = build_filter(filters or [], groups=group)
+        if as_json:
+            answer = asyncio.run(answerer.answer(question, where=where, k=k))
+            print(json.dumps(answer.as_json()))
+        else:
+            asyncio.run(_stream_answer(answerer.stream(question, where=where, k=k)))
+    except StanchionError as exc:
+        raise _fail(exc) from None
+    finally:
+        stanchion.close()
+
+
+def chat(route: RouteOption = None, k: KOption = None, spec: SpecOption = None) -> None:
+    """Ask questions in a loop; follow-ups are searched together with the previous question.
+
+    Type ``exit`` (or end the input) to leave.
+    """
+    stanchion = _app(spec)
+    try:
+        answerer = answerer_for(stanchion, route=route)
+        asyncio.run(_chat(answerer, k))
+    except StanchionError as exc:
+        raise _fail(exc) from None
+    finally:
+        stanchion.close()
+
+
+async def _chat(answerer: Answerer, k: int | None) -> None:
+    history: list[Message] = []
+    previous = ""
+    while True:
+        try:
+            question = (await asyncio.to_thread(input, "you> ")).strip()
+        except EOFError:
+            break
+        if question.lower() in ("exit", "quit"):
+            break
+        if not question:
+            continue
+        query = contextual_query(previous, question)
+        answer = await _stream_answer(
+            answerer.stream(question, k=k, history=history[-2 * HISTORY_TURNS :], search_query=query)
+        )
+        history += [Message("user", question), Message("assistant", answer.text)]
+        previous = question
+        out.print()
+
+
+async def _stream_answer(events: AsyncIterator[AnswerEvent]) -> Answer:
+    final: Answer | None = None
+    async for event in events:
+        if event.answer is not None:
+            final = event.answer
+        elif event.text:
+            out.print(escape(event.text), end="", highlight=False)
+    out.print()
+    if final is None:  # the stream always ends with the Answer; this guards a broken Answerer
+        raise StanchionError("the answer stream ended without an answer")
+    _render_sources(final)
+    return final
+
+
+def _render_sources(answer: Answer) -> None:
+    for c in answer.citations:
+        where = c.path + (f" p.{c.page}" if c.page is not None else "")
+        out.print(f"  [bold][{c.number}][/] {escape(c.title or c.document_id)} [dim]{escape(where)}[/]")
+        out.print(f"      [dim]{escape(c.snippet)}[/]", highlight=False)
+    tokens = answer.usage.input_tokens + answer.usage.output_tokens
+    note = " (abstained)" if answer.abstained else ""
+    dropped = f", {len(answer.unsupported)} unsupported sentence(s) dropped" if answer.unsupported else ""
+    out.print(
+        f"[dim]{escape(answer.model)}{note}: {tokens} tokens, ${answer.cost_usd:.4f}, "
+        f"{answer.latency_ms.get('total', 0.0):.0f} ms{dropped}[/]"
+    )
+
+
+def eval_answers(
+    dataset: Annotated[
+        Path, typer.Option("--dataset", "-d", help="SQuAD-layout JSON: articles with questions and answers.")
+    ],
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", help="Ask N questions spread over the file.", min=1)
+    ] = None,
+    route: RouteOption = None,
+    spec: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Retrieval hit rate, gold answer in the answer, citation precision, abstention and latency."""
+    from stanchion.evals.answers import SquadDataset, run_answers_eval
+
+    try:
+        base = load_spec(spec)
+        data = SquadDataset.load(dataset)
+        total = len(data.sample(limit))
+        with IngestProgressBar(err, enabled=err.is_terminal, queries=total) as bar:
+            report = run_answers_eval(
+                data, base, limit=limit, route=route, progress=bar, on_question=bar.query_done
+            )
+    except StanchionError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        print(json.dumps(report.as_json()))
+        return
+    table = Table(title=f"{dataset.name}: answers", show_header=False)
+    for name, value in report.as_json().items():
+        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
+        table.add_row(name, str(shown))
+    out.print(table)
+
+
+def _app(spec_file: Path | None) -> App:
+    try:
+        return build(load_spec(spec_file))
+    except StanchionError as exc:
+        raise _fail(exc) from None
+
+
+def _fail(exc: StanchionError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    return typer.Exit(1 if isinstance(exc, ModelError) else 2)
