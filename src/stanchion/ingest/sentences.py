@@ -5,8 +5,9 @@ sentences stay exact slices of the text. Its rules:
 
 * A blank line always ends a sentence.
 * A single newline ends one too (lists, chat lines, table rows), unless it looks like wrapped
-  prose: the line before does not end in ``.!?:;`` and the next line starts in lower case, as
-  in text extracted from PDFs.
+  prose: the line before does not end in ``.!?:;``, the next line does not start a list item,
+  table row, heading or ``Speaker:`` line, and it starts in lower case (PDF text) or the line
+  before was filled to the wrap width (hard-wrapped mail: "up to\n$5,000").
 * Inside a line, ``.``, ``!``, ``?``, ``…`` (optionally followed by closing quotes or brackets)
   and whitespace end a sentence, except after an abbreviation (``Dr.``, ``e.g.``, ``U.S.``,
   ``Fig.``, a single initial) or a list number at the start of a line. Before a lower-case
@@ -87,12 +88,34 @@ def line_spans(text: str, start: int = 0, end: int | None = None) -> list[Span]:
         prev = text[a : m.start()].rstrip()
         nxt = text[m.end() : m.end() + 1]
         blank = text.count("\n", m.start(), m.end()) > 1
-        wrapped = bool(prev) and prev[-1] not in _CONTINUES_BEFORE and nxt.islower()
+        wrapped = _is_wrapped(prev, text[m.end() : _line_end(text, m.end(), end)], nxt)
         if blank or not wrapped:
             blocks.append((a, m.start()))
             a = m.end()
     blocks.append((a, end))
     return [span for span in (trim(text, a, b) for a, b in blocks) if span[0] < span[1]]
+
+
+# A line that starts a list item, a table row, a heading or a "Speaker: ..." chat line.
+_STRUCTURAL = re.compile(r"^(?:[-*+\u2022>#|]|\d{1,3}[.)]\s|[\w][\w .'-]{0,30}:\s)|\s\|\s")
+# Hard-wrapped mail and plain text fill lines to ~72 columns; a shorter line ends on purpose.
+_WRAP_WIDTH = 50
+
+
+def _line_end(text: str, start: int, end: int) -> int:
+    newline = text.find("\n", start, end)
+    return end if newline < 0 else newline
+
+
+def _is_wrapped(prev: str, line: str, nxt: str) -> bool:
+    """Whether ``line`` continues the sentence of ``prev`` (hard-wrapped prose, PDF text)."""
+    if not prev or prev[-1] in _CONTINUES_BEFORE:
+        return False
+    if _STRUCTURAL.search(line):  # a new item starts here; a wrapped item's own tail still joins
+        return False
+    # Lower case after an unfinished line is always a continuation; anything else (a name, "$5,000")
+    # only when the line before was filled to the wrap width.
+    return nxt.islower() or len(prev.lstrip()) >= _WRAP_WIDTH
 
 
 def _split_block(text: str, a: int, b: int) -> list[Span]:
