@@ -8,9 +8,8 @@ Anthropic's 529 "overloaded" is a plain ModelHTTPError, retryable like any 5xx.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing
-from types import TracebackType
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
@@ -22,8 +21,9 @@ from stanchion.models.anthropic_format import (
     parse_message,
 )
 from stanchion.models.base import ChatOptions
+from stanchion.models.http_chat import HTTPChatModel
 from stanchion.models.openai_compat import ProviderClient
-from stanchion.types import Completion, Message, StreamEvent
+from stanchion.types import Completion, Message
 
 __all__ = ["AnthropicModel"]
 
@@ -34,7 +34,29 @@ def _api_key_header(key: str) -> dict[str, str]:
     return {"x-api-key": key}
 
 
-class AnthropicModel:
+class _AnthropicWire:
+    def build_request(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        options: ChatOptions,
+        *,
+        stream: bool = False,
+        default_max_tokens: int | None = None,
+    ) -> dict[str, Any]:
+        # The Messages API requires max_tokens; the adapter always has a default.
+        return build_request(
+            model, messages, options, stream=stream, default_max_tokens=default_max_tokens or 1024
+        )
+
+    def parse(self, payload: Any, *, model: str) -> Completion:
+        return parse_message(payload, model=model)
+
+    def stream_parser(self, *, model: str) -> MessageStreamParser:
+        return MessageStreamParser(model=model)
+
+
+class AnthropicModel(HTTPChatModel):
     """A ChatModel over Anthropic's Messages API.
 
     ``name`` is the configured name reported in answers and errors; ``model`` is Anthropic's
@@ -54,11 +76,8 @@ class AnthropicModel:
         default_max_tokens: int = 1024,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._name = name
-        self.model = model
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
-        self.default_max_tokens = default_max_tokens
-        self._http = ProviderClient(
+        http = ProviderClient(
             model_name=name,
             url=f"{self.base_url}/v1/messages",
             api_key_env=api_key_env,
@@ -68,43 +87,9 @@ class AnthropicModel:
             timeout_s=timeout_s,
             transport=transport,
         )
-
-    @property
-    def name(self) -> str:
-        return self._name
+        super().__init__(
+            name, model=model, wire=_AnthropicWire(), http=http, default_max_tokens=default_max_tokens
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicModel(name={self._name!r}, model={self.model!r}, url={self._http.url!r})"
-
-    async def complete(self, messages: Sequence[Message], options: ChatOptions | None = None) -> Completion:
-        options = options or ChatOptions()
-        body = build_request(self.model, messages, options, default_max_tokens=self.default_max_tokens)
-        payload = await self._http.post_json(body, timeout_s=options.timeout_s)
-        return parse_message(payload, model=self._name)
-
-    async def stream(
-        self, messages: Sequence[Message], options: ChatOptions | None = None
-    ) -> AsyncIterator[StreamEvent]:
-        options = options or ChatOptions()
-        body = build_request(
-            self.model, messages, options, stream=True, default_max_tokens=self.default_max_tokens
-        )
-        parser = MessageStreamParser(model=self._name)
-        async with aclosing(self._http.stream_lines(body, timeout_s=options.timeout_s)) as lines:
-            async for line in lines:
-                for event in parser.feed_line(line):
-                    yield event
-                if parser.done:
-                    break
-        yield parser.finish()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> AnthropicModel:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing
-from types import TracebackType
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from stanchion.errors import ModelError, ModelTimeout, ModelUnavailable
 from stanchion.models.base import ChatOptions
+from stanchion.models.http_chat import HTTPChatModel
 from stanchion.models.openai_format import (
     ChatStreamParser,
     ErrorKind,
@@ -32,7 +31,7 @@ from stanchion.models.openai_format import (
     http_error,
     parse_completion,
 )
-from stanchion.types import Completion, Message, StreamEvent
+from stanchion.types import Completion, Message
 
 __all__ = ["OpenAICompatModel", "ProviderClient", "bearer_auth"]
 
@@ -179,7 +178,26 @@ class ProviderClient:
         return _KEY_LIKE.sub("sk-[redacted]", text)
 
 
-class OpenAICompatModel:
+class _OpenAIWire:
+    def build_request(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        options: ChatOptions,
+        *,
+        stream: bool = False,
+        default_max_tokens: int | None = None,
+    ) -> dict[str, Any]:
+        return build_request(model, messages, options, stream=stream, default_max_tokens=default_max_tokens)
+
+    def parse(self, payload: Any, *, model: str) -> Completion:
+        return parse_completion(payload, model=model)
+
+    def stream_parser(self, *, model: str) -> ChatStreamParser:
+        return ChatStreamParser(model=model)
+
+
+class OpenAICompatModel(HTTPChatModel):
     """A ChatModel over an OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
 
     ``name`` is the configured name reported in answers and errors; ``model`` is the provider's
@@ -200,57 +218,20 @@ class OpenAICompatModel:
         default_max_tokens: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._name = name
-        self.model = model
         self.base_url = base_url.rstrip("/")
-        self.default_max_tokens = default_max_tokens
-        self._http = ProviderClient(
+        http = ProviderClient(
             model_name=name,
             url=f"{self.base_url}/chat/completions",
             api_key_env=api_key_env,
             timeout_s=timeout_s,
             transport=transport,
         )
-
-    @property
-    def name(self) -> str:
-        return self._name
+        super().__init__(
+            name, model=model, wire=_OpenAIWire(), http=http, default_max_tokens=default_max_tokens
+        )
 
     def __repr__(self) -> str:
         return (
             f"OpenAICompatModel(name={self._name!r}, model={self.model!r}, "
             f"base_url={_redacted_url(self.base_url)!r})"
         )
-
-    async def complete(self, messages: Sequence[Message], options: ChatOptions | None = None) -> Completion:
-        options = options or ChatOptions()
-        body = build_request(self.model, messages, options, default_max_tokens=self.default_max_tokens)
-        payload = await self._http.post_json(body, timeout_s=options.timeout_s)
-        return parse_completion(payload, model=self._name)
-
-    async def stream(
-        self, messages: Sequence[Message], options: ChatOptions | None = None
-    ) -> AsyncIterator[StreamEvent]:
-        options = options or ChatOptions()
-        body = build_request(
-            self.model, messages, options, stream=True, default_max_tokens=self.default_max_tokens
-        )
-        parser = ChatStreamParser(model=self._name)
-        async with aclosing(self._http.stream_lines(body, timeout_s=options.timeout_s)) as lines:
-            async for line in lines:
-                for event in parser.feed_line(line):
-                    yield event
-                if parser.done:
-                    break
-        yield parser.finish()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> OpenAICompatModel:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
