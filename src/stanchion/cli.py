@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from stanchion.app import App, build
+from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, out
 from stanchion.cli_render import (
     IngestProgressBar,
     render_hits,
@@ -34,31 +33,6 @@ app = typer.Typer(
 )
 eval_app = typer.Typer(help="Measure quality and latency on labelled data.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
-
-out = Console()
-err = Console(stderr=True)
-
-SpecOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--spec", "-s", help=f"Spec file (default: ./{SPEC_FILENAME} if present, else built-in defaults)."
-    ),
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object instead of tables (for scripts).")
-]
-
-
-def _fail(exc: StanchionError, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
-    return typer.Exit(code)
-
-
-def _app(spec_file: Path | None) -> App:
-    try:
-        return build(load_spec(spec_file))
-    except StanchionError as exc:
-        raise _fail(exc) from None
 
 
 @app.callback()
@@ -101,13 +75,13 @@ def ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Load, clean, chunk and index sources. Unchanged files cost nothing on re-runs."""
-    stanchion = _app(spec)
+    stanchion = load_app(spec)
     try:
         chosen = _sources(stanchion.spec, paths or [], source or [])
         with IngestProgressBar(err, enabled=not as_json and err.is_terminal) as bar:
             summary = stanchion.pipeline.run(chosen, progress=bar)
     except StanchionError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         stanchion.close()
     if as_json:
@@ -160,14 +134,14 @@ def search(
     """Search the index (hybrid BM25 + vectors by default)."""
     from stanchion.retrieve.filters import build_filter
 
-    stanchion = _app(spec)
+    stanchion = load_app(spec)
     try:
         where = build_filter(filters or [], groups=group)
         result = stanchion.retriever.search(
             query, k=k, mode=mode or stanchion.spec.retrieval.mode, where=where
         )
     except StanchionError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         stanchion.close()
     if as_json:
@@ -222,7 +196,7 @@ def eval_retrieval(
         with IngestProgressBar(err, enabled=err.is_terminal, queries=len(data.queries)) as bar:
             report = run_retrieval_eval(data, base, mode=chosen, progress=bar, on_query=bar.query_done)
     except StanchionError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         print(json.dumps(report.as_json()))
     else:
@@ -242,7 +216,7 @@ def demo(
     try:
         run_demo(out, err, workdir=workdir, as_json=as_json)
     except StanchionError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def _register_answer_commands() -> None:

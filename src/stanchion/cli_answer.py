@@ -13,32 +13,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from stanchion.answer import Answer, Answerer, AnswerEvent, answerer_for, contextual_query
-from stanchion.app import App, build
+from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, out
 from stanchion.cli_render import IngestProgressBar
-from stanchion.errors import ModelError, StanchionError
+from stanchion.errors import StanchionError
 from stanchion.retrieve.filters import build_filter
-from stanchion.spec import SPEC_FILENAME, load_spec
+from stanchion.spec import load_spec
 from stanchion.types import Message
 
 __all__ = ["register"]
 
-out = Console()
-err = Console(stderr=True)
 
-SpecOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--spec", "-s", help=f"Spec file (default: ./{SPEC_FILENAME} if present, else built-in defaults)."
-    ),
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object instead of tables (for scripts).")
-]
 RouteOption = Annotated[
     str | None, typer.Option("--route", "-r", help="Model route from the spec (default: answer.route).")
 ]
@@ -70,7 +58,7 @@ def ask(
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question from the index, citing the sources of every sentence."""
-    stanchion = _app(spec)
+    stanchion = load_app(spec)
     try:
         answerer = answerer_for(stanchion, route=route)
         where = build_filter(filters or [], groups=group)
@@ -80,7 +68,7 @@ def ask(
         else:
             asyncio.run(_stream_answer(answerer.stream(question, where=where, k=k)))
     except StanchionError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         stanchion.close()
 
@@ -90,12 +78,12 @@ def chat(route: RouteOption = None, k: KOption = None, spec: SpecOption = None) 
 
     Type ``exit`` (or end the input) to leave.
     """
-    stanchion = _app(spec)
+    stanchion = load_app(spec)
     try:
         answerer = answerer_for(stanchion, route=route)
         asyncio.run(_chat(answerer, k))
     except StanchionError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         stanchion.close()
 
@@ -172,7 +160,7 @@ def eval_answers(
                 data, base, limit=limit, route=route, progress=bar, on_question=bar.query_done
             )
     except StanchionError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         print(json.dumps(report.as_json()))
         return
@@ -181,15 +169,3 @@ def eval_answers(
         shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
         table.add_row(name, str(shown))
     out.print(table)
-
-
-def _app(spec_file: Path | None) -> App:
-    try:
-        return build(load_spec(spec_file))
-    except StanchionError as exc:
-        raise _fail(exc) from None
-
-
-def _fail(exc: StanchionError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-    return typer.Exit(1 if isinstance(exc, ModelError) else 2)

@@ -1,0 +1,40 @@
+"""What every CLI module shares: the consoles, the common options, and error -> exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from stanchion.app import App, build
+from stanchion.errors import ModelError, StanchionError
+from stanchion.spec import SPEC_FILENAME, load_spec
+
+out = Console()
+err = Console(stderr=True)
+
+SpecOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--spec", "-s", help=f"Spec file (default: ./{SPEC_FILENAME} if present, else built-in defaults)."
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object instead of tables (for scripts).")
+]
+
+
+def fail(exc: StanchionError) -> typer.Exit:
+    """Print the error; exit 1 when a model failed (a partial failure), 2 for usage or spec errors."""
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    return typer.Exit(1 if isinstance(exc, ModelError) else 2)
+
+
+def load_app(spec_file: Path | None) -> App:
+    try:
+        return build(load_spec(spec_file))
+    except StanchionError as exc:
+        raise fail(exc) from None
