@@ -172,17 +172,21 @@ class Pipeline:
                 progress.unit_done()
                 continue
             loaded.append((unit, sig, docs))
-        kept_ids = self._dedupe(source, loaded, summary, fingerprint)
+        if not loaded:
+            return  # every unit unchanged: the common re-run reads nothing more
+        # One read of what is indexed, for duplicate checks and change detection alike.
         stored_hashes = {d.id: d.hash for d in self.store.documents(source.name)}
+        kept_ids = self._dedupe(source, loaded, summary, fingerprint, stored_hashes)
         for unit, sig, docs in loaded:
             for doc in docs:
                 if doc.id not in kept_ids:
                     continue
-                if stored_hashes.get(doc.id) == _stored_hash(doc, fingerprint):
+                # The fingerprint is part of the stored hash, so a spec change re-indexes the document.
+                stamped = _stamped(doc, fingerprint)
+                if stored_hashes.get(doc.id) == stamped.hash:
                     summary.unchanged += 1
                     continue
                 chunks = self._chunk(source, doc)
-                stamped = replace(doc, metadata={**doc.metadata, "_fingerprint": fingerprint})
                 pending.writes.append(
                     DocumentWrite(stamped, chunks, np.zeros((0, 0), np.float32), unit.relpath)
                 )
@@ -238,6 +242,7 @@ class Pipeline:
         loaded: list[tuple[Unit, str, list[Document]]],
         summary: IngestSummary,
         fingerprint: str,
+        stored_hashes: dict[str, str],
     ) -> set[str]:
         # Shortest path first, so of two identical files the canonical name (not "...-copy") is kept.
         docs = sorted((d for _, _, ds in loaded for d in ds), key=lambda d: (len(d.path), d.path, d.id))
@@ -248,10 +253,11 @@ class Pipeline:
         summary.near_duplicates += result.near_merged
         kept = {d.id for d in result.kept}
         # Exact duplicates of documents already indexed from other units are dropped too.
-        indexed = {d.hash: d.id for d in self.store.documents(source.name)}
+        indexed = {h: doc_id for doc_id, h in stored_hashes.items()}
+        loaded_ids = {d.id for d in docs}
         for doc in result.kept:
-            twin = indexed.get(_stored_hash(doc, fingerprint))
-            if twin is not None and twin != doc.id and twin not in {d.id for d in docs}:
+            twin = indexed.get(_stamped(doc, fingerprint).hash)
+            if twin is not None and twin != doc.id and twin not in loaded_ids:
                 kept.discard(doc.id)
                 summary.exact_duplicates += 1
         return kept
@@ -315,5 +321,6 @@ def _fingerprint(source: SourceSpec, model: str) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _stored_hash(doc: Document, fingerprint: str) -> str:
-    return replace(doc, metadata={**doc.metadata, "_fingerprint": fingerprint}).hash
+def _stamped(doc: Document, fingerprint: str) -> Document:
+    """The document as stored: its metadata records the spec settings it was built with."""
+    return replace(doc, metadata={**doc.metadata, "_fingerprint": fingerprint})
