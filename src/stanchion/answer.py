@@ -62,7 +62,6 @@ __all__ = [
     "answer_questions",
     "answerer_for",
     "contextual_query",
-    "route_model",
 ]
 
 RETRY_RESERVE = 160  # prompt tokens kept free for the correction note of a retry
@@ -357,18 +356,11 @@ def _words(text: str) -> list[str]:
 # --- wiring from the spec -------------------------------------------------------------------------
 
 
-def route_model(app: App, route: str) -> ChatModel:
-    """The ChatModel of ``route`` (a fallback chain or a router), built from the spec."""
-    if route not in app.spec.routes:
-        raise SpecError(f"unknown route {route!r} (routes: {', '.join(app.spec.routes)})", key_path="routes")
-    return app.route_model(route)
-
-
 def answerer_for(app: App, *, route: str | None = None) -> Answerer:
     """An Answerer wired from ``app.spec``: the route's model, its context budget and price, the reranker."""
     spec = app.spec
     chosen = route or spec.answer.route
-    model = route_model(app, chosen)
+    model = app.route_model(chosen)  # SpecError for an unknown route
     models = [spec.models[n] for n in _route_models(spec, chosen)]
     # Every model the route may fall back to must fit the prompt.
     context = min((m.context_window - m.max_output_tokens for m in models), default=8192 - 512)
@@ -404,7 +396,7 @@ def _reranker(app: App) -> Reranker | None:
     if rerank.kind == "bi-encoder":
         return BiEncoderReranker(app.embedder)
     if rerank.kind == "llm":
-        return LLMReranker(route_model(app, rerank.model or app.spec.answer.route))
+        return LLMReranker(app.route_model(rerank.model or app.spec.answer.route))
     if not rerank.model:
         raise SpecError(
             "answer.rerank.model: the cross-encoder reranker needs a local model folder",
