@@ -145,7 +145,8 @@ class Answerer:
         self.mode = mode
         self.verifier = verifier or Verifier(embedder)
         # A model that copies source sentences cannot be corrected by asking again. ``retry=None``
-        # asks the model (``extractive = True``); a wrapper that hides it should pass ``retry``.
+        # asks the model (``extractive = True``; fallback chains and routers report it for the
+        # models they wrap); ``retry`` overrides.
         extractive = bool(getattr(model, "extractive", False))
         self.may_retry = spec.verify and (not extractive if retry is None else retry)
 
@@ -365,7 +366,6 @@ def answerer_for(app: App, *, route: str | None = None) -> Answerer:
     # Every model the route may fall back to must fit the prompt.
     context = min((m.context_window - m.max_output_tokens for m in models), default=8192 - 512)
     primary = models[0] if models else None
-    extractive = bool(models) and all(m.provider == "extractive" for m in models)
     price = (
         primary.price if primary and (primary.price.input_per_mtok or primary.price.output_per_mtok) else None
     )
@@ -379,7 +379,6 @@ def answerer_for(app: App, *, route: str | None = None) -> Answerer:
         counter=app.tokenizer,
         price=price,
         max_output_tokens=primary.max_output_tokens if primary else None,
-        retry=not extractive,
     )
 
 

@@ -181,6 +181,11 @@ class FallbackModel:
     def name(self) -> str:
         return self._name
 
+    @property
+    def extractive(self) -> bool:
+        """True when every model of the chain quotes its sources (a corrective retry cannot help)."""
+        return all(getattr(a.model, "extractive", False) for a in self.attempts)
+
     async def complete(self, messages: Sequence[Message], options: ChatOptions | None = None) -> Completion:
         failures: list[tuple[str, ModelError]] = []
         for attempt in self.attempts:

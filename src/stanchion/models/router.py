@@ -217,6 +217,11 @@ class Router:
     def name(self) -> str:
         return f"router({','.join(self._order)})"
 
+    @property
+    def extractive(self) -> bool:
+        """True when every tier quotes its sources (a corrective retry cannot help)."""
+        return all(getattr(model, "extractive", False) for model in self.tiers.values())
+
     def latency_estimate(self, tier: str) -> float | None:
         """The current latency estimate of ``tier`` in ms, or None when nothing is known."""
         return self._latency.get(tier)
