@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,12 +159,6 @@ class SQLiteStore:
     def units(self, source: str) -> dict[str, str]:
         rows = self._db.execute("SELECT unit, signature FROM units WHERE source = ?", (source,))
         return dict(rows.fetchall())
-
-    def sources(self) -> list[str]:
-        rows = self._db.execute(
-            "SELECT DISTINCT source FROM documents UNION SELECT DISTINCT source FROM units"
-        )
-        return sorted(r[0] for r in rows)
 
     def documents(self, source: str | None = None, *, unit: str | None = None) -> list[StoredDocument]:
         sql = (
@@ -436,14 +430,3 @@ def _condition_sql(cond: Condition) -> tuple[str, list[object]]:
     body = " OR ".join(tests)
     exists = f"EXISTS (SELECT 1 FROM json_each(c.metadata, ?) j WHERE {body})"
     return (f"NOT {exists}" if cond.op == "ne" else exists), params
-
-
-def iter_batches(items: Iterable[DocumentWrite], size: int) -> Iterable[list[DocumentWrite]]:
-    batch: list[DocumentWrite] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
