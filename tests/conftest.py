@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,42 @@ def _deny_network(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(sock, address)  # type: ignore[arg-type]
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def _service_missing(reason: str) -> None:
+    """CI (STANCHION_REQUIRE_SERVICES=1) must have every service; elsewhere, skip with the reason."""
+    if os.environ.get("STANCHION_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 + pgvector (pgserver) for the whole session."""
+    from stanchion.testing.services import ServiceUnavailable, postgres_server
+
+    try:
+        with postgres_server(tmp_path_factory.mktemp("pg")) as dsn:
+            yield dsn
+    except (ServiceUnavailable, ImportError) as exc:
+        _service_missing(f"PostgreSQL (pgserver): {exc}")
+
+
+@pytest.fixture
+def pg_dsn(pg_admin_dsn: str) -> str:
+    """An empty database of its own for each test."""
+    from stanchion.testing.services import fresh_database
+
+    return fresh_database(pg_admin_dsn)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback for the whole session; tests use distinct key prefixes."""
+    from stanchion.testing.services import ServiceUnavailable, redis_server
+
+    try:
+        with redis_server(tmp_path_factory.mktemp("redis")) as url:
+            yield url
+    except ServiceUnavailable as exc:
+        _service_missing(f"Redis: {exc}")

@@ -60,6 +60,9 @@ class SourceSpec(_Strict):
     chunking: ChunkingSpec = ChunkingSpec()
     metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
     access_groups: list[str] = Field(default_factory=list, description="empty = visible to every caller")
+    tenant: str = Field(
+        "default", pattern=_NAME, description="the tenant whose API keys may see this source"
+    )
     max_file_mb: float = Field(50.0, gt=0)
 
 
@@ -85,12 +88,24 @@ class EmbeddingSpec(_Strict):
 
 
 class IndexSpec(_Strict):
-    backend: Literal["sqlite"] = "sqlite"
-    path: str = ".stanchion/index.db"
+    backend: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="sqlite: one embedded file; postgres: PostgreSQL + pgvector at dsn"
+    )
+    path: str = Field(".stanchion/index.db", description="sqlite: the index file")
+    dsn: str | None = Field(
+        None, description="postgres: libpq DSN or URL, e.g. ${STANCHION_PG_DSN}; state lives there too"
+    )
     keyword_engine: Literal["memory", "fts5"] = Field(
         "memory",
-        description="memory: BM25 cached in RAM from the FTS5 terms (fast); fts5: rank inside SQLite",
+        description="sqlite: memory ranks BM25 in RAM from the FTS5 terms (fast); fts5 ranks inside SQLite",
     )
+    ef_search: int = Field(100, ge=10, le=1000, description="postgres: HNSW candidate list size")
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> IndexSpec:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("dsn: the postgres backend needs a dsn (e.g. dsn: ${STANCHION_PG_DSN})")
+        return self
 
 
 class RetrievalSpec(_Strict):
@@ -151,6 +166,11 @@ class RouteSpec(_Strict):
     max_latency_ms: float | None = Field(
         None, gt=0, description="per request; forces a faster tier when exceeded"
     )
+    grounded: bool = Field(
+        True,
+        description="chat completions on this route answer from the index with citations; "
+        "false passes the conversation straight to the models (a gateway route)",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> RouteSpec:
@@ -182,6 +202,30 @@ def _default_routes() -> dict[str, RouteSpec]:
     return {"default": RouteSpec(models=["extractive"])}
 
 
+class RateLimitSpec(_Strict):
+    requests_per_minute: int = Field(600, ge=1, description="per API key")
+    tokens_per_minute: int = Field(200_000, ge=1, description="per API key, prompt + completion")
+
+
+class ServerSpec(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    state_path: str = Field(
+        ".stanchion/state.db", description="sqlite index backend: API keys, jobs, audit, rate limits"
+    )
+    redis_url: str | None = Field(
+        None, description="rate limits and shared state in Redis, e.g. ${STANCHION_REDIS_URL}"
+    )
+    rate_limits: RateLimitSpec = RateLimitSpec()
+    max_body_mb: float = Field(1.0, gt=0, description="largest JSON request body")
+    max_upload_mb: float = Field(25.0, gt=0, description="largest uploaded document")
+    max_concurrent_ingest: int = Field(1, ge=1, le=16, description="ingest jobs running at once per worker")
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        "none", description="OpenTelemetry spans per pipeline stage (otlp needs opentelemetry-exporter-otlp)"
+    )
+
+
 class Spec(_Strict):
     version: Literal[1] = 1
     index: IndexSpec = IndexSpec()
@@ -191,6 +235,7 @@ class Spec(_Strict):
     models: dict[str, ModelSpec] = Field(default_factory=_default_models)
     routes: dict[str, RouteSpec] = Field(default_factory=_default_routes)
     answer: AnswerSpec = AnswerSpec()
+    server: ServerSpec = ServerSpec()
     # Where relative paths resolve from: the spec file's folder (not part of the YAML).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

@@ -12,6 +12,11 @@ from typing import Any, Literal
 MetaValue = str | int | float | bool | None | list[str]
 Metadata = Mapping[str, Any]
 
+# The metadata key holding a document's tenant. The pipeline stamps it from the source spec and the
+# server ANDs a condition on it into every search, so one tenant never retrieves another's chunks.
+TENANT_KEY = "tenant"
+DEFAULT_TENANT = "default"
+
 
 def content_hash(text: str) -> str:
     """Stable hash of a piece of text, used for change detection and the embedding cache."""

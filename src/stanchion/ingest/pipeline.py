@@ -33,7 +33,7 @@ from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.tokens import Tokenizer
 from stanchion.ingest.units import Unit, enumerate_units, signature
 from stanchion.spec import SourceSpec, Spec
-from stanchion.types import Chunk, Document
+from stanchion.types import TENANT_KEY, Chunk, Document
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ class Pipeline:
                 d,
                 source=source.name,
                 path=d.path or unit.relpath,
-                metadata={**source.metadata, **d.metadata},
+                # The tenant is stamped last: no file can claim another tenant.
+                metadata={**source.metadata, **d.metadata, TENANT_KEY: source.tenant},
                 access_groups=tuple(dict.fromkeys((*source.access_groups, *d.access_groups))),
             )
             for d in docs
@@ -315,6 +316,7 @@ def _fingerprint(source: SourceSpec, model: str) -> str:
         "chunking": source.chunking.model_dump(),
         "metadata": source.metadata,
         "access_groups": source.access_groups,
+        "tenant": source.tenant,
         "type": source.type,
         "model": model,
     }
