@@ -1,0 +1,101 @@
+"""Ordered, named migrations of the control-plane tables, for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from stanchion.state.db import Database, Dialect, Tx
+
+# {serial} and {blob} are the two types the dialects spell differently.
+_TYPES: dict[Dialect, dict[str, str]] = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY", "blob": "BLOB"},
+    "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"},
+}
+# Taken by every worker that migrates, so several starting at once apply each migration once.
+_PG_LOCK = 0x5354414E  # "STAN"
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "s001_keys_jobs_audit",
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            name TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            groups TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        );
+        CREATE INDEX api_keys_tenant ON api_keys(tenant);
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            options TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            heartbeat_at DOUBLE PRECISION,
+            worker TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            result TEXT NOT NULL DEFAULT '{{}}'
+        );
+        CREATE INDEX jobs_status ON jobs(status, created_at);
+        CREATE INDEX jobs_tenant ON jobs(tenant, created_at);
+        CREATE TABLE job_payloads (
+            job_id TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+            data {blob} NOT NULL
+        );
+        CREATE TABLE audit_log (
+            id {serial},
+            at DOUBLE PRECISION NOT NULL,
+            action TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            query TEXT NOT NULL,
+            route TEXT NOT NULL,
+            models TEXT NOT NULL,
+            chunks TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_usd DOUBLE PRECISION NOT NULL,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            detail TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_tenant ON audit_log(tenant, at);
+        """,
+    ),
+]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply the migrations not yet applied, each in its own transaction; returns their names."""
+    applied: list[str] = []
+    with db.transaction() as tx:
+        _lock(tx, db.dialect)
+        tx.execute("CREATE TABLE IF NOT EXISTS state_migrations (name TEXT PRIMARY KEY, at DOUBLE PRECISION)")
+    for name, script in MIGRATIONS:
+        with db.transaction() as tx:
+            _lock(tx, db.dialect)
+            if tx.query("SELECT 1 FROM state_migrations WHERE name = ?", (name,)):
+                continue
+            for statement in script.format(**_TYPES[db.dialect]).split(";"):
+                if statement.strip():
+                    tx.execute(statement)
+            tx.execute("INSERT INTO state_migrations (name, at) VALUES (?, 0)", (name,))
+            applied.append(name)
+    return applied
+
+
+def _lock(tx: Tx, dialect: Dialect) -> None:
+    if dialect == "postgres":
+        tx.query("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))
+    # SQLite: BEGIN IMMEDIATE in the transaction already serialises writers.

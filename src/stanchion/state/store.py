@@ -1,0 +1,318 @@
+"""StateStore: API keys, ingest jobs and the audit log on one ``Database``."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from stanchion.state.db import Database, PostgresDatabase, Row, SQLiteDatabase
+from stanchion.state.records import ApiKey, AuditRecord, Job, JobStatus
+from stanchion.state.schema import migrate
+from stanchion.state.secrets import display_prefix, key_hash, new_key, redact
+
+# A running job whose worker has not reported for this long is presumed dead and re-queued.
+STALE_JOB_S = 30.0
+MAX_JOB_ATTEMPTS = 3
+
+_KEY_COLUMNS = "id, prefix, name, tenant, user_id, groups, scopes, created_at, revoked_at"
+_JOB_COLUMNS = (
+    "id, tenant, user_id, kind, status, filename, created_at, updated_at, attempts, error, result, options"
+)
+_AUDIT_COLUMNS = (
+    "at, action, tenant, user_id, key_id, request_id, status, query, route, models, chunks, "
+    "input_tokens, output_tokens, cost_usd, latency_ms, detail"
+)
+
+
+class StateStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        migrate(db)
+
+    # --- API keys ----------------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        *,
+        tenant: str,
+        user: str,
+        groups: Sequence[str] = (),
+        scopes: Sequence[str] = ("query",),
+        name: str = "",
+    ) -> tuple[ApiKey, str]:
+        """Store a new key; returns it with its secret, which is not kept and cannot be shown again."""
+        key_id, secret = new_key()
+        key = ApiKey(
+            key_id, display_prefix(secret), name, tenant, user, tuple(groups), tuple(scopes), time.time()
+        )
+        self.db.execute(
+            "INSERT INTO api_keys (id, hash, prefix, name, tenant, user_id, groups, scopes, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key.id,
+                key_hash(secret),
+                key.prefix,
+                name,
+                tenant,
+                user,
+                json.dumps(list(groups)),
+                json.dumps(list(scopes)),
+                key.created_at,
+            ),
+        )
+        return key, secret
+
+    def key_for_secret(self, secret: str) -> ApiKey | None:
+        rows = self.db.query(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ?", (key_hash(secret),))
+        return _key(rows[0]) if rows else None
+
+    def keys(self, tenant: str | None = None) -> list[ApiKey]:
+        if tenant is None:
+            rows = self.db.query(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at")
+        else:
+            rows = self.db.query(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant = ? ORDER BY created_at", (tenant,)
+            )
+        return [_key(r) for r in rows]
+
+    def revoke_key(self, key_id: str) -> bool:
+        return (
+            self.db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (time.time(), key_id),
+            )
+            > 0
+        )
+
+    # --- ingest jobs -------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        tenant: str,
+        user: str,
+        filename: str,
+        data: bytes,
+        options: dict[str, object],
+        kind: str = "ingest",
+    ) -> Job:
+        """Queue a job with its payload in one transaction: a job never exists without its data."""
+        now = time.time()
+        job = Job(
+            "job_" + uuid.uuid4().hex, tenant, user, kind, "queued", filename, now, now, options=options
+        )
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO jobs (id, tenant, user_id, kind, status, filename, options, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (job.id, tenant, user, kind, filename, json.dumps(options), now, now),
+            )
+            tx.execute("INSERT INTO job_payloads (job_id, data) VALUES (?, ?)", (job.id, data))
+        return job
+
+    def job(self, job_id: str) -> Job | None:
+        rows = self.db.query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def jobs(self, tenant: str, *, limit: int = 100) -> list[Job]:
+        rows = self.db.query(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant = ? ORDER BY created_at DESC LIMIT ?",
+            (tenant, limit),
+        )
+        return [_job(r) for r in rows]
+
+    def job_payload(self, job_id: str) -> bytes | None:
+        rows = self.db.query("SELECT data FROM job_payloads WHERE job_id = ?", (job_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def claim_job(self, worker: str, *, stale_after_s: float = STALE_JOB_S) -> Job | None:
+        """Take the oldest queued job for ``worker``, first re-queueing jobs whose worker went silent."""
+        now = time.time()
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', updated_at = ?, worker = NULL, error = ? "
+                "WHERE status = 'running' AND heartbeat_at < ? AND attempts >= ?",
+                (
+                    now,
+                    f"the worker stopped {MAX_JOB_ATTEMPTS} times while running this job",
+                    now - stale_after_s,
+                    MAX_JOB_ATTEMPTS,
+                ),
+            )
+            tx.execute(
+                "UPDATE jobs SET status = 'queued', updated_at = ?, worker = NULL "
+                "WHERE status = 'running' AND heartbeat_at < ?",
+                (now, now - stale_after_s),
+            )
+            rows = tx.query("SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at LIMIT 1")
+            if not rows:
+                return None
+            job_id = rows[0][0]
+            claimed = tx.execute(
+                "UPDATE jobs SET status = 'running', worker = ?, heartbeat_at = ?, updated_at = ?, "
+                "attempts = attempts + 1 WHERE id = ? AND status = 'queued'",
+                (worker, now, now, job_id),
+            )
+            if not claimed:
+                return None
+            return _job(tx.query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))[0])
+
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        """Keep a running job ours; False when another worker has taken it over."""
+        now = time.time()
+        return (
+            self.db.execute(
+                "UPDATE jobs SET heartbeat_at = ?, updated_at = ? WHERE id = ? AND worker = ? AND status = 'running'",
+                (now, now, job_id, worker),
+            )
+            > 0
+        )
+
+    def finish_job(
+        self,
+        job_id: str,
+        worker: str,
+        status: JobStatus,
+        *,
+        result: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        with self.db.transaction() as tx:
+            done = tx.execute(
+                "UPDATE jobs SET status = ?, result = ?, error = ?, updated_at = ?, worker = NULL "
+                "WHERE id = ? AND worker = ? AND status = 'running'",
+                (status, json.dumps(result or {}), error, time.time(), job_id, worker),
+            )
+            if done:
+                tx.execute("DELETE FROM job_payloads WHERE job_id = ?", (job_id,))
+        return done > 0
+
+    # --- audit log ---------------------------------------------------------------------------------
+
+    def audit(self, records: Sequence[AuditRecord]) -> None:
+        if not records:
+            return
+        with self.db.transaction() as tx:
+            for r in records:
+                tx.execute(
+                    f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                    (
+                        r.at or time.time(),
+                        r.action,
+                        r.tenant,
+                        r.user,
+                        r.key_id,
+                        r.request_id,
+                        r.status,
+                        redact(r.query),
+                        r.route,
+                        json.dumps(list(r.models)),
+                        json.dumps(list(r.chunks)),
+                        r.input_tokens,
+                        r.output_tokens,
+                        r.cost_usd,
+                        r.latency_ms,
+                        redact(json.dumps(r.detail, default=str)),
+                    ),
+                )
+
+    def audit_log(
+        self, tenant: str | None = None, *, action: str | None = None, limit: int = 100
+    ) -> list[AuditRecord]:
+        where, params = [], []
+        if tenant is not None:
+            where.append("tenant = ?")
+            params.append(tenant)
+        if action is not None:
+            where.append("action = ?")
+            params.append(action)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.query(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        return [_audit(r) for r in rows]
+
+    def usage(self, tenant: str) -> dict[str, float]:
+        row = self.db.query(
+            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+            "COALESCE(SUM(cost_usd), 0) FROM audit_log WHERE tenant = ?",
+            (tenant,),
+        )[0]
+        return {
+            "requests": int(row[0]),
+            "input_tokens": int(row[1]),
+            "output_tokens": int(row[2]),
+            "cost_usd": float(row[3]),
+        }
+
+    def ping(self) -> None:
+        self.db.query("SELECT 1")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_state(*, sqlite_path: Path | None = None, dsn: str | None = None) -> StateStore:
+    """The control-plane state in PostgreSQL when ``dsn`` is given, else in a SQLite file."""
+    if dsn:
+        return StateStore(PostgresDatabase(dsn))
+    if sqlite_path is None:
+        raise ValueError("open_state needs a SQLite path or a PostgreSQL DSN")
+    return StateStore(SQLiteDatabase(sqlite_path))
+
+
+def _key(row: Row) -> ApiKey:
+    return ApiKey(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        tuple(json.loads(row[5])),
+        tuple(json.loads(row[6])),
+        float(row[7]),
+        None if row[8] is None else float(row[8]),
+    )
+
+
+def _job(row: Row) -> Job:
+    return Job(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        cast(JobStatus, row[4]),
+        row[5],
+        float(row[6]),
+        float(row[7]),
+        int(row[8]),
+        row[9],
+        json.loads(row[10]),
+        json.loads(row[11]),
+    )
+
+
+def _audit(row: Row) -> AuditRecord:
+    detail: dict[str, Any] = json.loads(row[15])
+    return AuditRecord(
+        action=row[1],
+        tenant=row[2],
+        user=row[3],
+        key_id=row[4],
+        request_id=row[5],
+        status=int(row[6]),
+        at=float(row[0]),
+        query=row[7],
+        route=row[8],
+        models=tuple(json.loads(row[9])),
+        chunks=tuple(json.loads(row[10])),
+        input_tokens=int(row[11]),
+        output_tokens=int(row[12]),
+        cost_usd=float(row[13]),
+        latency_ms=float(row[14]),
+        detail=detail,
+    )
