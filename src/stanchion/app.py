@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
 from stanchion.index.sqlite import SQLiteStore
+from stanchion.index.store import Store
 from stanchion.ingest.pipeline import Pipeline
 from stanchion.ingest.tokens import Tokenizer, tokenizer_for
 from stanchion.retrieve.search import Retriever
@@ -16,6 +17,7 @@ from stanchion.spec import Spec
 if TYPE_CHECKING:
     from stanchion.models.base import ChatModel
     from stanchion.models.registry import ModelRegistry
+    from stanchion.state import StateStore
 
 
 @dataclass
@@ -23,15 +25,33 @@ class App:
     """The wired system. Components are built on first use, so ``stanchion --help`` stays instant."""
 
     spec: Spec
-    _closers: list[SQLiteStore] = field(default_factory=list)
+    _closers: list[Store | StateStore] = field(default_factory=list)
 
     @cached_property
-    def store(self) -> SQLiteStore:
-        store = SQLiteStore(
-            self.spec.resolve(self.spec.index.path), keyword_engine=self.spec.index.keyword_engine
-        )
+    def store(self) -> Store:
+        index = self.spec.index
+        store: Store
+        if index.backend == "postgres":
+            from stanchion.index.postgres import PostgresStore
+
+            assert index.dsn is not None  # the spec validates it
+            store = PostgresStore(index.dsn, dim=self.embedder.dim, ef_search=index.ef_search)
+        else:
+            store = SQLiteStore(self.spec.resolve(index.path), keyword_engine=index.keyword_engine)
         self._closers.append(store)
         return store
+
+    @cached_property
+    def state(self) -> StateStore:
+        """API keys, ingest jobs and the audit log: beside the index (its PostgreSQL, or a SQLite file)."""
+        from stanchion.state import open_state
+
+        if self.spec.index.backend == "postgres":
+            state = open_state(dsn=self.spec.index.dsn)
+        else:
+            state = open_state(sqlite_path=self.spec.resolve(self.spec.server.state_path))
+        self._closers.append(state)
+        return state
 
     @cached_property
     def embedder(self) -> Embedder:

@@ -221,8 +221,15 @@ def demo(
 
 def _register_answer_commands() -> None:
     from stanchion.cli_answer import register
+    from stanchion.cli_server import register as register_server
 
     register(app, eval_app)
+    register_server(app)
+    try:
+        from stanchion.cli_bench import bench_app
+    except ImportError:  # pragma: no cover
+        return
+    app.add_typer(bench_app, name="bench")
 
 
 _register_answer_commands()

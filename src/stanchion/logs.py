@@ -6,6 +6,10 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
+
+# The id of the HTTP request being served, added to every log line written while serving it.
+request_id: ContextVar[str] = ContextVar("request_id", default="")
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -18,6 +22,8 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             "logger": record.name,
         }
+        if rid := request_id.get():
+            entry["request_id"] = rid
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

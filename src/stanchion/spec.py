@@ -221,6 +221,9 @@ class ServerSpec(_Strict):
     max_body_mb: float = Field(1.0, gt=0, description="largest JSON request body")
     max_upload_mb: float = Field(25.0, gt=0, description="largest uploaded document")
     max_concurrent_ingest: int = Field(1, ge=1, le=16, description="ingest jobs running at once per worker")
+    job_stale_s: float = Field(
+        30.0, ge=1, description="a running job silent this long is presumed dead and re-queued"
+    )
     otel_exporter: Literal["none", "console", "otlp"] = Field(
         "none", description="OpenTelemetry spans per pipeline stage (otlp needs opentelemetry-exporter-otlp)"
     )

@@ -43,8 +43,8 @@ def test_revoked_key_stays_listed_but_inactive(state: StateStore) -> None:
     assert state.revoke_key(key.id) and not state.revoke_key(key.id)
     found = state.key_for_secret(secret)
     assert found is not None and not found.active
-    assert [k.tenant for k in state.keys("acme")] == ["acme"]
-    assert len(state.keys()) == 2
+    assert [k.tenant for k in state.api_keys("acme")] == ["acme"]
+    assert len(state.api_keys()) == 2
 
 
 def test_job_lifecycle_and_payload_removed_when_done(state: StateStore) -> None:

@@ -111,8 +111,14 @@ class Pipeline:
         self.tokenizer = tokenizer
 
     def run(
-        self, sources: Sequence[SourceSpec] | None = None, *, progress: Progress | None = None
+        self,
+        sources: Sequence[SourceSpec] | None = None,
+        *,
+        progress: Progress | None = None,
+        prune_missing: bool = True,
     ) -> IngestSummary:
+        """Ingest ``sources`` (default: the spec's). ``prune_missing=False`` adds files to a source
+        without deleting its units that are absent from this run (API uploads, one file at a time)."""
         started = time.perf_counter()
         progress = progress or NoProgress()
         summary = IngestSummary()
@@ -120,7 +126,7 @@ class Pipeline:
         progress.units(sum(len(units) for _, units in plan))
         pending = _Pending()
         for source, units in plan:
-            self._ingest_source(source, units, summary, pending, progress)
+            self._ingest_source(source, units, summary, pending, progress, prune_missing)
         self._flush(pending, summary, progress)
         prune = getattr(self.store, "prune_embeddings", None)
         if callable(prune):
@@ -145,6 +151,7 @@ class Pipeline:
         summary: IngestSummary,
         pending: _Pending,
         progress: Progress,
+        prune_missing: bool = True,
     ) -> None:
         root = self.spec.resolve(source.path)
         if not root.exists():
@@ -152,7 +159,7 @@ class Pipeline:
         fingerprint = _fingerprint(source, self.embedder.name)
         stored = self.store.units(source.name)
         present = {u.relpath for u in units}
-        for gone in sorted(set(stored) - present):
+        for gone in sorted(set(stored) - present) if prune_missing else ():
             summary.deleted += self.store.delete_documents(
                 [d.id for d in self.store.documents(source.name, unit=gone)]
             )

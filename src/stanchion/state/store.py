@@ -70,7 +70,7 @@ class StateStore:
         rows = self.db.query(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ?", (key_hash(secret),))
         return _key(rows[0]) if rows else None
 
-    def keys(self, tenant: str | None = None) -> list[ApiKey]:
+    def api_keys(self, tenant: str | None = None) -> list[ApiKey]:
         if tenant is None:
             rows = self.db.query(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at")
         else:
@@ -160,6 +160,14 @@ class StateStore:
             if not claimed:
                 return None
             return _job(tx.query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))[0])
+
+    def claimable_jobs(self, *, stale_after_s: float = STALE_JOB_S) -> int:
+        """Jobs waiting for a worker: queued, or running under a worker gone silent."""
+        row = self.db.query(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' OR (status = 'running' AND heartbeat_at < ?)",
+            (time.time() - stale_after_s,),
+        )[0]
+        return int(row[0])
 
     def heartbeat(self, job_id: str, worker: str) -> bool:
         """Keep a running job ours; False when another worker has taken it over."""

@@ -109,6 +109,8 @@ class FakeOpenAIServer:
         keep_alive: bool = False,
     ) -> None:
         self.requests: list[RecordedRequest] = []
+        # Streams the client closed before the end (seen as a failed write).
+        self.client_hangups = 0
         self.default = default
         self.embedding_dim = embedding_dim
         self.model_ids = tuple(model_ids)
@@ -445,7 +447,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_chunk(self, data: bytes) -> None:
         # The socket writer is unbuffered, so each chunk leaves at once, as a token would.
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        except OSError:
+            with self.fake._lock:
+                self.fake.client_hangups += 1  # the client went away mid-answer
+            raise
 
     def _not_found(self) -> None:
         error = {

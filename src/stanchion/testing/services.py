@@ -34,7 +34,7 @@ def postgres_server(datadir: Path) -> Iterator[str]:
     except ImportError as exc:  # pragma: no cover - the dev extra installs it
         raise ServiceUnavailable("pgserver is not installed: pip install pgserver") from exc
     datadir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(datadir), cleanup_mode="stop")
+    server = pgserver.get_server(str(datadir), cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
         yield server.get_uri()

@@ -1,0 +1,73 @@
+"""``create_app(spec)``: the FastAPI application of one worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI
+
+from stanchion.app import App, build
+from stanchion.index.embed import Embedder
+from stanchion.server import routes_chat, routes_documents, routes_ops, routes_search
+from stanchion.server.context import ServerContext
+from stanchion.server.errors import install_handlers
+from stanchion.server.middleware import RequestMiddleware
+from stanchion.server.tracing import configure_tracing
+from stanchion.spec import Spec
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Stanchion's HTTP API. OpenAI-compatible chat completions and embeddings (`model` names a route of
+the spec), grounded answers with citations, hybrid search, and document ingestion. Every endpoint
+but the operational ones takes `Authorization: Bearer <API key>`; errors are JSON
+`{"error": {"message", "type", "code", "param"}}` with a stable `code`.
+"""
+
+
+def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool = True) -> FastAPI:
+    """The API for ``spec``. ``embedder`` shares an already loaded model (tests); ``run_jobs=False``
+    leaves queued ingest jobs to other workers."""
+    configure_tracing(spec.server.otel_exporter)
+    system: App = build(spec, embedder=embedder)
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        ctx: ServerContext = api.state.ctx
+        # Open the backends (and apply migrations) before the first request, off the event loop.
+        await asyncio.to_thread(lambda: (system.state, system.store))
+        ctx.audit.start()
+        if run_jobs:
+            ctx.jobs.start()
+        log.info("server.ready", extra={"worker": ctx.worker_id, "backend": spec.index.backend})
+        try:
+            yield
+        finally:
+            await ctx.jobs.close()
+            await ctx.audit.close()
+            await ctx.limiter.close()
+            await system.models.aclose()
+            system.close()
+
+    api = FastAPI(
+        title="Stanchion",
+        version=version("stanchion"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    ctx = ServerContext.create(system)
+    api.state.ctx = ctx
+    install_handlers(api)
+    for module in (routes_chat, routes_search, routes_documents, routes_ops):
+        api.include_router(module.router)
+    api.add_middleware(
+        RequestMiddleware,
+        metrics=ctx.metrics,
+        max_body=int(spec.server.max_body_mb * 1024 * 1024),
+        max_upload=int(spec.server.max_upload_mb * 1024 * 1024),
+    )
+    return api

@@ -1,0 +1,93 @@
+"""What every request handler needs, built once per worker process from the spec.
+
+Nothing here holds state that correctness depends on: keys, jobs, audit and rate limits live in
+the shared state (SQLite file or PostgreSQL) and Redis; the per-process parts are caches and
+connections. That is what lets ``stanchion serve --workers N`` run N of these side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from stanchion.app import App
+from stanchion.retrieve.filters import Condition, SearchFilter, build_filter
+from stanchion.server.audit import AuditWriter
+from stanchion.server.auth import KeyResolver
+from stanchion.server.errors import APIError
+from stanchion.server.jobs import JobLauncher
+from stanchion.server.metrics import Metrics
+from stanchion.server.ratelimit import Limits, RateLimiter, rate_limiter
+from stanchion.state import Principal
+from stanchion.types import TENANT_KEY
+
+if TYPE_CHECKING:
+    from stanchion.answer import Answerer
+
+
+@dataclass
+class ServerContext:
+    app: App
+    keys: KeyResolver
+    limiter: RateLimiter
+    metrics: Metrics
+    audit: AuditWriter
+    jobs: JobLauncher
+    limits: Limits
+    worker_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    _answerers: dict[str, Answerer] = field(default_factory=dict)
+    _answerer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def create(cls, app: App) -> ServerContext:
+        spec = app.spec
+        state = app.state
+        limiter = rate_limiter(
+            spec.server.redis_url, spec.resolve(spec.server.state_path).with_suffix(".limits.db")
+        )
+        limits = Limits(
+            spec.server.rate_limits.requests_per_minute, spec.server.rate_limits.tokens_per_minute
+        )
+        return cls(
+            app=app,
+            keys=KeyResolver(state),
+            limiter=limiter,
+            metrics=Metrics(),
+            audit=AuditWriter(state),
+            jobs=JobLauncher(spec, state),
+            limits=limits,
+        )
+
+    async def answerer(self, route: str) -> Answerer:
+        """One Answerer per route, built on first use (loading models happens off the event loop)."""
+        if route not in self._answerers:
+            async with self._answerer_lock:
+                if route not in self._answerers:
+                    from stanchion.answer import answerer_for
+
+                    self._answerers[route] = await asyncio.to_thread(answerer_for, self.app, route=route)
+        return self._answerers[route]
+
+    def where(self, principal: Principal, filters: list[str]) -> SearchFilter:
+        """The caller's filters AND their tenant; their groups unless they administer the tenant."""
+        user = build_filter(filters)
+        tenant = Condition(TENANT_KEY, "eq", principal.tenant)
+        groups = None if "admin" in principal.scopes else principal.groups
+        return SearchFilter((*user.conditions, tenant), groups)
+
+    def check_route(self, route: str) -> None:
+        if route not in self.app.spec.routes:
+            known = ", ".join(sorted(self.app.spec.routes))
+            raise APIError(
+                404, "model_not_found", f"no route named {route!r}; routes: {known}", param="model"
+            )
+
+
+def context(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.ctx
+    return ctx

@@ -1,0 +1,44 @@
+"""FastAPI dependencies: the server context, the authenticated caller, rate-limit admission."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from stanchion.server.auth import require
+from stanchion.server.context import ServerContext, context
+from stanchion.server.errors import APIError
+from stanchion.server.ratelimit import RateLimitBackendDown
+from stanchion.state import Principal
+from stanchion.state.records import Scope
+
+Ctx = Annotated[ServerContext, Depends(context)]
+
+
+async def authenticated(request: Request, ctx: Ctx) -> Principal:
+    principal = await ctx.keys.principal(request)
+    request.state.principal = principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(authenticated)]
+
+
+async def admit(ctx: ServerContext, principal: Principal, scope: Scope, *, tokens: int = 0) -> None:
+    """Check the scope, then count the request against the key's limits (429 with Retry-After)."""
+    require(principal, scope)
+    try:
+        decision = await ctx.limiter.admit(principal.key_id, ctx.limits, estimated_tokens=tokens)
+    except RateLimitBackendDown as exc:
+        raise APIError(503, "backend_unavailable", str(exc)) from exc
+    if not decision.allowed:
+        ctx.metrics.rate_limited(decision.limit or "requests")
+        retry = max(1, math.ceil(decision.retry_after_s))
+        raise APIError(
+            429,
+            "rate_limited",
+            f"rate limit of {decision.limit} per minute reached for this API key; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )

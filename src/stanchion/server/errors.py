@@ -1,0 +1,140 @@
+"""API errors: a JSON body with a stable machine-readable ``code`` and a human ``message``.
+
+The body follows OpenAI's error shape (``{"error": {"message", "type", "code"}}``) so OpenAI
+clients surface it as they would theirs. Bad input never becomes a 500: every Stanchion error that
+a request can cause maps to a 4xx here; a 500 means a bug and says nothing about internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stanchion.errors import (
+    AllModelsFailed,
+    BadRequest,
+    ContentFiltered,
+    ContextTooLong,
+    IngestError,
+    ModelError,
+    ModelTimeout,
+    ModelUnavailable,
+    RateLimited,
+    SearchError,
+    SpecError,
+    StanchionError,
+    StoreError,
+)
+from stanchion.state.secrets import redact
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "upstream_error",
+    503: "unavailable",
+    504: "upstream_timeout",
+}
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.param = param
+        super().__init__(message)
+
+
+def error_body(status: int, code: str, message: str, param: str | None = None) -> dict[str, object]:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.status, exc.code, exc.message, exc.param), exc.status, headers=exc.headers
+    )
+
+
+def from_stanchion(exc: StanchionError) -> APIError:
+    """Translate a domain error into its HTTP meaning."""
+    message = redact(str(exc))
+    if isinstance(exc, SearchError | SpecError):
+        return APIError(400, "invalid_request", message)
+    if isinstance(exc, IngestError):
+        return APIError(422, "unprocessable_document", message)
+    if isinstance(exc, ContextTooLong):
+        return APIError(400, "context_length_exceeded", message)
+    if isinstance(exc, ContentFiltered):
+        return APIError(400, "content_filtered", message)
+    if isinstance(exc, BadRequest):
+        return APIError(502, "upstream_rejected", message)  # our request to the provider was refused
+    if isinstance(exc, RateLimited):
+        retry = str(math.ceil(exc.retry_after)) if exc.retry_after else "1"
+        return APIError(503, "upstream_rate_limited", message, headers={"Retry-After": retry})
+    if isinstance(exc, ModelTimeout):
+        return APIError(504, "upstream_timeout", message)
+    if isinstance(exc, ModelUnavailable | AllModelsFailed | ModelError):
+        return APIError(502, "upstream_error", message)
+    if isinstance(exc, StoreError):
+        return APIError(503, "backend_unavailable", message)
+    return APIError(500, "internal_error", "internal error")
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(StanchionError)
+    async def _domain(_: Request, exc: StanchionError) -> JSONResponse:
+        return error_response(from_stanchion(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = (
+            f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg", "invalid"))
+        )
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        return error_response(APIError(422, "invalid_request", message, param=where or None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        headers = dict(exc.headers or {})
+        return error_response(APIError(exc.status_code, code, str(exc.detail), headers=headers))
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("server.unhandled", extra={"error": type(exc).__name__})
+        return error_response(
+            APIError(500, "internal_error", "internal error; the request id is in the logs")
+        )

@@ -1,0 +1,360 @@
+"""OpenAI-compatible endpoints: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``.
+
+``model`` names a route of the spec. A grounded route answers from the index with citations (an
+extra ``citations`` field OpenAI clients ignore); a gateway route (``grounded: false``) passes the
+conversation to its fallback chain or router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from stanchion.answer import Answer, contextual_query
+from stanchion.errors import StanchionError
+from stanchion.models.base import ChatOptions
+from stanchion.models.pricing import cost_usd, estimate_tokens
+from stanchion.server.context import ServerContext
+from stanchion.server.deps import Caller, Ctx, admit
+from stanchion.server.errors import APIError, error_body, from_stanchion
+from stanchion.server.schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessageIn,
+    ChatMessageOut,
+    Choice,
+    EmbeddingItem,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    UsageOut,
+)
+from stanchion.state import AuditRecord, Principal
+from stanchion.types import Message, Usage
+
+router = APIRouter(tags=["OpenAI-compatible"])
+MAX_EMBED_INPUTS = 256
+MAX_EMBED_CHARS = 32_000
+
+
+@dataclass
+class _Outcome:
+    """What one completion used, for metrics, rate-limit charges and the audit record."""
+
+    text: str = ""
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    chunks: tuple[str, ...] = ()
+    status: int = 200
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, summary="Chat completion on a route")
+async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: Ctx, principal: Caller):  # type: ignore[no-untyped-def]
+    ctx.check_route(body.model)
+    messages = _messages(body.messages)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    await admit(
+        ctx,
+        principal,
+        "query",
+        tokens=sum(estimate_tokens(m.content) for m in messages) + (max_tokens or 256),
+    )
+    grounded = ctx.app.spec.routes[body.model].grounded
+    started = time.perf_counter()
+    completion_id = "chatcmpl-" + uuid.uuid4().hex
+    if body.stream:
+        events = (
+            _grounded_stream(ctx, principal, body, messages)
+            if grounded
+            else _gateway_stream(ctx, body, messages)
+        )
+        return StreamingResponse(
+            _sse(ctx, principal, body, completion_id, events, started, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    outcome = _Outcome()
+    try:
+        if grounded:
+            answer = await _grounded(ctx, principal, body, messages)
+            _take_answer(outcome, answer)
+        else:
+            completion = await ctx.app.route_model(body.model).complete(messages, _options(body))
+            outcome.text, outcome.model, outcome.usage = completion.text, completion.model, completion.usage
+            outcome.cost = _cost(ctx, outcome.model, outcome.usage)
+    except StanchionError as exc:
+        outcome.status = from_stanchion(exc).status
+        raise
+    finally:
+        await _account(ctx, principal, body, outcome, started)
+    return ChatCompletion(
+        id=completion_id,
+        created=int(time.time()),
+        model=body.model,
+        choices=[Choice(message=ChatMessageOut(content=outcome.text))],
+        usage=_usage_out(outcome.usage),
+        citations=outcome.detail.pop("citations", []),
+        stanchion={"model": outcome.model, "cost_usd": outcome.cost, **outcome.detail},
+    )
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingsResponse, summary="Embeddings (OpenAI format)")
+async def embeddings(body: EmbeddingsRequest, ctx: Ctx, principal: Caller) -> EmbeddingsResponse:
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or len(texts) > MAX_EMBED_INPUTS:
+        raise APIError(422, "invalid_request", f"input: give 1 to {MAX_EMBED_INPUTS} texts", param="input")
+    if any(not t.strip() or len(t) > MAX_EMBED_CHARS for t in texts):
+        raise APIError(
+            422,
+            "invalid_request",
+            f"input: every text must be non-empty and at most {MAX_EMBED_CHARS} characters",
+            param="input",
+        )
+    tokens = sum(estimate_tokens(t) for t in texts)
+    await admit(ctx, principal, "query", tokens=tokens)
+    embedder = ctx.app.embedder
+    vectors = await asyncio.to_thread(embedder.embed, texts)
+    await ctx.limiter.charge(principal.key_id, tokens, ctx.limits)
+    ctx.metrics.tokens(embedder.name, principal.tenant, tokens, 0, 0.0)
+    return EmbeddingsResponse(
+        data=[EmbeddingItem(index=i, embedding=[float(x) for x in v]) for i, v in enumerate(vectors)],
+        model=embedder.name,
+        usage={"prompt_tokens": tokens, "total_tokens": tokens},
+    )
+
+
+@router.get("/v1/models", summary="The routes a client may name as `model`")
+async def models(ctx: Ctx, principal: Caller) -> dict[str, object]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "stanchion", "grounded": route.grounded}
+            for name, route in ctx.app.spec.routes.items()
+        ],
+    }
+
+
+# --- grounded routes -------------------------------------------------------------------------------
+
+
+def _question(messages: list[Message]) -> tuple[str, list[Message], str]:
+    """(question, earlier turns, what to search for) from a chat transcript."""
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
+    if not users:
+        raise APIError(
+            422, "invalid_request", "messages: a grounded route needs a user message", param="messages"
+        )
+    last = users[-1]
+    question = messages[last].content.strip()
+    if not question:
+        raise APIError(422, "invalid_request", "messages: the last user message is empty", param="messages")
+    previous = next((messages[i].content for i in reversed(users[:-1])), "")
+    history = [m for m in messages[:last] if m.role in ("user", "assistant")]
+    return question, history, contextual_query(previous, question)
+
+
+async def _grounded(
+    ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, messages: list[Message]
+) -> Answer:
+    question, history, query = _question(messages)
+    answerer = await ctx.answerer(body.model)
+    return await answerer.answer(
+        question, where=ctx.where(principal, body.filters), k=body.k, history=history, search_query=query
+    )
+
+
+async def _grounded_stream(
+    ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, messages: list[Message]
+) -> AsyncIterator[tuple[str, Answer | None]]:
+    question, history, query = _question(messages)
+    answerer = await ctx.answerer(body.model)
+    where = ctx.where(principal, body.filters)
+    async for event in answerer.stream(question, where=where, k=body.k, history=history, search_query=query):
+        yield event.text, event.answer
+
+
+async def _gateway_stream(
+    ctx: ServerContext, body: ChatCompletionRequest, messages: list[Message]
+) -> AsyncIterator[tuple[str, Answer | None]]:
+    model = ctx.app.route_model(body.model)
+    async for event in model.stream(messages, _options(body)):
+        if event.text:
+            yield event.text, None
+        if event.usage is not None or event.finish_reason is not None:
+            yield "", _usage_only(ctx, event.model or model.name, event.usage or Usage())
+
+
+def _usage_only(ctx: ServerContext, model: str, usage: Usage) -> Answer:
+    return Answer("", "", (), model, usage, _cost(ctx, model, usage), {})
+
+
+def _take_answer(outcome: _Outcome, answer: Answer) -> None:
+    outcome.text, outcome.model, outcome.usage, outcome.cost = (
+        answer.text,
+        answer.model,
+        answer.usage,
+        answer.cost_usd,
+    )
+    outcome.chunks = (
+        tuple(s.hit.chunk.id for s in answer.sources)
+        if answer.sources
+        else tuple(c.chunk_id for c in answer.citations)
+    )
+    outcome.detail = {
+        "citations": [c.as_json() for c in answer.citations],
+        "latency_ms": dict(answer.latency_ms),
+        "abstained": answer.abstained,
+    }
+
+
+# --- streaming -------------------------------------------------------------------------------------
+
+
+async def _sse(
+    ctx: ServerContext,
+    principal: Principal,
+    body: ChatCompletionRequest,
+    completion_id: str,
+    events: AsyncIterator[tuple[str, Answer | None]],
+    started: float,
+    request: Request,
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    outcome = _Outcome()
+    parts: list[str] = []
+
+    def chunk(delta: dict[str, object], finish: str | None = None, **extra: object) -> bytes:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for text, answer in events:
+            if text:
+                parts.append(text)
+                yield chunk({"content": text})
+            if answer is not None:
+                _take_answer(outcome, answer)
+        outcome.text = "".join(parts)
+        extra: dict[str, object] = {}
+        if "citations" in outcome.detail:
+            extra["citations"] = outcome.detail["citations"]
+        extra["stanchion"] = {"model": outcome.model, "cost_usd": outcome.cost}
+        yield chunk({}, "stop", **extra)
+        if body.stream_options is not None and body.stream_options.include_usage:
+            payload = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body.model,
+                "choices": [],
+                "usage": _usage_out(outcome.usage).model_dump(),
+            }
+            yield b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    except StanchionError as exc:
+        # Headers are sent: the error goes in the stream, as OpenAI does.
+        api = from_stanchion(exc)
+        outcome.status = api.status
+        yield b"data: " + json.dumps(error_body(api.status, api.code, api.message)).encode() + b"\n\n"
+    except asyncio.CancelledError:
+        outcome.status = 499  # the client went away; cancelling here closes the upstream request
+        outcome.text = "".join(parts)
+        raise
+    finally:
+        await _account(ctx, principal, body, outcome, started)
+
+
+# --- accounting ------------------------------------------------------------------------------------
+
+
+async def _account(
+    ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, outcome: _Outcome, started: float
+) -> None:
+    """Charge tokens, count metrics and queue the audit record; never raises into the response."""
+    latency = (time.perf_counter() - started) * 1000
+    usage = outcome.usage
+    if outcome.model:
+        ctx.metrics.tokens(
+            outcome.model, principal.tenant, usage.input_tokens, usage.output_tokens, outcome.cost
+        )
+    stages = outcome.detail.get("latency_ms")
+    if isinstance(stages, dict):
+        for stage, ms in stages.items():
+            if stage != "total":
+                ctx.metrics.stage(stage, float(ms) / 1000)
+    ctx.audit.record(
+        AuditRecord(
+            "chat.completions",
+            principal.tenant,
+            principal.user,
+            principal.key_id,
+            _request_id(),
+            outcome.status,
+            query=_last_user(body.messages),
+            route=body.model,
+            models=(outcome.model,) if outcome.model else (),
+            chunks=outcome.chunks,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=outcome.cost,
+            latency_ms=latency,
+        )
+    )
+    if usage.total_tokens:
+        with contextlib.suppress(Exception):  # best effort: the request already happened
+            await asyncio.shield(ctx.limiter.charge(principal.key_id, usage.total_tokens, ctx.limits))
+
+
+def _request_id() -> str:
+    from stanchion.logs import request_id
+
+    return request_id.get()
+
+
+def _last_user(messages: list[ChatMessageIn]) -> str:
+    return next((m.text() for m in reversed(messages) if m.role == "user"), "")[:4000]
+
+
+def _messages(raw: list[ChatMessageIn]) -> list[Message]:
+    out: list[Message] = []
+    for m in raw:
+        role = "system" if m.role == "developer" else m.role
+        out.append(Message(role, m.text(), tool_call_id=m.tool_call_id, name=m.name))
+    return out
+
+
+def _options(body: ChatCompletionRequest) -> ChatOptions:
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    return ChatOptions(
+        temperature=body.temperature, max_tokens=body.max_completion_tokens or body.max_tokens, stop=stop
+    )
+
+
+def _cost(ctx: ServerContext, model: str, usage: Usage) -> float:
+    spec = ctx.app.spec.models.get(model)
+    return cost_usd(usage, spec.price) if spec is not None else 0.0
+
+
+def _usage_out(usage: Usage) -> UsageOut:
+    return UsageOut(
+        prompt_tokens=usage.input_tokens,
+        completion_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+    )

@@ -1,0 +1,252 @@
+"""Documents and ingest jobs: upload (multipart or JSON) -> job -> poll; list, get, delete.
+
+Every read and write is confined to the caller's tenant, and, within it, to documents whose
+access groups admit the caller. Another tenant's document answers 404, never 403, so ids leak
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import ValidationError
+
+from stanchion.index.store import StoredDocument
+from stanchion.logs import request_id
+from stanchion.server.context import ServerContext
+from stanchion.server.deps import Caller, Ctx, admit
+from stanchion.server.errors import APIError
+from stanchion.server.schemas import Deleted, DocumentList, DocumentOut, DocumentText, JobOut
+from stanchion.state import AuditRecord, Principal
+from stanchion.types import TENANT_KEY
+
+router = APIRouter(tags=["Documents"])
+DocumentId = Annotated[str, Path(min_length=1, max_length=1024)]
+_RESERVED_METADATA = {TENANT_KEY, "_fingerprint"}
+
+_UPLOAD_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "metadata": {"type": "string", "description": "a JSON object of metadata"},
+                        "access_groups": {"type": "string", "description": "comma-separated groups"},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": DocumentText.model_json_schema(ref_template="#/components/schemas/{model}")
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/documents",
+    status_code=202,
+    response_model=JobOut,
+    summary="Upload a document; starts an ingest job",
+    openapi_extra=_UPLOAD_SCHEMA,
+)
+async def upload(request: Request, ctx: Ctx, principal: Caller) -> JobOut:
+    await admit(ctx, principal, "ingest")
+    filename, data, metadata, groups = await _read_upload(request)
+    _check_groups(principal, groups)
+    reserved = _RESERVED_METADATA.intersection(metadata)
+    if reserved:
+        raise APIError(
+            422,
+            "invalid_request",
+            f"metadata: {', '.join(sorted(reserved))} is set by the server",
+            param="metadata",
+        )
+    job = await asyncio.to_thread(
+        ctx.app.state.create_job,
+        tenant=principal.tenant,
+        user=principal.user,
+        filename=filename,
+        data=data,
+        options={"metadata": metadata, "access_groups": groups},
+    )
+    ctx.jobs.nudge()
+    ctx.metrics.job("queued")
+    ctx.audit.record(
+        AuditRecord(
+            "documents.upload",
+            principal.tenant,
+            principal.user,
+            principal.key_id,
+            request_id.get(),
+            202,
+            detail={"job": job.id, "filename": filename, "bytes": len(data)},
+        )
+    )
+    return JobOut(**job.as_json())
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobOut, summary="An ingest job's status and result")
+async def get_job(job_id: Annotated[str, Path(max_length=64)], ctx: Ctx, principal: Caller) -> JobOut:
+    await admit(ctx, principal, "ingest")
+    job = await asyncio.to_thread(ctx.app.state.job, job_id)
+    if job is None or job.tenant != principal.tenant:
+        raise APIError(404, "job_not_found", f"no job {job_id!r}")
+    return JobOut(**job.as_json())
+
+
+@router.get("/v1/documents", response_model=DocumentList, summary="The caller's documents")
+async def list_documents(
+    ctx: Ctx,
+    principal: Caller,
+    source: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DocumentList:
+    await admit(ctx, principal, "query")
+    docs = await asyncio.to_thread(ctx.app.store.documents, source)
+    visible = [d for d in docs if _visible(principal, d)]
+    return DocumentList(data=[_out(d) for d in visible[:limit]])
+
+
+@router.get("/v1/documents/{document_id:path}", response_model=DocumentOut, summary="One document")
+async def get_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> DocumentOut:
+    await admit(ctx, principal, "query")
+    return _out(await _find(ctx, principal, document_id))
+
+
+@router.delete(
+    "/v1/documents/{document_id:path}",
+    response_model=Deleted,
+    summary="Delete a document and its chunks, vectors and keyword entries",
+)
+async def delete_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> Deleted:
+    await admit(ctx, principal, "ingest")
+    doc = await _find(ctx, principal, document_id)
+    await asyncio.to_thread(_purge, ctx, doc)
+    await ctx.audit.write_now(
+        AuditRecord(
+            "documents.delete",
+            principal.tenant,
+            principal.user,
+            principal.key_id,
+            request_id.get(),
+            200,
+            detail={"document": doc.id, "source": doc.source, "path": doc.path, "chunks": doc.chunk_count},
+        )
+    )
+    return Deleted(id=doc.id)
+
+
+def _purge(ctx: ServerContext, doc: StoredDocument) -> None:
+    store = ctx.app.store
+    store.delete_documents([doc.id])
+    if not store.documents(doc.source, unit=doc.unit):
+        # The unit's record would otherwise say "fully ingested" and skip its file on re-upload.
+        store.delete_unit(doc.source, doc.unit)
+    prune = getattr(store, "prune_embeddings", None)
+    if callable(prune):
+        prune()  # vectors no remaining chunk uses
+
+
+async def _find(ctx: ServerContext, principal: Principal, document_id: str) -> StoredDocument:
+    docs = await asyncio.to_thread(_document, ctx, document_id)
+    if docs is None or not _visible(principal, docs):
+        raise APIError(404, "document_not_found", f"no document {document_id!r}")
+    return docs
+
+
+def _document(ctx: ServerContext, document_id: str) -> StoredDocument | None:
+    source = document_id.split(":", 1)[0]
+    return next((d for d in ctx.app.store.documents(source) if d.id == document_id), None)
+
+
+def _visible(principal: Principal, doc: StoredDocument) -> bool:
+    if doc.metadata.get(TENANT_KEY) != principal.tenant:
+        return False
+    if "admin" in principal.scopes or not doc.access_groups:
+        return True
+    return bool(principal.groups.intersection(doc.access_groups))
+
+
+def _check_groups(principal: Principal, groups: list[str]) -> None:
+    if "admin" in principal.scopes:
+        return
+    foreign = sorted(set(groups) - principal.groups)
+    if foreign:
+        raise APIError(
+            403,
+            "forbidden_group",
+            f"access_groups: this key is not in {', '.join(foreign)}",
+            param="access_groups",
+        )
+
+
+def _out(doc: StoredDocument) -> DocumentOut:
+    metadata = {k: v for k, v in doc.metadata.items() if not k.startswith("_")}
+    return DocumentOut(
+        id=doc.id,
+        source=doc.source,
+        path=doc.path,
+        title=doc.title,
+        chunk_count=doc.chunk_count,
+        metadata=metadata,
+        access_groups=list(doc.access_groups),
+    )
+
+
+async def _read_upload(request: Request) -> tuple[str, bytes, dict[str, Any], list[str]]:
+    """(filename, bytes, metadata, access groups) from a multipart form or a JSON body."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            body = DocumentText.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise APIError(422, "invalid_request", f"{where}: {first['msg']}", param=where or None) from None
+        return body.filename, body.text.encode(), dict(body.metadata), list(body.access_groups)
+    if kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=8) as form:  # closes the spooled upload
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise APIError(
+                    422, "invalid_request", "file: send the document as the form field 'file'", param="file"
+                )
+            data = await upload.read()
+            if not data:
+                raise APIError(422, "invalid_request", "file: the uploaded file is empty", param="file")
+            metadata = _json_object(form.get("metadata"))
+            groups_raw = form.get("access_groups")
+            groups = [g.strip() for g in str(groups_raw or "").split(",") if g.strip()]
+            return upload.filename or "upload.txt", data, metadata, groups
+    raise APIError(
+        415,
+        "unsupported_media_type",
+        "send multipart/form-data (field 'file') or application/json (filename, text)",
+    )
+
+
+def _json_object(raw: object) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    try:
+        value = json.loads(str(raw))
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, str | int | float | bool) for v in value.values()
+    ):
+        raise APIError(
+            422,
+            "invalid_request",
+            "metadata: give a JSON object of strings, numbers or booleans",
+            param="metadata",
+        )
+    return value

@@ -1,0 +1,108 @@
+"""``/v1/search`` and ``/v1/answer``: Stanchion's own retrieval and grounded-answer endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter
+
+from stanchion.answer import Answer
+from stanchion.logs import request_id
+from stanchion.models.pricing import estimate_tokens
+from stanchion.server.deps import Caller, Ctx, admit
+from stanchion.server.schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    CitationOut,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
+from stanchion.state import AuditRecord
+
+router = APIRouter(tags=["Retrieval"])
+
+
+@router.post("/v1/search", response_model=SearchResponse, summary="Hybrid search over the caller's documents")
+async def search(body: SearchRequest, ctx: Ctx, principal: Caller) -> SearchResponse:
+    await admit(ctx, principal, "query", tokens=estimate_tokens(body.query))
+    where = ctx.where(principal, body.filters)
+    started = time.perf_counter()
+    result = await asyncio.to_thread(
+        ctx.app.retriever.search, body.query, k=body.k, mode=body.mode, where=where
+    )
+    ctx.metrics.stage("retrieve", time.perf_counter() - started)
+    hits = [
+        SearchHit(
+            chunk_id=h.chunk.id,
+            document_id=h.chunk.document_id,
+            score=h.score,
+            text=h.chunk.text,
+            title=str(h.chunk.metadata.get("title", "")),
+            source=str(h.chunk.metadata.get("source", "")),
+            path=str(h.chunk.metadata.get("path", "")),
+            metadata=dict(h.chunk.metadata),
+        )
+        for h in result.hits
+    ]
+    ctx.audit.record(
+        AuditRecord(
+            "search",
+            principal.tenant,
+            principal.user,
+            principal.key_id,
+            request_id.get(),
+            200,
+            query=body.query,
+            chunks=tuple(h.chunk_id for h in hits),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+    )
+    return SearchResponse(mode=result.mode, hits=hits, latency_ms=result.timings_ms)
+
+
+@router.post("/v1/answer", response_model=AnswerResponse, summary="A grounded answer with citations")
+async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResponse:
+    route = body.route or ctx.app.spec.answer.route
+    ctx.check_route(route)
+    await admit(ctx, principal, "query", tokens=estimate_tokens(body.question) + 1024)
+    answerer = await ctx.answerer(route)
+    started = time.perf_counter()
+    result: Answer = await answerer.answer(body.question, where=ctx.where(principal, body.filters), k=body.k)
+    usage = result.usage
+    ctx.metrics.tokens(
+        result.model, principal.tenant, usage.input_tokens, usage.output_tokens, result.cost_usd
+    )
+    for stage, ms in result.latency_ms.items():
+        if stage != "total":
+            ctx.metrics.stage(stage, ms / 1000)
+    if usage.total_tokens:
+        await ctx.limiter.charge(principal.key_id, usage.total_tokens, ctx.limits)
+    ctx.audit.record(
+        AuditRecord(
+            "answer",
+            principal.tenant,
+            principal.user,
+            principal.key_id,
+            request_id.get(),
+            200,
+            query=body.question,
+            route=route,
+            models=(result.model,),
+            chunks=tuple(s.hit.chunk.id for s in result.sources),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=result.cost_usd,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+    )
+    return AnswerResponse(
+        answer=result.text,
+        citations=[CitationOut(**c.as_json()) for c in result.citations],
+        model=result.model,
+        usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        cost_usd=result.cost_usd,
+        latency_ms=dict(result.latency_ms),
+        abstained=result.abstained,
+    )

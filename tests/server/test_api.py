@@ -1,0 +1,235 @@
+"""The HTTP API end to end over loopback: auth, tenancy, access groups, errors, audit."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from stanchion.state import open_state
+from tests.server.conftest import Api, ServerFactory
+
+
+def _search(api: Api, key: str, query: str) -> list[str]:
+    with api.client(key) as c:
+        r = c.post("/v1/search", json={"query": query, "k": 10})
+    assert r.status_code == 200, r.text
+    return [h["text"] for h in r.json()["hits"]]
+
+
+def _stream_text(response: httpx.Response) -> tuple[str, list[dict[str, object]]]:
+    text, chunks = "", []
+    for line in response.iter_lines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            chunk = json.loads(line[6:])
+            chunks.append(chunk)
+            for choice in chunk.get("choices", []):
+                text += choice["delta"].get("content") or ""
+    return text, chunks
+
+
+def test_missing_and_wrong_keys_are_401_with_stable_codes(api: Api) -> None:
+    with api.client(None) as c:
+        r = c.post("/v1/search", json={"query": "refund"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    with api.client("sk-stn-not-a-key") as c:
+        r = c.post("/v1/search", json={"query": "refund"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_tenants_never_see_each_other(api: Api) -> None:
+    assert any("zebra-42" in t for t in _search(api, api.keys.globex, "launch code"))
+    assert not any("zebra" in t for t in _search(api, api.keys.admin, "Globex launch code zebra-42"))
+    assert not any("Acme" in t for t in _search(api, api.keys.globex, "Acme refunds orders"))
+
+
+def test_access_groups_filter_inside_a_tenant(api: Api) -> None:
+    assert not any("4.2 million" in t for t in _search(api, api.keys.ops, "Q3 marketing budget"))
+    assert any("4.2 million" in t for t in _search(api, api.keys.finance, "Q3 marketing budget"))
+    assert any("4.2 million" in t for t in _search(api, api.keys.admin, "Q3 marketing budget"))
+
+
+def test_grounded_chat_completion_cites_only_visible_sources(api: Api) -> None:
+    with api.client(api.keys.ops) as c:
+        r = c.post("/v1/chat/completions", json={
+            "model": "default", "messages": [{"role": "user", "content": "How long do refunds take?"}]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "chat.completion" and body["model"] == "default"
+        assert "five business days" in body["choices"][0]["message"]["content"]
+        assert body["citations"] and all(c["document_id"].startswith("acme-public") for c in body["citations"])
+        assert body["usage"]["total_tokens"] >= 0
+        # A question about another tenant's or another group's text finds nothing to cite.
+        for question in ("What is the Globex launch code?", "What is the Q3 marketing budget?"):
+            r = c.post("/v1/chat/completions", json={"model": "default", "messages": [{"role": "user", "content": question}]})
+            content = r.json()["choices"][0]["message"]["content"]
+            assert "zebra" not in content and "4.2" not in content
+            assert all(not c["document_id"].startswith(("globex", "acme-finance")) for c in r.json()["citations"])
+
+
+def test_grounded_streaming_keeps_tenants_apart(api: Api) -> None:
+    with api.client(api.keys.globex) as c, c.stream("POST", "/v1/chat/completions", json={
+        "model": "default", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "When is the launch date?"}],
+    }) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        text, chunks = _stream_text(r)
+    assert "12 March" in text and "Acme" not in text
+    final = next(ch for ch in chunks if ch.get("choices") and ch["choices"][0]["finish_reason"] == "stop")
+    assert all(c["document_id"].startswith("globex") for c in final["citations"])  # type: ignore[union-attr]
+    assert "usage" in chunks[-1] and chunks[-1]["choices"] == []
+    with api.client(api.keys.ops) as c, c.stream("POST", "/v1/chat/completions", json={
+        "model": "default", "stream": True, "messages": [{"role": "user", "content": "Globex launch code zebra"}],
+    }) as r:
+        text, _ = _stream_text(r)
+    assert "zebra" not in text
+
+
+def test_answer_endpoint(api: Api) -> None:
+    with api.client(api.keys.finance) as c:
+        r = c.post("/v1/answer", json={"question": "What is the Q3 marketing budget?"})
+    assert r.status_code == 200, r.text
+    assert "4.2 million" in r.json()["answer"] and r.json()["citations"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v1/search", {"query": ""}, 422, "invalid_request"),
+        ("/v1/search", {"query": "x", "k": 0}, 422, "invalid_request"),
+        ("/v1/search", {"query": "x", "bogus": 1}, 422, "invalid_request"),
+        ("/v1/search", {"query": "x", "filters": ["no operator"]}, 400, "invalid_request"),
+        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404,
+         "model_not_found"),
+        ("/v1/chat/completions", {"model": "default", "messages": []}, 422, "invalid_request"),
+        ("/v1/chat/completions", {"model": "default", "messages": [{"role": "system", "content": "x"}]}, 422,
+         "invalid_request"),
+        ("/v1/embeddings", {"input": []}, 422, "invalid_request"),
+    ],
+)
+def test_bad_input_gets_4xx_with_a_code(api: Api, path: str, body: dict[str, object], status: int, code: str) -> None:
+    with api.client(api.keys.admin) as c:
+        r = c.post(path, json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"]
+
+
+def test_malformed_json_and_oversized_body(api: Api) -> None:
+    with api.client(api.keys.admin) as c:
+        r = c.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        r = c.post("/v1/search", json={"query": "x" * (2 * 1024 * 1024)})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_scopes_are_enforced(api: Api) -> None:
+    with api.client(api.keys.ops) as c:
+        r = c.post("/v1/documents", json={"filename": "a.md", "text": "hello"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_embeddings_in_openai_format(api: Api) -> None:
+    with api.client(api.keys.ops) as c:
+        r = c.post("/v1/embeddings", json={"input": ["refund policy", "launch"], "model": "any"})
+    assert r.status_code == 200
+    data = r.json()["data"]
+    assert [d["index"] for d in data] == [0, 1] and len(data[0]["embedding"]) == 384
+
+
+def test_upload_job_search_delete_and_audit(api: Api) -> None:
+    text = "The Acme warehouse in Tilburg ships pallets every Tuesday at 06:00."
+    with api.client(api.keys.ingest) as c:
+        r = c.post("/v1/documents", json={"filename": "warehouse.md", "text": text, "metadata": {"team": "ops"}})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["status"] in ("queued", "running")
+        with api.client(api.keys.globex) as other:
+            assert other.get(f"/v1/jobs/{job['id']}").status_code == 404
+        deadline = time.monotonic() + 120
+        while job["status"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.3)
+            job = c.get(f"/v1/jobs/{job['id']}").json()
+        assert job["status"] == "done", job
+        (doc_id,) = job["result"]["document_ids"]
+        assert any("Tilburg" in t for t in _search(api, api.keys.ingest, "when do pallets ship from Tilburg"))
+        listed = c.get("/v1/documents").json()["data"]
+        assert doc_id in [d["id"] for d in listed] and "acme-finance:budget.md" not in [d["id"] for d in listed]
+        assert c.get(f"/v1/documents/{doc_id}").json()["metadata"]["team"] == "ops"
+        with api.client(api.keys.globex) as other:
+            assert other.get(f"/v1/documents/{doc_id}").status_code == 404
+            assert other.delete(f"/v1/documents/{doc_id}").status_code == 404
+        r = c.delete(f"/v1/documents/{doc_id}")
+        assert r.status_code == 200 and r.json()["deleted"] is True
+        assert c.get(f"/v1/documents/{doc_id}").status_code == 404
+    assert not any("Tilburg" in t for t in _search(api, api.keys.ingest, "when do pallets ship from Tilburg"))
+    state = open_state(sqlite_path=api.spec.resolve(api.spec.server.state_path))
+    try:
+        deletions = state.audit_log("acme", action="documents.delete")
+        assert deletions and deletions[0].detail["document"] == doc_id
+        # The audit log never holds a key's secret.
+        dump = json.dumps([r.as_json() for r in state.audit_log(limit=1000)])
+        assert all(k not in dump for k in vars(api.keys).values())
+    finally:
+        state.close()
+
+
+def test_upload_errors(api: Api) -> None:
+    with api.client(api.keys.ingest) as c:
+        r = c.post("/v1/documents", content=b"raw", headers={"content-type": "text/plain"})
+        assert r.status_code == 415
+        r = c.post("/v1/documents", json={"filename": "a.md", "text": "x", "metadata": {"tenant": "globex"}})
+        assert r.status_code == 422 and "tenant" in r.json()["error"]["message"]
+        r = c.post("/v1/documents", json={"filename": "a.md", "text": "x", "access_groups": ["finance"]})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_group"
+        r = c.post("/v1/documents", files={"file": ("notes.md", b"# Notes\n\nMultipart works.")},
+                   data={"metadata": "[1, 2]"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "metadata"
+
+
+def test_rate_limit_answers_429_with_retry_after(serve: ServerFactory) -> None:
+    api = serve(server={"rate_limits": {"requests_per_minute": 3, "tokens_per_minute": 100000}})
+    with api.client(api.keys.ops) as c:
+        codes = [c.post("/v1/search", json={"query": "refund"}).status_code for _ in range(4)]
+        r = c.post("/v1/search", json={"query": "refund"})
+    assert codes == [200, 200, 200, 429]
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    # Another key has its own budget.
+    with api.client(api.keys.finance) as c:
+        assert c.post("/v1/search", json={"query": "refund"}).status_code == 200
+
+
+def test_revoked_key_is_refused(api: Api) -> None:
+    state = open_state(sqlite_path=api.spec.resolve(api.spec.server.state_path))
+    try:
+        key, secret = state.create_key(tenant="acme", user="tmp")
+        with api.client(secret) as c:
+            assert c.post("/v1/search", json={"query": "refund"}).status_code == 200
+            state.revoke_key(key.id)
+            time.sleep(2.1)  # the per-worker key cache holds entries for 2 s
+            r = c.post("/v1/search", json={"query": "refund"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "revoked_api_key"
+    finally:
+        state.close()
+
+
+def test_ops_endpoints(api: Api) -> None:
+    with api.client(None) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        with api.client(api.keys.ops) as k:
+            k.post("/v1/search", json={"query": "refund"})
+        metrics = c.get("/metrics").text
+        assert 'stanchion_http_requests_total{method="POST",route="/v1/search",status="200"}' in metrics or (
+            "stanchion_http_requests_total" in metrics and 'route="/v1/search"' in metrics
+        )
+        schema = c.get("/openapi.json").json()
+        assert "/v1/chat/completions" in schema["paths"] and "/v1/documents/{document_id}" in schema["paths"]
+        r = c.get("/v1/nothing-here")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert "x-request-id" in r.headers
