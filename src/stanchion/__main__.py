@@ -1,0 +1,5 @@
+"""``python -m stanchion`` runs the command line."""
+
+from stanchion.cli import main
+
+main()
