@@ -1,6 +1,21 @@
-import psycopg, redis
-def test_pg(pg_dsn):
-    with psycopg.connect(pg_dsn) as c:
-        assert c.execute("select extversion from pg_extension where extname='vector'").fetchone()[0]
-def test_redis(redis_url):
-    r = redis.Redis.from_url(redis_url); r.set("a", "1"); assert r.get("a") == b"1"
+"""The backing services the test fixtures start are real: PostgreSQL with pgvector, redis-server."""
+
+from __future__ import annotations
+
+import psycopg
+import redis
+
+
+def test_postgres_has_pgvector(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    assert row is not None and row[0].startswith("0.")
+
+
+def test_redis_answers(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set("stanchion:test:services", "1")
+        assert client.get("stanchion:test:services") == b"1"
+    finally:
+        client.close()

@@ -40,14 +40,24 @@ def write_corpus(root: Path) -> None:
         path.write_text(text)
 
 
-def make_spec(root: Path, *, index: dict[str, Any] | None = None, server: dict[str, Any] | None = None,
-              models: dict[str, Any] | None = None, routes: dict[str, Any] | None = None) -> Spec:
+def make_spec(
+    root: Path,
+    *,
+    index: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
+    models: dict[str, Any] | None = None,
+    routes: dict[str, Any] | None = None,
+) -> Spec:
     raw: dict[str, Any] = {
         "index": index or {"path": str(root / "index.db")},
         "sources": [
             {"name": "acme-public", "path": str(root / "acme/public"), "tenant": "acme"},
-            {"name": "acme-finance", "path": str(root / "acme/finance"), "tenant": "acme",
-             "access_groups": ["finance"]},
+            {
+                "name": "acme-finance",
+                "path": str(root / "acme/finance"),
+                "tenant": "acme",
+                "access_groups": ["finance"],
+            },
             {"name": "globex", "path": str(root / "globex"), "tenant": "globex"},
         ],
         "server": {"state_path": str(root / "state.db"), "job_stale_s": 3, **(server or {})},

@@ -7,9 +7,9 @@ import time
 
 import httpx
 import pytest
+from tests.server.conftest import Api, ServerFactory
 
 from stanchion.state import open_state
-from tests.server.conftest import Api, ServerFactory
 
 
 def _search(api: Api, key: str, query: str) -> list[str]:
@@ -53,36 +53,63 @@ def test_access_groups_filter_inside_a_tenant(api: Api) -> None:
 
 def test_grounded_chat_completion_cites_only_visible_sources(api: Api) -> None:
     with api.client(api.keys.ops) as c:
-        r = c.post("/v1/chat/completions", json={
-            "model": "default", "messages": [{"role": "user", "content": "How long do refunds take?"}]})
+        r = c.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": "How long do refunds take?"}]},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["object"] == "chat.completion" and body["model"] == "default"
         assert "five business days" in body["choices"][0]["message"]["content"]
-        assert body["citations"] and all(c["document_id"].startswith("acme-public") for c in body["citations"])
+        assert body["citations"] and all(
+            c["document_id"].startswith("acme-public") for c in body["citations"]
+        )
         assert body["usage"]["total_tokens"] >= 0
         # A question about another tenant's or another group's text finds nothing to cite.
         for question in ("What is the Globex launch code?", "What is the Q3 marketing budget?"):
-            r = c.post("/v1/chat/completions", json={"model": "default", "messages": [{"role": "user", "content": question}]})
+            r = c.post(
+                "/v1/chat/completions",
+                json={"model": "default", "messages": [{"role": "user", "content": question}]},
+            )
             content = r.json()["choices"][0]["message"]["content"]
             assert "zebra" not in content and "4.2" not in content
-            assert all(not c["document_id"].startswith(("globex", "acme-finance")) for c in r.json()["citations"])
+            assert all(
+                not c["document_id"].startswith(("globex", "acme-finance")) for c in r.json()["citations"]
+            )
 
 
 def test_grounded_streaming_keeps_tenants_apart(api: Api) -> None:
-    with api.client(api.keys.globex) as c, c.stream("POST", "/v1/chat/completions", json={
-        "model": "default", "stream": True, "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": "When is the launch date?"}],
-    }) as r:
+    with (
+        api.client(api.keys.globex) as c,
+        c.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "model": "default",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "messages": [{"role": "user", "content": "When is the launch date?"}],
+            },
+        ) as r,
+    ):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         text, chunks = _stream_text(r)
     assert "12 March" in text and "Acme" not in text
     final = next(ch for ch in chunks if ch.get("choices") and ch["choices"][0]["finish_reason"] == "stop")
     assert all(c["document_id"].startswith("globex") for c in final["citations"])  # type: ignore[union-attr]
     assert "usage" in chunks[-1] and chunks[-1]["choices"] == []
-    with api.client(api.keys.ops) as c, c.stream("POST", "/v1/chat/completions", json={
-        "model": "default", "stream": True, "messages": [{"role": "user", "content": "Globex launch code zebra"}],
-    }) as r:
+    with (
+        api.client(api.keys.ops) as c,
+        c.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "model": "default",
+                "stream": True,
+                "messages": [{"role": "user", "content": "Globex launch code zebra"}],
+            },
+        ) as r,
+    ):
         text, _ = _stream_text(r)
     assert "zebra" not in text
 
@@ -101,15 +128,25 @@ def test_answer_endpoint(api: Api) -> None:
         ("/v1/search", {"query": "x", "k": 0}, 422, "invalid_request"),
         ("/v1/search", {"query": "x", "bogus": 1}, 422, "invalid_request"),
         ("/v1/search", {"query": "x", "filters": ["no operator"]}, 400, "invalid_request"),
-        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404,
-         "model_not_found"),
+        (
+            "/v1/chat/completions",
+            {"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
+            404,
+            "model_not_found",
+        ),
         ("/v1/chat/completions", {"model": "default", "messages": []}, 422, "invalid_request"),
-        ("/v1/chat/completions", {"model": "default", "messages": [{"role": "system", "content": "x"}]}, 422,
-         "invalid_request"),
+        (
+            "/v1/chat/completions",
+            {"model": "default", "messages": [{"role": "system", "content": "x"}]},
+            422,
+            "invalid_request",
+        ),
         ("/v1/embeddings", {"input": []}, 422, "invalid_request"),
     ],
 )
-def test_bad_input_gets_4xx_with_a_code(api: Api, path: str, body: dict[str, object], status: int, code: str) -> None:
+def test_bad_input_gets_4xx_with_a_code(
+    api: Api, path: str, body: dict[str, object], status: int, code: str
+) -> None:
     with api.client(api.keys.admin) as c:
         r = c.post(path, json=body)
     assert r.status_code == status, r.text
@@ -142,7 +179,9 @@ def test_embeddings_in_openai_format(api: Api) -> None:
 def test_upload_job_search_delete_and_audit(api: Api) -> None:
     text = "The Acme warehouse in Tilburg ships pallets every Tuesday at 06:00."
     with api.client(api.keys.ingest) as c:
-        r = c.post("/v1/documents", json={"filename": "warehouse.md", "text": text, "metadata": {"team": "ops"}})
+        r = c.post(
+            "/v1/documents", json={"filename": "warehouse.md", "text": text, "metadata": {"team": "ops"}}
+        )
         assert r.status_code == 202, r.text
         job = r.json()
         assert job["status"] in ("queued", "running")
@@ -157,7 +196,9 @@ def test_upload_job_search_delete_and_audit(api: Api) -> None:
         (doc_id,) = job["result"]["document_ids"]
         assert any("Tilburg" in t for t in _search(api, api.keys.ingest, "when do pallets ship from Tilburg"))
         listed = c.get("/v1/documents").json()["data"]
-        assert doc_id in [d["id"] for d in listed] and "acme-finance:budget.md" not in [d["id"] for d in listed]
+        assert doc_id in [d["id"] for d in listed] and "acme-finance:budget.md" not in [
+            d["id"] for d in listed
+        ]
         assert c.get(f"/v1/documents/{doc_id}").json()["metadata"]["team"] == "ops"
         with api.client(api.keys.globex) as other:
             assert other.get(f"/v1/documents/{doc_id}").status_code == 404
@@ -185,8 +226,11 @@ def test_upload_errors(api: Api) -> None:
         assert r.status_code == 422 and "tenant" in r.json()["error"]["message"]
         r = c.post("/v1/documents", json={"filename": "a.md", "text": "x", "access_groups": ["finance"]})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_group"
-        r = c.post("/v1/documents", files={"file": ("notes.md", b"# Notes\n\nMultipart works.")},
-                   data={"metadata": "[1, 2]"})
+        r = c.post(
+            "/v1/documents",
+            files={"file": ("notes.md", b"# Notes\n\nMultipart works.")},
+            data={"metadata": "[1, 2]"},
+        )
         assert r.status_code == 422 and r.json()["error"]["param"] == "metadata"
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tests.server.conftest import write_corpus
 
 from stanchion.testing.fake_openai import FakeOpenAIServer, Reply
-from tests.server.conftest import write_corpus
 
 STANCHION = [sys.executable, "-m", "stanchion"]
 
@@ -44,19 +44,43 @@ class Served:
         spec = {
             "index": {"path": "index.db"},
             "sources": [{"name": "acme-public", "path": "acme/public", "tenant": "acme"}],
-            "models": {"up": {"provider": "openai", "model": "fake-model", "base_url": upstream_url,
-                              "max_retries": 0, "timeout_s": 30}, "extractive": {"provider": "extractive"}},
+            "models": {
+                "up": {
+                    "provider": "openai",
+                    "model": "fake-model",
+                    "base_url": upstream_url,
+                    "max_retries": 0,
+                    "timeout_s": 30,
+                },
+                "extractive": {"provider": "extractive"},
+            },
             "routes": {"gw": {"models": ["up"], "grounded": False}, "default": {"models": ["extractive"]}},
             "server": {"port": self.port, "workers": 2, "state_path": "state.db", "job_stale_s": 3},
         }
         self.spec_file.write_text(yaml.safe_dump(spec))
         _run("ingest", "--spec", str(self.spec_file))
-        created = json.loads(_run("keys", "create", "--spec", str(self.spec_file), "--tenant", "acme",
-                                  "--user", "ana", "--scopes", "query,ingest", "--json"))
+        created = json.loads(
+            _run(
+                "keys",
+                "create",
+                "--spec",
+                str(self.spec_file),
+                "--tenant",
+                "acme",
+                "--user",
+                "ana",
+                "--scopes",
+                "query,ingest",
+                "--json",
+            )
+        )
         self.key = created["key"]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([*STANCHION, "serve", "--spec", str(self.spec_file), "--log-level", "warning"],
-                                        stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [*STANCHION, "serve", "--spec", str(self.spec_file), "--log-level", "warning"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 90
         while True:
             assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
@@ -131,7 +155,8 @@ def test_workers_share_state_and_metrics(served: Served) -> None:
     assert statuses == [200] * 16
     metrics = httpx.get(served.url + "/metrics").text
     total = sum(
-        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
         if line.startswith("stanchion_http_requests_total{") and 'route="/v1/search"' in line
     )
     assert total == 16  # both workers' counts, merged
@@ -155,13 +180,19 @@ def test_a_killed_worker_is_replaced_and_others_keep_serving(served: Served) -> 
 
 
 def test_killed_ingest_job_is_resumed_and_the_index_stays_whole(served: Served) -> None:
-    paragraphs = [f"Section {i}. The depot in city number {i} receives {i * 7} pallets of freight on "
-                  f"weekday {i % 5}, handled by crew {i % 13} under supervisor number {i * 3}." for i in range(300)]
+    paragraphs = [
+        f"Section {i}. The depot in city number {i} receives {i * 7} pallets of freight on "
+        f"weekday {i % 5}, handled by crew {i % 13} under supervisor number {i * 3}."
+        for i in range(300)
+    ]
     text = "\n\n".join(paragraphs)
     with served.client() as c:
         job = c.post("/v1/documents", json={"filename": "depots.md", "text": text}).json()
         deadline = time.monotonic() + 120
-        while not (pids := _pids_running(f"--base-dir {served.root}")) or c.get(f"/v1/jobs/{job['id']}").json()["status"] != "running":
+        while (
+            not (pids := _pids_running(f"--base-dir {served.root}"))
+            or c.get(f"/v1/jobs/{job['id']}").json()["status"] != "running"
+        ):
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.1)
         time.sleep(2.0)  # let it get into embedding and write some batches
@@ -189,8 +220,14 @@ def test_killed_ingest_job_is_resumed_and_the_index_stays_whole(served: Served) 
 
 
 def test_sigterm_drains_an_in_flight_stream(served: Served) -> None:
-    with served.client() as c, c.stream("POST", "/v1/chat/completions", json={
-        "model": "gw", "stream": True, "messages": [{"role": "user", "content": "go"}]}) as r:
+    with (
+        served.client() as c,
+        c.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": "gw", "stream": True, "messages": [{"role": "user", "content": "go"}]},
+        ) as r,
+    ):
         lines = r.iter_lines()
         first = next(ln for ln in lines if '"content":"w0' in ln.replace(" ", ""))
         assert first
