@@ -47,6 +47,7 @@ from stanchion.retrieve.filters import SearchFilter
 from stanchion.retrieve.rerank import BiEncoderReranker, CrossEncoderReranker, LLMReranker, Reranker
 from stanchion.retrieve.search import Retriever
 from stanchion.spec import AnswerSpec, PriceSpec, Spec
+from stanchion.tracing import span
 from stanchion.types import Completion, Message, Usage
 
 if TYPE_CHECKING:
@@ -238,18 +239,21 @@ class Answerer:
     ) -> _Run:
         run = _Run(question, time.perf_counter(), model=self.model.name)
         started = time.perf_counter()
-        result = await asyncio.to_thread(
-            self.retriever.search,
-            search_query or question,
-            k=self.spec.candidates,
-            mode=self.mode,
-            where=where or SearchFilter(),
-        )
+        with span("retrieve", mode=self.mode, candidates=self.spec.candidates) as current:
+            result = await asyncio.to_thread(
+                self.retriever.search,
+                search_query or question,
+                k=self.spec.candidates,
+                mode=self.mode,
+                where=where or SearchFilter(),
+            )
+            current.set_attribute("hits", len(result.hits))
         run.add_time("retrieve", started)
         hits = result.hits
         started = time.perf_counter()
         if self.reranker is not None and hits:
-            hits = await self.reranker.rerank(search_query or question, hits, len(hits))
+            with span("rerank", candidates=len(hits)):
+                hits = await self.reranker.rerank(search_query or question, hits, len(hits))
         run.add_time("rerank", started)
         budget = self.context_tokens - (RETRY_RESERVE if self.may_retry else 0)
         run.packed = pack(
@@ -270,7 +274,11 @@ class Answerer:
 
     async def _generate(self, run: _Run, messages: Sequence[Message]) -> Completion:
         started = time.perf_counter()
-        completion = await self.model.complete(messages, self._options())
+        with span("generate", model=self.model.name) as current:
+            completion = await self.model.complete(messages, self._options())
+            current.set_attribute("model.used", completion.model)
+            current.set_attribute("tokens.input", completion.usage.input_tokens)
+            current.set_attribute("tokens.output", completion.usage.output_tokens)
         run.add_time("generate", started)
         run.usage += completion.usage
         run.model = completion.model or run.model
@@ -304,7 +312,8 @@ class Answerer:
         started = time.perf_counter()
         if self.spec.verify:
             texts = {n: s.checked_text for n, s in run.packed.sources.items()}
-            checks = await asyncio.to_thread(self.verifier.check, sentences, texts)
+            with span("verify", sentences=len(sentences)):
+                checks = await asyncio.to_thread(self.verifier.check, sentences, texts)
         else:
             checks = [SentenceCheck(s, supported=True) for s in sentences]
         run.add_time("verify", started)

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from stanchion.errors import StanchionError
-from stanchion.server.tracing import configure_tracing, span, use_tracer_provider
+from stanchion.tracing import configure_tracing, span, use_tracer_provider
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ from stanchion.server import routes_chat, routes_documents, routes_ops, routes_s
 from stanchion.server.context import ServerContext
 from stanchion.server.errors import install_handlers
 from stanchion.server.middleware import RequestMiddleware
-from stanchion.server.tracing import configure_tracing
 from stanchion.spec import Spec
+from stanchion.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stanchion.logs import request_id
 from stanchion.server.errors import error_body
 from stanchion.server.metrics import Metrics
+from stanchion.tracing import span
 
 log = logging.getLogger("stanchion.server.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -71,7 +72,10 @@ class RequestMiddleware:
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise _TooLarge
-            await self.app(scope, limited_receive, send_with_id)
+            with span("http.request", **{"http.method": scope["method"], "request.id": rid}) as current:
+                await self.app(scope, limited_receive, send_with_id)
+                current.set_attribute("http.status_code", status)
+                current.set_attribute("http.route", getattr(scope.get("route"), "path", "unmatched"))
         except _TooLarge:
             if not sent_start:
                 await _send_error(

@@ -101,6 +101,10 @@ class RateLimiter(Protocol):
         """Add the real token count of an answer to the key's token budget."""
         ...
 
+    async def ping(self) -> None:
+        """Raise ``RateLimitBackendDown`` when the store cannot be reached (for /readyz)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -266,6 +270,14 @@ class RedisRateLimiter:
         if tokens > 0:
             await self._call(key_id, "charge", limits, tokens)
 
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise RateLimitBackendDown(
+                f"rate-limit store unreachable at {self._url}: {exc}", backend="redis", url=self._url
+            ) from exc
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -358,6 +370,14 @@ class SQLiteRateLimiter:
     async def charge(self, key_id: str, tokens: int, limits: Limits) -> None:
         if tokens > 0:
             await self._transact(lambda db: self._charge(db, key_id, tokens))
+
+    async def ping(self) -> None:
+        try:
+            self._connection().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise RateLimitBackendDown(
+                f"rate-limit store unusable at {self._path}: {exc}", backend="sqlite", url=str(self._path)
+            ) from exc
 
     async def close(self) -> None:
         if self._checkpoint is not None:

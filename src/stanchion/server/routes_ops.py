@@ -27,9 +27,7 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         except Exception as exc:  # readiness reports, it does not raise
             checks[name] = f"error: {type(exc).__name__}"
     try:
-        ping = getattr(ctx.limiter, "ping", None)
-        if ping is not None:
-            await asyncio.wait_for(ping(), 5)
+        await asyncio.wait_for(ctx.limiter.ping(), 5)
         checks["rate_limits"] = "ok"
     except Exception as exc:
         checks["rate_limits"] = f"error: {type(exc).__name__}"
