@@ -22,7 +22,7 @@ from stanchion.models.anthropic_format import (
 )
 from stanchion.models.base import ChatOptions
 from stanchion.models.http_chat import HTTPChatModel
-from stanchion.models.openai_compat import ProviderClient
+from stanchion.models.provider_http import ProviderClient
 from stanchion.types import Completion, Message
 
 __all__ = ["AnthropicModel"]

@@ -17,7 +17,7 @@ from stanchion.models.base import ChatOptions
 from stanchion.types import Completion, Message, StreamEvent
 
 if TYPE_CHECKING:
-    from stanchion.models.openai_compat import ProviderClient
+    from stanchion.models.provider_http import ProviderClient
 
 
 class StreamParser(Protocol):
