@@ -259,7 +259,7 @@ class TestErrors:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         model = OpenAICompatModel("down", base_url=f"http://127.0.0.1:{port}/v1", model="m")
-        with pytest.raises(ModelUnavailable, match="connection failed.*Cannot connect"):
+        with pytest.raises(ModelUnavailable, match=r"connection failed.*Cannot connect"):
             run(complete(model))
 
 
