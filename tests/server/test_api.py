@@ -241,7 +241,8 @@ def test_rate_limit_answers_429_with_retry_after(serve: ServerFactory) -> None:
         r = c.post("/v1/search", json={"query": "refund"})
     assert codes == [200, 200, 200, 429]
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
-    assert 1 <= int(r.headers["retry-after"]) <= 60
+    # Sliding window over two minute-long windows: the wait can exceed 60 s, never 120 s.
+    assert 1 <= int(r.headers["retry-after"]) <= 120
     # Another key has its own budget.
     with api.client(api.keys.finance) as c:
         assert c.post("/v1/search", json={"query": "refund"}).status_code == 200

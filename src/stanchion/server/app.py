@@ -58,6 +58,9 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
         version=version("stanchion"),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Stanchion emits its own spans (stanchion.tracing); FastAPI's built-in telemetry would
+        # look up OpenTelemetry providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     ctx = ServerContext.create(system)
     api.state.ctx = ctx

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from stanchion.server.auth import require
 from stanchion.server.context import ServerContext, context
@@ -15,9 +16,17 @@ from stanchion.state import Principal
 from stanchion.state.records import Scope
 
 Ctx = Annotated[ServerContext, Depends(context)]
+# Declared so the OpenAPI schema says how to authenticate; ``KeyResolver`` reads the headers itself.
+_BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer sk-stn-...`")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key, in a header of its own")
 
 
-async def authenticated(request: Request, ctx: Ctx) -> Principal:
+async def authenticated(
+    request: Request,
+    ctx: Ctx,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+    _api_key: Annotated[str | None, Security(_API_KEY)],
+) -> Principal:
     principal = await ctx.keys.principal(request)
     request.state.principal = principal
     return principal

@@ -67,8 +67,15 @@ class JobLauncher:
         # A plain Popen, not an asyncio subprocess: the job outlives this worker's event loop
         # (a graceful restart must not kill a long ingest), so nothing may tie it to the loop.
         process = subprocess.Popen(
-            [sys.executable, "-m", "stanchion.server.ingest_job", "--worker", worker,
-             "--base-dir", str(self.spec.base_dir)],
+            [
+                sys.executable,
+                "-m",
+                "stanchion.server.ingest_job",
+                "--worker",
+                worker,
+                "--base-dir",
+                str(self.spec.base_dir),
+            ],
             stdin=subprocess.PIPE,
         )
         assert process.stdin is not None

@@ -12,11 +12,10 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter
 
 from stanchion.answer import Answer, contextual_query
 from stanchion.errors import StanchionError
@@ -26,6 +25,7 @@ from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.errors import APIError, error_body, from_stanchion
 from stanchion.server.schemas import (
+    WITH_BODY,
     ChatCompletion,
     ChatCompletionRequest,
     ChatMessageIn,
@@ -35,11 +35,31 @@ from stanchion.server.schemas import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     UsageOut,
+    error_responses,
 )
+from stanchion.server.sse import EventStreamResponse
 from stanchion.state import AuditRecord, Principal
 from stanchion.types import Message, Usage
 
 router = APIRouter(tags=["OpenAI-compatible"])
+# Open API 3.1 has no `itemSchema`: the `schema` of an event stream describes one event.
+_SSE = {
+    "description": "With `stream: true`, server-sent events: chat.completion.chunk objects, then [DONE]",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {
+                        "type": "string",
+                        "description": "a chat.completion.chunk or an error as JSON; `[DONE]` last",
+                    }
+                },
+            }
+        }
+    },
+}
 MAX_EMBED_INPUTS = 256
 MAX_EMBED_CHARS = 32_000
 
@@ -57,8 +77,13 @@ class _Outcome:
     detail: dict[str, object] = field(default_factory=dict)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, summary="Chat completion on a route")
-async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: Ctx, principal: Caller):  # type: ignore[no-untyped-def]
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    summary="Chat completion on a route",
+    responses={200: _SSE, **error_responses(*WITH_BODY, 404, 502, 504)},
+)
+async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, principal: Caller):  # type: ignore[no-untyped-def]
     ctx.check_route(body.model)
     messages = _messages(body.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
@@ -69,6 +94,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: C
         tokens=sum(estimate_tokens(m.content) for m in messages) + (max_tokens or 256),
     )
     grounded = ctx.app.spec.routes[body.model].grounded
+    if grounded:
+        # Bad input is a 4xx before a stream starts; once it has, an error can only be an event.
+        _question(messages)
+        ctx.where(principal, body.filters)
     started = time.perf_counter()
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     if body.stream:
@@ -77,11 +106,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: C
             if grounded
             else _gateway_stream(ctx, body, messages)
         )
-        return StreamingResponse(
-            _sse(ctx, principal, body, completion_id, events, started, request),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return EventStreamResponse(_sse(ctx, principal, body, completion_id, events, started))
     outcome = _Outcome()
     try:
         if grounded:
@@ -107,7 +132,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: C
     )
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingsResponse, summary="Embeddings (OpenAI format)")
+@router.post(
+    "/v1/embeddings",
+    response_model=EmbeddingsResponse,
+    summary="Embeddings (OpenAI format)",
+    responses=error_responses(*WITH_BODY),
+)
 async def embeddings(body: EmbeddingsRequest, ctx: Ctx, principal: Caller) -> EmbeddingsResponse:
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or len(texts) > MAX_EMBED_INPUTS:
@@ -132,7 +162,9 @@ async def embeddings(body: EmbeddingsRequest, ctx: Ctx, principal: Caller) -> Em
     )
 
 
-@router.get("/v1/models", summary="The routes a client may name as `model`")
+@router.get(
+    "/v1/models", summary="The routes a client may name as `model`", responses=error_responses(401, 503)
+)
 async def models(ctx: Ctx, principal: Caller) -> dict[str, object]:
     return {
         "object": "list",
@@ -174,7 +206,7 @@ async def _grounded(
 
 async def _grounded_stream(
     ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, messages: list[Message]
-) -> AsyncIterator[tuple[str, Answer | None]]:
+) -> AsyncGenerator[tuple[str, Answer | None], None]:
     question, history, query = _question(messages)
     answerer = await ctx.answerer(body.model)
     where = ctx.where(principal, body.filters)
@@ -184,7 +216,7 @@ async def _grounded_stream(
 
 async def _gateway_stream(
     ctx: ServerContext, body: ChatCompletionRequest, messages: list[Message]
-) -> AsyncIterator[tuple[str, Answer | None]]:
+) -> AsyncGenerator[tuple[str, Answer | None], None]:
     model = ctx.app.route_model(body.model)
     async for event in model.stream(messages, _options(body)):
         if event.text:
@@ -224,31 +256,28 @@ async def _sse(
     principal: Principal,
     body: ChatCompletionRequest,
     completion_id: str,
-    events: AsyncIterator[tuple[str, Answer | None]],
+    events: AsyncGenerator[tuple[str, Answer | None], None],
     started: float,
-    request: Request,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     created = int(time.time())
     outcome = _Outcome()
     parts: list[str] = []
+    head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model}
 
     def chunk(delta: dict[str, object], finish: str | None = None, **extra: object) -> bytes:
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": body.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
+        payload = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+    # A content delta is the same bytes around the text each time: encode only the text per token.
+    before, _, after = chunk({"content": ""}).partition(b'"content":""')
+    before += b'"content":'
 
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for text, answer in events:
             if text:
                 parts.append(text)
-                yield chunk({"content": text})
+                yield before + json.dumps(text).encode() + after
             if answer is not None:
                 _take_answer(outcome, answer)
         outcome.text = "".join(parts)
@@ -258,14 +287,7 @@ async def _sse(
         extra["stanchion"] = {"model": outcome.model, "cost_usd": outcome.cost}
         yield chunk({}, "stop", **extra)
         if body.stream_options is not None and body.stream_options.include_usage:
-            payload = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": body.model,
-                "choices": [],
-                "usage": _usage_out(outcome.usage).model_dump(),
-            }
+            payload = {**head, "choices": [], "usage": _usage_out(outcome.usage).model_dump()}
             yield b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
     except StanchionError as exc:
@@ -273,11 +295,12 @@ async def _sse(
         api = from_stanchion(exc)
         outcome.status = api.status
         yield b"data: " + json.dumps(error_body(api.status, api.code, api.message)).encode() + b"\n\n"
-    except asyncio.CancelledError:
-        outcome.status = 499  # the client went away; cancelling here closes the upstream request
+    except (asyncio.CancelledError, GeneratorExit):
+        outcome.status = 499  # the client went away
         outcome.text = "".join(parts)
         raise
     finally:
+        await events.aclose()  # stops the upstream generation now, not when the collector runs
         await _account(ctx, principal, body, outcome, started)
 
 

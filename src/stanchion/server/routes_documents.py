@@ -19,13 +19,25 @@ from stanchion.logs import request_id
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.errors import APIError
-from stanchion.server.schemas import Deleted, DocumentList, DocumentOut, DocumentText, JobOut
+from stanchion.server.schemas import (
+    AUTHENTICATED,
+    RESERVED_METADATA,
+    WITH_BODY,
+    Deleted,
+    DocumentList,
+    DocumentOut,
+    DocumentText,
+    JobOut,
+    error_responses,
+)
 from stanchion.state import AuditRecord, Principal
 from stanchion.types import TENANT_KEY
 
 router = APIRouter(tags=["Documents"])
 DocumentId = Annotated[str, Path(min_length=1, max_length=1024)]
-_RESERVED_METADATA = {TENANT_KEY, "_fingerprint"}
+_RESERVED_METADATA = set(RESERVED_METADATA)
+_TEXT_SCHEMA = DocumentText.model_json_schema(ref_template="#/components/schemas/{model}")
+_FORM_FIELDS = frozenset({"file", "metadata", "access_groups"})
 
 _UPLOAD_SCHEMA: dict[str, Any] = {
     "requestBody": {
@@ -36,15 +48,20 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "metadata": {"type": "string", "description": "a JSON object of metadata"},
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
+                        # An object part is JSON (the OpenAPI default for multipart); the server parses it.
+                        "metadata": {
+                            "type": "object",
+                            "additionalProperties": {"type": ["string", "number", "boolean"]},
+                            "propertyNames": {"not": {"enum": list(RESERVED_METADATA)}},
+                        },
                         "access_groups": {"type": "string", "description": "comma-separated groups"},
                     },
-                }
+                    "additionalProperties": False,
+                },
+                "encoding": {"metadata": {"contentType": "application/json"}},
             },
-            "application/json": {
-                "schema": DocumentText.model_json_schema(ref_template="#/components/schemas/{model}")
-            },
+            "application/json": {"schema": _TEXT_SCHEMA},
         },
     }
 }
@@ -56,6 +73,7 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
     response_model=JobOut,
     summary="Upload a document; starts an ingest job",
     openapi_extra=_UPLOAD_SCHEMA,
+    responses=error_responses(*WITH_BODY, 415),
 )
 async def upload(request: Request, ctx: Ctx, principal: Caller) -> JobOut:
     await admit(ctx, principal, "ingest")
@@ -93,7 +111,12 @@ async def upload(request: Request, ctx: Ctx, principal: Caller) -> JobOut:
     return JobOut(**job.as_json())
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobOut, summary="An ingest job's status and result")
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobOut,
+    summary="An ingest job's status and result",
+    responses=error_responses(*AUTHENTICATED, 404),
+)
 async def get_job(job_id: Annotated[str, Path(max_length=64)], ctx: Ctx, principal: Caller) -> JobOut:
     await admit(ctx, principal, "ingest")
     job = await asyncio.to_thread(ctx.app.state.job, job_id)
@@ -102,7 +125,12 @@ async def get_job(job_id: Annotated[str, Path(max_length=64)], ctx: Ctx, princip
     return JobOut(**job.as_json())
 
 
-@router.get("/v1/documents", response_model=DocumentList, summary="The caller's documents")
+@router.get(
+    "/v1/documents",
+    response_model=DocumentList,
+    summary="The caller's documents",
+    responses=error_responses(*AUTHENTICATED),
+)
 async def list_documents(
     ctx: Ctx,
     principal: Caller,
@@ -115,7 +143,12 @@ async def list_documents(
     return DocumentList(data=[_out(d) for d in visible[:limit]])
 
 
-@router.get("/v1/documents/{document_id:path}", response_model=DocumentOut, summary="One document")
+@router.get(
+    "/v1/documents/{document_id:path}",
+    response_model=DocumentOut,
+    summary="One document",
+    responses=error_responses(*AUTHENTICATED, 404),
+)
 async def get_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> DocumentOut:
     await admit(ctx, principal, "query")
     return _out(await _find(ctx, principal, document_id))
@@ -125,6 +158,7 @@ async def get_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> 
     "/v1/documents/{document_id:path}",
     response_model=Deleted,
     summary="Delete a document and its chunks, vectors and keyword entries",
+    responses=error_responses(*AUTHENTICATED, 404),
 )
 async def delete_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> Deleted:
     await admit(ctx, principal, "ingest")
@@ -214,6 +248,14 @@ async def _read_upload(request: Request) -> tuple[str, bytes, dict[str, Any], li
         return body.filename, body.text.encode(), dict(body.metadata), list(body.access_groups)
     if kind == "multipart/form-data":
         async with request.form(max_files=1, max_fields=8) as form:  # closes the spooled upload
+            unknown = sorted(set(form.keys()) - _FORM_FIELDS)
+            if unknown:
+                raise APIError(
+                    422,
+                    "invalid_request",
+                    f"{unknown[0]}: not a field of this form ({', '.join(sorted(_FORM_FIELDS))})",
+                    param=unknown[0],
+                )
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise APIError(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from stanchion.server.deps import Ctx
+from stanchion.server.schemas import Readiness
 
 router = APIRouter(tags=["Operations"])
 
@@ -17,7 +18,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Every backend this worker needs is reachable")
+@router.get(
+    "/readyz",
+    summary="Every backend this worker needs is reachable",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A backend is unreachable"}},
+)
 async def readyz(ctx: Ctx) -> JSONResponse:
     checks: dict[str, str] = {}
     for name, probe in (("state", ctx.app.state.ping), ("index", ctx.app.store.stats)):
@@ -37,7 +43,12 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics of every worker")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of every worker",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "The Prometheus text exposition format"}},
+)
 async def metrics(ctx: Ctx) -> Response:
     body, content_type = ctx.metrics.render()
     return Response(body, media_type=content_type)

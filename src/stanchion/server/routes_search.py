@@ -12,19 +12,26 @@ from stanchion.logs import request_id
 from stanchion.models.pricing import estimate_tokens
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.schemas import (
+    WITH_BODY,
     AnswerRequest,
     AnswerResponse,
     CitationOut,
     SearchHit,
     SearchRequest,
     SearchResponse,
+    error_responses,
 )
 from stanchion.state import AuditRecord
 
 router = APIRouter(tags=["Retrieval"])
 
 
-@router.post("/v1/search", response_model=SearchResponse, summary="Hybrid search over the caller's documents")
+@router.post(
+    "/v1/search",
+    response_model=SearchResponse,
+    summary="Hybrid search over the caller's documents",
+    responses=error_responses(*WITH_BODY),
+)
 async def search(body: SearchRequest, ctx: Ctx, principal: Caller) -> SearchResponse:
     await admit(ctx, principal, "query", tokens=estimate_tokens(body.query))
     where = ctx.where(principal, body.filters)
@@ -62,7 +69,12 @@ async def search(body: SearchRequest, ctx: Ctx, principal: Caller) -> SearchResp
     return SearchResponse(mode=result.mode, hits=hits, latency_ms=result.timings_ms)
 
 
-@router.post("/v1/answer", response_model=AnswerResponse, summary="A grounded answer with citations")
+@router.post(
+    "/v1/answer",
+    response_model=AnswerResponse,
+    summary="A grounded answer with citations",
+    responses=error_responses(*WITH_BODY, 404, 502, 504),
+)
 async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResponse:
     route = body.route or ctx.app.spec.answer.route
     ctx.check_route(route)

@@ -10,10 +10,31 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stanchion.types import TENANT_KEY
+
+# White space as Python's ``str.strip`` and ``re`` see it, spelled out: ``\s`` differs between Python,
+# JSON Schema (ECMA 262) and pydantic's regex engine.
+_WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = f"[^{_WS}]"  # a pattern: at least one character that is not white space
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+# The grammar ``retrieve.filters.parse_condition`` accepts (key, operator, a value that is not blank),
+# for clients and fuzzers. The server parses filters itself: a bad one is a 400 that shows the syntax.
+_FILTER_PATTERN = (
+    f"^[{_WS}]*[A-Za-z_][A-Za-z0-9_.-]*[{_WS}]*"
+    f"(?:(?:!=|>=|<=|=)[{_WS}]*{NOT_BLANK}|[<>](?:[{_WS}]+{NOT_BLANK}|[^={_WS}]))"
+    f"[^\\n]*?[{_WS}]*$"
+)
 FilterExpr = Annotated[
-    str, Field(min_length=1, max_length=512, description="key=value, key!=v, key>=v, key=a,b")
+    str,
+    Field(
+        min_length=1,
+        max_length=512,
+        description="key=value, key!=v, key>=v, key=a,b",
+        json_schema_extra={"pattern": _FILTER_PATTERN},
+    ),
 ]
+# Metadata keys the server sets on every document; an upload may not.
+RESERVED_METADATA = (TENANT_KEY, "_fingerprint")
 
 
 class _Strict(BaseModel):
@@ -117,9 +138,13 @@ class ChatCompletion(BaseModel):
 
 # --- embeddings ------------------------------------------------------------------------------------
 
+EmbedText = Annotated[str, Field(min_length=1, max_length=32_000, pattern=NOT_BLANK)]
+
 
 class EmbeddingsRequest(_OpenAI):
-    input: str | list[str] = Field(description="one text or up to 256 texts")
+    input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)] = Field(
+        description="one text or up to 256 texts"
+    )
     model: str = Field("", max_length=256)
     encoding_format: Literal["float"] = "float"
 
@@ -141,7 +166,7 @@ class EmbeddingsResponse(BaseModel):
 
 
 class SearchRequest(_Strict):
-    query: str = Field(min_length=1, max_length=4096)
+    query: str = Field(min_length=1, max_length=4096, pattern=NOT_BLANK)
     k: int = Field(10, ge=1, le=100)
     mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
@@ -166,7 +191,7 @@ class SearchResponse(BaseModel):
 
 
 class AnswerRequest(_Strict):
-    question: str = Field(min_length=1, max_length=8192)
+    question: str = Field(min_length=1, max_length=8192, pattern=NOT_BLANK)
     route: str | None = Field(None, max_length=128, description="default: the spec's answer.route")
     k: int | None = Field(None, ge=1, le=50)
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
@@ -190,7 +215,11 @@ class DocumentText(_Strict):
         min_length=1, max_length=255, description="decides the loader: .md, .html, .eml ..."
     )
     text: str = Field(min_length=1)
-    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=64)
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        max_length=64,
+        json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_METADATA)}}},
+    )
     access_groups: list[Name] = Field(default_factory=list, max_length=64)
 
 
@@ -226,3 +255,47 @@ class Deleted(BaseModel):
     id: str
     object: Literal["document"] = "document"
     deleted: bool = True
+
+
+# --- operations and errors -------------------------------------------------------------------------
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(description="each backend: 'ok' or 'error: <kind>'")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: Literal["invalid_request_error", "server_error"]
+    code: str = Field(description="stable and machine-readable: model_not_found, rate_limited, ...")
+    param: str | None = Field(description="the request field at fault, if one is")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_ERRORS = {
+    400: "Malformed body or filter, or a request the route's model cannot take",
+    401: "No API key, or one that is not valid or was revoked",
+    403: "The API key lacks the scope or access group",
+    404: "No such route (`model`), document or job; another tenant's ids answer 404 too",
+    413: "The body is over the server's size limit",
+    415: "The body is neither JSON nor multipart form data",
+    422: "The request does not match this schema",
+    429: "The API key's rate limit is reached; retry after `Retry-After` seconds",
+    502: "The model provider failed or refused the request",
+    503: "A backend (state, index, rate limits, model provider) is unavailable",
+    504: "The model provider timed out",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of an endpoint that answers these error statuses (with ``ErrorResponse``)."""
+    return {status: {"model": ErrorResponse, "description": _ERRORS[status]} for status in statuses}
+
+
+# What every endpoint behind an API key can answer, and what one with a JSON body adds to it.
+AUTHENTICATED = (401, 403, 422, 429, 503)
+WITH_BODY = (*AUTHENTICATED, 400, 413)
