@@ -96,8 +96,18 @@ def test_audit_log_redacts_secrets_and_sums_usage(state: StateStore) -> None:
     state.audit(
         [
             AuditRecord(
-                "answer", "acme", "ana", "key_1", "req-1", 200, query="my key is sk-abcdefghijklmnopqrstuv ok",
-                models=("m",), chunks=("d#0",), input_tokens=10, output_tokens=5, cost_usd=0.5,
+                "answer",
+                "acme",
+                "ana",
+                "key_1",
+                "req-1",
+                200,
+                query="my key is sk-abcdefghijklmnopqrstuv ok",
+                models=("m",),
+                chunks=("d#0",),
+                input_tokens=10,
+                output_tokens=5,
+                cost_usd=0.5,
                 detail={"auth": "Bearer abcdefghijklmnopqrstuvwxyz"},
             ),
             AuditRecord("search", "other", "bob", "key_2", "req-2", 200, query="q", input_tokens=99),

@@ -52,6 +52,7 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                         # An object part is JSON (the OpenAPI default for multipart); the server parses it.
                         "metadata": {
                             "type": "object",
+                            "description": "a JSON object of metadata",
                             "additionalProperties": {"type": ["string", "number", "boolean"]},
                             "propertyNames": {"not": {"enum": list(RESERVED_METADATA)}},
                         },

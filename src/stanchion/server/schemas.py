@@ -283,7 +283,7 @@ _ERRORS = {
     404: "No such route (`model`), document or job; another tenant's ids answer 404 too",
     413: "The body is over the server's size limit",
     415: "The body is neither JSON nor multipart form data",
-    422: "The request does not match this schema",
+    422: "The request does not match this schema, or a value in it cannot be used",
     429: "The API key's rate limit is reached; retry after `Retry-After` seconds",
     502: "The model provider failed or refused the request",
     503: "A backend (state, index, rate limits, model provider) is unavailable",
