@@ -278,3 +278,16 @@ def test_ops_endpoints(api: Api) -> None:
         r = c.get("/v1/nothing-here")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert "x-request-id" in r.headers
+
+
+def test_usage_is_per_tenant_and_admin_only(api: Api) -> None:
+    with api.client(api.keys.ops) as c:
+        c.post("/v1/search", json={"query": "refund"})
+        assert c.get("/v1/usage").status_code == 403
+    with api.client(api.keys.globex) as c:
+        c.post("/v1/search", json={"query": "launch"})
+        c.post("/v1/search", json={"query": "launch code"})
+    with api.client(api.keys.admin) as c:
+        usage = c.get("/v1/usage").json()
+    # acme: the ops key's search (globex's two are not counted)
+    assert usage["tenant"] == "acme" and usage["requests"] == 1

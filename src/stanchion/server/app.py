@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from stanchion.app import App, build
 from stanchion.index.embed import Embedder
-from stanchion.server import routes_chat, routes_documents, routes_ops, routes_search
+from stanchion.server import routes_chat, routes_documents, routes_ops, routes_search, routes_usage
 from stanchion.server.context import ServerContext
 from stanchion.server.errors import install_handlers
 from stanchion.server.middleware import RequestMiddleware
@@ -65,7 +65,7 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
     ctx = ServerContext.create(system)
     api.state.ctx = ctx
     install_handlers(api)
-    for module in (routes_chat, routes_search, routes_documents, routes_ops):
+    for module in (routes_chat, routes_search, routes_documents, routes_usage, routes_ops):
         api.include_router(module.router)
     api.add_middleware(
         RequestMiddleware,
