@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -175,38 +176,31 @@ class ProviderClient:
         """The response's lines as they arrive; each read must finish within the time limit."""
         limit = timeout_s or self.timeout_s
         headers = self.headers()
-        lines = (
-            self._stream_mock(body, headers, limit)
-            if self._transport is not None
-            else self._stream(body, headers, limit)
-        )
         try:
-            async for line in lines:
-                yield line
+            if self._transport is not None:
+                async with aclosing(self._stream_mock(body, headers, limit)) as mocked:
+                    async for text_line in mocked:
+                        yield text_line
+                return
+            # Inline rather than a nested generator: this loop runs once per streamed token.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
+            async with self._aiohttp().post(self.url, json=body, headers=headers, timeout=timeout) as reply:
+                if not 200 <= reply.status < 300:
+                    raise self._status_error(reply.status, await reply.text(), reply.headers)
+                pending = b""
+                async for data in reply.content.iter_any():
+                    pending += data
+                    if b"\n" not in data:
+                        continue
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        yield line.rstrip(b"\r").decode("utf-8", "replace")
+                if pending:
+                    yield pending.decode("utf-8", "replace")
         except TimeoutError as exc:
             raise ModelTimeout(f"no data within {limit:g}s", model=self.model_name) from exc
         except (aiohttp.ClientError, httpx.HTTPError) as exc:
             raise self._transport_error(exc, limit) from exc
-        finally:
-            await lines.aclose()
-
-    async def _stream(
-        self, body: Mapping[str, Any], headers: dict[str, str], limit: float
-    ) -> AsyncGenerator[str, None]:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
-        async with self._aiohttp().post(self.url, json=body, headers=headers, timeout=timeout) as reply:
-            if not 200 <= reply.status < 300:
-                raise self._status_error(reply.status, await reply.text(), reply.headers)
-            pending = b""
-            async for data in reply.content.iter_any():
-                pending += data
-                if b"\n" not in data:
-                    continue
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield line.rstrip(b"\r").decode("utf-8", "replace")
-            if pending:
-                yield pending.decode("utf-8", "replace")
 
     async def _stream_mock(
         self, body: Mapping[str, Any], headers: dict[str, str], limit: float
