@@ -1,0 +1,496 @@
+"""The PostgreSQL Store: pgvector HNSW for dense search, BM25 computed in SQL from a postings table.
+
+Layout (schema ``stanchion_index``, created by ``pg_migrations``): ``documents``; ``chunks`` with
+their vector (``vector(dim)``, HNSW cosine index), ``metadata`` (jsonb) and ``access_groups``
+(text[], GIN); ``postings`` (chunk, term, tf, chunk length) with a B-tree on term;
+``corpus_stats`` (BM25's N and total length); ``embeddings`` (the cache keyed by model and chunk
+content hash, as in SQLite); ``units``. Every ``write`` is one transaction. Filters become SQL on the
+chunk rows, so they restrict the rows searched rather than filtering results afterwards.
+
+Both searches are exact with respect to filters, and fast when a filter admits most rows (the
+server always adds a tenant condition): each first searches a bounded candidate set with the filter
+inside (HNSW's ef_search nearest; BM25's best 1000), which is provably the right answer when it
+yields k rows, and otherwise searches every admitted row.
+
+Safe to share between threads (a connection pool) and between processes (PostgreSQL's MVCC: a
+commit is visible to every other worker's next query).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Dumper, Loader
+from psycopg.pq import Format
+from psycopg.types import TypeInfo
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from stanchion.errors import StoreError
+from stanchion.index.bm25 import K1, B
+from stanchion.index.pg_migrations import SCHEMA, connect, describe_dsn, migrate, redact_dsn
+from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
+from stanchion.index.text import index_text
+from stanchion.retrieve.analyze import terms as analyze
+from stanchion.retrieve.filters import Condition, Scalar, SearchFilter
+from stanchion.types import Chunk
+
+MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+KEYWORD_WINDOW = 1000  # best keyword matches checked against a filter before checking them all
+_S = SCHEMA
+
+
+class PostgresStore:
+    """The server index. ``ef_search`` trades HNSW recall for speed (raised to ``k`` when smaller)."""
+
+    def __init__(
+        self, dsn: str, *, dim: int, ef_search: int = 100, pool_size: int = 8, connect_timeout: int = 10
+    ) -> None:
+        self.dim = dim
+        self.ef_search = ef_search
+        self._server = describe_dsn(dsn)
+        migrate(dsn, dim=dim, connect_timeout=connect_timeout)
+        with connect(dsn, connect_timeout=connect_timeout) as conn:
+            info = TypeInfo.fetch(conn, "vector")
+        assert info is not None, "migrate() installs pgvector"
+        oid = info.oid
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"connect_timeout": connect_timeout},
+            configure=lambda conn: _configure(conn, oid),
+            check=ConnectionPool.check_connection,  # a server restart costs one query, not an error
+            name="stanchion-index",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout + 5)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise StoreError(
+                f"cannot open a connection pool to PostgreSQL at {self._server}: {redact_dsn(str(exc), dsn)}"
+            ) from None
+
+    # --- writes ---------------------------------------------------------------------------------
+    def write(self, batch: Sequence[DocumentWrite], *, model: str) -> None:
+        latest = {item.document.id: item for item in batch}  # a document twice: the last one wins
+        if not latest:
+            return
+        with self._connection(f"writing documents {_names(list(latest))}") as conn:
+            removed, removed_length = self._delete(conn, list(latest))[1:]
+            documents, chunks, cache = [], [], {}
+            for item in latest.values():
+                # Checked after the delete on purpose: a bad document rolls back the whole batch.
+                self._check(item)
+                doc = item.document
+                documents.append(
+                    (doc.id, doc.source, doc.path, doc.title, doc.hash, item.unit,
+                     _jsonb(doc.metadata), list(doc.access_groups), len(item.chunks))
+                )  # fmt: skip
+                for chunk, vector in zip(item.chunks, item.vectors, strict=True):
+                    tokens = analyze(index_text(chunk))
+                    tf = Counter(tokens)
+                    chunks.append(
+                        (chunk.id, doc.id, chunk.position, chunk.text, chunk.hash, model,
+                         _jsonb(chunk.metadata), list(chunk.access_groups), len(tokens), vector,
+                         len(tokens), list(tf), list(tf.values()))
+                    )  # fmt: skip
+                    cache[chunk.hash] = vector
+            cur = conn.cursor()  # executemany pipelines its statements: one round trip per call
+            cur.executemany(
+                f"INSERT INTO {_S}.documents (id, source, path, title, hash, unit, metadata,"
+                " access_groups, chunk_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                documents,
+            )
+            # One statement per chunk inserts the chunk and its postings.
+            cur.executemany(
+                f"WITH c AS (INSERT INTO {_S}.chunks (id, document_id, position, text, hash, model,"
+                " metadata, access_groups, length, embedding)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING rowid)"
+                f" INSERT INTO {_S}.postings (chunk, term, tf, len)"
+                " SELECT c.rowid, u.term, u.tf, %s FROM c, unnest(%s::text[], %s::int[]) AS u(term, tf)",
+                chunks,
+            )
+            # Sorted, so two writers sharing cached vectors lock them in the same order (no deadlock).
+            cur.executemany(
+                f"INSERT INTO {_S}.embeddings (model, hash, vector) VALUES (%s, %s, %s)"
+                " ON CONFLICT (model, hash) DO UPDATE SET vector = EXCLUDED.vector",
+                [(model, h, cache[h]) for h in sorted(cache)],
+            )
+            added_length = sum(row[8] for row in chunks)
+            self._count(conn, len(chunks) - removed, added_length - removed_length)
+
+    def _check(self, item: DocumentWrite) -> None:
+        doc_id = item.document.id
+        if len(item.chunks) != len(item.vectors):
+            raise StoreError(f"{doc_id}: {len(item.chunks)} chunks but {len(item.vectors)} vectors")
+        if item.chunks and (item.vectors.ndim != 2 or item.vectors.shape[1] != self.dim):
+            raise StoreError(
+                f"{doc_id}: index was built with dim {self.dim}, the embedder gives "
+                f"{item.vectors.shape[-1]}: use a new database or re-ingest"
+            )
+
+    @staticmethod
+    def _delete(conn: psycopg.Connection[Any], ids: list[str]) -> tuple[int, int, int]:
+        """Delete documents with their chunks and postings: (documents, chunks, their length) removed."""
+        row = conn.execute(
+            f"WITH gone AS (DELETE FROM {_S}.chunks WHERE document_id = ANY(%s) RETURNING rowid, length),"
+            f" p AS (DELETE FROM {_S}.postings WHERE chunk IN (SELECT rowid FROM gone))"
+            " SELECT count(*), coalesce(sum(length), 0) FROM gone",
+            [ids],
+        ).fetchone()
+        assert row is not None
+        documents = conn.execute(f"DELETE FROM {_S}.documents WHERE id = ANY(%s)", [ids]).rowcount
+        return documents, int(row[0]), int(row[1])
+
+    @staticmethod
+    def _count(conn: psycopg.Connection[Any], chunks: int, length: int) -> None:
+        if chunks or length:  # the stats row is a lock all writers share: take it last, and only if needed
+            conn.execute(
+                f"UPDATE {_S}.corpus_stats SET chunks = chunks + %s, length = length + %s", [chunks, length]
+            )
+
+    def delete_documents(self, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        with self._connection(f"deleting documents {_names(ids)}") as conn:
+            documents, chunks, length = self._delete(conn, list(ids))
+            self._count(conn, -chunks, -length)
+            return documents
+
+    def set_unit(self, source: str, unit: str, signature: str) -> None:
+        with self._connection("recording an ingested unit") as conn:
+            conn.execute(
+                f"INSERT INTO {_S}.units (source, unit, signature) VALUES (%s, %s, %s)"
+                " ON CONFLICT (source, unit) DO UPDATE SET signature = EXCLUDED.signature",
+                [source, unit, signature],
+            )
+
+    def delete_unit(self, source: str, unit: str) -> None:
+        with self._connection("deleting an ingested unit") as conn:
+            conn.execute(f"DELETE FROM {_S}.units WHERE source = %s AND unit = %s", [source, unit])
+
+    def prune_embeddings(self) -> int:
+        """Drop cached vectors no chunk uses any more (keeps the cache from growing forever)."""
+        with self._connection("pruning cached embeddings") as conn:
+            return conn.execute(
+                f"DELETE FROM {_S}.embeddings e WHERE NOT EXISTS"
+                f" (SELECT 1 FROM {_S}.chunks c WHERE c.hash = e.hash AND c.model = e.model)"
+            ).rowcount
+
+    # --- reads ----------------------------------------------------------------------------------
+    def units(self, source: str) -> dict[str, str]:
+        with self._connection("reading units") as conn:
+            rows = conn.execute(f"SELECT unit, signature FROM {_S}.units WHERE source = %s", [source])
+            return {r[0]: r[1] for r in rows}
+
+    def documents(self, source: str | None = None, *, unit: str | None = None) -> list[StoredDocument]:
+        with self._connection("listing documents") as conn:
+            rows = conn.execute(
+                "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups"
+                f" FROM {_S}.documents WHERE (%s::text IS NULL OR source = %s)"
+                ' AND (%s::text IS NULL OR unit = %s) ORDER BY id COLLATE "C"',
+                [source, source, unit, unit],
+            ).fetchall()
+        return [StoredDocument(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], tuple(r[8])) for r in rows]
+
+    def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, Vector]:
+        if not hashes:
+            return {}
+        with self._connection("reading cached embeddings") as conn:
+            cur = conn.cursor(binary=True)  # vectors as float32 bytes, not decimal text
+            cur.execute(
+                f"SELECT hash, vector FROM {_S}.embeddings WHERE model = %s AND hash = ANY(%s)",
+                [model, list(dict.fromkeys(hashes))],
+            )
+            return {r[0]: r[1] for r in cur}
+
+    def chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        if not ids:
+            return []
+        with self._connection("reading chunks") as conn:
+            rows = conn.execute(
+                "SELECT id, document_id, text, position, metadata, access_groups"
+                f" FROM {_S}.chunks WHERE id = ANY(%s)",
+                [list(ids)],
+            )
+            found = {r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], tuple(r[5])) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[Scored]:
+        if not terms or k <= 0:
+            return []
+        distinct = list(dict.fromkeys(terms))
+        clause, params = _where_sql(where)
+        with self._connection("keyword search") as conn:
+            # Checking the filter on every matching chunk costs a row lookup each (100 ms for 60k
+            # matches), so first check it on the best ``window`` only. If k of them pass, they are
+            # the exact answer: every chunk outside the window ranks below all of them.
+            window = k if not clause else max(KEYWORD_WINDOW, 10 * k)
+            rows = conn.execute(_bm25_sql(clause, window), [distinct, window, *params, k]).fetchall()
+            if clause and len(rows) < k:
+                rows = conn.execute(_bm25_sql(clause, None), [distinct, *params, k]).fetchall()
+        return [Scored(r[0], float(r[1])) for r in rows]
+
+    def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[Scored]:
+        if k <= 0:
+            return []
+        if vector.shape != (self.dim,):
+            raise StoreError(
+                f"query vector has {vector.shape[-1]} dimensions but the index holds {self.dim}; "
+                "was the index built with another embedding model?"
+            )
+        # pgvector 0.6 takes the ef_search nearest candidates from HNSW, then the executor applies
+        # the WHERE clause and skips dead rows: fewer than k rows back means admitted rows may have
+        # been missed. k rows back is as good as unfiltered HNSW (k admitted rows among the nearest
+        # ef candidates means the k nearest admitted rows are among them). So: HNSW, HNSW with the
+        # largest candidate list (~20 ms at 100k chunks), then an exact scan of the admitted rows
+        # (~300 ms at 100k chunks unfiltered; cheap when a filter admits few rows).
+        attempts = sorted({max(self.ef_search, k), MAX_EF_SEARCH})
+        with self._connection("vector search") as conn:
+            for ef in (ef for ef in attempts if k <= ef <= MAX_EF_SEARCH):
+                conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])  # this transaction
+                rows = conn.execute(*vector_sql(vector, k, where, exact=False)).fetchall()
+                if len(rows) >= k:
+                    break
+            else:
+                rows = conn.execute(*vector_sql(vector, k, where, exact=True)).fetchall()
+        return [Scored(r[0], float(r[1])) for r in rows]
+
+    def stats(self) -> StoreStats:
+        with self._connection("reading stats") as conn:
+            row = conn.execute(
+                f"SELECT (SELECT count(*) FROM {_S}.documents), (SELECT chunks FROM {_S}.corpus_stats),"
+                f" (SELECT count(*) FROM {_S}.embeddings)"
+            ).fetchone()
+        assert row is not None
+        return StoreStats(int(row[0]), int(row[1]), int(row[2]))
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # --- helpers --------------------------------------------------------------------------------
+    @contextmanager
+    def _connection(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a transaction: committed on success, rolled back on any error."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreError(f"{doing}: no connection to PostgreSQL at {self._server}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"{doing} failed (PostgreSQL at {self._server}): {exc}") from exc
+
+
+# --- SQL builders ---------------------------------------------------------------------------------
+def _bm25_sql(clause: str, window: int | None) -> str:
+    """BM25 exactly as ``bm25.BM25Index`` scores it, so both backends rank alike.
+
+    With a ``window``, the best ``window`` matches are checked against the filter ``clause``
+    (parameters: terms, window, the filter's, k). Without, the admitted chunks are found first and
+    only they are scored (parameters: terms, the filter's, k). N and the mean length come from
+    ``corpus_stats``; df is counted over all postings (a filter narrows candidates, not statistics).
+
+    A posting scores ``weight * tf / (tf + c0 + c1 * len)`` with the per-query constants
+    ``weight = (k1 + 1) * idf``, ``c0 = k1 (1 - b)``, ``c1 = k1 b / avgdl``: the same formula, fewer
+    operations per row. Each term's postings come from its own index scan (LATERAL), so the term's
+    weight travels with them instead of being joined to every posting.
+    """
+    prefilter = window is None and clause
+    ctes = [
+        f"s AS (SELECT chunks::float8 AS n, {K1 * (1 - B)}::float8 AS c0, {K1 * B}::float8"
+        " / CASE WHEN chunks > 0 AND length > 0 THEN length::float8 / chunks ELSE 1.0 END AS c1"
+        f" FROM {_S}.corpus_stats)",
+        f"w AS MATERIALIZED (SELECT q.term, {K1 + 1}::float8 * ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5)) AS weight"
+        " FROM unnest(%s::text[]) AS q(term) CROSS JOIN s"
+        f" CROSS JOIN LATERAL (SELECT count(*)::float8 AS df FROM {_S}.postings WHERE term = q.term) d"
+        " WHERE d.df > 0)",
+    ]
+    if prefilter:
+        ctes.append(f"admitted AS MATERIALIZED (SELECT c.rowid FROM {_S}.chunks c WHERE {clause})")
+    ctes.append(
+        "scored AS (SELECT p.chunk, sum(w.weight * p.tf / (p.tf + s.c0 + s.c1 * p.len)) AS score"
+        f" FROM w CROSS JOIN s CROSS JOIN LATERAL (SELECT chunk, tf, len FROM {_S}.postings"
+        " WHERE term = w.term) p"
+        + (" WHERE p.chunk IN (SELECT rowid FROM admitted)" if prefilter else "")
+        + " GROUP BY p.chunk)"
+    )
+    # Ties rank by chunk rowid, as the in-memory index ranks them by row.
+    best = "(SELECT chunk, score FROM scored ORDER BY score DESC, chunk LIMIT %s) t"
+    checked = f" WHERE {clause}" if clause and not prefilter else ""
+    return (
+        f"WITH {', '.join(ctes)} SELECT c.id, t.score FROM {best} JOIN {_S}.chunks c ON c.rowid = t.chunk"
+        f"{checked} ORDER BY t.score DESC, t.chunk" + (" LIMIT %s" if window is not None else "")
+    )
+
+
+def vector_sql(vector: Vector, k: int, where: SearchFilter, *, exact: bool) -> tuple[str, list[object]]:
+    """Cosine top-k: via the HNSW index, or ``exact`` (every admitted row scored, then sorted)."""
+    clause, params = _where_sql(where)
+    where_sql = f"WHERE {clause}" if clause else ""
+    if exact:
+        # MATERIALIZED keeps the planner from answering ORDER BY ... LIMIT with the HNSW index.
+        return (
+            f"WITH f AS MATERIALIZED (SELECT c.rowid, c.id, c.embedding <=> %s AS d FROM {_S}.chunks c"
+            f" {where_sql}) SELECT id, 1 - d FROM f ORDER BY d, rowid LIMIT %s",
+            [vector, *params, k],
+        )
+    return (
+        f"SELECT c.id, 1 - (c.embedding <=> %s) FROM {_S}.chunks c {where_sql}"
+        " ORDER BY c.embedding <=> %s LIMIT %s",
+        [vector, *params, vector, k],
+    )
+
+
+def _where_sql(where: SearchFilter) -> tuple[str, list[object]]:
+    """A condition on chunk rows ``c`` (no leading WHERE/AND; empty when nothing is filtered)."""
+    parts: list[str] = []
+    params: list[object] = []
+    if where.groups is not None:
+        if where.groups:
+            parts.append("(cardinality(c.access_groups) = 0 OR c.access_groups && %s::text[])")
+            params.append(sorted(where.groups))
+        else:
+            parts.append("cardinality(c.access_groups) = 0")
+    for cond in where.conditions:
+        sql, cond_params = _condition_sql(cond)
+        parts.append(sql)
+        params.extend(cond_params)
+    return " AND ".join(parts), params
+
+
+_SQL_OPS = {"eq": "=", "ne": "=", "in": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _condition_sql(cond: Condition) -> tuple[str, list[object]]:
+    """One condition with ``SearchFilter.admits`` semantics (``ne`` is "no element equals")."""
+    wanted = cond.value if isinstance(cond.value, tuple) else (cond.value,)
+    negate = "NOT " if cond.op == "ne" else ""
+    if cond.op in ("eq", "in", "ne") and all(isinstance(v, str) and not _numeric(v) for v in wanted):
+        # Fast path, GIN-indexable: only a JSON string (alone or in a list) can equal such a value.
+        params: list[object] = []
+        for value in wanted:
+            params += [Jsonb({cond.key: value}), Jsonb({cond.key: [value]})]
+        contained = " OR ".join(["c.metadata @> %s"] * len(params))
+        return f"{negate}({contained})", params
+    op = _SQL_OPS[cond.op]
+    # Keys match ``[A-Za-z_][A-Za-z0-9_.-]*`` (Condition checks), so the literal needs no escaping.
+    field = f"(c.metadata -> '{cond.key}')"
+    on_elements, element_params = _any_value(op, wanted, "e.v")
+    on_scalar, scalar_params = _any_value(op, wanted, field)
+    # A scalar is tested in place; only a list is expanded (a set-returning call per row costs 2x).
+    holds = (
+        f"(CASE WHEN jsonb_typeof({field}) = 'array' THEN EXISTS (SELECT 1 FROM jsonb_array_elements("
+        f"{field}) AS e(v) WHERE {on_elements}) ELSE COALESCE({on_scalar}, false) END)"
+    )
+    return negate + holds, element_params + scalar_params
+
+
+def _any_value(op: str, wanted: tuple[Scalar, ...], v: str) -> tuple[str, list[object]]:
+    tests, params = [], []
+    for value in wanted:
+        sql, value_params = _value_test(op, value, v)
+        tests.append(sql)
+        params.extend(value_params)
+    return "(" + " OR ".join(tests) + ")", params
+
+
+def _value_test(op: str, value: Scalar, v: str) -> tuple[str, list[object]]:
+    """SQL comparing the JSON value ``v`` with ``value`` the way ``filters._compare`` does.
+
+    A JSON null or a missing key (SQL NULL) never matches, like ``None`` in ``admits``.
+    """
+    text = f"({v} #>> '{{}}') COLLATE \"C\""  # code-point order, like Python's str comparison
+    if isinstance(value, bool):
+        if op != "=":
+            return "false", []
+        return f"({v} = %s OR (jsonb_typeof({v}) = 'number' AND ({v} #>> '{{}}')::float8 = %s))", [
+            Jsonb(value),
+            float(value),
+        ]
+    if isinstance(value, int | float):
+        boolean = "false"
+        params: list[object] = [float(value), str(value)]
+        if op == "=" and float(value) in (0.0, 1.0):  # Python: True == 1, False == 0
+            boolean = f"{v} = %s"
+            params.append(Jsonb(float(value) == 1.0))
+        return (
+            f"CASE jsonb_typeof({v}) WHEN 'number' THEN ({v} #>> '{{}}')::float8 {op} %s"
+            f" WHEN 'string' THEN {text} {op} %s WHEN 'boolean' THEN {boolean} ELSE false END",
+            params,
+        )
+    return f"(jsonb_typeof({v}) IN ('string', 'number') AND {text} {op} %s)", [value]
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- adapters -------------------------------------------------------------------------------------
+def _configure(conn: psycopg.Connection[Any], oid: int) -> None:
+    """Set up each pooled connection: vector adapters, and no JIT.
+
+    JIT compilation starts above a plan cost that BM25 over a large corpus reaches, and costs tens
+    of milliseconds per query: more than it saves on queries this size.
+    """
+    conn.execute("SET jit = off")
+    conn.commit()  # the pool only accepts idle connections back from ``configure``
+    _register_vector(conn, oid)
+
+
+def _register_vector(conn: psycopg.Connection[Any], oid: int) -> None:
+    """numpy arrays go out as pgvector's binary format; vectors come back as float32 arrays."""
+
+    class VectorDumper(_VectorDumper):
+        pass
+
+    VectorDumper.oid = oid
+    conn.adapters.register_dumper(np.ndarray, VectorDumper)
+    conn.adapters.register_loader(oid, _VectorTextLoader)
+    conn.adapters.register_loader(oid, _VectorBinaryLoader)
+
+
+class _VectorDumper(Dumper):
+    format = Format.BINARY
+
+    def dump(self, obj: Any) -> Buffer:
+        values = np.asarray(obj, dtype=">f4")
+        return struct.pack(">HH", values.shape[0], 0) + values.tobytes()
+
+
+class _VectorTextLoader(Loader):
+    def load(self, data: Buffer) -> Vector:
+        return np.array(bytes(data)[1:-1].split(b","), dtype=np.float32)
+
+
+class _VectorBinaryLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> Vector:
+        (dim,) = struct.unpack_from(">H", data)
+        return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
+
+
+def _jsonb(value: Mapping[str, Any]) -> Jsonb:
+    return Jsonb(dict(value), dumps=_dumps)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _names(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
