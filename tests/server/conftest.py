@@ -14,6 +14,7 @@ from stanchion.app import build
 from stanchion.index.embed import SentenceTransformerEmbedder
 from stanchion.server.app import create_app
 from stanchion.spec import Spec
+from stanchion.state import StateStore, open_state
 from stanchion.testing.live_server import LiveServer
 
 CORPUS = {
@@ -100,17 +101,32 @@ class Api:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
+    def state(self) -> StateStore:
+        """The server's control-plane state, opened beside it (close it after use)."""
+        if self.spec.index.backend == "postgres":
+            return open_state(dsn=self.spec.index.dsn)
+        return open_state(sqlite_path=self.spec.resolve(self.spec.server.state_path))
+
 
 ServerFactory = Callable[..., Api]
 
 
 @pytest.fixture
-def serve(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[ServerFactory]:
-    """Start a server; keyword arguments go to ``make_spec``."""
+def serve(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, request: pytest.FixtureRequest
+) -> Iterator[ServerFactory]:
+    """Start a server; ``backend="postgres"`` puts index and state in PostgreSQL and rate limits in
+    Redis; other keyword arguments go to ``make_spec``."""
     servers: list[LiveServer] = []
 
-    def start(**spec_args: Any) -> Api:
+    def start(backend: str = "sqlite", **spec_args: Any) -> Api:
         write_corpus(tmp_path)
+        if backend == "postgres":
+            spec_args["index"] = {"backend": "postgres", "dsn": request.getfixturevalue("pg_dsn")}
+            spec_args["server"] = {
+                "redis_url": request.getfixturevalue("redis_url"),
+                **spec_args.get("server", {}),
+            }
         spec = make_spec(tmp_path, **spec_args)
         keys = ingest_and_keys(spec, embedder)
         server = LiveServer(create_app(spec, embedder=embedder))
@@ -123,6 +139,7 @@ def serve(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[Ser
         server.__exit__(None, None, None)
 
 
-@pytest.fixture
-def api(serve: ServerFactory) -> Api:
-    return serve()
+@pytest.fixture(params=["sqlite", "postgres"])
+def api(serve: ServerFactory, request: pytest.FixtureRequest) -> Api:
+    """The same API on the embedded default and on PostgreSQL + Redis."""
+    return serve(backend=request.param)

@@ -9,8 +9,6 @@ import httpx
 import pytest
 from tests.server.conftest import Api, ServerFactory
 
-from stanchion.state import open_state
-
 
 def _search(api: Api, key: str, query: str) -> list[str]:
     with api.client(key) as c:
@@ -207,7 +205,7 @@ def test_upload_job_search_delete_and_audit(api: Api) -> None:
         assert r.status_code == 200 and r.json()["deleted"] is True
         assert c.get(f"/v1/documents/{doc_id}").status_code == 404
     assert not any("Tilburg" in t for t in _search(api, api.keys.ingest, "when do pallets ship from Tilburg"))
-    state = open_state(sqlite_path=api.spec.resolve(api.spec.server.state_path))
+    state = api.state()
     try:
         deletions = state.audit_log("acme", action="documents.delete")
         assert deletions and deletions[0].detail["document"] == doc_id
@@ -234,8 +232,9 @@ def test_upload_errors(api: Api) -> None:
         assert r.status_code == 422 and r.json()["error"]["param"] == "metadata"
 
 
-def test_rate_limit_answers_429_with_retry_after(serve: ServerFactory) -> None:
-    api = serve(server={"rate_limits": {"requests_per_minute": 3, "tokens_per_minute": 100000}})
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_rate_limit_answers_429_with_retry_after(serve: ServerFactory, backend: str) -> None:
+    api = serve(backend, server={"rate_limits": {"requests_per_minute": 3, "tokens_per_minute": 100000}})
     with api.client(api.keys.ops) as c:
         codes = [c.post("/v1/search", json={"query": "refund"}).status_code for _ in range(4)]
         r = c.post("/v1/search", json={"query": "refund"})
@@ -249,7 +248,7 @@ def test_rate_limit_answers_429_with_retry_after(serve: ServerFactory) -> None:
 
 
 def test_revoked_key_is_refused(api: Api) -> None:
-    state = open_state(sqlite_path=api.spec.resolve(api.spec.server.state_path))
+    state = api.state()
     try:
         key, secret = state.create_key(tenant="acme", user="tmp")
         with api.client(secret) as c:
