@@ -98,7 +98,6 @@ def migrate(spec_file: SpecOption = None, as_json: JsonOption = False) -> None:
 
 def _migrate(system: object) -> list[str]:
     from stanchion.app import App
-    from stanchion.state.schema import migrate as migrate_state
 
     assert isinstance(system, App)
     applied = []
@@ -109,7 +108,7 @@ def _migrate(system: object) -> list[str]:
         applied += migrate_index(system.spec.index.dsn, dim=system.embedder.dim)
     else:
         system.store  # noqa: B018 - opening the SQLite index applies its migrations
-    applied += migrate_state(system.state.db)
+    applied += system.state.applied  # opening the state applies its migrations
     return applied
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -163,21 +164,66 @@ def test_workers_share_state_and_metrics(served: Served) -> None:
     assert total == 16  # both workers' counts, merged
 
 
-def test_a_killed_worker_is_replaced_and_others_keep_serving(served: Served) -> None:
-    workers = _children(served.process.pid)
-    assert len(workers) >= 2
-    os.kill(workers[0], signal.SIGKILL)
-    deadline = time.monotonic() + 30
+def _workers(pid: int) -> list[int]:
+    """The uvicorn worker processes (spawned by multiprocessing) under the server process."""
+    found = []
+    for child in _children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            found.append(child)
+    return found
+
+
+def test_workers_killed_mid_stream_cut_the_stream_and_the_server_recovers(served: Served) -> None:
+    with (
+        served.client() as c,
+        c.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": "gw", "stream": True, "messages": [{"role": "user", "content": "go"}]},
+        ) as r,
+    ):
+        lines = r.iter_lines()
+        assert next(ln for ln in lines if '"content":"w0' in ln.replace(" ", ""))
+        for pid in _workers(served.process.pid):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(httpx.TransportError):  # the client sees a cut stream, not a fake end
+            for line in lines:
+                assert line != "data: [DONE]"
+    _serves_again(served)
+    db = sqlite3.connect(served.root / "index.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+
+
+def _serves_again(served: Served) -> None:
+    deadline = time.monotonic() + 60
     ok = 0
     with served.client() as c:
         while ok < 10:
-            assert time.monotonic() < deadline, "the server stopped answering after losing a worker"
+            assert time.monotonic() < deadline, "the server stopped answering after losing workers"
             try:
                 if c.post("/v1/search", json={"query": "refund"}).status_code == 200:
                     ok += 1
             except httpx.TransportError:
-                time.sleep(0.1)  # a request caught on the dying worker's connection
+                time.sleep(0.1)  # a request caught on a dying worker's connection
     assert served.process.poll() is None
+
+
+def test_a_killed_worker_is_replaced_and_others_keep_serving(served: Served) -> None:
+    workers = _workers(served.process.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    _serves_again(served)
+    deadline = time.monotonic() + 30
+    while len(_workers(served.process.pid)) < 2:  # the supervisor starts a replacement
+        assert time.monotonic() < deadline, "the dead worker was not replaced"
+        time.sleep(0.2)
 
 
 def test_killed_ingest_job_is_resumed_and_the_index_stays_whole(served: Served) -> None:
@@ -211,8 +257,6 @@ def test_killed_ingest_job_is_resumed_and_the_index_stays_whole(served: Served) 
         doc = c.get(f"/v1/documents/{doc_id}").json()
         hits = c.post("/v1/search", json={"query": "codeword quokka", "k": 3}).json()["hits"]
     assert any("quokka" in h["text"] for h in hits)  # the end of the document made it in
-    import sqlite3
-
     db = sqlite3.connect(served.root / "index.db")
     try:
         stored = db.execute("SELECT count(*) FROM chunks WHERE document_id = ?", (doc_id,)).fetchone()[0]

@@ -31,7 +31,7 @@ _AUDIT_COLUMNS = (
 class StateStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        migrate(db)
+        self.applied = migrate(db)  # migrations this open applied (for `stanchion migrate`)
 
     # --- API keys ----------------------------------------------------------------------------------
 

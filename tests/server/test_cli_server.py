@@ -1,0 +1,80 @@
+"""`stanchion keys` and `stanchion migrate`, and the request id on log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from stanchion.cli import app
+from stanchion.logs import JsonFormatter, request_id
+
+runner = CliRunner()
+
+
+def _spec(tmp_path: Path, index: dict[str, object] | None = None) -> str:
+    spec = tmp_path / "stanchion.yaml"
+    spec.write_text(
+        yaml.safe_dump({"index": index or {"path": "index.db"}, "server": {"state_path": "state.db"}})
+    )
+    return str(spec)
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    created = runner.invoke(app, ["keys", "create", "--spec", spec, "--tenant", "acme", "--user", "ana",
+                                  "--groups", "ops, finance", "--scopes", "query,ingest", "--json"])  # fmt: skip
+    assert created.exit_code == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert key["key"].startswith("sk-stn-") and key["groups"] == ["ops", "finance"]
+    listed = json.loads(runner.invoke(app, ["keys", "list", "--spec", spec, "--json"]).stdout)
+    assert [k["id"] for k in listed] == [key["id"]] and "key" not in listed[0]
+    assert key["key"] not in runner.invoke(app, ["keys", "list", "--spec", spec]).stdout
+    assert runner.invoke(app, ["keys", "revoke", key["id"], "--spec", spec]).exit_code == 0
+    again = runner.invoke(app, ["keys", "revoke", key["id"], "--spec", spec])
+    assert again.exit_code == 2 and "no active key" in again.stderr
+    listed = json.loads(runner.invoke(app, ["keys", "list", "--spec", spec, "--json"]).stdout)
+    assert listed[0]["revoked_at"] is not None
+
+
+def test_keys_create_rejects_unknown_scopes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["keys", "create", "--spec", _spec(tmp_path), "--tenant", "a", "--user", "u",
+                                 "--scopes", "query,root"])  # fmt: skip
+    assert result.exit_code == 2 and "root" in result.stderr and "admin" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migrate_applies_once(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    index: dict[str, object] = {"path": "index.db"}
+    if backend == "postgres":
+        index = {"backend": "postgres", "dsn": request.getfixturevalue("pg_dsn")}
+    spec = _spec(tmp_path, index)
+    first = runner.invoke(app, ["migrate", "--spec", spec, "--json"])
+    assert first.exit_code == 0, first.stderr
+    applied = json.loads(first.stdout)["applied"]
+    assert "s001_keys_jobs_audit" in applied
+    if backend == "postgres":
+        assert "m001_initial" in applied
+    second = json.loads(runner.invoke(app, ["migrate", "--spec", spec, "--json"]).stdout)
+    assert second == {"backend": backend, "applied": []}
+
+
+def test_migrate_names_an_unreachable_database_without_its_password(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, {"backend": "postgres", "dsn": "postgresql://app:hunter2@127.0.0.1:1/db"})
+    result = runner.invoke(app, ["migrate", "--spec", spec])
+    assert result.exit_code == 2
+    assert "hunter2" not in result.stderr and "127.0.0.1" in result.stderr
+
+
+def test_log_lines_carry_the_request_id() -> None:
+    record = logging.LogRecord("stanchion.x", logging.INFO, __file__, 1, "request", None, None)
+    token = request_id.set("req-7")
+    try:
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id.reset(token)
+    assert line["request_id"] == "req-7" and line["event"] == "request"
