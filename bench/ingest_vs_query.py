@@ -30,7 +30,9 @@ CLI = [sys.executable, "-m", "stanchion"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--base", type=int, default=2000, help="abstracts in the base index")
     parser.add_argument("--upload", type=int, default=3000, help="abstracts in the uploaded document")
@@ -88,10 +90,14 @@ def main() -> None:
     for name, result in (("idle", idle), ("during ingest", busy)):
         print(f"{name:>14}: {len(result)} queries, p50 {np.percentile(result, 50):.1f} ms, "
               f"p95 {np.percentile(result, 95):.1f} ms, p99 {np.percentile(result, 99):.1f} ms")  # fmt: skip
-    print(f"p95 ratio (during ingest / idle): {np.percentile(busy, 95) / np.percentile(idle, 95):.2f} (target < 2)")
+    print(
+        f"p95 ratio (during ingest / idle): {np.percentile(busy, 95) / np.percentile(idle, 95):.2f} (target < 2)"
+    )
 
 
-async def _load(url: str, headers: dict[str, str], queries: list[str], users: int, seconds: float) -> list[float]:
+async def _load(
+    url: str, headers: dict[str, str], queries: list[str], users: int, seconds: float
+) -> list[float]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:

@@ -60,9 +60,7 @@ class SourceSpec(_Strict):
     chunking: ChunkingSpec = ChunkingSpec()
     metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
     access_groups: list[str] = Field(default_factory=list, description="empty = visible to every caller")
-    tenant: str = Field(
-        "default", pattern=_NAME, description="the tenant whose API keys may see this source"
-    )
+    tenant: str = Field("default", pattern=_NAME, description="the tenant whose API keys may see this source")
     max_file_mb: float = Field(50.0, gt=0)
 
 
