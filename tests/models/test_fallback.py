@@ -289,6 +289,21 @@ class TestStream:
         events = collect(chain(a, b, timeout_s=0.05))
         assert "".join(e.text for e in events) == "The capital of France is Paris."
 
+    def test_a_slow_consumer_is_not_a_stalled_model(self) -> None:
+        """The per-piece limit counts only time spent waiting on the model, not on the reader."""
+        a = FakeChatModel("a", [Tokens(["The capital", " of France", " is Paris."])])
+
+        async def read_slowly() -> list[StreamEvent]:
+            events = []
+            async for event in chain(a, timeout_s=0.05).stream(QUESTION):
+                events.append(event)
+                await asyncio.sleep(0.15)  # three times the limit, between pieces
+            return events
+
+        events = asyncio.run(read_slowly())
+        assert "".join(e.text for e in events) == "The capital of France is Paris."
+        assert events[-1].model == "a"
+
     def test_usage_of_every_try_is_summed(self) -> None:
         """Reported usage is added up; a try cut off before reporting is estimated by chars/4."""
         partial = "The capital of France is"

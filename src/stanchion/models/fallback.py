@@ -235,10 +235,18 @@ class FallbackModel:
                 watchdog = _Watchdog(name, attempt.timeout_s)
                 try:
                     while True:
+                        watchdog.since = watchdog.loop.time()  # inlined: this runs once per token
+                        if watchdog.handle is None:
+                            watchdog.arm()
                         try:
-                            event = await watchdog.wait(anext(inner))
+                            event = await anext(inner)
                         except StopAsyncIteration:
                             break
+                        except asyncio.CancelledError:
+                            watchdog.raise_if_fired()
+                            raise
+                        finally:
+                            watchdog.since = None
                         received += event.text
                         reported = event.usage or reported
                         finish = event.finish_reason or finish
@@ -333,8 +341,9 @@ class _Watchdog:
 
     Same rule as wrapping each wait in ``asyncio.timeout``, but one timer per period instead of
     one per token: at a gateway's thousands of tokens a second the timers were a measurable share
-    of the CPU. The timer only cancels while a wait is pending, never while the stream is handed
-    to the consumer between pieces.
+    of the CPU. The stream sets ``since`` when a wait begins and clears it when the wait ends; the
+    timer only cancels while a wait is pending, never while the stream is handed to the consumer
+    between pieces.
     """
 
     def __init__(self, name: str, timeout_s: float) -> None:
@@ -346,18 +355,15 @@ class _Watchdog:
         self.fired = False
         self.handle: asyncio.TimerHandle | None = None
 
-    async def wait(self, awaitable: Awaitable[T]) -> T:
-        self.since = self.loop.time()
-        if self.handle is None:
-            self.handle = self.loop.call_at(self.since + self.timeout_s, self._check)
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if self.fired and self.task is not None and self.task.uncancel() == 0:
-                raise ModelTimeout(f"no answer within {self.timeout_s:g} s", model=self.name) from None
-            raise
-        finally:
-            self.since = None
+    def arm(self) -> None:
+        """Start the timer for the wait that began at ``since`` (the caller sets ``since``)."""
+        assert self.since is not None
+        self.handle = self.loop.call_at(self.since + self.timeout_s, self._check)
+
+    def raise_if_fired(self) -> None:
+        """In a CancelledError handler: turn our own cancellation into ModelTimeout."""
+        if self.fired and self.task is not None and self.task.uncancel() == 0:
+            raise ModelTimeout(f"no answer within {self.timeout_s:g} s", model=self.name) from None
 
     def _check(self) -> None:
         self.handle = None

@@ -12,12 +12,12 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 
-from stanchion.answer import Answer, contextual_query
+from stanchion.answer import Answer, AnswerEvent, contextual_query
 from stanchion.errors import StanchionError
 from stanchion.models.base import ChatOptions
 from stanchion.models.pricing import cost_usd, estimate_tokens
@@ -39,7 +39,7 @@ from stanchion.server.schemas import (
 )
 from stanchion.server.sse import EventStreamResponse
 from stanchion.state import AuditRecord, Principal
-from stanchion.types import Message, Usage
+from stanchion.types import Message, StreamEvent, Usage
 
 router = APIRouter(tags=["OpenAI-compatible"])
 # Open API 3.1 has no `itemSchema`: the `schema` of an event stream describes one event.
@@ -101,11 +101,15 @@ async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, principal: Cal
     started = time.perf_counter()
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     if body.stream:
-        events = (
-            _grounded_stream(ctx, principal, body, messages)
-            if grounded
-            else _gateway_stream(ctx, body, messages)
-        )
+        events: AsyncIterator[StreamEvent | AnswerEvent]
+        if grounded:
+            question, history, query = _question(messages)
+            answerer = await ctx.answerer(body.model)
+            where = ctx.where(principal, body.filters)
+            events = answerer.stream(question, where=where, k=body.k, history=history, search_query=query)
+        else:
+            # The route's stream goes straight to the SSE writer: no layer in between per token.
+            events = ctx.app.route_model(body.model).stream(messages, _options(body))
         return EventStreamResponse(_sse(ctx, principal, body, completion_id, events, started))
     outcome = _Outcome()
     try:
@@ -204,31 +208,6 @@ async def _grounded(
     )
 
 
-async def _grounded_stream(
-    ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, messages: list[Message]
-) -> AsyncGenerator[tuple[str, Answer | None], None]:
-    question, history, query = _question(messages)
-    answerer = await ctx.answerer(body.model)
-    where = ctx.where(principal, body.filters)
-    async for event in answerer.stream(question, where=where, k=body.k, history=history, search_query=query):
-        yield event.text, event.answer
-
-
-async def _gateway_stream(
-    ctx: ServerContext, body: ChatCompletionRequest, messages: list[Message]
-) -> AsyncGenerator[tuple[str, Answer | None], None]:
-    model = ctx.app.route_model(body.model)
-    async for event in model.stream(messages, _options(body)):
-        if event.text:
-            yield event.text, None
-        if event.usage is not None or event.finish_reason is not None:
-            yield "", _usage_only(ctx, event.model or model.name, event.usage or Usage())
-
-
-def _usage_only(ctx: ServerContext, model: str, usage: Usage) -> Answer:
-    return Answer("", "", (), model, usage, _cost(ctx, model, usage), {})
-
-
 def _take_answer(outcome: _Outcome, answer: Answer) -> None:
     outcome.text, outcome.model, outcome.usage, outcome.cost = (
         answer.text,
@@ -256,7 +235,7 @@ async def _sse(
     principal: Principal,
     body: ChatCompletionRequest,
     completion_id: str,
-    events: AsyncGenerator[tuple[str, Answer | None], None],
+    events: AsyncIterator[StreamEvent | AnswerEvent],
     started: float,
 ) -> AsyncGenerator[bytes, None]:
     created = int(time.time())
@@ -274,12 +253,17 @@ async def _sse(
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for text, answer in events:
-            if text:
+        async for event in events:
+            if text := event.text:
                 parts.append(text)
                 yield before + json.dumps(text).encode() + after
-            if answer is not None:
-                _take_answer(outcome, answer)
+            if isinstance(event, AnswerEvent):
+                if event.answer is not None:
+                    _take_answer(outcome, event.answer)
+            elif event.usage is not None or event.finish_reason is not None:  # a gateway stream's end
+                outcome.model = event.model or outcome.model
+                outcome.usage = event.usage or Usage()
+                outcome.cost = _cost(ctx, outcome.model, outcome.usage)
         outcome.text = "".join(parts)
         extra: dict[str, object] = {}
         if "citations" in outcome.detail:
@@ -300,7 +284,9 @@ async def _sse(
         outcome.text = "".join(parts)
         raise
     finally:
-        await events.aclose()  # stops the upstream generation now, not when the collector runs
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()  # stops the upstream generation now, not when the collector runs
         await _account(ctx, principal, body, outcome, started)
 
 
