@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 import yaml
 
 from stanchion.bench.upstream import UpstreamServer
+from stanchion.testing.services import free_port, wait_until_ready
 
 CLI = [sys.executable, "-m", "stanchion"]
 STAGES = ("retrieve", "rerank", "generate", "verify", "total")
@@ -50,7 +50,7 @@ def main() -> None:
         root = Path(tmp) / "sample"
         shutil.copytree(sample, root)
         spec = yaml.safe_load((root / "stanchion.yaml").read_text())
-        port = _free_port()
+        port = free_port()
         spec["server"] = {
             "port": port,
             "workers": args.workers,
@@ -92,7 +92,7 @@ def main() -> None:
         server = subprocess.Popen([*CLI, "serve", "--spec", spec_file, "--log-level", "warning"])
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(url)
+            wait_until_ready(url + "/readyz")
             headers = {"Authorization": f"Bearer {key}"}
             asyncio.run(_load(url, headers, questions, args.users, 3.0))  # load models in every worker
             results, seconds = asyncio.run(_load(url, headers, questions, args.users, args.seconds))
@@ -131,22 +131,6 @@ async def _load(
 
         await asyncio.gather(*(user(u) for u in range(users)))
     return results, time.perf_counter() - started
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    sys.exit("the server did not become ready")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import yaml
+
+from stanchion.testing.services import free_port, wait_until_ready
 
 CLI = [sys.executable, "-m", "stanchion"]
 
@@ -51,7 +52,7 @@ def main() -> None:
         base.mkdir()
         for doc in docs[: args.base]:
             (base / f"{doc['_id']}.md").write_text(f"# {doc['title']}\n\n{doc['text']}\n")
-        port = _free_port()
+        port = free_port()
         spec = root / "stanchion.yaml"
         spec.write_text(yaml.safe_dump({
             "index": {"path": "index.db"},
@@ -69,7 +70,7 @@ def main() -> None:
         server = subprocess.Popen([*CLI, "serve", "--spec", str(spec), "--log-level", "warning"])
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(url)
+            wait_until_ready(url + "/readyz")
             headers = {"Authorization": f"Bearer {key}"}
             asyncio.run(_load(url, headers, queries, args.users, 3.0))  # warm caches and the model
             idle = asyncio.run(_load(url, headers, queries, args.users, args.seconds))
@@ -113,24 +114,6 @@ async def _load(
 
         await asyncio.gather(*(user(u) for u in range(users)))
     return latencies
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    sys.exit("the server did not become ready")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

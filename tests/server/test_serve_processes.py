@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,14 +20,9 @@ import yaml
 from tests.server.conftest import write_corpus
 
 from stanchion.testing.fake_openai import FakeOpenAIServer, Reply
+from stanchion.testing.services import free_port
 
 STANCHION = [sys.executable, "-m", "stanchion"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(*args: str) -> str:
@@ -41,7 +35,7 @@ class Served:
     def __init__(self, root: Path, upstream_url: str) -> None:
         write_corpus(root)
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.spec_file = root / "stanchion.yaml"
         spec = {
             "index": {"path": "index.db"},
@@ -123,6 +117,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def _streaming(served: Served) -> Iterator[Iterator[str]]:
+    """A slow gateway stream, open and past its first token; yields the rest of its lines."""
+    body = {"model": "gw", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    with served.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        lines = r.iter_lines()
+        assert next(ln for ln in lines if '"content":"w0' in ln.replace(" ", ""))
+        yield lines
+
+
 def _pids_running(fragment: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -178,16 +182,7 @@ def _workers(pid: int) -> list[int]:
 
 
 def test_workers_killed_mid_stream_cut_the_stream_and_the_server_recovers(served: Served) -> None:
-    with (
-        served.client() as c,
-        c.stream(
-            "POST",
-            "/v1/chat/completions",
-            json={"model": "gw", "stream": True, "messages": [{"role": "user", "content": "go"}]},
-        ) as r,
-    ):
-        lines = r.iter_lines()
-        assert next(ln for ln in lines if '"content":"w0' in ln.replace(" ", ""))
+    with _streaming(served) as lines:
         for pid in _workers(served.process.pid):
             os.kill(pid, signal.SIGKILL)
         with pytest.raises(httpx.TransportError):  # the client sees a cut stream, not a fake end
@@ -269,17 +264,7 @@ def test_killed_ingest_job_is_resumed_and_the_index_stays_whole(served: Served) 
 
 
 def test_sigterm_drains_an_in_flight_stream(served: Served) -> None:
-    with (
-        served.client() as c,
-        c.stream(
-            "POST",
-            "/v1/chat/completions",
-            json={"model": "gw", "stream": True, "messages": [{"role": "user", "content": "go"}]},
-        ) as r,
-    ):
-        lines = r.iter_lines()
-        first = next(ln for ln in lines if '"content":"w0' in ln.replace(" ", ""))
-        assert first
+    with _streaming(served) as lines:
         served.process.send_signal(signal.SIGTERM)  # the answer still has ~2 s to go
         rest = list(lines)
     assert "data: [DONE]" in rest

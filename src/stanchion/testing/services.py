@@ -19,7 +19,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["ServiceUnavailable", "fresh_database", "postgres_server", "redis_server"]
+__all__ = [
+    "ServiceUnavailable",
+    "free_port",
+    "fresh_database",
+    "postgres_server",
+    "redis_server",
+    "wait_until_ready",
+]
 
 
 class ServiceUnavailable(RuntimeError):
@@ -70,7 +77,7 @@ def redis_server(workdir: Path, *, port: int | None = None) -> Iterator[str]:
     if binary is None:
         raise ServiceUnavailable("redis-server is not on PATH: apt-get install redis-server")
     workdir.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             binary,
@@ -101,10 +108,24 @@ def redis_server(workdir: Path, *, port: int | None = None) -> Iterator[str]:
             proc.kill()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server about to start)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until_ready(url: str, *, timeout: float = 120.0) -> None:
+    """Poll ``url`` (e.g. a server's /readyz) until it answers 200; RuntimeError after ``timeout``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float = 15.0) -> None:
