@@ -100,11 +100,17 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A function call the model asked for; ``arguments`` is the parsed JSON object."""
+    """A function call the model asked for; ``arguments`` is the parsed JSON object.
+
+    ``raw_arguments`` keeps the arguments exactly as a client sent them back in a conversation
+    (OpenAI treats them as an opaque string, and models do emit broken JSON), so a gateway
+    forwards them unchanged; empty when the call came from a model through Stanchion.
+    """
 
     id: str
     name: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    raw_arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)

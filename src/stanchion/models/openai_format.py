@@ -112,7 +112,10 @@ def encode_message(message: Message) -> dict[str, Any]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(dict(call.arguments))},
+                "function": {
+                    "name": call.name,
+                    "arguments": call.raw_arguments or json.dumps(dict(call.arguments)),
+                },
             }
             for call in message.tool_calls
         ]

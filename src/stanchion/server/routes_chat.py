@@ -34,12 +34,16 @@ from stanchion.server.schemas import (
     EmbeddingItem,
     EmbeddingsRequest,
     EmbeddingsResponse,
+    FunctionCallOut,
+    ToolCallIn,
+    ToolCallOut,
+    ToolChoiceIn,
     UsageOut,
     error_responses,
 )
 from stanchion.server.sse import EventStreamResponse
 from stanchion.state import AuditRecord, Principal
-from stanchion.types import Message, StreamEvent, Usage
+from stanchion.types import Message, StreamEvent, ToolCall, ToolSpec, Usage
 
 router = APIRouter(tags=["OpenAI-compatible"])
 # Open API 3.1 has no `itemSchema`: the `schema` of an event stream describes one event.
@@ -75,6 +79,8 @@ class _Outcome:
     chunks: tuple[str, ...] = ()
     status: int = 200
     detail: dict[str, object] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish: str = "stop"
 
 
 @router.post(
@@ -94,10 +100,16 @@ async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, principal: Cal
         tokens=sum(estimate_tokens(m.content) for m in messages) + (max_tokens or 256),
     )
     grounded = ctx.app.spec.routes[body.model].grounded
+    # Bad input is a 4xx before a stream starts; once it has, an error can only be an event.
     if grounded:
-        # Bad input is a 4xx before a stream starts; once it has, an error can only be an event.
+        if body.tools:
+            raise APIError(
+                422, "invalid_request", f"tools: route {body.model!r} answers from documents; "
+                "tool calling needs a gateway route (grounded: false)", param="tools",
+            )  # fmt: skip
         _question(messages)
         ctx.where(principal, body.filters)
+    options = ChatOptions() if grounded else _options(body)
     started = time.perf_counter()
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     if body.stream:
@@ -109,7 +121,7 @@ async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, principal: Cal
             events = answerer.stream(question, where=where, k=body.k, history=history, search_query=query)
         else:
             # The route's stream goes straight to the SSE writer: no layer in between per token.
-            events = ctx.app.route_model(body.model).stream(messages, _options(body))
+            events = ctx.app.route_model(body.model).stream(messages, options)
         return EventStreamResponse(_sse(ctx, principal, body, completion_id, events, started))
     outcome = _Outcome()
     try:
@@ -117,9 +129,10 @@ async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, principal: Cal
             answer = await _grounded(ctx, principal, body, messages)
             _take_answer(outcome, answer)
         else:
-            completion = await ctx.app.route_model(body.model).complete(messages, _options(body))
+            completion = await ctx.app.route_model(body.model).complete(messages, options)
             outcome.text, outcome.model, outcome.usage = completion.text, completion.model, completion.usage
             outcome.cost = _cost(ctx, outcome.model, outcome.usage)
+            outcome.tool_calls, outcome.finish = completion.tool_calls, completion.finish_reason
     except StanchionError as exc:
         outcome.status = from_stanchion(exc).status
         raise
@@ -129,7 +142,15 @@ async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, principal: Cal
         id=completion_id,
         created=int(time.time()),
         model=body.model,
-        choices=[Choice(message=ChatMessageOut(content=outcome.text))],
+        choices=[
+            Choice(
+                message=ChatMessageOut(
+                    content=outcome.text if outcome.text or not outcome.tool_calls else None,
+                    tool_calls=[_tool_call_out(c) for c in outcome.tool_calls] or None,
+                ),
+                finish_reason=outcome.finish,
+            )
+        ],
         usage=_usage_out(outcome.usage),
         citations=outcome.detail.pop("citations", []),
         stanchion={"model": outcome.model, "cost_usd": outcome.cost, **outcome.detail},
@@ -260,16 +281,25 @@ async def _sse(
             if isinstance(event, AnswerEvent):
                 if event.answer is not None:
                     _take_answer(outcome, event.answer)
-            elif event.usage is not None or event.finish_reason is not None:  # a gateway stream's end
-                outcome.model = event.model or outcome.model
-                outcome.usage = event.usage or Usage()
-                outcome.cost = _cost(ctx, outcome.model, outcome.usage)
+            else:
+                if event.tool_calls:
+                    calls = [
+                        {"index": len(outcome.tool_calls) + n, **_tool_call_out(c).model_dump()}
+                        for n, c in enumerate(event.tool_calls)
+                    ]
+                    outcome.tool_calls += event.tool_calls
+                    yield chunk({"tool_calls": calls})
+                if event.usage is not None or event.finish_reason is not None:  # a gateway stream's end
+                    outcome.model = event.model or outcome.model
+                    outcome.usage = event.usage or Usage()
+                    outcome.cost = _cost(ctx, outcome.model, outcome.usage)
+                    outcome.finish = event.finish_reason or outcome.finish
         outcome.text = "".join(parts)
         extra: dict[str, object] = {}
         if "citations" in outcome.detail:
             extra["citations"] = outcome.detail["citations"]
         extra["stanchion"] = {"model": outcome.model, "cost_usd": outcome.cost}
-        yield chunk({}, "stop", **extra)
+        yield chunk({}, outcome.finish, **extra)
         if body.stream_options is not None and body.stream_options.include_usage:
             payload = {**head, "choices": [], "usage": _usage_out(outcome.usage).model_dump()}
             yield b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
@@ -345,14 +375,52 @@ def _messages(raw: list[ChatMessageIn]) -> list[Message]:
     out: list[Message] = []
     for m in raw:
         role = "system" if m.role == "developer" else m.role
-        out.append(Message(role, m.text(), tool_call_id=m.tool_call_id, name=m.name))
+        calls = tuple(_tool_call_in(c) for c in m.tool_calls or ())
+        out.append(Message(role, m.text(), tool_calls=calls, tool_call_id=m.tool_call_id, name=m.name))
     return out
+
+
+def _tool_call_in(call: ToolCallIn) -> ToolCall:
+    """A call the client sends back in the history; its arguments string is forwarded as is."""
+    raw = call.function.arguments
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        parsed = {}  # OpenAI accepts any string here; the raw text still goes upstream unchanged
+    return ToolCall(
+        call.id, call.function.name, parsed if isinstance(parsed, dict) else {}, raw_arguments=raw
+    )
+
+
+def _tool_call_out(call: ToolCall) -> ToolCallOut:
+    return ToolCallOut(
+        id=call.id, function=FunctionCallOut(name=call.name, arguments=json.dumps(dict(call.arguments)))
+    )
 
 
 def _options(body: ChatCompletionRequest) -> ChatOptions:
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    tools = tuple(
+        ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ()
+    )
+    choice = (
+        body.tool_choice.function.name if isinstance(body.tool_choice, ToolChoiceIn) else body.tool_choice
+    )
+    if choice is not None and choice not in ("auto", "none") and not tools:
+        raise APIError(422, "invalid_request", "tool_choice: no tools are offered", param="tool_choice")
+    if choice not in (None, "auto", "none", "required") and choice not in {t.name for t in tools}:
+        raise APIError(
+            422,
+            "invalid_request",
+            f"tool_choice: {choice!r} is not among the offered tools",
+            param="tool_choice",
+        )
     return ChatOptions(
-        temperature=body.temperature, max_tokens=body.max_completion_tokens or body.max_tokens, stop=stop
+        temperature=body.temperature,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=stop,
+        tools=tools,
+        tool_choice=choice if tools else None,
     )
 
 

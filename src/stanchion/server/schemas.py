@@ -64,8 +64,7 @@ class ToolCallIn(_OpenAI):
     function: ToolCallFunction
 
 
-class ChatMessageIn(_OpenAI):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+class _MessageIn(_OpenAI):
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
@@ -77,8 +76,51 @@ class ChatMessageIn(_OpenAI):
         return self.content or ""
 
 
+class SystemMessageIn(_MessageIn):
+    role: Literal["system", "developer"]
+
+
+class UserMessageIn(_MessageIn):
+    role: Literal["user"]
+
+
+class AssistantMessageIn(_MessageIn):
+    role: Literal["assistant"]
+
+
+class ToolMessageIn(_MessageIn):
+    role: Literal["tool"]
+    tool_call_id: str = Field(min_length=1, description="the id of the call this result answers")
+
+
+# One schema per role, so a tool result without the call it answers is invalid in the schema itself.
+ChatMessageIn = Annotated[
+    SystemMessageIn | UserMessageIn | AssistantMessageIn | ToolMessageIn, Field(discriminator="role")
+]
+
+
 class StreamOptions(_OpenAI):
     include_usage: bool = False
+
+
+class FunctionIn(_OpenAI):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolIn(_OpenAI):
+    type: Literal["function"] = "function"
+    function: FunctionIn
+
+
+class ToolChoiceFunction(_OpenAI):
+    name: str
+
+
+class ToolChoiceIn(_OpenAI):
+    type: Literal["function"] = "function"
+    function: ToolChoiceFunction
 
 
 class ChatCompletionRequest(_OpenAI):
@@ -91,14 +133,28 @@ class ChatCompletionRequest(_OpenAI):
     max_completion_tokens: int | None = Field(None, ge=1, le=32_768)
     stop: str | list[str] | None = None
     user: str | None = None
+    tools: list[ToolIn] | None = Field(None, max_length=128, description="gateway routes only")
+    tool_choice: Literal["auto", "none", "required"] | ToolChoiceIn | None = None
     # Stanchion extensions (OpenAI clients pass them with extra_body=...).
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
     k: int | None = Field(None, ge=1, le=50, description="sources packed into the prompt (grounded routes)")
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str  # JSON, as OpenAI sends it
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class Choice(BaseModel):
