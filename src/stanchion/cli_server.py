@@ -11,6 +11,7 @@ from rich.table import Table
 
 from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, out
 from stanchion.errors import StanchionError
+from stanchion.state import ApiKey, AuditRecord
 from stanchion.state.records import SCOPES
 
 __all__ = ["register"]
@@ -141,6 +142,7 @@ def keys_create(
             scopes=chosen,
             name=name,
         )
+        system.state.audit([_key_event("keys.create", key)])
     except StanchionError as exc:
         raise fail(exc) from None
     finally:
@@ -190,9 +192,19 @@ def keys_revoke(
     system = load_app(spec_file)
     try:
         revoked = system.state.revoke_key(key_id)
+        if revoked:
+            key = next(k for k in system.state.api_keys() if k.id == key_id)
+            system.state.audit([_key_event("keys.revoke", key)])
     finally:
         system.close()
     if not revoked:
         err.print(f"[bold red]error:[/] no active key {key_id!r}")
         raise typer.Exit(2)
     out.print(f"revoked {key_id}")
+
+
+def _key_event(action: str, key: ApiKey) -> AuditRecord:
+    """Key changes are audited like API actions; the actor is the operator at the command line."""
+    operator = os.environ.get("USER") or "cli"
+    detail: dict[str, object] = {"key_user": key.user, "scopes": list(key.scopes), "groups": list(key.groups)}
+    return AuditRecord(action, key.tenant, operator, key.id, "", 200, detail=detail)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from stanchion.cli import app
 from stanchion.logs import JsonFormatter, request_id
+from stanchion.state import open_state
 
 runner = CliRunner()
 
@@ -39,6 +40,12 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "no active key" in again.stderr
     listed = json.loads(runner.invoke(app, ["keys", "list", "--spec", spec, "--json"]).stdout)
     assert listed[0]["revoked_at"] is not None
+    state = open_state(sqlite_path=tmp_path / "state.db")
+    try:
+        events = [(r.action, r.key_id) for r in state.audit_log("acme")]
+    finally:
+        state.close()
+    assert events == [("keys.revoke", key["id"]), ("keys.create", key["id"])]
 
 
 def test_keys_create_rejects_unknown_scopes(tmp_path: Path) -> None:
