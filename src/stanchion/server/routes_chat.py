@@ -89,7 +89,9 @@ class _Outcome:
     summary="Chat completion on a route",
     responses={200: _SSE, **error_responses(*WITH_BODY, 404, 502, 504)},
 )
-async def chat_completions(body: ChatCompletionRequest, ctx: Ctx, principal: Caller):  # type: ignore[no-untyped-def]
+async def chat_completions(
+    body: ChatCompletionRequest, ctx: Ctx, principal: Caller
+) -> ChatCompletion | EventStreamResponse:
     ctx.check_route(body.model)
     messages = _messages(body.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens

@@ -198,8 +198,17 @@ async def _find(ctx: ServerContext, principal: Principal, document_id: str) -> S
 
 
 def _document(ctx: ServerContext, document_id: str) -> StoredDocument | None:
-    source = document_id.split(":", 1)[0]
-    return next((d for d in ctx.app.store.documents(source) if d.id == document_id), None)
+    """Ids are ``source:unit[:part...]`` (``LoadContext.doc_id``), so only the documents of one unit
+    are read, not the whole source. A unit path may itself hold ':', hence each split point."""
+    source, _, rest = document_id.partition(":")
+    cuts = [i for i, ch in enumerate(rest) if ch == ":"] + [len(rest)]
+    for cut in cuts[:8]:
+        found = next(
+            (d for d in ctx.app.store.documents(source, unit=rest[:cut]) if d.id == document_id), None
+        )
+        if found is not None:
+            return found
+    return None
 
 
 def _visible(principal: Principal, doc: StoredDocument) -> bool:
