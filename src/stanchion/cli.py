@@ -25,7 +25,8 @@ from stanchion.spec import SPEC_FILENAME, SourceSpec, Spec, load_spec
 
 app = typer.Typer(
     name="stanchion",
-    help="Stanchion: spec-driven RAG over your private data. Every command reads ./stanchion.yaml "
+    help="Stanchion: spec-driven RAG and an OpenAI-compatible LLM server over your private data. "
+    "Every command reads ./stanchion.yaml "
     "(or --spec FILE, or built-in defaults).",
     no_args_is_help=True,
     add_completion=False,

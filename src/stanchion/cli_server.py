@@ -16,6 +16,8 @@ from stanchion.state.records import SCOPES
 
 __all__ = ["register"]
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 keys_app = typer.Typer(
     help="Create, list and revoke API keys (stored hashed; a secret is shown once).", no_args_is_help=True
 )
@@ -46,6 +48,9 @@ def serve(
     from stanchion.server.asgi import LOG_LEVEL_ENV, SPEC_ENV
     from stanchion.server.metrics import prepare_multiprocess_dir
 
+    if log_level not in LOG_LEVELS:
+        err.print(f"[bold red]error:[/] --log-level {log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
+        raise typer.Exit(2)
     system = load_app(spec_file)
     settings = system.spec.server
     try:

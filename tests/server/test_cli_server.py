@@ -85,3 +85,8 @@ def test_log_lines_carry_the_request_id() -> None:
     finally:
         request_id.reset(token)
     assert line["request_id"] == "req-7" and line["event"] == "request"
+
+
+def test_serve_rejects_an_unknown_log_level(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--spec", _spec(tmp_path), "--log-level", "loud"])
+    assert result.exit_code == 2 and "loud" in result.stderr and "warning" in result.stderr
