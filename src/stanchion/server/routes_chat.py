@@ -8,19 +8,19 @@ conversation to its fallback chain or router.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter
 
-from stanchion.answer import Answer, AnswerEvent, contextual_query
+from stanchion.answer import AnswerEvent, contextual_query
 from stanchion.errors import StanchionError
 from stanchion.models.base import ChatOptions
 from stanchion.models.pricing import cost_usd, estimate_tokens
+from stanchion.server.accounting import Outcome, account
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.errors import APIError, error_body, from_stanchion
@@ -42,7 +42,7 @@ from stanchion.server.schemas import (
     error_responses,
 )
 from stanchion.server.sse import EventStreamResponse
-from stanchion.state import AuditRecord, Principal
+from stanchion.state import Principal
 from stanchion.types import Message, StreamEvent, ToolCall, ToolSpec, Usage
 
 router = APIRouter(tags=["OpenAI-compatible"])
@@ -68,21 +68,6 @@ MAX_EMBED_INPUTS = 256
 MAX_EMBED_CHARS = 32_000
 
 
-@dataclass
-class _Outcome:
-    """What one completion used, for metrics, rate-limit charges and the audit record."""
-
-    text: str = ""
-    model: str = ""
-    usage: Usage = field(default_factory=Usage)
-    cost: float = 0.0
-    chunks: tuple[str, ...] = ()
-    status: int = 200
-    detail: dict[str, object] = field(default_factory=dict)
-    tool_calls: tuple[ToolCall, ...] = ()
-    finish: str = "stop"
-
-
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
@@ -103,33 +88,36 @@ async def chat_completions(
     )
     grounded = ctx.app.spec.routes[body.model].grounded
     # Bad input is a 4xx before a stream starts; once it has, an error can only be an event.
+    question = ""
+    ask: dict[str, Any] = {}  # a grounded route's Answerer arguments
     if grounded:
         if body.tools:
             raise APIError(
                 422, "invalid_request", f"tools: route {body.model!r} answers from documents; "
                 "tool calling needs a gateway route (grounded: false)", param="tools",
             )  # fmt: skip
-        _question(messages)
-        ctx.where(principal, body.filters)
+        question, history, query = _question(messages)
+        ask = {
+            "where": ctx.where(principal, body.filters),
+            "k": body.k,
+            "history": history,
+            "search_query": query,
+        }
     options = ChatOptions() if grounded else _options(body)
     started = time.perf_counter()
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     if body.stream:
         events: AsyncIterator[StreamEvent | AnswerEvent]
         if grounded:
-            question, history, query = _question(messages)
-            answerer = await ctx.answerer(body.model)
-            where = ctx.where(principal, body.filters)
-            events = answerer.stream(question, where=where, k=body.k, history=history, search_query=query)
+            events = (await ctx.answerer(body.model)).stream(question, **ask)
         else:
             # The route's stream goes straight to the SSE writer: no layer in between per token.
             events = ctx.app.route_model(body.model).stream(messages, options)
         return EventStreamResponse(_sse(ctx, principal, body, completion_id, events, started))
-    outcome = _Outcome()
+    outcome = Outcome()
     try:
         if grounded:
-            answer = await _grounded(ctx, principal, body, messages)
-            _take_answer(outcome, answer)
+            outcome.take_answer(await (await ctx.answerer(body.model)).answer(question, **ask))
         else:
             completion = await ctx.app.route_model(body.model).complete(messages, options)
             outcome.text, outcome.model, outcome.usage = completion.text, completion.model, completion.usage
@@ -221,35 +209,6 @@ def _question(messages: list[Message]) -> tuple[str, list[Message], str]:
     return question, history, contextual_query(previous, question)
 
 
-async def _grounded(
-    ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, messages: list[Message]
-) -> Answer:
-    question, history, query = _question(messages)
-    answerer = await ctx.answerer(body.model)
-    return await answerer.answer(
-        question, where=ctx.where(principal, body.filters), k=body.k, history=history, search_query=query
-    )
-
-
-def _take_answer(outcome: _Outcome, answer: Answer) -> None:
-    outcome.text, outcome.model, outcome.usage, outcome.cost = (
-        answer.text,
-        answer.model,
-        answer.usage,
-        answer.cost_usd,
-    )
-    outcome.chunks = (
-        tuple(s.hit.chunk.id for s in answer.sources)
-        if answer.sources
-        else tuple(c.chunk_id for c in answer.citations)
-    )
-    outcome.detail = {
-        "citations": [c.as_json() for c in answer.citations],
-        "latency_ms": dict(answer.latency_ms),
-        "abstained": answer.abstained,
-    }
-
-
 # --- streaming -------------------------------------------------------------------------------------
 
 
@@ -262,7 +221,7 @@ async def _sse(
     started: float,
 ) -> AsyncGenerator[bytes, None]:
     created = int(time.time())
-    outcome = _Outcome()
+    outcome = Outcome()
     parts: list[str] = []
     head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model}
 
@@ -282,7 +241,7 @@ async def _sse(
                 yield before + json.dumps(text).encode() + after
             if isinstance(event, AnswerEvent):
                 if event.answer is not None:
-                    _take_answer(outcome, event.answer)
+                    outcome.take_answer(event.answer)
             else:
                 if event.tool_calls:
                     calls = [
@@ -326,47 +285,12 @@ async def _sse(
 
 
 async def _account(
-    ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, outcome: _Outcome, started: float
+    ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, outcome: Outcome, started: float
 ) -> None:
-    """Charge tokens, count metrics and queue the audit record; never raises into the response."""
-    latency = (time.perf_counter() - started) * 1000
-    usage = outcome.usage
-    if outcome.model:
-        ctx.metrics.tokens(
-            outcome.model, principal.tenant, usage.input_tokens, usage.output_tokens, outcome.cost
-        )
-    stages = outcome.detail.get("latency_ms")
-    if isinstance(stages, dict):
-        for stage, ms in stages.items():
-            if stage != "total":
-                ctx.metrics.stage(stage, float(ms) / 1000)
-    ctx.audit.record(
-        AuditRecord(
-            "chat.completions",
-            principal.tenant,
-            principal.user,
-            principal.key_id,
-            _request_id(),
-            outcome.status,
-            query=_last_user(body.messages),
-            route=body.model,
-            models=(outcome.model,) if outcome.model else (),
-            chunks=outcome.chunks,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=outcome.cost,
-            latency_ms=latency,
-        )
+    question = _last_user(body.messages)
+    await account(
+        ctx, principal, outcome, action="chat.completions", query=question, route=body.model, started=started
     )
-    if usage.total_tokens:
-        with contextlib.suppress(Exception):  # best effort: the request already happened
-            await asyncio.shield(ctx.limiter.charge(principal.key_id, usage.total_tokens, ctx.limits))
-
-
-def _request_id() -> str:
-    from stanchion.logs import request_id
-
-    return request_id.get()
 
 
 def _last_user(messages: list[ChatMessageIn]) -> str:

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from stanchion.answer import Answer
 from stanchion.logs import request_id
 from stanchion.models.pricing import estimate_tokens
+from stanchion.server.accounting import Outcome, account
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.schemas import (
     WITH_BODY,
@@ -82,33 +83,10 @@ async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResp
     answerer = await ctx.answerer(route)
     started = time.perf_counter()
     result: Answer = await answerer.answer(body.question, where=ctx.where(principal, body.filters), k=body.k)
+    outcome = Outcome()
+    outcome.take_answer(result)
+    await account(ctx, principal, outcome, action="answer", query=body.question, route=route, started=started)
     usage = result.usage
-    ctx.metrics.tokens(
-        result.model, principal.tenant, usage.input_tokens, usage.output_tokens, result.cost_usd
-    )
-    for stage, ms in result.latency_ms.items():
-        if stage != "total":
-            ctx.metrics.stage(stage, ms / 1000)
-    if usage.total_tokens:
-        await ctx.limiter.charge(principal.key_id, usage.total_tokens, ctx.limits)
-    ctx.audit.record(
-        AuditRecord(
-            "answer",
-            principal.tenant,
-            principal.user,
-            principal.key_id,
-            request_id.get(),
-            200,
-            query=body.question,
-            route=route,
-            models=(result.model,),
-            chunks=tuple(s.hit.chunk.id for s in result.sources),
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=result.cost_usd,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-    )
     return AnswerResponse(
         answer=result.text,
         citations=[CitationOut(**c.as_json()) for c in result.citations],
