@@ -20,6 +20,7 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -58,22 +59,21 @@ def base_chunks(embedder: SentenceTransformerEmbedder) -> tuple[list[Chunk], np.
     return chunks, vectors, list(data.queries.values())
 
 
-def grow(chunks: list[Chunk], vectors: np.ndarray, size: int, path: Path, model: str) -> SQLiteStore:
-    store = SQLiteStore(path)
+def synthetic(chunks: list[Chunk], vectors: np.ndarray, size: int) -> Iterator[list[DocumentWrite]]:
+    """Batches of 2000 one-chunk documents: copies rotate sentences and perturb vectors (seeded)."""
     rng = np.random.default_rng(0)
     batch: list[DocumentWrite] = []
     for i in range(size):
-        base = i % len(chunks)
-        copy = i // len(chunks)
+        base, copy = i % len(chunks), i // len(chunks)
         chunk = chunks[base]
         text = chunk.text
         if copy:
             sentences = text.split(". ")
             shift = copy % max(1, len(sentences))
             text = ". ".join(sentences[shift:] + sentences[:shift])
-        vector = vectors[base] + (
-            rng.normal(scale=0.05, size=vectors.shape[1]).astype(np.float32) if copy else 0
-        )
+        vector = vectors[base].copy()
+        if copy:
+            vector += rng.normal(0.0, 0.05, size=(vectors.shape[1],)).astype(np.float32)
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
         doc_id = f"{chunk.document_id}~{copy}"
         c = Chunk(f"{doc_id}#{chunk.position}", doc_id, text, chunk.position, dict(chunk.metadata))
@@ -83,9 +83,15 @@ def grow(chunks: list[Chunk], vectors: np.ndarray, size: int, path: Path, model:
             )
         )
         if len(batch) == 2000:
-            store.write(batch, model=model)
+            yield batch
             batch = []
     if batch:
+        yield batch
+
+
+def grow(chunks: list[Chunk], vectors: np.ndarray, size: int, path: Path, model: str) -> SQLiteStore:
+    store = SQLiteStore(path)
+    for batch in synthetic(chunks, vectors, size):
         store.write(batch, model=model)
     return store
 

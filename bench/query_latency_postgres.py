@@ -20,7 +20,6 @@ import argparse
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -29,50 +28,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import psycopg
 
-from query_latency import base_chunks, percentiles
+from query_latency import base_chunks, percentiles, synthetic
 from stanchion.index.embed import SentenceTransformerEmbedder
 from stanchion.index.postgres import PostgresStore, vector_sql
-from stanchion.index.store import DocumentWrite
 from stanchion.retrieve.filters import Condition, SearchFilter, build_filter
 from stanchion.retrieve.search import Retriever
 from stanchion.testing.services import fresh_database, postgres_server
-from stanchion.types import DEFAULT_TENANT, TENANT_KEY, Chunk, Document
+from stanchion.types import DEFAULT_TENANT, TENANT_KEY
 
 # What the HTTP server adds to every search (``server/context.py``); it admits every bench chunk.
 TENANT = build_filter([], extra=[Condition(TENANT_KEY, "eq", DEFAULT_TENANT)])
 
 
 STAGES = {"embed": "(query model)", "bm25": "(store, depth 100)", "dense": "(store, depth 100)", "fuse": ""}
-
-
-def synthetic(chunks: list[Chunk], vectors: np.ndarray, size: int) -> Iterator[list[DocumentWrite]]:
-    """Batches of 2000 one-chunk documents, grown exactly as ``query_latency.grow`` grows them."""
-    rng = np.random.default_rng(0)
-    batch: list[DocumentWrite] = []
-    for i in range(size):
-        base, copy = i % len(chunks), i // len(chunks)
-        chunk = chunks[base]
-        text = chunk.text
-        if copy:
-            sentences = text.split(". ")
-            shift = copy % max(1, len(sentences))
-            text = ". ".join(sentences[shift:] + sentences[:shift])
-        vector = vectors[base].copy()
-        if copy:
-            vector += rng.normal(0.0, 0.05, size=(vectors.shape[1],)).astype(np.float32)
-        vector = (vector / np.linalg.norm(vector)).astype(np.float32)
-        doc_id = f"{chunk.document_id}~{copy}"
-        c = Chunk(f"{doc_id}#{chunk.position}", doc_id, text, chunk.position, dict(chunk.metadata))
-        batch.append(
-            DocumentWrite(
-                Document(id=f"{doc_id}#{chunk.position}", text=text, source="bench"), [c], vector[None, :]
-            )
-        )
-        if len(batch) == 2000:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def measure(
