@@ -266,6 +266,10 @@ class PostgresStore:
                 rows = conn.execute(*vector_sql(vector, k, where, exact=True)).fetchall()
         return [Scored(r[0], float(r[1])) for r in rows]
 
+    def ping(self) -> None:
+        with self._connection("checking the connection") as conn:
+            conn.execute("SELECT 1")
+
     def stats(self) -> StoreStats:
         with self._connection("reading stats") as conn:
             row = conn.execute(

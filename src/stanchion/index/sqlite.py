@@ -325,6 +325,12 @@ class SQLiteStore:
                 self._readers.append(conn)
         return conn
 
+    def ping(self) -> None:
+        try:
+            self._reader().execute("SELECT 1 FROM documents LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the index at {self.path}: {exc}") from exc
+
     def stats(self) -> StoreStats:
         docs, chunks = self._db.execute(
             "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks)"

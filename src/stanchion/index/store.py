@@ -91,4 +91,7 @@ class Store(Protocol):
 
     def stats(self) -> StoreStats: ...
 
+    def ping(self) -> None:
+        """Raise ``StoreError`` unless the backend answers; cheap enough for every readiness probe."""
+
     def close(self) -> None: ...

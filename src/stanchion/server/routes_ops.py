@@ -26,7 +26,7 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(ctx: Ctx) -> JSONResponse:
     checks: dict[str, str] = {}
-    for name, probe in (("state", ctx.app.state.ping), ("index", ctx.app.store.stats)):
+    for name, probe in (("state", ctx.app.state.ping), ("index", ctx.app.store.ping)):
         try:
             await asyncio.wait_for(asyncio.to_thread(probe), 5)
             checks[name] = "ok"

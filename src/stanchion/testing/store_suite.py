@@ -79,6 +79,12 @@ class StoreConformance:
     def store(self) -> Store:  # pragma: no cover - overridden by every backend
         raise NotImplementedError
 
+    def test_ping_answers(self, store: Store) -> None:
+        """A reachable backend answers the readiness ping, empty or not."""
+        store.ping()
+        store.write([make_write("d1", ["alpha"])], model=MODEL)
+        store.ping()
+
     def test_write_then_read_back(self, store: Store) -> None:
         """Documents, chunks and metadata come back exactly as written."""
         store.write(
