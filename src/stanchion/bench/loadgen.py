@@ -321,15 +321,20 @@ class _Connection(asyncio.Protocol):
             self._phase, self._keep_alive = "until-close", False
         return end + 4
 
-    def _length(self, pos: int) -> int | None:
+    def _take_body(self, pos: int) -> int | None:
+        """Hand up to ``_remaining`` buffered body bytes to ``_body``; None when none are buffered."""
         take = min(len(self._buf) - pos, self._remaining)
         if take <= 0:
             return None
         self._body(self._buf[pos : pos + take])
         self._remaining -= take
-        if self._remaining == 0:
-            self._complete()
         return pos + take
+
+    def _length(self, pos: int) -> int | None:
+        end = self._take_body(pos)
+        if end is not None and self._remaining == 0:
+            self._complete()
+        return end
 
     def _until_close(self, pos: int) -> int | None:
         """A body without length ends when the server hangs up (``connection_lost`` completes it)."""
@@ -347,14 +352,10 @@ class _Connection(asyncio.Protocol):
         return end + 2
 
     def _chunk_data(self, pos: int) -> int | None:
-        take = min(len(self._buf) - pos, self._remaining)
-        if take <= 0:
-            return None
-        self._body(self._buf[pos : pos + take])
-        self._remaining -= take
-        if self._remaining == 0:
+        end = self._take_body(pos)
+        if end is not None and self._remaining == 0:
             self._phase = "chunk-end"
-        return pos + take
+        return end
 
     def _chunk_end(self, pos: int) -> int | None:
         if len(self._buf) - pos < 2:
