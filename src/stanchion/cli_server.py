@@ -197,12 +197,11 @@ def keys_revoke(
     system = load_app(spec_file)
     try:
         revoked = system.state.revoke_key(key_id)
-        if revoked:
-            key = next(k for k in system.state.api_keys() if k.id == key_id)
-            system.state.audit([_key_event("keys.revoke", key)])
+        if revoked is not None:
+            system.state.audit([_key_event("keys.revoke", revoked)])
     finally:
         system.close()
-    if not revoked:
+    if revoked is None:
         err.print(f"[bold red]error:[/] no active key {key_id!r}")
         raise typer.Exit(2)
     out.print(f"revoked {key_id}")

@@ -37,8 +37,12 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get("x-request-id", "")
+        given, declared = "", ""  # the two headers read here, without decoding all of them
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value.decode("latin-1")
         rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
         limit = (
@@ -69,7 +73,6 @@ class RequestMiddleware:
             return message
 
         try:
-            declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise _TooLarge
             with span("http.request", **{"http.method": scope["method"], "request.id": rid}) as current:

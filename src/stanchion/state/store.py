@@ -79,14 +79,14 @@ class StateStore:
             )
         return [_key(r) for r in rows]
 
-    def revoke_key(self, key_id: str) -> bool:
-        return (
-            self.db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (time.time(), key_id),
+    def revoke_key(self, key_id: str) -> ApiKey | None:
+        """The key, now revoked; None when there was no active key with this id."""
+        with self.db.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)
             )
-            > 0
-        )
+            rows = tx.query(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)) if changed else []
+        return _key(rows[0]) if rows else None
 
     # --- ingest jobs -------------------------------------------------------------------------------
 
