@@ -27,7 +27,7 @@ Streams: the time limit applies to each event (the first token and every gap), n
 answer. A failure before this try's first token is handled like ``complete``. A failure after it
 continues on the next model: it gets the original messages, an assistant message holding the
 text already sent and a user instruction to continue without repeating; any text it repeats at
-the joint is removed (``_Joiner``), so the client reads one answer. The final event sums the
+the joint is removed (``Joiner``), so the client reads one answer. The final event sums the
 usage of every try (estimated by chars/4 for a stream cut off before it reported usage) and its
 ``model`` names the models that wrote the answer, e.g. ``"primary->backup"``.
 """
@@ -38,7 +38,7 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -53,11 +53,21 @@ from stanchion.errors import (
     ModelUnavailable,
     RateLimited,
 )
-from stanchion.models.base import ChatModel, ChatOptions
+from stanchion.models.base import ChatModel, ChatOptions, Piece, stream_pieces
 from stanchion.models.pricing import estimate_message_tokens, estimate_tokens
-from stanchion.types import Completion, Message, StreamEvent, Usage
+from stanchion.types import Completion, Message, StreamEvent, ToolCall, Usage
 
-__all__ = ["Attempt", "BreakerRegistry", "CircuitBreaker", "FallbackModel"]
+__all__ = [
+    "Attempt",
+    "BreakerRegistry",
+    "CircuitBreaker",
+    "FallbackModel",
+    "Joiner",
+    "Watchdog",
+    "continuation",
+    "settle",
+    "try_usage",
+]
 
 T = TypeVar("T")
 Verdict = Literal["retry", "next", "raise"]
@@ -200,10 +210,10 @@ class FallbackModel:
                         name, attempt.timeout_s, attempt.model.complete(messages, options)
                     )
                 except ModelError as exc:
-                    if _settle(exc, breaker) == "raise":
+                    if settle(exc, breaker) == "raise":
                         raise
                     failures.append((name, exc))
-                    if not await self._backoff(exc, retry, attempt.max_retries):
+                    if not await self.backoff(exc, retry, attempt.max_retries):
                         break
                     continue
                 except BaseException:
@@ -216,8 +226,25 @@ class FallbackModel:
     async def stream(
         self, messages: Sequence[Message], options: ChatOptions | None = None
     ) -> AsyncIterator[StreamEvent]:
+        model = ""  # each try's first piece is an event naming the model; plain text follows it
+        pieces = self.stream_pieces(messages, options)
+        try:
+            async for piece in pieces:
+                if isinstance(piece, StreamEvent):
+                    model = piece.model
+                    yield piece
+                else:
+                    yield StreamEvent(text=piece, model=model)
+        finally:
+            await pieces.aclose()
+
+    async def stream_pieces(
+        self, messages: Sequence[Message], options: ChatOptions | None = None
+    ) -> AsyncGenerator[Piece, None]:
+        """``stream`` without an event per token (``models.base.stream_pieces``): the first text of
+        each try comes as a StreamEvent naming its model, then plain text until the next event."""
         failures: list[tuple[str, ModelError]] = []
-        sent = ""  # text the client has received, from every model so far
+        sent: list[str] = []  # text the client has received, from every model so far
         sent_tool_calls = False
         usage = Usage()
         chain: list[str] = []
@@ -228,18 +255,19 @@ class FallbackModel:
                 if not breaker.allow():
                     failures.append((name, ModelUnavailable("circuit breaker open; skipped", model=name)))
                     break
-                request = _continuation(messages, sent) if sent else list(messages)
-                inner = attempt.model.stream(request, options)
-                joiner = _Joiner(sent)
-                received, reported, finish, delivered = "", None, None, False
-                watchdog = _Watchdog(name, attempt.timeout_s)
+                request = continuation(messages, "".join(sent)) if sent else list(messages)
+                inner = stream_pieces(attempt.model, request, options)
+                joiner = Joiner("".join(sent)) if sent else None
+                received: list[str] = []
+                reported, finish, delivered = None, None, False
+                watchdog = Watchdog(name, attempt.timeout_s)
                 try:
                     while True:
                         watchdog.since = watchdog.loop.time()  # inlined: this runs once per token
                         if watchdog.handle is None:
                             watchdog.arm()
                         try:
-                            event = await anext(inner)
+                            piece = await anext(inner)
                         except StopAsyncIteration:
                             break
                         except asyncio.CancelledError:
@@ -247,30 +275,41 @@ class FallbackModel:
                             raise
                         finally:
                             watchdog.since = None
-                        received += event.text
-                        reported = event.usage or reported
-                        finish = event.finish_reason or finish
-                        text = joiner.feed(event.text)
-                        if text or event.tool_calls:
-                            delivered = True
-                            sent += text
-                            sent_tool_calls = sent_tool_calls or bool(event.tool_calls)
-                            if name not in chain:
-                                chain.append(name)
-                            yield StreamEvent(text=text, tool_calls=event.tool_calls, model=name)
-                    if tail := joiner.flush():
-                        sent += tail
+                        calls: tuple[ToolCall, ...] = ()
+                        if type(piece) is str:
+                            text = piece
+                        else:
+                            assert isinstance(piece, StreamEvent)
+                            text, calls = piece.text, piece.tool_calls
+                            reported = piece.usage or reported
+                            finish = piece.finish_reason or finish
+                        received.append(text)
+                        if joiner is not None:
+                            text = joiner.feed(text)
+                        if not (text or calls):
+                            continue
+                        sent.append(text)
+                        if delivered and not calls:
+                            yield text  # the common case: one more token of this try
+                            continue
+                        delivered = True
+                        sent_tool_calls = sent_tool_calls or bool(calls)
+                        if name not in chain:
+                            chain.append(name)
+                        yield StreamEvent(text=text, tool_calls=calls, model=name)
+                    if joiner is not None and (tail := joiner.flush()):
+                        sent.append(tail)
                         if name not in chain:
                             chain.append(name)
                         yield StreamEvent(text=tail, model=name)
                 except ModelError as exc:
-                    usage += _try_usage(reported, request, received)
-                    if _settle(exc, breaker) == "raise":
+                    usage += try_usage(reported, request, "".join(received))
+                    if settle(exc, breaker) == "raise":
                         raise
                     failures.append((name, exc))
                     if sent_tool_calls:  # a call already handed to the client cannot be continued
                         raise AllModelsFailed(failures) from exc
-                    if delivered or not await self._backoff(exc, retry, attempt.max_retries):
+                    if delivered or not await self.backoff(exc, retry, attempt.max_retries):
                         break
                     continue
                 except BaseException:
@@ -278,16 +317,16 @@ class FallbackModel:
                     raise
                 finally:
                     watchdog.stop()
-                    await _aclose(inner)
+                    await aclose_quietly(inner)
                 breaker.record_success()
-                usage += _try_usage(reported, request, received)
+                usage += try_usage(reported, request, "".join(received))
                 yield StreamEvent(
                     usage=usage, finish_reason=finish or "stop", model="->".join(chain or [name])
                 )
                 return
         raise AllModelsFailed(failures)
 
-    async def _backoff(self, exc: ModelError, retry: int, max_retries: int) -> bool:
+    async def backoff(self, exc: ModelError, retry: int, max_retries: int) -> bool:
         """Sleep before retrying the same model; False when it should not be retried."""
         if retry >= max_retries or _verdict(exc) != "retry":
             return False
@@ -313,7 +352,7 @@ def _verdict(exc: ModelError) -> Verdict:
     return "raise"
 
 
-def _settle(exc: ModelError, breaker: CircuitBreaker) -> Verdict:
+def settle(exc: ModelError, breaker: CircuitBreaker) -> Verdict:
     """Tell the breaker how the call ended: only retryable errors count against the model."""
     verdict = _verdict(exc)
     if verdict == "retry":
@@ -336,7 +375,7 @@ async def _timed(name: str, timeout_s: float, awaitable: Awaitable[T]) -> T:
         raise
 
 
-class _Watchdog:
+class Watchdog:
     """The per-piece deadline of a stream: each ``wait`` must finish within ``timeout_s``.
 
     Same rule as wrapping each wait in ``asyncio.timeout``, but one timer per period instead of
@@ -382,17 +421,17 @@ class _Watchdog:
             self.handle = None
 
 
-async def _aclose(iterator: AsyncIterator[StreamEvent]) -> None:
+async def aclose_quietly(iterator: AsyncIterator[Piece]) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
         await aclose()
 
 
-def _continuation(messages: Sequence[Message], sent: str) -> list[Message]:
+def continuation(messages: Sequence[Message], sent: str) -> list[Message]:
     return [*messages, Message("assistant", sent), Message("user", CONTINUE_INSTRUCTION)]
 
 
-def _try_usage(reported: Usage | None, messages: Sequence[Message], received: str) -> Usage:
+def try_usage(reported: Usage | None, messages: Sequence[Message], received: str) -> Usage:
     """What one try cost: as reported, else estimated when the model wrote something."""
     if reported is not None:
         return reported
@@ -401,7 +440,7 @@ def _try_usage(reported: Usage | None, messages: Sequence[Message], received: st
     return Usage(estimate_message_tokens(messages), estimate_tokens(received))
 
 
-class _Joiner:
+class Joiner:
     """Removes what a continuation repeats of the text already sent.
 
     The start of the continuation is held back until the longest overlap is known: the longest

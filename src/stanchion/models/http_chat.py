@@ -8,12 +8,12 @@ only configure it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from stanchion.models.base import ChatOptions
+from stanchion.models.base import ChatOptions, Piece
 from stanchion.types import Completion, Message, StreamEvent
 
 if TYPE_CHECKING:
@@ -72,17 +72,38 @@ class HTTPChatModel:
     async def stream(
         self, messages: Sequence[Message], options: ChatOptions | None = None
     ) -> AsyncIterator[StreamEvent]:
+        pieces = self.stream_pieces(messages, options)
+        try:
+            async for piece in pieces:
+                yield piece if isinstance(piece, StreamEvent) else StreamEvent(text=piece, model=self._name)
+        finally:
+            await pieces.aclose()
+
+    async def stream_pieces(
+        self, messages: Sequence[Message], options: ChatOptions | None = None
+    ) -> AsyncGenerator[Piece, None]:
+        """``stream`` as pieces (``models.base.stream_pieces``). A wire format whose parser reads
+        bytes (``feed_bytes``) gets the body as it arrives; any other gets it line by line."""
         options = options or ChatOptions()
         body = self._wire.build_request(
             self.model, messages, options, stream=True, default_max_tokens=self.default_max_tokens
         )
         parser = self._wire.stream_parser(model=self._name)
-        async with aclosing(self._http.stream_lines(body, timeout_s=options.timeout_s)) as lines:
-            async for line in lines:
-                for event in parser.feed_line(line):
-                    yield event
-                if parser.done:
-                    break
+        feed_bytes: Callable[[bytes], list[Piece]] | None = getattr(parser, "feed_bytes", None)
+        if feed_bytes is not None:
+            async with aclosing(self._http.stream_bytes(body, timeout_s=options.timeout_s)) as reads:
+                async for data in reads:
+                    for piece in feed_bytes(data):
+                        yield piece
+                    if parser.done:
+                        break
+        else:
+            async with aclosing(self._http.stream_lines(body, timeout_s=options.timeout_s)) as lines:
+                async for line in lines:
+                    for event in parser.feed_line(line):
+                        yield event
+                    if parser.done:
+                        break
         yield parser.finish()
 
     async def aclose(self) -> None:

@@ -28,7 +28,7 @@ from stanchion.errors import (
     ModelUnavailable,
     RateLimited,
 )
-from stanchion.models.base import ChatOptions
+from stanchion.models.base import ChatOptions, Piece
 from stanchion.types import Completion, Message, StreamEvent, ToolCall, ToolSpec, Usage
 
 __all__ = [
@@ -218,6 +218,11 @@ class SSEDecoder:
     def __init__(self) -> None:
         self._data: list[str] = []
 
+    @property
+    def pending(self) -> bool:
+        """True while an event's data lines are being collected."""
+        return bool(self._data)
+
     def feed(self, line: str) -> str | None:
         line = line.rstrip("\r\n")
         if not line:
@@ -257,6 +262,35 @@ class ChatStreamParser:
         self._calls: dict[int, _PartialCall] = {}
         self._usage: Usage | None = None
         self._finish: str | None = None
+        self._pending = b""  # the start of a line whose end has not arrived
+
+    def feed_bytes(self, data: bytes) -> list[Piece]:
+        """The pieces the bytes of one network read complete (``models.base.Piece``).
+
+        A ``data:`` line holding one whole JSON chunk of text and nothing else, which is nearly
+        every line of a stream, becomes its text directly; any other line goes through
+        ``feed_line``, so multi-line events, usage, tool calls and errors are handled there.
+        """
+        self._pending += data
+        if b"\n" not in data:
+            return []
+        *lines, self._pending = self._pending.split(b"\n")
+        pieces: list[Piece] = []
+        for line in lines:
+            if line.startswith(b"data: {") and not self._sse.pending:
+                try:
+                    chunk = json.loads(line[6:])
+                except ValueError:
+                    pass  # perhaps the first line of a multi-line event: the decoder collects it
+                else:
+                    text = _text_only(chunk)
+                    if text is not None:
+                        pieces.append(text)
+                    else:
+                        pieces += self.feed(chunk)
+                    continue
+            pieces += self.feed_line(line.decode("utf-8", "replace"))
+        return pieces
 
     def feed_line(self, line: str) -> list[StreamEvent]:
         data = self._sse.feed(line)
@@ -311,6 +345,9 @@ class ChatStreamParser:
 
     def finish(self) -> StreamEvent:
         """The last event, once the stream has ended; raises if it ended before the model finished."""
+        if self._pending:
+            line, self._pending = self._pending, b""
+            self.feed_line(line.decode("utf-8", "replace"))
         pending = self._sse.flush()
         if pending is not None:
             self._feed_data(pending)
@@ -333,6 +370,23 @@ class ChatStreamParser:
             finish_reason=self._finish or ("tool_calls" if calls else "stop"),
             model=self.model,
         )
+
+
+def _text_only(chunk: Any) -> str | None:
+    """The text of a chunk that carries a text delta and nothing else ``feed`` looks at."""
+    if type(chunk) is not dict or chunk.get("usage") or "error" in chunk or chunk.get("object") == "error":
+        return None
+    choices = chunk.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("finish_reason") or choice.get("index", 0) != 0:
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict or delta.get("tool_calls"):
+        return None
+    text = delta.get("content")
+    return text if type(text) is str and text else None
 
 
 def _stream_error(chunk: Mapping[str, Any], *, model: str) -> ModelHTTPError:

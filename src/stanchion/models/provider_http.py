@@ -9,8 +9,9 @@ in one process: httpcore's pure-Python HTTP/1.1 parser and per-read cancel scope
 ``httpx`` transport (``httpx.MockTransport``) still works, so tests can script wire-level answers
 without a socket; real sockets always use aiohttp.
 
-Time limits: ``post_json`` must have the whole answer within the limit; ``stream_lines`` must see
-the response start, and then each further piece, within the limit of the last.
+Time limits: ``post_json`` must have the whole answer within the limit; ``stream_lines`` and
+``stream_bytes`` must see the response start, and then each further piece, within the limit of
+the last.
 """
 
 from __future__ import annotations
@@ -174,45 +175,46 @@ class ProviderClient:
         self, body: Mapping[str, Any], *, timeout_s: float | None = None
     ) -> AsyncGenerator[str, None]:
         """The response's lines as they arrive; each read must finish within the time limit."""
+        pending = b""
+        async with aclosing(self.stream_bytes(body, timeout_s=timeout_s)) as reads:
+            async for data in reads:
+                pending += data
+                if b"\n" not in data:
+                    continue
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.rstrip(b"\r").decode("utf-8", "replace")
+        if pending:
+            yield pending.decode("utf-8", "replace")
+
+    async def stream_bytes(
+        self, body: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The response body as it arrives, one network read at a time (the gateway's relay
+        frames the events itself); each read must finish within the time limit."""
         limit = timeout_s or self.timeout_s
         headers = self.headers()
         try:
             if self._transport is not None:
-                async with aclosing(self._stream_mock(body, headers, limit)) as mocked:
-                    async for text_line in mocked:
-                        yield text_line
+                async with self._httpx().stream(
+                    "POST", self.url, json=body, headers=headers, timeout=limit
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise self._status_error(response.status_code, response.text, response.headers)
+                    async for data in response.aiter_bytes():
+                        yield data
                 return
-            # Inline rather than a nested generator: this loop runs once per streamed token.
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
             async with self._aiohttp().post(self.url, json=body, headers=headers, timeout=timeout) as reply:
                 if not 200 <= reply.status < 300:
                     raise self._status_error(reply.status, await reply.text(), reply.headers)
-                pending = b""
                 async for data in reply.content.iter_any():
-                    pending += data
-                    if b"\n" not in data:
-                        continue
-                    *complete, pending = pending.split(b"\n")
-                    for line in complete:
-                        yield line.rstrip(b"\r").decode("utf-8", "replace")
-                if pending:
-                    yield pending.decode("utf-8", "replace")
+                    yield data
         except TimeoutError as exc:
             raise ModelTimeout(f"no data within {limit:g}s", model=self.model_name) from exc
         except (aiohttp.ClientError, httpx.HTTPError) as exc:
             raise self._transport_error(exc, limit) from exc
-
-    async def _stream_mock(
-        self, body: Mapping[str, Any], headers: dict[str, str], limit: float
-    ) -> AsyncGenerator[str, None]:
-        async with self._httpx().stream(
-            "POST", self.url, json=body, headers=headers, timeout=limit
-        ) as response:
-            if not response.is_success:
-                await response.aread()
-                raise self._status_error(response.status_code, response.text, response.headers)
-            async for line in response.aiter_lines():
-                yield line
 
     # --- errors ----------------------------------------------------------------------------------
 

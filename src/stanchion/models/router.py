@@ -28,11 +28,14 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from stanchion.models.base import ChatModel, ChatOptions
+from stanchion.models.base import ChatModel, ChatOptions, Piece, stream_pieces
 from stanchion.models.pricing import estimate_cost_usd
 from stanchion.spec import PriceSpec, RuleSpec
 from stanchion.types import Completion, Message, StreamEvent
+
+T = TypeVar("T")
 
 __all__ = ["ComplexityScore", "RouteDecision", "Router", "score_complexity"]
 
@@ -282,13 +285,25 @@ class Router:
         self, messages: Sequence[Message], options: ChatOptions | None = None
     ) -> AsyncIterator[StreamEvent]:
         tier = self.route(messages, options).tier
+        async for event in self._observed(tier, self.tiers[tier].stream(messages, options)):
+            yield event
+
+    async def stream_pieces(
+        self, messages: Sequence[Message], options: ChatOptions | None = None
+    ) -> AsyncIterator[Piece]:
+        """``stream`` as pieces (``models.base.stream_pieces``), from the chosen tier."""
+        tier = self.route(messages, options).tier
+        async for piece in self._observed(tier, stream_pieces(self.tiers[tier], messages, options)):
+            yield piece
+
+    async def _observed(self, tier: str, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+        """``stream``, timing the tier when it ends (not when the client leaves early)."""
         started = self._clock()
-        events = self.tiers[tier].stream(messages, options)
         try:
-            async for event in events:
-                yield event
+            async for item in stream:
+                yield item
         finally:
-            aclose = getattr(events, "aclose", None)
+            aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
         self.observe(tier, (self._clock() - started) * 1000)

@@ -9,13 +9,22 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from stanchion.app import App, build
 from stanchion.index.embed import Embedder
-from stanchion.server import routes_chat, routes_documents, routes_ops, routes_search, routes_usage
+from stanchion.server import (
+    fast_stream,
+    routes_chat,
+    routes_documents,
+    routes_ops,
+    routes_search,
+    routes_usage,
+)
 from stanchion.server.context import ServerContext
 from stanchion.server.errors import install_handlers
 from stanchion.server.middleware import RequestMiddleware
+from stanchion.server.sse import SERVER_SEND
 from stanchion.spec import Spec
 from stanchion.tracing import configure_tracing
 
@@ -27,6 +36,14 @@ the spec), grounded answers with citations, hybrid search, and document ingestio
 but the operational ones takes `Authorization: Bearer <API key>`; errors are JSON
 `{"error": {"message", "type", "code", "param"}}` with a stable `code`.
 """
+
+
+class StanchionAPI(FastAPI):
+    """FastAPI, leaving the server's own ``send`` in the scope for ``EventStreamResponse``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool = True) -> FastAPI:
@@ -53,7 +70,7 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
             await system.models.aclose()
             system.close()
 
-    api = FastAPI(
+    api = StanchionAPI(
         title="Stanchion",
         version=version("stanchion"),
         description=DESCRIPTION,
@@ -67,6 +84,11 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
     install_handlers(api)
     for module in (routes_chat, routes_search, routes_documents, routes_usage, routes_ops):
         api.include_router(module.router)
+    chat_route = next(r for r in routes_chat.router.routes if getattr(r, "path", None) == fast_stream.PATH)
+    # Added first, so it runs inside RequestMiddleware (request id, limits, metrics, access log).
+    api.add_middleware(
+        fast_stream.GatewayStreams, ctx=ctx, endpoint=routes_chat.chat_completions, route=chat_route
+    )
     api.add_middleware(
         RequestMiddleware,
         metrics=ctx.metrics,

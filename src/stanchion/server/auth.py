@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-
-from fastapi import Request
+from collections.abc import Mapping
 
 from stanchion.server.errors import APIError
 from stanchion.state import ApiKey, Principal, StateStore
@@ -24,8 +23,8 @@ class KeyResolver:
         self.state = state
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
 
-    async def principal(self, request: Request) -> Principal:
-        secret = _bearer(request)
+    async def principal(self, headers: Mapping[str, str]) -> Principal:
+        secret = _bearer(headers)
         digest = key_hash(secret)
         now = time.monotonic()
         cached = self._cache.get(digest)
@@ -54,12 +53,12 @@ def require(principal: Principal, scope: Scope) -> None:
         )
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+def _bearer(headers: Mapping[str, str]) -> str:
+    header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    if api_key := request.headers.get("x-api-key", "").strip():
+    if api_key := headers.get("x-api-key", "").strip():
         return api_key
     raise APIError(
         401,

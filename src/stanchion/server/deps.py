@@ -27,7 +27,7 @@ async def authenticated(
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     _api_key: Annotated[str | None, Security(_API_KEY)],
 ) -> Principal:
-    principal = await ctx.keys.principal(request)
+    principal = await ctx.keys.principal(request.headers)
     request.state.principal = principal
     return principal
 

@@ -18,9 +18,11 @@ from fastapi import APIRouter
 
 from stanchion.answer import AnswerEvent, contextual_query
 from stanchion.errors import StanchionError
-from stanchion.models.base import ChatOptions
+from stanchion.models.base import ChatOptions, Piece, stream_pieces
 from stanchion.models.pricing import cost_usd, estimate_tokens
 from stanchion.server.accounting import Outcome, account
+from stanchion.server.chunks import DONE, ChunkFramer
+from stanchion.server.chunks import event as event_bytes
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.errors import APIError, error_body, from_stanchion
@@ -107,12 +109,12 @@ async def chat_completions(
     started = time.perf_counter()
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     if body.stream:
-        events: AsyncIterator[StreamEvent | AnswerEvent]
+        events: AsyncIterator[Piece | AnswerEvent]
         if grounded:
             events = (await ctx.answerer(body.model)).stream(question, **ask)
         else:
             # The route's stream goes straight to the SSE writer: no layer in between per token.
-            events = ctx.app.route_model(body.model).stream(messages, options)
+            events = stream_pieces(ctx.app.route_model(body.model), messages, options)
         return EventStreamResponse(_sse(ctx, principal, body, completion_id, events, started))
     outcome = Outcome()
     try:
@@ -217,28 +219,22 @@ async def _sse(
     principal: Principal,
     body: ChatCompletionRequest,
     completion_id: str,
-    events: AsyncIterator[StreamEvent | AnswerEvent],
+    events: AsyncIterator[Piece | AnswerEvent],
     started: float,
 ) -> AsyncGenerator[bytes, None]:
-    created = int(time.time())
     outcome = Outcome()
     parts: list[str] = []
-    head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model}
-
-    def chunk(delta: dict[str, object], finish: str | None = None, **extra: object) -> bytes:
-        payload = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-    # A content delta is the same bytes around the text each time: encode only the text per token.
-    before, _, after = chunk({"content": ""}).partition(b'"content":""')
-    before += b'"content":'
-
+    frames = ChunkFramer(completion_id, int(time.time()), body.model)
     try:
-        yield chunk({"role": "assistant", "content": ""})
         async for event in events:
+            if type(event) is str:  # a gateway's token: the path every streamed token takes
+                parts.append(event)
+                yield frames.text(event)
+                continue
+            assert isinstance(event, StreamEvent | AnswerEvent)
             if text := event.text:
                 parts.append(text)
-                yield before + json.dumps(text).encode() + after
+                yield frames.text(text)
             if isinstance(event, AnswerEvent):
                 if event.answer is not None:
                     outcome.take_answer(event.answer)
@@ -249,7 +245,7 @@ async def _sse(
                         for n, c in enumerate(event.tool_calls)
                     ]
                     outcome.tool_calls += event.tool_calls
-                    yield chunk({"tool_calls": calls})
+                    yield frames.chunk({"tool_calls": calls})
                 if event.usage is not None or event.finish_reason is not None:  # a gateway stream's end
                     outcome.model = event.model or outcome.model
                     outcome.usage = event.usage or Usage()
@@ -260,16 +256,15 @@ async def _sse(
         if "citations" in outcome.detail:
             extra["citations"] = outcome.detail["citations"]
         extra["stanchion"] = {"model": outcome.model, "cost_usd": outcome.cost}
-        yield chunk({}, outcome.finish, **extra)
+        last = frames.chunk({}, outcome.finish, **extra)
         if body.stream_options is not None and body.stream_options.include_usage:
-            payload = {**head, "choices": [], "usage": _usage_out(outcome.usage).model_dump()}
-            yield b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+            last += frames.usage(_usage_out(outcome.usage).model_dump())
+        yield last + DONE  # one write; EventStreamResponse ends the response with it
     except StanchionError as exc:
         # Headers are sent: the error goes in the stream, as OpenAI does.
         api = from_stanchion(exc)
         outcome.status = api.status
-        yield b"data: " + json.dumps(error_body(api.status, api.code, api.message)).encode() + b"\n\n"
+        yield event_bytes(error_body(api.status, api.code, api.message))
     except (asyncio.CancelledError, GeneratorExit):
         outcome.status = 499  # the client went away
         outcome.text = "".join(parts)
