@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import orjson
+
 from stanchion.errors import (
     BadRequest,
     ContentFiltered,
@@ -277,18 +279,21 @@ class ChatStreamParser:
         *lines, self._pending = self._pending.split(b"\n")
         pieces: list[Piece] = []
         for line in lines:
-            if line.startswith(b"data: {") and not self._sse.pending:
-                try:
-                    chunk = json.loads(line[6:])
-                except ValueError:
-                    pass  # perhaps the first line of a multi-line event: the decoder collects it
-                else:
-                    text = _text_only(chunk)
-                    if text is not None:
-                        pieces.append(text)
+            if not self._sse.pending:
+                if line.startswith(b"data: {"):
+                    try:
+                        chunk = orjson.loads(line[6:])
+                    except orjson.JSONDecodeError:
+                        pass  # perhaps the first line of a multi-line event: the decoder collects it
                     else:
-                        pieces += self.feed(chunk)
-                    continue
+                        text = _text_only(chunk)
+                        if text is None:
+                            pieces += self.feed(chunk)
+                        else:
+                            pieces.append(text)
+                        continue
+                elif not line or line == b"\r":
+                    continue  # the blank line that ends an event already taken
             pieces += self.feed_line(line.decode("utf-8", "replace"))
         return pieces
 
@@ -374,19 +379,24 @@ class ChatStreamParser:
 
 def _text_only(chunk: Any) -> str | None:
     """The text of a chunk that carries a text delta and nothing else ``feed`` looks at."""
-    if type(chunk) is not dict or chunk.get("usage") or "error" in chunk or chunk.get("object") == "error":
+    try:
+        (choice,) = chunk["choices"]
+        delta = choice["delta"]
+        text = delta["content"]
+    except (KeyError, TypeError, ValueError):
         return None
-    choices = chunk.get("choices")
-    if type(choices) is not list or len(choices) != 1:
+    if (
+        type(text) is not str
+        or not text
+        or choice.get("finish_reason")
+        or choice.get("index", 0) != 0
+        or delta.get("tool_calls")
+        or chunk.get("usage")
+        or "error" in chunk
+        or chunk.get("object") == "error"
+    ):
         return None
-    choice = choices[0]
-    if type(choice) is not dict or choice.get("finish_reason") or choice.get("index", 0) != 0:
-        return None
-    delta = choice.get("delta")
-    if type(delta) is not dict or delta.get("tool_calls"):
-        return None
-    text = delta.get("content")
-    return text if type(text) is str and text else None
+    return text
 
 
 def _stream_error(chunk: Mapping[str, Any], *, model: str) -> ModelHTTPError:

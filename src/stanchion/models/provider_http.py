@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import orjson
 
 from stanchion.errors import ModelError, ModelTimeout, ModelUnavailable
 from stanchion.models.openai_format import ErrorKind, classify_error, http_error
@@ -39,6 +40,16 @@ _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_*.\-]{6,}")
 # A gateway holds one upstream connection per in-flight request; a small pool would queue them.
 MAX_CONNECTIONS = 4096
 KEEPALIVE_S = 30.0
+
+
+def _json(body: Mapping[str, Any]) -> bytes:
+    """The request body: orjson, several times faster than aiohttp's ``json=`` (the stdlib)."""
+    return orjson.dumps(body)
+
+
+def _as_json(headers: dict[str, str]) -> dict[str, str]:
+    headers["Content-Type"] = "application/json"
+    return headers
 
 
 def bearer_auth(key: str) -> dict[str, str]:
@@ -168,7 +179,7 @@ class ProviderClient:
         if self._transport is not None:
             response = await self._httpx().post(self.url, json=body, headers=headers, timeout=limit)
             return response.status_code, response.text, response.headers
-        async with self._aiohttp().post(self.url, json=body, headers=headers) as reply:
+        async with self._aiohttp().post(self.url, data=_json(body), headers=_as_json(headers)) as reply:
             return reply.status, await reply.text(), reply.headers
 
     async def stream_lines(
@@ -206,7 +217,9 @@ class ProviderClient:
                         yield data
                 return
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
-            async with self._aiohttp().post(self.url, json=body, headers=headers, timeout=timeout) as reply:
+            async with self._aiohttp().post(
+                self.url, data=_json(body), headers=_as_json(headers), timeout=timeout
+            ) as reply:
                 if not 200 <= reply.status < 300:
                     raise self._status_error(reply.status, await reply.text(), reply.headers)
                 async for data in reply.content.iter_any():

@@ -23,12 +23,14 @@ from stanchion.server import (
 )
 from stanchion.server.context import ServerContext
 from stanchion.server.errors import install_handlers
+from stanchion.server.heap import paced_collection
 from stanchion.server.middleware import RequestMiddleware
 from stanchion.server.sse import SERVER_SEND
 from stanchion.spec import Spec
 from stanchion.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
+GC_YOUNG_THRESHOLD = 3_000  # allocations between young collections (CPython's default: 700)
 
 DESCRIPTION = """\
 Stanchion's HTTP API. OpenAI-compatible chat completions and embeddings (`model` names a route of
@@ -43,7 +45,10 @@ class StanchionAPI(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[SERVER_SEND] = send
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            del scope[SERVER_SEND]  # the send holds uvicorn's request cycle, which holds the scope
 
 
 def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool = True) -> FastAPI:
@@ -62,7 +67,8 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
             ctx.jobs.start()
         log.info("server.ready", extra={"worker": ctx.worker_id, "backend": spec.index.backend})
         try:
-            yield
+            async with paced_collection():  # server/heap.py: GC pauses were the p99 under load
+                yield
         finally:
             await ctx.jobs.close()
             await ctx.audit.close()

@@ -83,7 +83,8 @@ class StateStore:
         """The key, now revoked; None when there was no active key with this id."""
         with self.db.transaction() as tx:
             changed = tx.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), key_id)
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (time.time(), key_id),
             )
             rows = tx.query(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)) if changed else []
         return _key(rows[0]) if rows else None
