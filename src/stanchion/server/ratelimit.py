@@ -29,6 +29,7 @@ Redis's ``TIME`` unless one is injected) and a SQLite file in WAL mode for the w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import sqlite3
 import time
@@ -38,13 +39,8 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from stanchion.errors import StanchionError
+from stanchion.server.redis_client import RedisClient, RedisError, RedisUnavailable, RespValue
 
 __all__ = [
     "WINDOW_S",
@@ -234,7 +230,12 @@ return {allowed, rc, rp, tc, tp, string.format('%.17g', now), win}
 
 
 class RedisRateLimiter:
-    """Budgets in Redis hashes ``{key_prefix}{key_id}``, expiring two windows after last use."""
+    """Budgets in Redis hashes ``{key_prefix}{key_id}``, expiring two windows after last use.
+
+    Each check is one ``EVALSHA`` of the script above over ``RedisClient`` (one pipelined
+    connection per worker; ``redis_client.py`` says why not redis-py's pool). A dead or silent
+    Redis fails the request within ``timeout_s`` (503), after one retry on a fresh connection.
+    """
 
     def __init__(
         self,
@@ -243,22 +244,9 @@ class RedisRateLimiter:
         key_prefix: str = "stanchion:rl:",
         now: Clock | None = None,
         timeout_s: float = 2.0,
-        max_connections: int = 512,
     ) -> None:
-        # A dead Redis must fail a request fast (503), not hold it through redis-py's default ten
-        # retries; one immediate retry still covers a pooled connection that went stale. The pool
-        # and the wait are sized for 1,000 concurrent streams on a busy worker: at 64 connections
-        # and 0.5 s, 3% of requests failed with 503 in `stanchion bench gateway --users 1000`.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),
-        )
-        self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its sockets
-        self._script = self._redis.register_script(_LUA)
+        self._redis = RedisClient(url, timeout_s=timeout_s)
+        self._sha = hashlib.sha1(_LUA.encode()).hexdigest()
         self._prefix = key_prefix
         self._now = now
         self._url = redact_url(url)
@@ -273,34 +261,48 @@ class RedisRateLimiter:
             await self._call(key_id, "charge", limits, tokens)
 
     async def ping(self) -> None:
-        try:
-            await self._redis.ping()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise RateLimitBackendDown(
-                f"rate-limit store unreachable at {self._url}: {exc}", backend="redis", url=self._url
-            ) from exc
+        await self._command("PING")
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        self._redis.close()
 
     async def _call(self, key_id: str, mode: str, limits: Limits, tokens: int) -> tuple[int, _Windows, float]:
         now_arg = "" if self._now is None else repr(self._now())
-        args: list[str | float] = [
-            now_arg,
-            WINDOW_S,
-            mode,
-            limits.requests_per_minute,
-            limits.tokens_per_minute,
-            tokens,
-        ]
+        limit_args = (limits.requests_per_minute, limits.tokens_per_minute, tokens)
+        args = (1, self._prefix + key_id, now_arg, WINDOW_S, mode, *limit_args)
         try:
-            reply = await self._script(keys=[self._prefix + key_id], args=args)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise RateLimitBackendDown(
-                f"rate-limit store unreachable at {self._url}: {exc}", backend="redis", url=self._url
-            ) from exc
+            reply = await self._command("EVALSHA", self._sha, *args)
+        except RedisError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise self._down(exc) from exc
+            await self._command("SCRIPT", "LOAD", _LUA)  # a restarted or flushed Redis
+            reply = await self._command("EVALSHA", self._sha, *args)
+        if not isinstance(reply, list) or len(reply) != 7:
+            raise self._down(RedisError(f"unexpected reply to the rate-limit script: {reply!r}"))
         allowed, rc, rp, tc, tp, now, window = reply
-        return int(allowed), _Windows(int(window), int(rc), int(rp), int(tc), int(tp)), float(now)
+        windows = _Windows(_int(window), _int(rc), _int(rp), _int(tc), _int(tp))
+        return _int(allowed), windows, float(now) if isinstance(now, bytes | int) else 0.0
+
+    async def _command(self, *args: str | int | float) -> RespValue:
+        try:
+            return await self._redis.call(*args)
+        except RedisUnavailable as exc:
+            raise self._down(exc) from exc
+        except RedisError as exc:
+            if str(exc).startswith("NOSCRIPT"):
+                raise
+            raise self._down(exc) from exc
+
+    def _down(self, exc: Exception) -> RateLimitBackendDown:
+        return RateLimitBackendDown(
+            f"rate-limit store unreachable at {self._url}: {exc}", backend="redis", url=self._url
+        )
+
+
+def _int(value: RespValue) -> int:
+    if isinstance(value, int | bytes | str):
+        return int(value)
+    raise RedisError(f"expected a number from the rate-limit script, got {value!r}")
 
 
 def redact_url(url: str) -> str:
