@@ -505,3 +505,36 @@ class TestLoopback:
 
         assert over_http(servers, three, breakers=breakers) == ["backup"] * 3
         assert len(primary.requests) == 2 and len(backup.requests) == 3
+
+
+class TestPieces:
+    """``stream_pieces``: what a gateway relays, without an event per token."""
+
+    def test_each_try_opens_with_an_event_naming_its_model_then_plain_text(self) -> None:
+        a = FakeChatModel("a", [Tokens(["It is ", "known "], error=ModelUnavailable("reset"))])
+        b = FakeChatModel("b", [Tokens(["for art."])])
+
+        async def run() -> list[object]:
+            return [piece async for piece in chain(a, b).stream_pieces(QUESTION)]
+
+        pieces = asyncio.run(run())
+        opened = [(p.model, p.text) for p in pieces if isinstance(p, StreamEvent) and p.text]
+        assert opened == [("a", "It is "), ("b", "for art.")]
+        assert "known " in pieces  # later text of a try comes as a plain string
+        final = pieces[-1]
+        assert isinstance(final, StreamEvent) and final.model == "a->b" and final.finish_reason == "stop"
+        text = "".join(p if isinstance(p, str) else p.text for p in pieces)
+        assert text == "It is known for art."
+
+    def test_stream_and_pieces_tell_the_same_answer(self) -> None:
+        def model() -> FallbackModel:
+            return chain(FakeChatModel("a", [Tokens(["one ", "two ", "three"])]))
+
+        async def pieces() -> str:
+            return "".join(
+                [p if isinstance(p, str) else p.text async for p in model().stream_pieces(QUESTION)]
+            )
+
+        events = collect(model())
+        assert "".join(e.text for e in events) == asyncio.run(pieces()) == "one two three"
+        assert {e.model for e in events[:-1]} == {"a"}  # stream() names the model on every event
