@@ -133,14 +133,23 @@ def test_nothing_listening_fails_fast() -> None:
 
 def test_a_silent_server_times_out() -> None:
     async def run() -> None:
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
+        accepted: list[asyncio.BaseTransport] = []
+
+        class Silent(asyncio.Protocol):  # accepts, never answers
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.append(transport)
+
+        server = await asyncio.get_running_loop().create_server(Silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = RedisClient(f"redis://127.0.0.1:{port}/0", timeout_s=0.3)
         try:
             await client.call("PING")
         finally:
             client.close()
+            for transport in accepted:
+                transport.close()
             server.close()
+            await server.wait_closed()
 
     with pytest.raises(RedisUnavailable, match="no reply"):
         asyncio.run(run())
