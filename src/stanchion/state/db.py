@@ -22,6 +22,7 @@ Row = tuple[Any, ...]
 
 class Tx(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
 
@@ -40,6 +41,9 @@ class _SQLiteTx:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self.conn.execute(sql, params).rowcount
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
@@ -100,6 +104,11 @@ class _PostgresTx:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self.conn.execute(_pg(sql), params)
         return int(cur.rowcount)
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # psycopg 3 pipelines executemany: one round trip for the batch, not one per row.
+        with self.conn.cursor() as cur:
+            cur.executemany(_pg(sql), rows)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(self.conn.execute(_pg(sql), params).fetchall())

@@ -205,29 +205,29 @@ class StateStore:
     def audit(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
-        with self.db.transaction() as tx:
-            for r in records:
-                tx.execute(
-                    f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 16)})",
-                    (
-                        r.at or time.time(),
-                        r.action,
-                        r.tenant,
-                        r.user,
-                        r.key_id,
-                        r.request_id,
-                        r.status,
-                        redact(r.query),
-                        r.route,
-                        json.dumps(list(r.models)),
-                        json.dumps(list(r.chunks)),
-                        r.input_tokens,
-                        r.output_tokens,
-                        r.cost_usd,
-                        r.latency_ms,
-                        redact(json.dumps(r.detail, default=str)),
-                    ),
-                )
+        rows = [
+            (
+                r.at or time.time(),
+                r.action,
+                r.tenant,
+                r.user,
+                r.key_id,
+                r.request_id,
+                r.status,
+                redact(r.query),
+                r.route,
+                json.dumps(list(r.models)),
+                json.dumps(list(r.chunks)),
+                r.input_tokens,
+                r.output_tokens,
+                r.cost_usd,
+                r.latency_ms,
+                redact(json.dumps(r.detail, default=str)),
+            )
+            for r in records
+        ]
+        with self.db.transaction() as tx:  # one batch: one round trip on PostgreSQL
+            tx.execute_many(f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 16)})", rows)
 
     def audit_log(
         self, tenant: str | None = None, *, action: str | None = None, limit: int = 100
