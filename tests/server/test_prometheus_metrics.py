@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +181,22 @@ class TestRouteTemplate:
 
     def test_unmatched(self) -> None:
         assert route_template({"type": "http", "path": "/nope"}) == UNMATCHED_ROUTE
+
+
+def test_event_loop_lag_is_measured(single: Metrics) -> None:
+    """A call that blocks the loop shows up as lag of about its length."""
+
+    async def run() -> None:
+        watcher = asyncio.create_task(single.watch_event_loop(interval_s=0.01))
+        await asyncio.sleep(0.05)
+        time.sleep(0.2)  # a blocking call on the loop
+        await asyncio.sleep(0.05)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+    asyncio.run(run())
+    body, _ = single.render()
+    count = sample(body, "stanchion_event_loop_lag_seconds_count")
+    assert count >= 3
+    assert sample(body, "stanchion_event_loop_lag_seconds_bucket", le="0.1") == count - 1  # one stall

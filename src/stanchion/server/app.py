@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,10 +67,14 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
         if run_jobs:
             ctx.jobs.start()
         log.info("server.ready", extra={"worker": ctx.worker_id, "backend": spec.index.backend})
+        lag = asyncio.create_task(ctx.metrics.watch_event_loop(), name="event-loop-lag")
         try:
             async with paced_collection():  # server/heap.py: GC pauses were the p99 under load
                 yield
         finally:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             await ctx.jobs.close()
             await ctx.audit.close()
             await ctx.limiter.close()
