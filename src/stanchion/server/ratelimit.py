@@ -436,7 +436,9 @@ class SQLiteRateLimiter:
             try:
                 result = self._run_immediate(body)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                # Extended codes (SQLITE_BUSY_RECOVERY, _SNAPSHOT, ...) are busy too: the low byte.
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
                     raise RateLimitBackendDown(
                         f"rate-limit store {self._path} failed: {exc}", backend="sqlite", url=str(self._path)
                     ) from exc
