@@ -7,7 +7,7 @@ adapter. Behaviour such as fallback, routing or guards wraps a ChatModel and is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -61,3 +61,17 @@ def stream_pieces(
         pieces: AsyncIterator[Piece] = fast(messages, options)
         return pieces
     return model.stream(messages, options)
+
+
+async def events_from_pieces(pieces: AsyncGenerator[Piece, None], model: str) -> AsyncIterator[StreamEvent]:
+    """``stream`` from ``stream_pieces``: text is attributed to the model the latest event named
+    (``model`` until one does)."""
+    try:
+        async for piece in pieces:
+            if isinstance(piece, StreamEvent):
+                model = piece.model or model
+                yield piece
+            else:
+                yield StreamEvent(text=piece, model=model)
+    finally:
+        await pieces.aclose()

@@ -53,7 +53,7 @@ from stanchion.errors import (
     ModelUnavailable,
     RateLimited,
 )
-from stanchion.models.base import ChatModel, ChatOptions, Piece, stream_pieces
+from stanchion.models.base import ChatModel, ChatOptions, Piece, events_from_pieces, stream_pieces
 from stanchion.models.pricing import estimate_message_tokens, estimate_tokens
 from stanchion.types import Completion, Message, StreamEvent, ToolCall, Usage
 
@@ -223,20 +223,11 @@ class FallbackModel:
                 return completion if completion.model else dataclasses.replace(completion, model=name)
         raise AllModelsFailed(failures)
 
-    async def stream(
+    def stream(
         self, messages: Sequence[Message], options: ChatOptions | None = None
     ) -> AsyncIterator[StreamEvent]:
-        model = ""  # each try's first piece is an event naming the model; plain text follows it
-        pieces = self.stream_pieces(messages, options)
-        try:
-            async for piece in pieces:
-                if isinstance(piece, StreamEvent):
-                    model = piece.model
-                    yield piece
-                else:
-                    yield StreamEvent(text=piece, model=model)
-        finally:
-            await pieces.aclose()
+        # Each try's first piece is an event naming its model; plain text follows it.
+        return events_from_pieces(self.stream_pieces(messages, options), "")
 
     async def stream_pieces(
         self, messages: Sequence[Message], options: ChatOptions | None = None

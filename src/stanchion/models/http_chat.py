@@ -13,7 +13,7 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from stanchion.models.base import ChatOptions, Piece
+from stanchion.models.base import ChatOptions, Piece, events_from_pieces
 from stanchion.types import Completion, Message, StreamEvent
 
 if TYPE_CHECKING:
@@ -69,15 +69,10 @@ class HTTPChatModel:
         payload = await self._http.post_json(body, timeout_s=options.timeout_s)
         return self._wire.parse(payload, model=self._name)
 
-    async def stream(
+    def stream(
         self, messages: Sequence[Message], options: ChatOptions | None = None
     ) -> AsyncIterator[StreamEvent]:
-        pieces = self.stream_pieces(messages, options)
-        try:
-            async for piece in pieces:
-                yield piece if isinstance(piece, StreamEvent) else StreamEvent(text=piece, model=self._name)
-        finally:
-            await pieces.aclose()
+        return events_from_pieces(self.stream_pieces(messages, options), self._name)
 
     async def stream_pieces(
         self, messages: Sequence[Message], options: ChatOptions | None = None
