@@ -33,7 +33,7 @@ import hashlib
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -261,7 +261,7 @@ class RedisRateLimiter:
             await self._call(key_id, "charge", limits, tokens)
 
     async def ping(self) -> None:
-        await self._command("PING")
+        await self._guarded(self._redis.call("PING"))
 
     async def close(self) -> None:
         self._redis.close()
@@ -269,28 +269,30 @@ class RedisRateLimiter:
     async def _call(self, key_id: str, mode: str, limits: Limits, tokens: int) -> tuple[int, _Windows, float]:
         now_arg = "" if self._now is None else repr(self._now())
         limit_args = (limits.requests_per_minute, limits.tokens_per_minute, tokens)
-        args = (1, self._prefix + key_id, now_arg, WINDOW_S, mode, *limit_args)
+        reply = await self._guarded(
+            self._script(1, self._prefix + key_id, now_arg, WINDOW_S, mode, *limit_args)
+        )
         try:
-            reply = await self._command("EVALSHA", self._sha, *args)
+            if not isinstance(reply, list) or len(reply) != 7:
+                raise ValueError("not seven values")
+            allowed, rc, rp, tc, tp, now, window = (_number(value) for value in reply)
+        except ValueError as exc:
+            raise self._down(RedisError(f"unexpected reply to the rate-limit script: {reply!r}")) from exc
+        return int(allowed), _Windows(int(window), int(rc), int(rp), int(tc), int(tp)), now
+
+    async def _script(self, *args: str | int | float) -> RespValue:
+        try:
+            return await self._redis.call("EVALSHA", self._sha, *args)
         except RedisError as exc:
             if not str(exc).startswith("NOSCRIPT"):
-                raise self._down(exc) from exc
-            await self._command("SCRIPT", "LOAD", _LUA)  # a restarted or flushed Redis
-            reply = await self._command("EVALSHA", self._sha, *args)
-        if not isinstance(reply, list) or len(reply) != 7:
-            raise self._down(RedisError(f"unexpected reply to the rate-limit script: {reply!r}"))
-        allowed, rc, rp, tc, tp, now, window = reply
-        windows = _Windows(_int(window), _int(rc), _int(rp), _int(tc), _int(tp))
-        return _int(allowed), windows, float(now) if isinstance(now, bytes | int) else 0.0
-
-    async def _command(self, *args: str | int | float) -> RespValue:
-        try:
-            return await self._redis.call(*args)
-        except RedisUnavailable as exc:
-            raise self._down(exc) from exc
-        except RedisError as exc:
-            if str(exc).startswith("NOSCRIPT"):
                 raise
+        await self._redis.call("SCRIPT", "LOAD", _LUA)  # a restarted or flushed Redis forgot it
+        return await self._redis.call("EVALSHA", self._sha, *args)
+
+    async def _guarded(self, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except (RedisUnavailable, RedisError) as exc:
             raise self._down(exc) from exc
 
     def _down(self, exc: Exception) -> RateLimitBackendDown:
@@ -299,10 +301,10 @@ class RedisRateLimiter:
         )
 
 
-def _int(value: RespValue) -> int:
+def _number(value: RespValue) -> float:
     if isinstance(value, int | bytes | str):
-        return int(value)
-    raise RedisError(f"expected a number from the rate-limit script, got {value!r}")
+        return float(value)
+    raise ValueError(f"not a number: {value!r}")
 
 
 def redact_url(url: str) -> str:

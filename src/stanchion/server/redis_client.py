@@ -165,16 +165,14 @@ class RedisClient:
         """One command's reply; ``RedisError`` for an error reply, ``RedisUnavailable`` when the
         connection fails or no reply comes within the time limit (one retry on a fresh
         connection covers a connection the server closed while idle)."""
-        for attempt in (1, 2):
-            protocol = self._protocol
-            if protocol is None or protocol.lost is not None:
-                protocol = await self._connect()
-            try:
-                return await self._send(protocol, encode(*args))
-            except RedisUnavailable:
-                if attempt == 2 or protocol.lost is None:
-                    raise  # a timeout on a live connection is not retried: Redis is slow, not gone
-        raise AssertionError("unreachable")
+        command = encode(*args)
+        protocol = await self._connect()
+        try:
+            return await self._send(protocol, command)
+        except RedisUnavailable:
+            if protocol.lost is None:
+                raise  # a timeout on a live connection is not retried: Redis is slow, not gone
+        return await self._send(await self._connect(), command)
 
     async def _send(self, protocol: _Protocol, command: bytes) -> RespValue:
         assert protocol.transport is not None
@@ -188,6 +186,9 @@ class RedisClient:
             raise RedisUnavailable(f"no reply from Redis within {self.timeout_s:g} s") from None
 
     async def _connect(self) -> _Protocol:
+        """The open connection, or a new one when there is none or it was lost."""
+        if self._protocol is not None and self._protocol.lost is None:
+            return self._protocol
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:  # one connection attempt at a time; the others reuse it
