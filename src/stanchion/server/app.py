@@ -31,7 +31,6 @@ from stanchion.spec import Spec
 from stanchion.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
-GC_YOUNG_THRESHOLD = 3_000  # allocations between young collections (CPython's default: 700)
 
 DESCRIPTION = """\
 Stanchion's HTTP API. OpenAI-compatible chat completions and embeddings (`model` names a route of

@@ -12,7 +12,6 @@ one set of handlers and the OpenAPI schema describes what is served.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
@@ -25,8 +24,6 @@ from stanchion.errors import StanchionError
 from stanchion.server.context import ServerContext
 from stanchion.server.errors import APIError, error_response, from_stanchion
 from stanchion.server.schemas import ChatCompletionRequest
-
-log = logging.getLogger(__name__)
 
 PATH = "/v1/chat/completions"
 Endpoint = Callable[..., Awaitable[object]]
