@@ -44,6 +44,8 @@ STREAMS = {
     + _chunk({}, "stop")
     + "data: [DONE]\n\n",
     "comments and ids": ": keep-alive\n\nid: 7\n" + _chunk({"content": "x"}) + _chunk({}, "stop"),
+    "text without a final newline": _chunk({"content": "x"})
+    + 'data: {"choices": [{"index": 0, "delta": {"content": "end"}, "finish_reason": "stop"}]}',
     "no final newline": _chunk({"content": "x"})
     + 'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}',
 }
@@ -80,6 +82,11 @@ def test_plain_text_deltas_come_out_as_strings() -> None:
     parser = ChatStreamParser(model="m")
     pieces = parser.feed_bytes(STREAMS["plain"].encode())
     assert pieces == ["Hel", "lo ✓"] and parser.done
+
+
+def test_text_in_an_unterminated_last_event_is_kept() -> None:
+    events = _by_bytes(STREAMS["text without a final newline"].encode(), [])
+    assert "".join(e.text for e in events) == "xend" and events[-1].finish_reason == "stop"
 
 
 def test_an_error_chunk_still_raises() -> None:

@@ -349,13 +349,15 @@ class ChatStreamParser:
             call.arguments.append(str(arguments))
 
     def finish(self) -> StreamEvent:
-        """The last event, once the stream has ended; raises if it ended before the model finished."""
+        """The last event, once the stream has ended; raises if it ended before the model finished.
+        It carries the text of an event the stream left unterminated (no final newline)."""
+        tail: list[StreamEvent] = []
         if self._pending:
             line, self._pending = self._pending, b""
-            self.feed_line(line.decode("utf-8", "replace"))
+            tail += self.feed_line(line.decode("utf-8", "replace"))
         pending = self._sse.flush()
         if pending is not None:
-            self._feed_data(pending)
+            tail += self._feed_data(pending)
         if self._finish is None and not self.done:
             raise ModelUnavailable("the stream ended before the model finished", model=self.model)
         if self._finish == "content_filter":
@@ -370,6 +372,7 @@ class ChatStreamParser:
             arguments = parse_arguments("".join(partial.arguments), tool=partial.name, model=self.model)
             calls.append(ToolCall(id=partial.id or f"call_{index}", name=partial.name, arguments=arguments))
         return StreamEvent(
+            text="".join(event.text for event in tail),
             tool_calls=tuple(calls),
             usage=self._usage or Usage(),
             finish_reason=self._finish or ("tool_calls" if calls else "stop"),
