@@ -28,6 +28,16 @@ def _stream_text(response: httpx.Response) -> tuple[str, list[dict[str, object]]
     return text, chunks
 
 
+def _stream_chat(
+    client: httpx.Client, question: str, **extra: object
+) -> tuple[httpx.Response, str, list[dict[str, object]]]:
+    """A streamed grounded answer: the response (read), its text and its chunks."""
+    body = {"model": "default", "stream": True, "messages": [{"role": "user", "content": question}], **extra}
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        text, chunks = _stream_text(r)
+    return r, text, chunks
+
+
 def test_missing_and_wrong_keys_are_401_with_stable_codes(api: Api) -> None:
     with api.client(None) as c:
         r = c.post("/v1/search", json={"query": "refund"})
@@ -77,38 +87,15 @@ def test_grounded_chat_completion_cites_only_visible_sources(api: Api) -> None:
 
 
 def test_grounded_streaming_keeps_tenants_apart(api: Api) -> None:
-    with (
-        api.client(api.keys.globex) as c,
-        c.stream(
-            "POST",
-            "/v1/chat/completions",
-            json={
-                "model": "default",
-                "stream": True,
-                "stream_options": {"include_usage": True},
-                "messages": [{"role": "user", "content": "When is the launch date?"}],
-            },
-        ) as r,
-    ):
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        text, chunks = _stream_text(r)
+    with api.client(api.keys.globex) as c:
+        r, text, chunks = _stream_chat(c, "When is the launch date?", stream_options={"include_usage": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert "12 March" in text and "Acme" not in text
     final = next(ch for ch in chunks if ch.get("choices") and ch["choices"][0]["finish_reason"] == "stop")
     assert all(c["document_id"].startswith("globex") for c in final["citations"])  # type: ignore[union-attr]
     assert "usage" in chunks[-1] and chunks[-1]["choices"] == []
-    with (
-        api.client(api.keys.ops) as c,
-        c.stream(
-            "POST",
-            "/v1/chat/completions",
-            json={
-                "model": "default",
-                "stream": True,
-                "messages": [{"role": "user", "content": "Globex launch code zebra"}],
-            },
-        ) as r,
-    ):
-        text, _ = _stream_text(r)
+    with api.client(api.keys.ops) as c:
+        _, text, _ = _stream_chat(c, "Globex launch code zebra")
     assert "zebra" not in text
 
 
