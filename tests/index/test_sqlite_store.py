@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stanchion.errors import StoreError
+from stanchion.index.migrations import DOCUMENT_TENANT
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.retrieve.filters import SearchFilter
 from stanchion.testing.store_suite import MODEL, StoreConformance, make_write, unit
@@ -75,4 +76,28 @@ class TestSQLiteFile:
     def test_migrations_recorded(self, tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "m.db").close()
         names = [r[0] for r in sqlite3.connect(tmp_path / "m.db").execute("SELECT name FROM _migrations")]
-        assert names == ["m001_initial"]
+        assert names == ["m001_initial", "m002_documents_by_tenant"]
+
+    def test_an_index_from_before_m002_is_upgraded_and_lists_by_tenant_through_it(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "m.db"
+        SQLiteStore(path).close()
+        with sqlite3.connect(path) as db:  # as the first release left it
+            db.execute("DROP INDEX documents_tenant")
+            db.execute("DELETE FROM _migrations WHERE name = 'm002_documents_by_tenant'")
+        db.close()
+        store = SQLiteStore(path)
+        store.close()
+        db = sqlite3.connect(path)
+        try:
+            plan = " ".join(
+                str(row[-1])
+                for row in db.execute(
+                    "EXPLAIN QUERY PLAN SELECT id FROM documents"
+                    f" WHERE {DOCUMENT_TENANT} = 'acme' AND id > 'a' ORDER BY id LIMIT 10"
+                )
+            )
+        finally:
+            db.close()
+        assert "documents_tenant" in plan and "TEMP B-TREE" not in plan

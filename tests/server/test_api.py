@@ -203,6 +203,29 @@ def test_upload_job_search_delete_and_audit(api: Api) -> None:
         state.close()
 
 
+def _listed(api: Api, key: str, **params: object) -> list[str]:
+    with api.client(key) as c:
+        r = c.get("/v1/documents", params=params)
+    assert r.status_code == 200, r.text
+    return [d["id"] for d in r.json()["data"]]
+
+
+def test_listing_documents_shows_each_caller_its_own_a_page_at_a_time(api: Api) -> None:
+    public, finance = "acme-public:refunds.md", "acme-finance:budget.md"
+    assert _listed(api, api.keys.ops) == [public]
+    assert _listed(api, api.keys.finance) == sorted([finance, public])
+    assert _listed(api, api.keys.admin) == sorted([finance, public])  # admin passes access groups
+    assert _listed(api, api.keys.globex) == ["globex:launch.md"]
+    assert _listed(api, api.keys.admin, source="acme-finance") == [finance]
+    with api.client(api.keys.admin) as c:
+        first = c.get("/v1/documents", params={"limit": 1}).json()
+        assert first["has_more"] is True and first["first_id"] == first["last_id"] == finance
+        second = c.get("/v1/documents", params={"limit": 1, "after": first["last_id"]}).json()
+        assert [d["id"] for d in second["data"]] == [public] and second["has_more"] is False
+        last = c.get("/v1/documents", params={"after": public}).json()
+        assert last == {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+
+
 def test_upload_errors(api: Api) -> None:
     with api.client(api.keys.ingest) as c:
         r = c.post("/v1/documents", content=b"raw", headers={"content-type": "text/plain"})
@@ -217,6 +240,25 @@ def test_upload_errors(api: Api) -> None:
             data={"metadata": "[1, 2]"},
         )
         assert r.status_code == 422 and r.json()["error"]["param"] == "metadata"
+
+
+@pytest.mark.parametrize(
+    ("filename", "form", "param"),
+    [
+        ("n" * 300 + ".md", {}, "filename"),
+        ("notes.md", {"metadata": json.dumps({f"k{i}": i for i in range(65)})}, "metadata"),
+        ("notes.md", {"metadata": json.dumps({"team": ["a", "b"]})}, "metadata.team"),
+        ("notes.md", {"access_groups": "ok, not a name!"}, "access_groups.1"),
+        ("notes.md", {"access_groups": ",".join(f"g{i}" for i in range(65))}, "access_groups"),
+    ],
+)
+def test_multipart_upload_has_the_limits_of_a_json_upload(
+    api: Api, filename: str, form: dict[str, str], param: str
+) -> None:
+    with api.client(api.keys.admin) as c:
+        r = c.post("/v1/documents", files={"file": (filename, b"# Notes\n\nText.")}, data=form)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["param"] == param
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

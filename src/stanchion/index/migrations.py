@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
+# A document's tenant as queries must spell it for SQLite to use the index m002 builds on it.
+DOCUMENT_TENANT = "json_extract(metadata, '$.tenant')"
 
 
 def migration(fn: Migration) -> Migration:
@@ -67,6 +69,12 @@ def m001_initial(db: sqlite3.Connection) -> None:
         );
         """,
     )
+
+
+@migration
+def m002_documents_by_tenant(db: sqlite3.Connection) -> None:
+    # Listing a tenant's documents a page at a time seeks here instead of reading every tenant's.
+    db.execute(f"CREATE INDEX documents_tenant ON documents({DOCUMENT_TENANT}, id)")
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

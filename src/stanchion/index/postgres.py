@@ -193,14 +193,37 @@ class PostgresStore:
             rows = conn.execute(f"SELECT unit, signature FROM {_S}.units WHERE source = %s", [source])
             return {r[0]: r[1] for r in rows}
 
-    def documents(self, source: str | None = None, *, unit: str | None = None) -> list[StoredDocument]:
+    def documents(
+        self,
+        source: str | None = None,
+        *,
+        unit: str | None = None,
+        tenant: str | None = None,
+        groups: frozenset[str] | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[StoredDocument]:
+        clauses = ["true"]
+        params: list[object] = []
+        for column, value in (("source", source), ("unit", unit), ("metadata ->> 'tenant'", tenant)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        if groups is not None:
+            clauses.append("(cardinality(access_groups) = 0 OR access_groups && %s::text[])")
+            params.append(sorted(groups))
+        if after is not None:
+            clauses.append('id COLLATE "C" > %s')  # the listing's order, so pages neither skip nor repeat
+            params.append(after)
+        sql = (
+            "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups"
+            f' FROM {_S}.documents WHERE {" AND ".join(clauses)} ORDER BY id COLLATE "C"'
+        )
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
         with self._connection("listing documents") as conn:
-            rows = conn.execute(
-                "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups"
-                f" FROM {_S}.documents WHERE (%s::text IS NULL OR source = %s)"
-                ' AND (%s::text IS NULL OR unit = %s) ORDER BY id COLLATE "C"',
-                [source, source, unit, unit],
-            ).fetchall()
+            rows = conn.execute(sql, params).fetchall()
         return [StoredDocument(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], tuple(r[8])) for r in rows]
 
     def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, Vector]:

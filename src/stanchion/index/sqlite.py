@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from stanchion.errors import StoreError
 from stanchion.index.bm25 import BM25Index
-from stanchion.index.migrations import migrate
+from stanchion.index.migrations import DOCUMENT_TENANT, migrate
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
 from stanchion.index.text import index_text
 from stanchion.retrieve.analyze import terms as analyze
@@ -160,24 +160,53 @@ class SQLiteStore:
         rows = self._db.execute("SELECT unit, signature FROM units WHERE source = ?", (source,))
         return dict(rows.fetchall())
 
-    def documents(self, source: str | None = None, *, unit: str | None = None) -> list[StoredDocument]:
+    def documents(
+        self,
+        source: str | None = None,
+        *,
+        unit: str | None = None,
+        tenant: str | None = None,
+        groups: frozenset[str] | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[StoredDocument]:
         sql = (
             "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups FROM documents"
         )
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if source is not None:
             clauses.append("source = ?")
             params.append(source)
         if unit is not None:
             clauses.append("unit = ?")
             params.append(unit)
+        if tenant is not None:
+            clauses.append(f"{DOCUMENT_TENANT} = ?")
+            params.append(tenant)
+        if groups is not None:
+            wanted = sorted(groups)
+            clauses.append(
+                "(json_array_length(access_groups) = 0 OR EXISTS (SELECT 1 FROM"
+                f" json_each(documents.access_groups) WHERE value IN ({_marks(wanted)})))"
+                if wanted
+                else "json_array_length(access_groups) = 0"
+            )
+            params.extend(wanted)
+        if after is not None:
+            clauses.append("id > ?")
+            params.append(after)
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         return [
             StoredDocument(
                 r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), tuple(json.loads(r[8]))
             )
-            for r in self._db.execute(sql + " ORDER BY id", params)
+            for r in self._db.execute(sql, params)
         ]
 
     def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, Vector]:

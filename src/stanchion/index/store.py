@@ -75,7 +75,19 @@ class Store(Protocol):
     def units(self, source: str) -> dict[str, str]:
         """unit -> signature for every fully ingested unit of ``source``."""
 
-    def documents(self, source: str | None = None, *, unit: str | None = None) -> list[StoredDocument]: ...
+    def documents(
+        self,
+        source: str | None = None,
+        *,
+        unit: str | None = None,
+        tenant: str | None = None,
+        groups: frozenset[str] | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[StoredDocument]:
+        """Documents in id order (bytewise). ``tenant``: only those whose metadata names it;
+        ``groups``: only those open to all or sharing one of these groups (None: no check);
+        ``after``: only ids after this one, for paging; ``limit``: at most this many."""
 
     def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, Vector]:
         """Vectors already computed by ``model`` for these chunk content hashes."""

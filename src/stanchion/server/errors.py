@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -116,15 +118,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = (
-            f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg", "invalid"))
-        )
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        return error_response(APIError(422, "invalid_request", message, param=where or None))
+        return error_response(invalid_request(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -138,3 +132,45 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(
             APIError(500, "internal_error", "internal error; the request id is in the logs")
         )
+
+
+def invalid_request(errors: Sequence[Mapping[str, Any]]) -> APIError:
+    """A validation failure as one 422 that names the first field at fault and counts the rest.
+
+    A value that fits no member of a union fails once per member, each error's path ending in the
+    member's type (``metadata.team.str``, ``metadata.team.int`` ...). Those are one problem: the
+    field is named without the member, and the members' complaints are joined.
+    """
+    if not errors:
+        return APIError(422, "invalid_request", "invalid request")
+    path = _path(errors[0])
+    same_value = [e for e in errors if _one_union(errors[0], e)]
+    if len(same_value) > 1:
+        path = path[:-1]
+        complaint = " or ".join(dict.fromkeys(str(e.get("msg", "invalid value")) for e in same_value))
+    else:
+        complaint = str(errors[0].get("msg", "invalid value"))
+    where = ".".join(path)
+    message = f"{where}: {complaint}" if where else complaint
+    others = len(errors) - len(same_value) if len(same_value) > 1 else len(errors) - 1
+    if others:
+        message += f" (and {others} more problem{'s' if others > 1 else ''})"
+    return APIError(422, "invalid_request", message, param=where or None)
+
+
+def _path(error: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(p) for p in error.get("loc", ()) if p != "body")
+
+
+def _one_union(first: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether two errors are two members of one union rejecting the same value (sibling fields
+    have their own values; two missing fields share their parent as input, hence the type check)."""
+    a, b = _path(first), _path(other)
+    return (
+        len(a) > 1
+        and len(a) == len(b)
+        and a[:-1] == b[:-1]
+        and first.get("type") != "missing"
+        and other.get("type") != "missing"
+        and first.get("input") == other.get("input")
+    )

@@ -8,7 +8,9 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -18,12 +20,15 @@ from stanchion.index.store import StoredDocument
 from stanchion.logs import request_id
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
-from stanchion.server.errors import APIError
+from stanchion.server.errors import APIError, invalid_request
 from stanchion.server.schemas import (
     AUTHENTICATED,
+    GROUP_LIST_PATTERN,
+    MAX_GROUPS,
     RESERVED_METADATA,
     WITH_BODY,
     Deleted,
+    DocumentFields,
     DocumentList,
     DocumentOut,
     DocumentText,
@@ -53,10 +58,15 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                         "metadata": {
                             "type": "object",
                             "description": "a JSON object of metadata",
+                            "maxProperties": 64,
                             "additionalProperties": {"type": ["string", "number", "boolean"]},
                             "propertyNames": {"not": {"enum": list(RESERVED_METADATA)}},
                         },
-                        "access_groups": {"type": "string", "description": "comma-separated groups"},
+                        "access_groups": {
+                            "type": "string",
+                            "description": f"comma-separated groups, at most {MAX_GROUPS}",
+                            "pattern": GROUP_LIST_PATTERN,
+                        },
                     },
                     "additionalProperties": False,
                 },
@@ -129,7 +139,7 @@ async def get_job(job_id: Annotated[str, Path(max_length=64)], ctx: Ctx, princip
 @router.get(
     "/v1/documents",
     response_model=DocumentList,
-    summary="The caller's documents",
+    summary="The caller's documents, a page at a time",
     responses=error_responses(*AUTHENTICATED),
 )
 async def list_documents(
@@ -137,11 +147,26 @@ async def list_documents(
     principal: Caller,
     source: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[
+        str | None, Query(min_length=1, max_length=1024, description="the last id of the previous page")
+    ] = None,
 ) -> DocumentList:
     await admit(ctx, principal, "query")
-    docs = await asyncio.to_thread(ctx.app.store.documents, source)
-    visible = [d for d in docs if _visible(principal, d)]
-    return DocumentList(data=[_out(d) for d in visible[:limit]])
+    docs = await asyncio.to_thread(
+        ctx.app.store.documents,
+        source,
+        tenant=principal.tenant,
+        groups=None if "admin" in principal.scopes else frozenset(principal.groups),
+        after=after,
+        limit=limit + 1,  # one more tells whether another page follows
+    )
+    page = [_out(d) for d in docs[:limit]]
+    return DocumentList(
+        data=page,
+        first_id=page[0].id if page else None,
+        last_id=page[-1].id if page else None,
+        has_more=len(docs) > limit,
+    )
 
 
 @router.get(
@@ -249,12 +274,8 @@ async def _read_upload(request: Request) -> tuple[str, bytes, dict[str, Any], li
     """(filename, bytes, metadata, access groups) from a multipart form or a JSON body."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
-        try:
+        with _as_invalid_request():
             body = DocumentText.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise APIError(422, "invalid_request", f"{where}: {first['msg']}", param=where or None) from None
         return body.filename, body.text.encode(), dict(body.metadata), list(body.access_groups)
     if kind == "multipart/form-data":
         async with request.form(max_files=1, max_fields=8) as form:  # closes the spooled upload
@@ -274,10 +295,16 @@ async def _read_upload(request: Request) -> tuple[str, bytes, dict[str, Any], li
             data = await upload.read()
             if not data:
                 raise APIError(422, "invalid_request", "file: the uploaded file is empty", param="file")
-            metadata = _json_object(form.get("metadata"))
             groups_raw = form.get("access_groups")
-            groups = [g.strip() for g in str(groups_raw or "").split(",") if g.strip()]
-            return upload.filename or "upload.txt", data, metadata, groups
+            with _as_invalid_request():  # the same limits as a JSON upload
+                fields = DocumentFields.model_validate(
+                    {
+                        "filename": upload.filename or "upload.txt",
+                        "metadata": _json_object(form.get("metadata")),
+                        "access_groups": [g.strip() for g in str(groups_raw or "").split(",") if g.strip()],
+                    }
+                )
+            return fields.filename, data, dict(fields.metadata), list(fields.access_groups)
     raise APIError(
         415,
         "unsupported_media_type",
@@ -292,9 +319,7 @@ def _json_object(raw: object) -> dict[str, Any]:
         value = json.loads(str(raw))
     except json.JSONDecodeError:
         value = None
-    if not isinstance(value, dict) or not all(
-        isinstance(v, str | int | float | bool) for v in value.values()
-    ):
+    if not isinstance(value, dict):
         raise APIError(
             422,
             "invalid_request",
@@ -302,3 +327,12 @@ def _json_object(raw: object) -> dict[str, Any]:
             param="metadata",
         )
     return value
+
+
+@contextlib.contextmanager
+def _as_invalid_request() -> Iterator[None]:
+    """A validation error as a 422 naming the first field at fault."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise invalid_request(exc.errors()) from None

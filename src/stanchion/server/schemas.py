@@ -17,6 +17,11 @@ from stanchion.types import TENANT_KEY
 _WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NOT_BLANK = f"[^{_WS}]"  # a pattern: at least one character that is not white space
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+MAX_GROUPS = 64
+# A form's comma-separated groups as the server reads them: split at commas, stripped, empty items
+# dropped, then at most MAX_GROUPS names.
+_NAME = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+GROUP_LIST_PATTERN = f"^[{_WS},]*(?:{_NAME}(?:[{_WS}]*,[{_WS},]*{_NAME}){{0,{MAX_GROUPS - 1}}}[{_WS},]*)?$"
 # The grammar ``retrieve.filters.parse_condition`` accepts (key, operator, a value that is not blank),
 # for clients and fuzzers. The server parses filters itself: a bad one is a 400 that shows the syntax.
 _FILTER_PATTERN = (
@@ -266,17 +271,22 @@ class AnswerResponse(BaseModel):
 # --- documents and jobs ----------------------------------------------------------------------------
 
 
-class DocumentText(_Strict):
+class DocumentFields(_Strict):
+    """What an upload declares besides its content; a multipart form is checked by this model too."""
+
     filename: str = Field(
         min_length=1, max_length=255, description="decides the loader: .md, .html, .eml ..."
     )
-    text: str = Field(min_length=1)
     metadata: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         max_length=64,
         json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_METADATA)}}},
     )
-    access_groups: list[Name] = Field(default_factory=list, max_length=64)
+    access_groups: list[Name] = Field(default_factory=list, max_length=MAX_GROUPS)
+
+
+class DocumentText(DocumentFields):
+    text: str = Field(min_length=1)
 
 
 class JobOut(BaseModel):
@@ -303,8 +313,13 @@ class DocumentOut(BaseModel):
 
 
 class DocumentList(BaseModel):
+    """OpenAI's list shape: pass ``last_id`` as ``after`` for the next page while ``has_more``."""
+
     object: Literal["list"] = "list"
     data: list[DocumentOut]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
 
 
 class Deleted(BaseModel):

@@ -109,6 +109,39 @@ class StoreConformance:
         assert ids(store.vector_search(unit(1), 10, SearchFilter())) == ["d1#0"]
         assert store.stats().chunks == 1
 
+    def test_documents_by_tenant_and_groups_a_page_at_a_time(self, store: Store) -> None:
+        """Listing filters tenant and access groups in the store and pages in bytewise id order."""
+        layout = [  # id, tenant, groups
+            ("a/1", "acme", ()),
+            ("a/2", "acme", ("finance",)),
+            ("a/3", "acme", ("ops", "finance")),
+            ("a/Z", "acme", ("legal",)),
+            ("a/_", "acme", ()),
+            ("g/1", "globex", ()),
+            ("g/2", "globex", ("finance",)),
+        ]
+        store.write(
+            [make_write(i, [f"text of {i}"], metadata={"tenant": t}, groups=g) for i, t, g in layout],
+            model=MODEL,
+        )
+        store.write([make_write("x/none", ["no tenant at all"])], model=MODEL)
+        acme = [i for i, t, _ in layout if t == "acme"]
+        assert [d.id for d in store.documents(tenant="acme")] == sorted(acme)  # "Z" < "_" bytewise
+        assert [d.id for d in store.documents(tenant="acme", groups=frozenset({"finance"}))] == [
+            "a/1",
+            "a/2",
+            "a/3",
+            "a/_",
+        ]
+        assert [d.id for d in store.documents(tenant="acme", groups=frozenset())] == ["a/1", "a/_"]
+        assert [d.id for d in store.documents(tenant="initech")] == []
+        pages, after = [], None
+        while page := store.documents(tenant="acme", after=after, limit=2):
+            pages.append([d.id for d in page])
+            after = page[-1].id
+        assert pages == [["a/1", "a/2"], ["a/3", "a/Z"], ["a/_"]]
+        assert [d.id for d in store.documents("test", tenant="globex", after="g/1")] == ["g/2"]
+
     def test_delete_purges_everything(self, store: Store) -> None:
         """A deleted document is gone from documents, chunks, keyword and vector search."""
         store.write(
