@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +98,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield url
     except ServiceUnavailable as exc:
         _service_missing(f"Redis: {exc}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # llama-cpp-python opens /dev/null twice at import and never closes it; at exit, under pytest's
+    # warning filters, that prints two ResourceWarnings that would bury a real one.
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()
