@@ -11,6 +11,7 @@ import pytest
 
 from stanchion.app import App, build
 from stanchion.index.embed import ProgressCallback, SentenceTransformerEmbedder, Vectors
+from stanchion.ingest import pipeline
 from stanchion.retrieve.filters import build_filter
 from stanchion.spec import ChunkingSpec, IndexSpec, SourceSpec, Spec
 
@@ -123,6 +124,19 @@ class TestIncremental:
         chunks = app.store.chunks([f"{doc.id}#{i}" for i in range(doc.chunk_count)])
         assert len(chunks) == doc.chunk_count > 1
         assert all(app.tokenizer.count(c.text) <= 24 for c in chunks)
+
+    def test_new_ingest_code_reprocesses_from_the_embedding_cache(
+        self, tmp_path: Path, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After an upgrade that changes what files turn into, unchanged files are processed again,
+        and chunks whose text did not change are not embedded again."""
+        corpus = write_corpus(tmp_path / "docs", WIKI)
+        make_app(tmp_path, corpus, CountingEmbedder(embedder)).pipeline.run()
+        monkeypatch.setattr(pipeline, "INGEST_VERSION", pipeline.INGEST_VERSION + 1)
+        counting = CountingEmbedder(embedder)
+        summary = make_app(tmp_path, corpus, counting).pipeline.run()
+        assert summary.documents == 3 and summary.skipped == 0
+        assert summary.embedded == 0 and summary.cached == summary.chunks > 0 and counting.texts == []
 
     def test_missing_source_root_keeps_index(
         self, tmp_path: Path, embedder: SentenceTransformerEmbedder

@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 # model's batches full, small enough that a crash loses little work.
 FLUSH_CHUNKS = 512
 
+# Bump when a loader, cleaner or chunker changes what an unchanged file turns into: every index
+# then re-processes its sources on the next ingest, instead of keeping what the old code made.
+# Unchanged chunks come back from the embedding cache, so a bump costs reading, not embedding.
+# 2: CSV/TSV attachments as one "column: value" line per row; delimited rows split as sentences.
+INGEST_VERSION = 2
+
 
 class Progress(Protocol):
     """Callbacks for progress bars; every method may be a no-op."""
@@ -317,8 +323,9 @@ class Pipeline:
 
 
 def _fingerprint(source: SourceSpec, model: str) -> str:
-    """Everything in the spec that changes what a unit turns into; a change re-processes the unit."""
+    """Everything that changes what a unit turns into; a change re-processes the unit."""
     settings = {
+        "pipeline": INGEST_VERSION,
         "cleaning": source.cleaning.model_dump(),
         "chunking": source.chunking.model_dump(),
         "metadata": source.metadata,

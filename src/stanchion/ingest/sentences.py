@@ -4,7 +4,7 @@ The splitter needs no model and no download, and returns character spans, so chu
 sentences stay exact slices of the text. Its rules:
 
 * A blank line always ends a sentence.
-* A single newline ends one too (lists, chat lines, table rows), unless it looks like wrapped
+* A single newline ends one too (lists, chat lines, table rows, CSV rows), unless it looks like wrapped
   prose: the line before does not end in ``.!?:;``, the next line does not start a list item,
   table row, heading or ``Speaker:`` line, and it starts in lower case (PDF text) or the line
   before was filled to the wrap width (hard-wrapped mail: "up to\n$5,000").
@@ -113,9 +113,24 @@ def _is_wrapped(prev: str, line: str, nxt: str) -> bool:
         return False
     if _STRUCTURAL.search(line):  # a new item starts here; a wrapped item's own tail still joins
         return False
+    if _delimited_row(prev) and _fields(prev) == _fields(line):
+        return False  # rows of a CSV or TSV table, however long
     # Lower case after an unfinished line is always a continuation; anything else (a name, "$5,000")
     # only when the line before was filled to the wrap width.
     return nxt.islower() or len(prev.lstrip()) >= _WRAP_WIDTH
+
+
+# A field separator of delimited data: a tab, or a comma or semicolon with no space after it (prose
+# puts one there; "1,480" has a single one).
+_FIELD_SEPARATOR = re.compile(r"\t|[,;](?! )")
+
+
+def _fields(line: str) -> int:
+    return len(_FIELD_SEPARATOR.findall(line))
+
+
+def _delimited_row(line: str) -> bool:
+    return _fields(line) >= 2
 
 
 def _split_block(text: str, a: int, b: int) -> list[Span]:

@@ -28,6 +28,7 @@ from bs4.element import NavigableString
 from stanchion.errors import IngestError
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.normalize import normalize_text
+from stanchion.ingest.tables import table_as_text, table_delimiter
 from stanchion.types import Document, Section
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,9 @@ def _body_and_attachments(part: Message, attachments: list[tuple[str, str]], dep
         text = _part_text(part)
         if text.strip():
             name = _undo_surrogates(part.get_filename() or "attachment", part.get_content_charset())
-            attachments.append((name, text))
+            delimiter = table_delimiter(name, part.get_content_type())
+            table = table_as_text(text, delimiter) if delimiter else None
+            attachments.append((name, table or text))  # a spreadsheet's rows, each naming its columns
         return ""
     return _part_text(part)
 
