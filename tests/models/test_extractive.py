@@ -104,3 +104,24 @@ def prompt_sources() -> list[PromptSource]:
     parsed = parse_prompt(prompt("x"))
     assert parsed is not None
     return list(parsed.sources)
+
+
+def test_a_list_item_is_read_with_the_line_that_introduces_it(model: ExtractiveModel) -> None:
+    """'Full truckload' is said once, above the list; the item it qualifies still wins the question,
+    and the quote is the item alone, as the source has it."""
+    rates = PromptSource(
+        1,
+        "Rate update",
+        "Summary of the main lanes (full truckload, FTL):\n"
+        "- Rotterdam to Lyon: EUR 1,480 (was EUR 1,395), +6.1%\n"
+        "- Rotterdam to Milano: EUR 1,920 (was EUR 1,840), +4.3%\n\n"
+        "Less-than-truckload (LTL) Rotterdam to Lyon is now EUR 148 per pallet.",
+    )
+    chosen = model.select("What is the new full-truckload rate from Rotterdam to Lyon?", [rates])
+    best = max(
+        model.score("What is the new full-truckload rate from Rotterdam to Lyon?", [rates]),
+        key=lambda s: s.score,
+    )
+    assert best.text == "- Rotterdam to Lyon: EUR 1,480 (was EUR 1,395), +6.1%"
+    assert best.text in [s.text for s in chosen]
+    assert not any("Milano" in s.text for s in chosen)

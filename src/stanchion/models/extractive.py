@@ -60,6 +60,8 @@ _WANTS_NUMBER = re.compile(
     r"number|rate|fraction|share|dose|amount|size|length)\b|\bnumber of\b",
     re.IGNORECASE,
 )
+# A bullet or numbered item: "Summary of the lanes (FTL):" above it says what its figures are.
+_LIST_ITEM = re.compile(r"[-*+\u2022]\s|\d{1,3}[.)]\s")
 _WANTS_DATE = re.compile(r"\bwhen\b|\bwhat (year|date|month|day|time)\b|\bwhich (year|date|month)\b", re.I)
 
 
@@ -163,20 +165,28 @@ class ExtractiveModel:
     ) -> list[ScoredSentence]:
         """Every candidate sentence, scored. ``context`` (a follow-up with the question before it)
         is what the embedding compares with; the words still come from ``question`` itself."""
-        candidates = [
-            (source.number, i, sentence)
-            for source in sources
-            for i, sentence in enumerate(split_sentences(source.text))
-            # A question in a source ("How many days do we get?") restates, it does not answer.
-            if len(sentence.split()) >= 3
-            and any(c.isalpha() for c in sentence)
-            and not sentence.endswith("?")
-        ]
+        candidates: list[tuple[int, int, str]] = []
+        readings: list[str] = []  # what is scored: a list item with the line that introduces it
+        for source in sources:
+            lead_in = ""
+            for i, sentence in enumerate(split_sentences(source.text)):
+                if not _LIST_ITEM.match(sentence):
+                    lead_in = sentence if sentence.endswith(":") else ""
+                # A question in a source ("How many days do we get?") restates, it does not answer.
+                if (
+                    len(sentence.split()) >= 3
+                    and any(c.isalpha() for c in sentence)
+                    and not sentence.endswith("?")
+                ):
+                    candidates.append((source.number, i, sentence))
+                    readings.append(
+                        f"{lead_in} {sentence}" if lead_in and _LIST_ITEM.match(sentence) else sentence
+                    )
         if not candidates:
             return []
-        vectors = self._embedder.embed([context or question, *(text for _, _, text in candidates)])
+        vectors = self._embedder.embed([context or question, *readings])
         cosines = vectors[1:] @ vectors[0]
-        sentence_terms = [set(terms(text)) for _, _, text in candidates]
+        sentence_terms = [set(terms(text)) for text in readings]
         wanted = [t for t in dict.fromkeys(terms(question)) if t not in _QUESTION_WORDS] or [
             t for t in dict.fromkeys(terms(context)) if t not in _QUESTION_WORDS
         ]
