@@ -24,9 +24,12 @@ keys_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
+    from stanchion.cli_audit import audit
+
     app.command()(serve)
     app.command()(migrate)
     app.add_typer(keys_app, name="keys")
+    app.command()(audit)
 
 
 def serve(

@@ -319,3 +319,28 @@ def test_usage_is_per_tenant_and_admin_only(api: Api) -> None:
         usage = c.get("/v1/usage").json()
     # acme: the ops key's search (globex's two are not counted)
     assert usage["tenant"] == "acme" and usage["requests"] == 1
+
+
+def test_audit_log_is_the_tenants_own_newest_first_a_page_at_a_time(api: Api) -> None:
+    started = time.time()
+    with api.client(api.keys.ops) as c:
+        c.post("/v1/search", json={"query": "refund window"})
+        assert c.get("/v1/audit").status_code == 403  # admin scope only
+    with api.client(api.keys.finance) as c:
+        c.post("/v1/search", json={"query": "q3 budget"})
+    with api.client(api.keys.globex) as c:
+        c.post("/v1/search", json={"query": "launch code"})
+    with api.client(api.keys.admin) as c:
+        searches = c.get("/v1/audit", params={"action": "search"}).json()
+        first = c.get("/v1/audit", params={"action": "search", "limit": 1}).json()
+        rest = c.get("/v1/audit", params={"action": "search", "before": first["last_id"]}).json()
+        later = c.get("/v1/audit", params={"since": time.time() + 60}).json()
+        period = c.get("/v1/usage", params={"since": started - 1, "until": started + 3600}).json()
+        before_start = c.get("/v1/usage", params={"until": started - 1}).json()
+        assert c.get("/v1/audit", params={"since": "yesterday"}).status_code == 422
+    assert [r["query"] for r in searches["data"]] == ["q3 budget", "refund window"]  # globex's is not there
+    assert all(r["status"] == 200 and r["object"] == "audit.record" for r in searches["data"])
+    assert first["has_more"] is True and [r["query"] for r in first["data"]] == ["q3 budget"]
+    assert [r["query"] for r in rest["data"]] == ["refund window"] and rest["has_more"] is False
+    assert later["data"] == [] and later["has_more"] is False
+    assert period["requests"] == 2 and before_start["requests"] == 0

@@ -1,4 +1,4 @@
-"""`stanchion keys` and `stanchion migrate`, and the request id on log lines."""
+"""`stanchion keys`, `stanchion audit` and `stanchion migrate`, and the request id on log lines."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from stanchion.cli import app
 from stanchion.logs import JsonFormatter, request_id
-from stanchion.state import open_state
+from stanchion.state import AuditRecord, open_state
 
 runner = CliRunner()
 
@@ -46,6 +46,35 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     finally:
         state.close()
     assert events == [("keys.revoke", key["id"]), ("keys.create", key["id"])]
+
+
+def test_audit_shows_the_log_with_filters_and_a_periods_usage(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    state = open_state(sqlite_path=tmp_path / "state.db")
+    try:
+        state.audit(
+            [
+                AuditRecord("search", "acme", "ana", "k1", "r1", 200, at=1793491200.0, query="refunds"),
+                AuditRecord("answer", "acme", "bob", "k2", "r2", 200, at=1793577600.0, query="budget",
+                            input_tokens=30, output_tokens=7, cost_usd=0.002),
+                AuditRecord("answer", "globex", "eve", "k3", "r3", 200, at=1793577601.0, query="launch"),
+            ]
+        )  # fmt: skip
+    finally:
+        state.close()
+    everything = json.loads(runner.invoke(app, ["audit", "--spec", spec, "--json"]).stdout)
+    assert [r["request_id"] for r in everything["records"]] == ["r3", "r2", "r1"] and everything[
+        "usage"
+    ] is None
+    acme_day_two = runner.invoke(app, ["audit", "--spec", spec, "--json", "--tenant", "acme",
+                                       "--since", "2026-11-02", "--until", "2026-11-03T00:00:00+00:00"])  # fmt: skip
+    report = json.loads(acme_day_two.stdout)
+    assert [r["query"] for r in report["records"]] == ["budget"]
+    assert report["usage"] == {"requests": 1, "input_tokens": 30, "output_tokens": 7, "cost_usd": 0.002}
+    by_user = runner.invoke(app, ["audit", "--spec", spec, "--user", "ana", "--since", "1793491200"])
+    assert by_user.exit_code == 0 and "refunds" in by_user.stdout and "budget" not in by_user.stdout
+    bad = runner.invoke(app, ["audit", "--spec", spec, "--since", "last tuesday"])
+    assert bad.exit_code == 2 and "--since" in bad.stderr
 
 
 def test_keys_create_rejects_unknown_scopes(tmp_path: Path) -> None:

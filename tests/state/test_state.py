@@ -120,8 +120,40 @@ def test_audit_log_redacts_secrets_and_sums_usage(state: StateStore) -> None:
     assert state.usage("acme") == {"requests": 1, "input_tokens": 10, "output_tokens": 5, "cost_usd": 0.5}
 
 
+def test_audit_log_filters_and_pages_newest_first(state: StateStore) -> None:
+    records = [
+        AuditRecord(action, tenant, user, "k", f"r{i}", 200, at=1000.0 + i, input_tokens=i, cost_usd=0.25)
+        for i, (action, tenant, user) in enumerate(
+            [
+                ("search", "acme", "ana"),
+                ("answer", "acme", "bob"),
+                ("answer", "other", "ana"),
+                ("answer", "acme", "ana"),
+                ("documents.delete", "acme", "ana"),
+            ]
+        )
+    ]
+    state.audit(records)
+    newest_first = [r.request_id for r in state.audit_log("acme")]
+    assert newest_first == ["r4", "r3", "r1", "r0"]
+    assert [r.request_id for r in state.audit_log("acme", action="answer")] == ["r3", "r1"]
+    assert [r.request_id for r in state.audit_log("acme", user="ana")] == ["r4", "r3", "r0"]
+    assert [r.request_id for r in state.audit_log("acme", since=1001.0, until=1004.0)] == ["r3", "r1"]
+    pages, before = [], None
+    while page := state.audit_log("acme", before=before, limit=3):
+        pages.append([r.request_id for r in page])
+        before = page[-1].id
+    assert pages == [["r4", "r3", "r1"], ["r0"]]
+    assert state.usage("acme", since=1001.0, until=1004.0) == {
+        "requests": 2,
+        "input_tokens": 4,
+        "output_tokens": 0,
+        "cost_usd": 0.5,
+    }
+
+
 def test_migrations_are_idempotent(tmp_path: Path) -> None:
     db = SQLiteDatabase(tmp_path / "s.db")
-    assert migrate(db) == ["s001_keys_jobs_audit"]
+    assert migrate(db) == ["s001_keys_jobs_audit", "s002_audit_by_tenant_id"]
     assert migrate(db) == []
     db.close()

@@ -16,6 +16,7 @@ from stanchion.app import App, build
 from stanchion.index.embed import Embedder
 from stanchion.server import (
     fast_stream,
+    routes_audit,
     routes_chat,
     routes_documents,
     routes_ops,
@@ -92,7 +93,7 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
     ctx = ServerContext.create(system)
     api.state.ctx = ctx
     install_handlers(api)
-    for module in (routes_chat, routes_search, routes_documents, routes_usage, routes_ops):
+    for module in (routes_chat, routes_search, routes_documents, routes_usage, routes_audit, routes_ops):
         api.include_router(module.router)
     chat_route = next(r for r in routes_chat.router.routes if getattr(r, "path", None) == fast_stream.PATH)
     # Added first, so it runs inside RequestMiddleware (request id, limits, metrics, access log).

@@ -1,4 +1,5 @@
-"""``/v1/usage``: a tenant's requests, tokens and cost, from the audit log (admin keys only)."""
+"""``/v1/usage``: a tenant's requests, tokens and cost, from the audit log (admin keys only),
+over all time or one period (Unix seconds: ``since=1793491200&until=1796083200`` is November 2026)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from stanchion.server.deps import Caller, Ctx, admit
+from stanchion.server.routes_audit import Since, Until
 from stanchion.server.schemas import AUTHENTICATED, error_responses
 
 router = APIRouter(tags=["Usage"])
@@ -28,10 +30,10 @@ class UsageReport(BaseModel):
     summary="The caller's tenant's usage (admin scope)",
     responses=error_responses(*AUTHENTICATED),
 )
-async def usage(ctx: Ctx, principal: Caller) -> UsageReport:
+async def usage(ctx: Ctx, principal: Caller, since: Since = None, until: Until = None) -> UsageReport:
     await admit(ctx, principal, "admin")
     await ctx.audit.flush()  # this worker's pending records count too
-    totals = await asyncio.to_thread(ctx.app.state.usage, principal.tenant)
+    totals = await asyncio.to_thread(ctx.app.state.usage, principal.tenant, since=since, until=until)
     return UsageReport(
         tenant=principal.tenant,
         requests=int(totals["requests"]),

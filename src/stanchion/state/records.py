@@ -108,9 +108,11 @@ class AuditRecord:
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     detail: dict[str, object] = field(default_factory=dict)
+    id: int = 0  # set when read back: the log's order, and the cursor of a page
 
     def as_json(self) -> dict[str, object]:
         return {
+            "id": self.id,
             "at": self.at,
             "action": self.action,
             "tenant": self.tenant,

@@ -73,6 +73,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX audit_log_tenant ON audit_log(tenant, at);
         """,
     ),
+    (
+        # Reading a tenant's log newest first, a page at a time, seeks here.
+        "s002_audit_by_tenant_id",
+        "CREATE INDEX audit_log_tenant_id ON audit_log(tenant, id)",
+    ),
 ]
 
 

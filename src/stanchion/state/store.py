@@ -230,26 +230,36 @@ class StateStore:
             tx.execute_many(f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 16)})", rows)
 
     def audit_log(
-        self, tenant: str | None = None, *, action: str | None = None, limit: int = 100
+        self,
+        tenant: str | None = None,
+        *,
+        action: str | None = None,
+        user: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: int | None = None,
+        limit: int = 100,
     ) -> list[AuditRecord]:
-        where, params = [], []
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if action is not None:
-            where.append("action = ?")
-            params.append(action)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        """Records, newest first. ``since`` (inclusive) and ``until`` (exclusive) are epoch
+        seconds; ``before`` is a record id, to read on from the last one of a previous page."""
+        clause, params = _audit_where(tenant=tenant, action=action, user=user, since=since, until=until)
+        if before is not None:
+            clause += " AND id < ?"
+            params.append(before)
         rows = self.db.query(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit_log {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+            f"SELECT {_AUDIT_COLUMNS}, id FROM audit_log WHERE {clause} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
         )
         return [_audit(r) for r in rows]
 
-    def usage(self, tenant: str) -> dict[str, float]:
+    def usage(
+        self, tenant: str, *, since: float | None = None, until: float | None = None
+    ) -> dict[str, float]:
+        clause, params = _audit_where(tenant=tenant, since=since, until=until)
         row = self.db.query(
             "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-            "COALESCE(SUM(cost_usd), 0) FROM audit_log WHERE tenant = ?",
-            (tenant,),
+            f"COALESCE(SUM(cost_usd), 0) FROM audit_log WHERE {clause}",
+            tuple(params),
         )[0]
         return {
             "requests": int(row[0]),
@@ -305,6 +315,24 @@ def _job(row: Row) -> Job:
     )
 
 
+def _audit_where(**equal_or_range: str | float | None) -> tuple[str, list[object]]:
+    """A WHERE condition on audit rows (never empty) from the filters that are set."""
+    columns = {
+        "tenant": "tenant = ?",
+        "action": "action = ?",
+        "user": "user_id = ?",
+        "since": "at >= ?",
+        "until": "at < ?",
+    }
+    parts: list[str] = ["1 = 1"]
+    params: list[object] = []
+    for name, value in equal_or_range.items():
+        if value is not None:
+            parts.append(columns[name])
+            params.append(value)
+    return " AND ".join(parts), params
+
+
 def _audit(row: Row) -> AuditRecord:
     detail: dict[str, Any] = json.loads(row[15])
     return AuditRecord(
@@ -324,4 +352,5 @@ def _audit(row: Row) -> AuditRecord:
         cost_usd=float(row[13]),
         latency_ms=float(row[14]),
         detail=detail,
+        id=int(row[16]),
     )

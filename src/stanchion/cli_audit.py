@@ -1,0 +1,89 @@
+"""``stanchion audit``: read the audit log (and a period's usage) from the command line."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from stanchion.cli_common import JsonOption, SpecOption, err, load_app, out
+from stanchion.state import AuditRecord
+
+__all__ = ["audit", "parse_moment"]
+
+_MOMENT_HELP = "ISO 8601 date or time (no zone means UTC), or Unix seconds."
+
+
+def parse_moment(text: str, option: str) -> float:
+    """Unix seconds from ``2026-11-01``, ``2026-11-01T09:30:00+01:00`` or ``1793491200``."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        err.print(f"[bold red]error:[/] {option}: {escape(text)!r} is not a date, a time or Unix seconds")
+        raise typer.Exit(2) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def audit(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant (default: every tenant).")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. chat.completions.")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this user.")] = None,
+    since: Annotated[str | None, typer.Option(help=f"Only records at or after this. {_MOMENT_HELP}")] = None,
+    until: Annotated[str | None, typer.Option(help=f"Only records before this. {_MOMENT_HELP}")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many records.")] = 50,
+    spec_file: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the audit log, newest first: who asked what, with which models and chunks, at what cost.
+
+    With --tenant, also the tenant's totals over the same period. Secrets were redacted when each record was written.
+    """
+    start = parse_moment(since, "--since") if since else None
+    end = parse_moment(until, "--until") if until else None
+    system = load_app(spec_file)
+    try:
+        records = system.state.audit_log(
+            tenant, action=action, user=user, since=start, until=end, limit=limit
+        )
+        usage = system.state.usage(tenant, since=start, until=end) if tenant else None
+    finally:
+        system.close()
+    if as_json:
+        print(json.dumps({"records": [r.as_json() for r in records], "usage": usage}))
+        return
+    out.print(_table(records))
+    if usage is not None:
+        out.print(
+            f"{tenant}: {usage['requests']:.0f} record{'' if usage['requests'] == 1 else 's'}, "
+            f"{usage['input_tokens']:.0f} tokens in, "
+            f"{usage['output_tokens']:.0f} out, ${usage['cost_usd']:.4f}"
+        )
+
+
+def _table(records: list[AuditRecord]) -> Table:
+    """What fits an 80-column terminal; ids, routes, chunks and latency are in ``--json``."""
+    table = Table(box=None, header_style="bold")
+    for name in ("at (UTC)", "tokens", "cost"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("who", overflow="fold")
+    table.add_column("action", overflow="fold")
+    table.add_column("query", min_width=20, overflow="fold")
+    for r in records:
+        failed = "" if 200 <= r.status < 300 else f" [red]{r.status}[/]"
+        table.add_row(
+            datetime.fromtimestamp(r.at, UTC).strftime("%Y-%m-%d %H:%M"),
+            f"{r.input_tokens}/{r.output_tokens}",
+            f"${r.cost_usd:.4f}",
+            escape(f"{r.tenant}/{r.user}"),
+            escape(r.action) + failed,
+            escape(r.query if len(r.query) <= 120 else r.query[:117] + "..."),
+        )
+    return table
