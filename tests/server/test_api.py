@@ -9,6 +9,8 @@ import httpx
 import pytest
 from tests.server.conftest import Api, ServerFactory
 
+from stanchion.server.schemas import ChatCompletionChunk
+
 
 def _search(api: Api, key: str, query: str) -> list[str]:
     with api.client(key) as c:
@@ -18,10 +20,12 @@ def _search(api: Api, key: str, query: str) -> list[str]:
 
 
 def _stream_text(response: httpx.Response) -> tuple[str, list[dict[str, object]]]:
+    """The streamed text and chunks; every chunk must be what the OpenAPI schema says it is."""
     text, chunks = "", []
     for line in response.iter_lines():
         if line.startswith("data: ") and line != "data: [DONE]":
             chunk = json.loads(line[6:])
+            ChatCompletionChunk.model_validate(chunk)  # no field missing, none undocumented
             chunks.append(chunk)
             for choice in chunk.get("choices", []):
                 text += choice["delta"].get("content") or ""
@@ -303,6 +307,11 @@ def test_ops_endpoints(api: Api) -> None:
         )
         schema = c.get("/openapi.json").json()
         assert "/v1/chat/completions" in schema["paths"] and "/v1/documents/{document_id}" in schema["paths"]
+        stream = schema["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+        event = stream["text/event-stream"]["schema"]["properties"]["data"]["anyOf"][1]["contentSchema"]
+        for ref in (branch["$ref"] for branch in event["oneOf"]):  # the events' models are described
+            assert ref.rsplit("/", 1)[1] in schema["components"]["schemas"], ref
+        assert {"ChunkChoice", "ChunkDelta", "ToolCallDelta"} <= set(schema["components"]["schemas"])
         r = c.get("/v1/nothing-here")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert "x-request-id" in r.headers

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from tests.server.conftest import Api, ServerFactory
 
+from stanchion.server.schemas import ChatCompletionChunk
 from stanchion.testing.fake_openai import FakeOpenAIServer, Reply
 from stanchion.types import ToolCall
 
@@ -158,6 +159,8 @@ def test_tool_calls_pass_through_both_ways(serve: ServerFactory) -> None:
                 json={"model": "gw", "stream": True, "messages": messages, "tools": TOOLS},
             ) as stream:
                 chunks = [json.loads(ln[6:]) for ln in stream.iter_lines() if ln.startswith("data: {")]
+            for chunk in chunks:  # a tool call delta too is what the OpenAPI schema says
+                ChatCompletionChunk.model_validate(chunk)
             deltas = [ch["choices"][0] for ch in chunks if ch["choices"]]
             streamed = [d["delta"]["tool_calls"][0] for d in deltas if d["delta"].get("tool_calls")]
             assert [s["id"] for s in streamed] == ["call_1"] and deltas[-1]["finish_reason"] == "tool_calls"

@@ -27,6 +27,8 @@ from stanchion.server.context import ServerContext
 from stanchion.server.errors import install_handlers
 from stanchion.server.heap import paced_collection
 from stanchion.server.middleware import RequestMiddleware
+from stanchion.server.openapi import describe_models
+from stanchion.server.schemas import ChatCompletionChunk
 from stanchion.server.sse import SERVER_SEND
 from stanchion.spec import Spec
 from stanchion.tracing import configure_tracing
@@ -93,6 +95,7 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
     ctx = ServerContext.create(system)
     api.state.ctx = ctx
     install_handlers(api)
+    describe_models(api, ChatCompletionChunk)
     for module in (routes_chat, routes_search, routes_documents, routes_usage, routes_audit, routes_ops):
         api.include_router(module.router)
     chat_route = next(r for r in routes_chat.router.routes if getattr(r, "path", None) == fast_stream.PATH)

@@ -58,8 +58,20 @@ _SSE = {
                 "required": ["data"],
                 "properties": {
                     "data": {
-                        "type": "string",
                         "description": "a chat.completion.chunk or an error as JSON; `[DONE]` last",
+                        "anyOf": [
+                            {"const": "[DONE]"},
+                            {
+                                "type": "string",
+                                "contentMediaType": "application/json",
+                                "contentSchema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/ChatCompletionChunk"},
+                                        {"$ref": "#/components/schemas/ErrorResponse"},
+                                    ]
+                                },
+                            },
+                        ],
                     }
                 },
             }

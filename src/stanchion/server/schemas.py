@@ -197,6 +197,43 @@ class ChatCompletion(BaseModel):
     stanchion: dict[str, Any] = Field(default_factory=dict, description="model used, cost, per-stage latency")
 
 
+class _Exact(BaseModel):
+    # What the server sends is exactly this: the stream tests validate every event against it.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolCallDelta(_Exact):
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
+class ChunkDelta(_Exact):
+    role: Literal["assistant"] | None = Field(None, description="on the first delta only")
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = Field(None, description="one delta per finished call")
+
+
+class ChunkChoice(_Exact):
+    index: int
+    delta: ChunkDelta
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(_Exact):
+    """One event of a streamed completion (``data: {...}``); ``data: [DONE]`` ends the stream."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice] = Field(description="empty on the usage chunk")
+    usage: UsageOut | None = Field(None, description="the last chunk, with stream_options.include_usage")
+    citations: list[CitationOut] | None = Field(None, description="grounded routes, on the finishing chunk")
+    stanchion: dict[str, Any] | None = Field(None, description="on the finishing chunk: model used, cost")
+
+
 # --- embeddings ------------------------------------------------------------------------------------
 
 EmbedText = Annotated[str, Field(min_length=1, max_length=32_000, pattern=NOT_BLANK)]
