@@ -353,3 +353,29 @@ def test_audit_log_is_the_tenants_own_newest_first_a_page_at_a_time(api: Api) ->
     assert [r["query"] for r in rest["data"]] == ["refund window"] and rest["has_more"] is False
     assert later["data"] == [] and later["has_more"] is False
     assert period["requests"] == 2 and before_start["requests"] == 0
+
+
+def test_jobs_are_listed_for_their_uploader_and_all_of_them_for_an_admin(api: Api) -> None:
+    state = api.state()
+    try:
+        _, bea = state.create_key(tenant="acme", user="bea", groups=["ops"], scopes=["ingest"])
+    finally:
+        state.close()
+    upload = {"filename": "note.md", "text": "A short note about pallets."}
+    with api.client(api.keys.ingest) as c:
+        mine = c.post("/v1/documents", json=upload).json()["id"]
+    with api.client(bea) as c:
+        theirs = c.post("/v1/documents", json=upload).json()["id"]
+        assert [j["id"] for j in c.get("/v1/jobs").json()["data"]] == [theirs]
+        assert c.get(f"/v1/jobs/{mine}").status_code == 404  # another user's upload
+        assert c.get("/v1/jobs", params={"status": "lost"}).status_code == 422
+    with api.client(api.keys.admin) as c:
+        assert [j["id"] for j in c.get("/v1/jobs").json()["data"]] == [theirs, mine]
+        first = c.get("/v1/jobs", params={"limit": 1}).json()
+        second = c.get("/v1/jobs", params={"limit": 1, "before": first["last_id"]}).json()
+        assert c.get(f"/v1/jobs/{theirs}").status_code == 200
+    assert first["has_more"] is True and [j["id"] for j in first["data"]] == [theirs]
+    assert second["has_more"] is False and [j["id"] for j in second["data"]] == [mine]
+    with api.client(api.keys.globex) as c:
+        listed = c.get("/v1/jobs").json()
+        assert listed["data"] == [] and c.get(f"/v1/jobs/{mine}").status_code == 404

@@ -62,6 +62,27 @@ def test_job_lifecycle_and_payload_removed_when_done(state: StateStore) -> None:
     assert [j.id for j in state.jobs("acme")] == [job.id] and state.jobs("other") == []
 
 
+def test_jobs_list_newest_first_a_page_at_a_time(state: StateStore) -> None:
+    made = [
+        state.create_job(tenant="acme", user="ana", filename=f"{i}.md", data=b"x", options={})
+        for i in range(5)
+    ]
+    state.create_job(tenant="other", user="bob", filename="o.md", data=b"x", options={})
+    claimed = state.claim_job("w1")  # the oldest: 0.md
+    assert claimed is not None and claimed.filename == "0.md"
+    newest_first = [j.filename for j in state.jobs("acme")]
+    assert newest_first == ["4.md", "3.md", "2.md", "1.md", "0.md"]
+    pages, before = [], None
+    while page := state.jobs("acme", before=before, limit=2):
+        pages.append([j.filename for j in page])
+        before = page[-1].id
+    assert pages == [["4.md", "3.md"], ["2.md", "1.md"], ["0.md"]]
+    assert [j.filename for j in state.jobs("acme", status="running")] == ["0.md"]
+    other = state.jobs("other")[0].id
+    assert state.jobs("acme", before=other) == [] and state.jobs("acme", before="job_nope") == []
+    assert {j.id for j in made} == {j.id for j in state.jobs("acme")}
+
+
 def test_job_of_a_dead_worker_is_requeued_then_failed(state: StateStore) -> None:
     job = state.create_job(tenant="acme", user="ana", filename="a.md", data=b"x", options={})
     for attempt in range(1, 4):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import ValidationError
@@ -32,6 +32,7 @@ from stanchion.server.schemas import (
     DocumentList,
     DocumentOut,
     DocumentText,
+    JobList,
     JobOut,
     error_responses,
 )
@@ -123,6 +124,39 @@ async def upload(request: Request, ctx: Ctx, principal: Caller) -> JobOut:
 
 
 @router.get(
+    "/v1/jobs",
+    response_model=JobList,
+    summary="The caller's ingest jobs (an admin's: the tenant's), newest first, a page at a time",
+    responses=error_responses(*AUTHENTICATED),
+)
+async def list_jobs(
+    ctx: Ctx,
+    principal: Caller,
+    status: Literal["queued", "running", "done", "failed"] | None = None,
+    before: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="the last id of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    await admit(ctx, principal, "ingest")
+    jobs = await asyncio.to_thread(
+        ctx.app.state.jobs,
+        principal.tenant,
+        user=None if "admin" in principal.scopes else principal.user,
+        status=status,
+        before=before,
+        limit=limit + 1,
+    )
+    page = [JobOut(**job.as_json()) for job in jobs[:limit]]
+    return JobList(
+        data=page,
+        first_id=page[0].id if page else None,
+        last_id=page[-1].id if page else None,
+        has_more=len(jobs) > limit,
+    )
+
+
+@router.get(
     "/v1/jobs/{job_id}",
     response_model=JobOut,
     summary="An ingest job's status and result",
@@ -131,7 +165,7 @@ async def upload(request: Request, ctx: Ctx, principal: Caller) -> JobOut:
 async def get_job(job_id: Annotated[str, Path(max_length=64)], ctx: Ctx, principal: Caller) -> JobOut:
     await admit(ctx, principal, "ingest")
     job = await asyncio.to_thread(ctx.app.state.job, job_id)
-    if job is None or job.tenant != principal.tenant:
+    if job is None or not _owns(principal, job.tenant, job.user):
         raise APIError(404, "job_not_found", f"no job {job_id!r}")
     return JobOut(**job.as_json())
 
@@ -234,6 +268,12 @@ def _document(ctx: ServerContext, document_id: str) -> StoredDocument | None:
         if found is not None:
             return found
     return None
+
+
+def _owns(principal: Principal, tenant: str, user: str) -> bool:
+    """A job is its uploader's (its file name can say what a group-restricted document holds);
+    an admin key sees every job of its tenant."""
+    return tenant == principal.tenant and ("admin" in principal.scopes or user == principal.user)
 
 
 def _visible(principal: Principal, doc: StoredDocument) -> bool:

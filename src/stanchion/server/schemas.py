@@ -338,6 +338,16 @@ class JobOut(BaseModel):
     result: dict[str, Any]
 
 
+class JobList(BaseModel):
+    """Newest first: pass ``last_id`` as ``before`` for the next page while ``has_more``."""
+
+    object: Literal["list"] = "list"
+    data: list[JobOut]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 class DocumentOut(BaseModel):
     id: str
     object: Literal["document"] = "document"

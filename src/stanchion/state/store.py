@@ -119,10 +119,29 @@ class StateStore:
         rows = self.db.query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
-    def jobs(self, tenant: str, *, limit: int = 100) -> list[Job]:
+    def jobs(
+        self,
+        tenant: str,
+        *,
+        user: str | None = None,
+        status: str | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """A tenant's jobs (one user's, with ``user``), newest first; ``before`` is a job id, to read
+        on after a previous page (an id of another tenant, or none at all, gives an empty page)."""
+        clause, params = "tenant = ?", [tenant]
+        for column, value in (("user_id", user), ("status", status)):
+            if value is not None:
+                clause += f" AND {column} = ?"
+                params.append(value)
+        if before is not None:
+            # (created_at, id) orders jobs created in the same instant too, so pages never overlap.
+            clause += " AND (created_at, id) < (SELECT created_at, id FROM jobs WHERE id = ? AND tenant = ?)"
+            params += [before, tenant]
         rows = self.db.query(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE tenant = ? ORDER BY created_at DESC LIMIT ?",
-            (tenant, limit),
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
         )
         return [_job(r) for r in rows]
 
