@@ -1,8 +1,10 @@
-"""``stanchion audit``: read the audit log (and a period's usage) from the command line."""
+"""``stanchion audit show|prune``: read the audit log (and a period's usage), and apply retention."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -11,9 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from stanchion.cli_common import JsonOption, SpecOption, err, load_app, out
+from stanchion.server.audit import prune_record
 from stanchion.state import AuditRecord
 
-__all__ = ["audit", "parse_moment"]
+__all__ = ["audit_app", "parse_moment"]
+
+audit_app = typer.Typer(
+    help="Read the audit log (who asked what, at what cost) and delete old records.", no_args_is_help=True
+)
 
 _MOMENT_HELP = "ISO 8601 date or time (no zone means UTC), or Unix seconds."
 
@@ -32,7 +39,8 @@ def parse_moment(text: str, option: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def audit(
+@audit_app.command("show")
+def show(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant (default: every tenant).")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action, e.g. chat.completions.")] = None,
     user: Annotated[str | None, typer.Option(help="Only this user.")] = None,
@@ -66,6 +74,39 @@ def audit(
             f"{usage['input_tokens']:.0f} tokens in, "
             f"{usage['output_tokens']:.0f} out, ${usage['cost_usd']:.4f}"
         )
+
+
+@audit_app.command("prune")
+def prune(
+    before: Annotated[
+        str | None, typer.Option(help=f"Delete records older than this. {_MOMENT_HELP}")
+    ] = None,
+    older_than_days: Annotated[
+        float | None, typer.Option(min=0, help="Delete records older than this many days.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    spec_file: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete old audit records, in every tenant (the server does it hourly with server.audit_retention_days). The deletion itself is audited."""
+    if (before is None) == (older_than_days is None):
+        err.print("[bold red]error:[/] give one of --before or --older-than-days")
+        raise typer.Exit(2)
+    cutoff = parse_moment(before, "--before") if before else time.time() - (older_than_days or 0) * 86400
+    when = datetime.fromtimestamp(cutoff, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if not yes and not typer.confirm(f"Delete every audit record older than {when}?"):
+        raise typer.Exit(1)
+    system = load_app(spec_file)
+    try:
+        deleted = system.state.prune_audit(cutoff)
+        if deleted:
+            system.state.audit([prune_record(deleted, cutoff, actor=os.environ.get("USER") or "cli")])
+    finally:
+        system.close()
+    if as_json:
+        print(json.dumps({"deleted": deleted, "before": cutoff}))
+        return
+    out.print(f"deleted {deleted} audit record{'' if deleted == 1 else 's'} older than {when}")
 
 
 def _table(records: list[AuditRecord]) -> Table:

@@ -24,12 +24,12 @@ keys_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    from stanchion.cli_audit import audit
+    from stanchion.cli_audit import audit_app
 
     app.command()(serve)
     app.command()(migrate)
     app.add_typer(keys_app, name="keys")
-    app.command()(audit)
+    app.add_typer(audit_app, name="audit")
 
 
 def serve(

@@ -225,6 +225,9 @@ class ServerSpec(_Strict):
     otel_exporter: Literal["none", "console", "otlp"] = Field(
         "none", description="OpenTelemetry spans per pipeline stage (otlp needs opentelemetry-exporter-otlp)"
     )
+    audit_retention_days: float | None = Field(
+        None, gt=0, description="delete audit records older than this, hourly (default: keep them all)"
+    )
 
 
 class Spec(_Strict):

@@ -62,19 +62,43 @@ def test_audit_shows_the_log_with_filters_and_a_periods_usage(tmp_path: Path) ->
         )  # fmt: skip
     finally:
         state.close()
-    everything = json.loads(runner.invoke(app, ["audit", "--spec", spec, "--json"]).stdout)
+    everything = json.loads(runner.invoke(app, ["audit", "show", "--spec", spec, "--json"]).stdout)
     assert [r["request_id"] for r in everything["records"]] == ["r3", "r2", "r1"] and everything[
         "usage"
     ] is None
-    acme_day_two = runner.invoke(app, ["audit", "--spec", spec, "--json", "--tenant", "acme",
+    acme_day_two = runner.invoke(app, ["audit", "show", "--spec", spec, "--json", "--tenant", "acme",
                                        "--since", "2026-11-02", "--until", "2026-11-03T00:00:00+00:00"])  # fmt: skip
     report = json.loads(acme_day_two.stdout)
     assert [r["query"] for r in report["records"]] == ["budget"]
     assert report["usage"] == {"requests": 1, "input_tokens": 30, "output_tokens": 7, "cost_usd": 0.002}
-    by_user = runner.invoke(app, ["audit", "--spec", spec, "--user", "ana", "--since", "1793491200"])
+    by_user = runner.invoke(app, ["audit", "show", "--spec", spec, "--user", "ana", "--since", "1793491200"])
     assert by_user.exit_code == 0 and "refunds" in by_user.stdout and "budget" not in by_user.stdout
-    bad = runner.invoke(app, ["audit", "--spec", spec, "--since", "last tuesday"])
+    bad = runner.invoke(app, ["audit", "show", "--spec", spec, "--since", "last tuesday"])
     assert bad.exit_code == 2 and "--since" in bad.stderr
+
+
+def test_audit_prune_deletes_old_records_and_audits_itself(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    state = open_state(sqlite_path=tmp_path / "state.db")
+    try:
+        state.audit([AuditRecord("search", "acme", "ana", "k", f"r{day}", 200, at=1793491200.0 + day * 86400)
+                     for day in range(3)])  # fmt: skip
+    finally:
+        state.close()
+    refused = runner.invoke(
+        app, ["audit", "prune", "--spec", spec, "--before", "2026-11-02T12:00"], input="n\n"
+    )
+    assert refused.exit_code == 1
+    neither = runner.invoke(app, ["audit", "prune", "--spec", spec, "--yes"])
+    assert neither.exit_code == 2 and "--older-than-days" in neither.stderr
+    done = runner.invoke(
+        app, ["audit", "prune", "--spec", spec, "--before", "2026-11-02T12:00", "--yes", "--json"]
+    )
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["deleted"] == 2
+    left = json.loads(runner.invoke(app, ["audit", "show", "--spec", spec, "--json"]).stdout)["records"]
+    assert [(r["action"], r["request_id"]) for r in left] == [("audit.prune", ""), ("search", "r2")]
+    assert left[0]["detail"]["deleted"] == 2
 
 
 def test_keys_create_rejects_unknown_scopes(tmp_path: Path) -> None:

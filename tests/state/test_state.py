@@ -173,8 +173,15 @@ def test_audit_log_filters_and_pages_newest_first(state: StateStore) -> None:
     }
 
 
+def test_prune_audit_deletes_what_is_older_in_batches(state: StateStore) -> None:
+    state.audit([AuditRecord("search", "acme", "ana", "k", f"r{i}", 200, at=1000.0 + i) for i in range(7)])
+    assert state.prune_audit(1005.0, batch=2) == 5  # three full batches and a short one
+    assert [r.request_id for r in state.audit_log()] == ["r6", "r5"]
+    assert state.prune_audit(1005.0) == 0
+
+
 def test_migrations_are_idempotent(tmp_path: Path) -> None:
     db = SQLiteDatabase(tmp_path / "s.db")
-    assert migrate(db) == ["s001_keys_jobs_audit", "s002_audit_by_tenant_id"]
+    assert migrate(db) == ["s001_keys_jobs_audit", "s002_audit_by_tenant_id", "s003_audit_by_time"]
     assert migrate(db) == []
     db.close()

@@ -2,7 +2,8 @@
 
 A record is queued in memory and flushed within ``interval_s``; a worker killed outright loses at
 most that much of the log. Actions that must never be lost (deletions, key changes) call
-``write_now``.
+``write_now``. With a retention, the writer also deletes records older than it, once at start
+and then every ``prune_every_s`` (every worker does; a pass finding nothing costs one index seek).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from stanchion.state import AuditRecord, StateStore
 
@@ -17,10 +19,21 @@ log = logging.getLogger(__name__)
 
 
 class AuditWriter:
-    def __init__(self, state: StateStore, *, interval_s: float = 0.2, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        *,
+        interval_s: float = 0.2,
+        max_batch: int = 500,
+        retention_s: float | None = None,
+        prune_every_s: float = 3600.0,
+    ) -> None:
         self.state = state
         self.interval_s = interval_s
         self.max_batch = max_batch
+        self.retention_s = retention_s
+        self.prune_every_s = prune_every_s
+        self._next_prune = 0.0  # monotonic time of the next retention pass
         self._pending: list[AuditRecord] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -45,6 +58,21 @@ class AuditWriter:
         while True:
             await asyncio.sleep(self.interval_s)
             await self.flush()
+            if self.retention_s is not None and time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + self.prune_every_s
+                await self.prune(time.time() - self.retention_s)
+
+    async def prune(self, before: float) -> int:
+        """Delete records older than ``before``; the pass itself is audited when it deleted any."""
+        try:
+            deleted = await asyncio.to_thread(self.state.prune_audit, before)
+        except Exception:  # retention must not take the API down either; the next pass retries
+            log.exception("audit.prune_failed")
+            return 0
+        if deleted:
+            log.info("audit.pruned", extra={"deleted": deleted, "before": before})
+            self.record(prune_record(deleted, before, actor="server"))
+        return deleted
 
     async def close(self) -> None:
         if self._task is not None:
@@ -52,3 +80,8 @@ class AuditWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+
+
+def prune_record(deleted: int, before: float, *, actor: str) -> AuditRecord:
+    """The audit entry of a retention pass: the log says when and how much of it was deleted."""
+    return AuditRecord("audit.prune", "*", actor, "", "", 200, detail={"deleted": deleted, "before": before})

@@ -58,7 +58,12 @@ class ServerContext:
             keys=KeyResolver(state),
             limiter=limiter,
             metrics=Metrics(),
-            audit=AuditWriter(state),
+            audit=AuditWriter(
+                state,
+                retention_s=None
+                if spec.server.audit_retention_days is None
+                else spec.server.audit_retention_days * 86400,
+            ),
             jobs=JobLauncher(spec, state),
             limits=limits,
         )

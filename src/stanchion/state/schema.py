@@ -78,6 +78,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         "s002_audit_by_tenant_id",
         "CREATE INDEX audit_log_tenant_id ON audit_log(tenant, id)",
     ),
+    (
+        # Retention deletes by age; without this each hourly pass would read the whole log.
+        "s003_audit_by_time",
+        "CREATE INDEX audit_log_at ON audit_log(at)",
+    ),
 ]
 
 

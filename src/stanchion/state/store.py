@@ -271,6 +271,21 @@ class StateStore:
         )
         return [_audit(r) for r in rows]
 
+    def prune_audit(self, before: float, *, batch: int = 5000) -> int:
+        """Delete records older than ``before`` (epoch seconds), ``batch`` rows per transaction so
+        that writers are never locked out for long; returns how many went."""
+        deleted = 0
+        while True:
+            with self.db.transaction() as tx:
+                count = tx.execute(
+                    "DELETE FROM audit_log WHERE id IN"
+                    " (SELECT id FROM audit_log WHERE at < ? ORDER BY at LIMIT ?)",
+                    (before, batch),
+                )
+            deleted += count
+            if count < batch:
+                return deleted
+
     def usage(
         self, tenant: str, *, since: float | None = None, until: float | None = None
     ) -> dict[str, float]:
