@@ -47,6 +47,10 @@ def show(
     since: Annotated[str | None, typer.Option(help=f"Only records at or after this. {_MOMENT_HELP}")] = None,
     until: Annotated[str | None, typer.Option(help=f"Only records before this. {_MOMENT_HELP}")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many records.")] = 50,
+    before: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only records older than this id (the next page: the last id shown)."),
+    ] = None,
     spec_file: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -59,7 +63,7 @@ def show(
     system = load_app(spec_file)
     try:
         records = system.state.audit_log(
-            tenant, action=action, user=user, since=start, until=end, limit=limit
+            tenant, action=action, user=user, since=start, until=end, before=before, limit=limit
         )
         usage = system.state.usage(tenant, since=start, until=end) if tenant else None
     finally:
@@ -110,16 +114,17 @@ def prune(
 
 
 def _table(records: list[AuditRecord]) -> Table:
-    """What fits an 80-column terminal; ids, routes, chunks and latency are in ``--json``."""
-    table = Table(box=None, header_style="bold")
-    for name in ("at (UTC)", "tokens", "cost"):
+    """What fits an 80-column terminal; routes, chunks and latency are in ``--json``."""
+    table = Table(box=None, header_style="bold", collapse_padding=True, pad_edge=False)
+    for name in ("id", "at (UTC)", "tokens", "cost"):
         table.add_column(name, no_wrap=True)
     table.add_column("who", overflow="fold")
-    table.add_column("action", overflow="fold")
-    table.add_column("query", min_width=20, overflow="fold")
+    table.add_column("action", no_wrap=True)
+    table.add_column("query", min_width=16, overflow="fold")
     for r in records:
         failed = "" if 200 <= r.status < 300 else f" [red]{r.status}[/]"
         table.add_row(
+            str(r.id),
             datetime.fromtimestamp(r.at, UTC).strftime("%Y-%m-%d %H:%M"),
             f"{r.input_tokens}/{r.output_tokens}",
             f"${r.cost_usd:.4f}",

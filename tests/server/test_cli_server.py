@@ -73,6 +73,9 @@ def test_audit_shows_the_log_with_filters_and_a_periods_usage(tmp_path: Path) ->
     assert report["usage"] == {"requests": 1, "input_tokens": 30, "output_tokens": 7, "cost_usd": 0.002}
     by_user = runner.invoke(app, ["audit", "show", "--spec", spec, "--user", "ana", "--since", "1793491200"])
     assert by_user.exit_code == 0 and "refunds" in by_user.stdout and "budget" not in by_user.stdout
+    oldest = everything["records"][-1]["id"]
+    page_two = runner.invoke(app, ["audit", "show", "--spec", spec, "--json", "--before", str(oldest + 1)])
+    assert [r["request_id"] for r in json.loads(page_two.stdout)["records"]] == ["r1"]
     bad = runner.invoke(app, ["audit", "show", "--spec", spec, "--since", "last tuesday"])
     assert bad.exit_code == 2 and "--since" in bad.stderr
 
