@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from stanchion.server.deps import Caller, Ctx, admit
-from stanchion.server.schemas import AUTHENTICATED, error_responses
+from stanchion.server.schemas import AUTHENTICATED, error_responses, page_bounds
 
 router = APIRouter(tags=["Audit"])
 
@@ -84,12 +84,7 @@ async def audit_log(
         limit=limit + 1,  # one more tells whether another page follows
     )
     page = [AuditEntry(**_without_tenant(r.as_json())) for r in records[:limit]]
-    return AuditPage(
-        data=page,
-        first_id=page[0].id if page else None,
-        last_id=page[-1].id if page else None,
-        has_more=len(records) > limit,
-    )
+    return AuditPage(data=page, **page_bounds([item.id for item in page], fetched=len(records), limit=limit))
 
 
 def _without_tenant(record: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from stanchion.server.schemas import (
     JobList,
     JobOut,
     error_responses,
+    page_bounds,
 )
 from stanchion.state import AuditRecord, Principal
 from stanchion.types import TENANT_KEY
@@ -148,12 +149,7 @@ async def list_jobs(
         limit=limit + 1,
     )
     page = [JobOut(**job.as_json()) for job in jobs[:limit]]
-    return JobList(
-        data=page,
-        first_id=page[0].id if page else None,
-        last_id=page[-1].id if page else None,
-        has_more=len(jobs) > limit,
-    )
+    return JobList(data=page, **page_bounds([item.id for item in page], fetched=len(jobs), limit=limit))
 
 
 @router.get(
@@ -195,12 +191,7 @@ async def list_documents(
         limit=limit + 1,  # one more tells whether another page follows
     )
     page = [_out(d) for d in docs[:limit]]
-    return DocumentList(
-        data=page,
-        first_id=page[0].id if page else None,
-        last_id=page[-1].id if page else None,
-        has_more=len(docs) > limit,
-    )
+    return DocumentList(data=page, **page_bounds([item.id for item in page], fetched=len(docs), limit=limit))
 
 
 @router.get(

@@ -6,6 +6,7 @@ OpenAI-compatible servers do; Stanchion's own endpoints reject unknown fields so
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -336,6 +337,16 @@ class JobOut(BaseModel):
     attempts: int
     error: str | None
     result: dict[str, Any]
+
+
+def page_bounds(ids: Sequence[str | int], *, fetched: int, limit: int) -> dict[str, Any]:
+    """``first_id``, ``last_id`` and ``has_more`` of a list page, read as ``limit + 1`` rows (the
+    extra one, never shown, says that another page follows)."""
+    return {
+        "first_id": ids[0] if ids else None,
+        "last_id": ids[-1] if ids else None,
+        "has_more": fetched > limit,
+    }
 
 
 class JobList(BaseModel):
