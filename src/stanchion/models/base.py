@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from stanchion.types import Completion, Message, StreamEvent, ToolSpec
 
@@ -75,3 +75,11 @@ async def events_from_pieces(pieces: AsyncGenerator[Piece, None], model: str) ->
                 yield StreamEvent(text=piece, model=model)
     finally:
         await pieces.aclose()
+
+
+async def aclose_quietly(stream: AsyncIterator[Any]) -> None:
+    """Close an async iterator that may be a generator: stops its upstream request now, not when
+    the garbage collector finds it."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

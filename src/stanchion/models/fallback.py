@@ -27,7 +27,7 @@ Streams: the time limit applies to each event (the first token and every gap), n
 answer. A failure before this try's first token is handled like ``complete``. A failure after it
 continues on the next model: it gets the original messages, an assistant message holding the
 text already sent and a user instruction to continue without repeating; any text it repeats at
-the joint is removed (``Joiner``), so the client reads one answer. The final event sums the
+the joint is removed (``_Joiner``), so the client reads one answer. The final event sums the
 usage of every try (estimated by chars/4 for a stream cut off before it reported usage) and its
 ``model`` names the models that wrote the answer, e.g. ``"primary->backup"``.
 """
@@ -53,21 +53,18 @@ from stanchion.errors import (
     ModelUnavailable,
     RateLimited,
 )
-from stanchion.models.base import ChatModel, ChatOptions, Piece, events_from_pieces, stream_pieces
+from stanchion.models.base import (
+    ChatModel,
+    ChatOptions,
+    Piece,
+    aclose_quietly,
+    events_from_pieces,
+    stream_pieces,
+)
 from stanchion.models.pricing import estimate_message_tokens, estimate_tokens
 from stanchion.types import Completion, Message, StreamEvent, ToolCall, Usage
 
-__all__ = [
-    "Attempt",
-    "BreakerRegistry",
-    "CircuitBreaker",
-    "FallbackModel",
-    "Joiner",
-    "Watchdog",
-    "continuation",
-    "settle",
-    "try_usage",
-]
+__all__ = ["Attempt", "BreakerRegistry", "CircuitBreaker", "FallbackModel"]
 
 T = TypeVar("T")
 Verdict = Literal["retry", "next", "raise"]
@@ -210,10 +207,10 @@ class FallbackModel:
                         name, attempt.timeout_s, attempt.model.complete(messages, options)
                     )
                 except ModelError as exc:
-                    if settle(exc, breaker) == "raise":
+                    if _settle(exc, breaker) == "raise":
                         raise
                     failures.append((name, exc))
-                    if not await self.backoff(exc, retry, attempt.max_retries):
+                    if not await self._backoff(exc, retry, attempt.max_retries):
                         break
                     continue
                 except BaseException:
@@ -246,12 +243,12 @@ class FallbackModel:
                 if not breaker.allow():
                     failures.append((name, ModelUnavailable("circuit breaker open; skipped", model=name)))
                     break
-                request = continuation(messages, "".join(sent)) if sent else list(messages)
+                request = _continuation(messages, "".join(sent)) if sent else list(messages)
                 inner = stream_pieces(attempt.model, request, options)
-                joiner = Joiner("".join(sent)) if sent else None
+                joiner = _Joiner("".join(sent)) if sent else None
                 received: list[str] = []
                 reported, finish, delivered = None, None, False
-                watchdog = Watchdog(name, attempt.timeout_s)
+                watchdog = _Watchdog(name, attempt.timeout_s)
                 try:
                     while True:
                         watchdog.since = watchdog.loop.time()  # inlined: this runs once per token
@@ -294,13 +291,13 @@ class FallbackModel:
                             chain.append(name)
                         yield StreamEvent(text=tail, model=name)
                 except ModelError as exc:
-                    usage += try_usage(reported, request, "".join(received))
-                    if settle(exc, breaker) == "raise":
+                    usage += _try_usage(reported, request, "".join(received))
+                    if _settle(exc, breaker) == "raise":
                         raise
                     failures.append((name, exc))
                     if sent_tool_calls:  # a call already handed to the client cannot be continued
                         raise AllModelsFailed(failures) from exc
-                    if delivered or not await self.backoff(exc, retry, attempt.max_retries):
+                    if delivered or not await self._backoff(exc, retry, attempt.max_retries):
                         break
                     continue
                 except BaseException:
@@ -310,14 +307,14 @@ class FallbackModel:
                     watchdog.stop()
                     await aclose_quietly(inner)
                 breaker.record_success()
-                usage += try_usage(reported, request, "".join(received))
+                usage += _try_usage(reported, request, "".join(received))
                 yield StreamEvent(
                     usage=usage, finish_reason=finish or "stop", model="->".join(chain or [name])
                 )
                 return
         raise AllModelsFailed(failures)
 
-    async def backoff(self, exc: ModelError, retry: int, max_retries: int) -> bool:
+    async def _backoff(self, exc: ModelError, retry: int, max_retries: int) -> bool:
         """Sleep before retrying the same model; False when it should not be retried."""
         if retry >= max_retries or _verdict(exc) != "retry":
             return False
@@ -343,7 +340,7 @@ def _verdict(exc: ModelError) -> Verdict:
     return "raise"
 
 
-def settle(exc: ModelError, breaker: CircuitBreaker) -> Verdict:
+def _settle(exc: ModelError, breaker: CircuitBreaker) -> Verdict:
     """Tell the breaker how the call ended: only retryable errors count against the model."""
     verdict = _verdict(exc)
     if verdict == "retry":
@@ -366,7 +363,7 @@ async def _timed(name: str, timeout_s: float, awaitable: Awaitable[T]) -> T:
         raise
 
 
-class Watchdog:
+class _Watchdog:
     """The per-piece deadline of a stream: each ``wait`` must finish within ``timeout_s``.
 
     Same rule as wrapping each wait in ``asyncio.timeout``, but one timer per period instead of
@@ -412,17 +409,11 @@ class Watchdog:
             self.handle = None
 
 
-async def aclose_quietly(iterator: AsyncIterator[Piece]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def continuation(messages: Sequence[Message], sent: str) -> list[Message]:
+def _continuation(messages: Sequence[Message], sent: str) -> list[Message]:
     return [*messages, Message("assistant", sent), Message("user", CONTINUE_INSTRUCTION)]
 
 
-def try_usage(reported: Usage | None, messages: Sequence[Message], received: str) -> Usage:
+def _try_usage(reported: Usage | None, messages: Sequence[Message], received: str) -> Usage:
     """What one try cost: as reported, else estimated when the model wrote something."""
     if reported is not None:
         return reported
@@ -431,7 +422,7 @@ def try_usage(reported: Usage | None, messages: Sequence[Message], received: str
     return Usage(estimate_message_tokens(messages), estimate_tokens(received))
 
 
-class Joiner:
+class _Joiner:
     """Removes what a continuation repeats of the text already sent.
 
     The start of the continuation is held back until the longest overlap is known: the longest

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from stanchion.models.base import ChatModel, ChatOptions, Piece, stream_pieces
+from stanchion.models.base import ChatModel, ChatOptions, Piece, aclose_quietly, stream_pieces
 from stanchion.models.pricing import estimate_cost_usd
 from stanchion.spec import PriceSpec, RuleSpec
 from stanchion.types import Completion, Message, StreamEvent
@@ -303,9 +303,7 @@ class Router:
             async for item in stream:
                 yield item
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose_quietly(stream)
         self.observe(tier, (self._clock() - started) * 1000)
 
     def _tier_for(self, score: float) -> int:

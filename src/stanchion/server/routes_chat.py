@@ -18,7 +18,7 @@ from fastapi import APIRouter
 
 from stanchion.answer import AnswerEvent, contextual_query
 from stanchion.errors import StanchionError
-from stanchion.models.base import ChatOptions, Piece, stream_pieces
+from stanchion.models.base import ChatOptions, Piece, aclose_quietly, stream_pieces
 from stanchion.models.pricing import cost_usd, estimate_tokens
 from stanchion.server.accounting import Outcome, account
 from stanchion.server.chunks import DONE, ChunkFramer
@@ -282,9 +282,7 @@ async def _sse(
         outcome.text = "".join(parts)
         raise
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()  # stops the upstream generation now, not when the collector runs
+        await aclose_quietly(events)  # stops the upstream generation now
         await _account(ctx, principal, body, outcome, started)
 
 
