@@ -36,6 +36,7 @@ from stanchion.types import Completion, Message, StreamEvent, ToolCall, ToolSpec
 __all__ = [
     "ChatStreamParser",
     "ErrorKind",
+    "LineBuffer",
     "SSEDecoder",
     "build_request",
     "classify_error",
@@ -210,6 +211,25 @@ def _parse_usage(raw: Any) -> Usage:
 # --- streams -------------------------------------------------------------------------------------
 
 
+class LineBuffer:
+    """Network reads as complete lines (without the ``\n``); a line's start waits for its end."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._rest += data
+        if b"\n" not in data:
+            return []
+        *lines, self._rest = self._rest.split(b"\n")
+        return lines
+
+    def take_rest(self) -> bytes:
+        """What the stream left after its last newline (a last line with no end)."""
+        rest, self._rest = self._rest, b""
+        return rest
+
+
 class SSEDecoder:
     """Server-sent events, one line at a time: returns an event's data when its blank line arrives.
 
@@ -264,7 +284,7 @@ class ChatStreamParser:
         self._calls: dict[int, _PartialCall] = {}
         self._usage: Usage | None = None
         self._finish: str | None = None
-        self._pending = b""  # the start of a line whose end has not arrived
+        self._lines = LineBuffer()
 
     def feed_bytes(self, data: bytes) -> list[Piece]:
         """The pieces the bytes of one network read complete (``models.base.Piece``).
@@ -273,12 +293,8 @@ class ChatStreamParser:
         every line of a stream, becomes its text directly; any other line goes through
         ``feed_line``, so multi-line events, usage, tool calls and errors are handled there.
         """
-        self._pending += data
-        if b"\n" not in data:
-            return []
-        *lines, self._pending = self._pending.split(b"\n")
         pieces: list[Piece] = []
-        for line in lines:
+        for line in self._lines.feed(data):
             if not self._sse.pending:
                 if line.startswith(b"data: {"):
                     try:
@@ -352,9 +368,8 @@ class ChatStreamParser:
         """The last event, once the stream has ended; raises if it ended before the model finished.
         It carries the text of an event the stream left unterminated (no final newline)."""
         tail: list[StreamEvent] = []
-        if self._pending:
-            line, self._pending = self._pending, b""
-            tail += self.feed_line(line.decode("utf-8", "replace"))
+        if rest := self._lines.take_rest():
+            tail += self.feed_line(rest.decode("utf-8", "replace"))
         pending = self._sse.flush()
         if pending is not None:
             tail += self._feed_data(pending)

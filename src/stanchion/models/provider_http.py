@@ -29,7 +29,7 @@ import httpx
 import orjson
 
 from stanchion.errors import ModelError, ModelTimeout, ModelUnavailable
-from stanchion.models.openai_format import ErrorKind, classify_error, http_error
+from stanchion.models.openai_format import ErrorKind, LineBuffer, classify_error, http_error
 
 __all__ = ["ProviderClient", "bearer_auth", "redacted_url"]
 
@@ -186,17 +186,13 @@ class ProviderClient:
         self, body: Mapping[str, Any], *, timeout_s: float | None = None
     ) -> AsyncGenerator[str, None]:
         """The response's lines as they arrive; each read must finish within the time limit."""
-        pending = b""
+        lines = LineBuffer()
         async with aclosing(self.stream_bytes(body, timeout_s=timeout_s)) as reads:
             async for data in reads:
-                pending += data
-                if b"\n" not in data:
-                    continue
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
+                for line in lines.feed(data):
                     yield line.rstrip(b"\r").decode("utf-8", "replace")
-        if pending:
-            yield pending.decode("utf-8", "replace")
+        if rest := lines.take_rest():
+            yield rest.decode("utf-8", "replace")
 
     async def stream_bytes(
         self, body: Mapping[str, Any], *, timeout_s: float | None = None
