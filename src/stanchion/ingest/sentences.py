@@ -113,7 +113,8 @@ def _is_wrapped(prev: str, line: str, nxt: str) -> bool:
         return False
     if _STRUCTURAL.search(line):  # a new item starts here; a wrapped item's own tail still joins
         return False
-    if _delimited_row(prev) and _fields(prev) == _fields(line):
+    fields = _fields(prev)
+    if fields >= 2 and fields == _fields(line):
         return False  # rows of a CSV or TSV table, however long
     # Lower case after an unfinished line is always a continuation; anything else (a name, "$5,000")
     # only when the line before was filled to the wrap width.
@@ -127,10 +128,6 @@ _FIELD_SEPARATOR = re.compile(r"\t|[,;](?! )")
 
 def _fields(line: str) -> int:
     return len(_FIELD_SEPARATOR.findall(line))
-
-
-def _delimited_row(line: str) -> bool:
-    return _fields(line) >= 2
 
 
 def _split_block(text: str, a: int, b: int) -> list[Span]:

@@ -26,7 +26,7 @@ import asyncio
 import math
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,7 +60,7 @@ _WANTS_NUMBER = re.compile(
     r"number|rate|fraction|share|dose|amount|size|length)\b|\bnumber of\b",
     re.IGNORECASE,
 )
-# A bullet or numbered item: "Summary of the lanes (FTL):" above it says what its figures are.
+# A bullet or numbered item.
 _LIST_ITEM = re.compile(r"[-*+\u2022]\s|\d{1,3}[.)]\s")
 _WANTS_DATE = re.compile(r"\bwhen\b|\bwhat (year|date|month|day|time)\b|\bwhich (year|date|month)\b", re.I)
 
@@ -168,20 +168,9 @@ class ExtractiveModel:
         candidates: list[tuple[int, int, str]] = []
         readings: list[str] = []  # what is scored: a list item with the line that introduces it
         for source in sources:
-            lead_in = ""
-            for i, sentence in enumerate(split_sentences(source.text)):
-                if not _LIST_ITEM.match(sentence):
-                    lead_in = sentence if sentence.endswith(":") else ""
-                # A question in a source ("How many days do we get?") restates, it does not answer.
-                if (
-                    len(sentence.split()) >= 3
-                    and any(c.isalpha() for c in sentence)
-                    and not sentence.endswith("?")
-                ):
-                    candidates.append((source.number, i, sentence))
-                    readings.append(
-                        f"{lead_in} {sentence}" if lead_in and _LIST_ITEM.match(sentence) else sentence
-                    )
+            for position, sentence, reading in _readings(source.text):
+                candidates.append((source.number, position, sentence))
+                readings.append(reading)
         if not candidates:
             return []
         vectors = self._embedder.embed([context or question, *readings])
@@ -216,3 +205,17 @@ def _as_sentence(text: str) -> str:
 
 def _usage(messages: Sequence[Message], text: str) -> Usage:
     return Usage(input_tokens=sum(len(m.content.split()) for m in messages), output_tokens=len(text.split()))
+
+
+def _readings(text: str) -> Iterator[tuple[int, str, str]]:
+    """(position, sentence, reading) of one source's candidate sentences; a list item is read with
+    the line that introduces it, since "Summary of the lanes (FTL):" says what its figures are."""
+    lead_in = ""
+    for position, sentence in enumerate(split_sentences(text)):
+        item = _LIST_ITEM.match(sentence) is not None
+        if not item:
+            lead_in = sentence if sentence.endswith(":") else ""
+        # A question in a source ("How many days do we get?") restates, it does not answer.
+        if len(sentence.split()) < 3 or not any(c.isalpha() for c in sentence) or sentence.endswith("?"):
+            continue
+        yield position, sentence, f"{lead_in} {sentence}" if item and lead_in else sentence
