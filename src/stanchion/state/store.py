@@ -130,11 +130,7 @@ class StateStore:
     ) -> list[Job]:
         """A tenant's jobs (one user's, with ``user``), newest first; ``before`` is a job id, to read
         on after a previous page (an id of another tenant, or none at all, gives an empty page)."""
-        clause, params = "tenant = ?", [tenant]
-        for column, value in (("user_id", user), ("status", status)):
-            if value is not None:
-                clause += f" AND {column} = ?"
-                params.append(value)
+        clause, params = _where(("tenant = ?", tenant), ("user_id = ?", user), ("status = ?", status))
         if before is not None:
             # (created_at, id) orders jobs created in the same instant too, so pages never overlap.
             clause += " AND (created_at, id) < (SELECT created_at, id FROM jobs WHERE id = ? AND tenant = ?)"
@@ -261,7 +257,7 @@ class StateStore:
     ) -> list[AuditRecord]:
         """Records, newest first. ``since`` (inclusive) and ``until`` (exclusive) are epoch
         seconds; ``before`` is a record id, to read on from the last one of a previous page."""
-        clause, params = _audit_where(tenant=tenant, action=action, user=user, since=since, until=until)
+        clause, params = _audit_where(tenant, since, until, ("action = ?", action), ("user_id = ?", user))
         if before is not None:
             clause += " AND id < ?"
             params.append(before)
@@ -289,7 +285,7 @@ class StateStore:
     def usage(
         self, tenant: str, *, since: float | None = None, until: float | None = None
     ) -> dict[str, float]:
-        clause, params = _audit_where(tenant=tenant, since=since, until=until)
+        clause, params = _audit_where(tenant, since, until)
         row = self.db.query(
             "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
             f"COALESCE(SUM(cost_usd), 0) FROM audit_log WHERE {clause}",
@@ -349,22 +345,16 @@ def _job(row: Row) -> Job:
     )
 
 
-def _audit_where(**equal_or_range: str | float | None) -> tuple[str, list[object]]:
-    """A WHERE condition on audit rows (never empty) from the filters that are set."""
-    columns = {
-        "tenant": "tenant = ?",
-        "action": "action = ?",
-        "user": "user_id = ?",
-        "since": "at >= ?",
-        "until": "at < ?",
-    }
-    parts: list[str] = ["1 = 1"]
-    params: list[object] = []
-    for name, value in equal_or_range.items():
-        if value is not None:
-            parts.append(columns[name])
-            params.append(value)
-    return " AND ".join(parts), params
+def _where(*conditions: tuple[str, object]) -> tuple[str, list[object]]:
+    """A WHERE condition (never empty) from the ``(sql, value)`` pairs whose value is set."""
+    chosen = [(sql, value) for sql, value in conditions if value is not None]
+    return " AND ".join(["1 = 1", *(sql for sql, _ in chosen)]), [value for _, value in chosen]
+
+
+def _audit_where(
+    tenant: str | None, since: float | None, until: float | None, *more: tuple[str, object]
+) -> tuple[str, list[object]]:
+    return _where(("tenant = ?", tenant), ("at >= ?", since), ("at < ?", until), *more)
 
 
 def _audit(row: Row) -> AuditRecord:
