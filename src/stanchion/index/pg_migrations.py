@@ -22,6 +22,8 @@ SCHEMA = "stanchion_index"
 MAX_DIM = 2000  # pgvector's limit for an HNSW index on vector(n)
 # Any constant works; it only has to be the same for every process migrating this database.
 _LOCK_KEY = 0x5354_414E_4944_5801
+# A document's tenant as queries must spell it for PostgreSQL to use the index m002 builds on it.
+DOCUMENT_TENANT = "(metadata ->> 'tenant')"
 
 Migration = Callable[["psycopg.Connection[Any]", int], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
@@ -106,9 +108,7 @@ def m001_initial(conn: psycopg.Connection[Any], dim: int) -> None:
 @migration
 def m002_documents_by_tenant(conn: psycopg.Connection[Any], dim: int) -> None:
     # Listing a tenant's documents a page at a time seeks here instead of reading every tenant's.
-    conn.execute(
-        f"CREATE INDEX documents_tenant ON {SCHEMA}.documents ((metadata ->> 'tenant'), id COLLATE \"C\")"
-    )
+    conn.execute(f'CREATE INDEX documents_tenant ON {SCHEMA}.documents ({DOCUMENT_TENANT}, id COLLATE "C")')
 
 
 def migrate(dsn: str, *, dim: int, connect_timeout: int = 10) -> list[str]:

@@ -36,7 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from stanchion.errors import StoreError
 from stanchion.index.bm25 import K1, B
-from stanchion.index.pg_migrations import SCHEMA, connect, describe_dsn, migrate, redact_dsn
+from stanchion.index.pg_migrations import DOCUMENT_TENANT, SCHEMA, connect, describe_dsn, migrate, redact_dsn
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
 from stanchion.index.text import index_text
 from stanchion.retrieve.analyze import terms as analyze
@@ -205,7 +205,7 @@ class PostgresStore:
     ) -> list[StoredDocument]:
         clauses = ["true"]
         params: list[object] = []
-        for column, value in (("source", source), ("unit", unit), ("metadata ->> 'tenant'", tenant)):
+        for column, value in (("source", source), ("unit", unit), (DOCUMENT_TENANT, tenant)):
             if value is not None:
                 clauses.append(f"{column} = %s")
                 params.append(value)

@@ -170,43 +170,34 @@ class SQLiteStore:
         after: str | None = None,
         limit: int | None = None,
     ) -> list[StoredDocument]:
-        sql = (
-            "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups FROM documents"
-        )
-        clauses: list[str] = []
+        clauses = ["1 = 1"]
         params: list[object] = []
-        if source is not None:
-            clauses.append("source = ?")
-            params.append(source)
-        if unit is not None:
-            clauses.append("unit = ?")
-            params.append(unit)
-        if tenant is not None:
-            clauses.append(f"{DOCUMENT_TENANT} = ?")
-            params.append(tenant)
+        for condition, value in (
+            ("source = ?", source),
+            ("unit = ?", unit),
+            (f"{DOCUMENT_TENANT} = ?", tenant),
+            ("id > ?", after),
+        ):
+            if value is not None:
+                clauses.append(condition)
+                params.append(value)
         if groups is not None:
-            wanted = sorted(groups)
+            wanted = sorted(groups)  # none: only documents open to all (SQLite allows "IN ()")
             clauses.append(
                 "(json_array_length(access_groups) = 0 OR EXISTS (SELECT 1 FROM"
                 f" json_each(documents.access_groups) WHERE value IN ({_marks(wanted)})))"
-                if wanted
-                else "json_array_length(access_groups) = 0"
             )
             params.extend(wanted)
-        if after is not None:
-            clauses.append("id > ?")
-            params.append(after)
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        rows = self._db.execute(
+            "SELECT id, source, path, title, hash, unit, chunk_count, metadata, access_groups FROM documents"
+            f" WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+            [*params, -1 if limit is None else limit],  # -1: no limit
+        )
         return [
             StoredDocument(
                 r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), tuple(json.loads(r[8]))
             )
-            for r in self._db.execute(sql, params)
+            for r in rows
         ]
 
     def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, Vector]:
