@@ -144,15 +144,13 @@ def invalid_request(errors: Sequence[Mapping[str, Any]]) -> APIError:
     if not errors:
         return APIError(422, "invalid_request", "invalid request")
     path = _path(errors[0])
-    same_value = [e for e in errors if _one_union(errors[0], e)]
-    if len(same_value) > 1:
+    first = [errors[0], *(e for e in errors[1:] if _one_union(errors[0], e))]  # one problem
+    if len(first) > 1:
         path = path[:-1]
-        complaint = " or ".join(dict.fromkeys(str(e.get("msg", "invalid value")) for e in same_value))
-    else:
-        complaint = str(errors[0].get("msg", "invalid value"))
+    complaint = " or ".join(dict.fromkeys(str(e.get("msg", "invalid value")) for e in first))
     where = ".".join(path)
     message = f"{where}: {complaint}" if where else complaint
-    others = len(errors) - len(same_value) if len(same_value) > 1 else len(errors) - 1
+    others = len(errors) - len(first)
     if others:
         message += f" (and {others} more problem{'s' if others > 1 else ''})"
     return APIError(422, "invalid_request", message, param=where or None)

@@ -14,13 +14,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from stanchion.server.deps import Caller, Ctx, admit
+from stanchion.server.params import PageLimit, Since, Until
 from stanchion.server.schemas import AUTHENTICATED, error_responses, page_bounds
 
 router = APIRouter(tags=["Audit"])
-
-# Unix seconds, as OpenAI's usage API takes them (`date -d 2026-11-01 +%s`).
-Since = Annotated[float | None, Query(ge=0, le=1e11, description="only records at or after this Unix time")]
-Until = Annotated[float | None, Query(ge=0, le=1e11, description="only records before this Unix time")]
 
 
 class AuditEntry(BaseModel):
@@ -69,7 +66,7 @@ async def audit_log(
     before: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="the last id of the previous page")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> AuditPage:
     await admit(ctx, principal, "admin")
     await ctx.audit.flush()  # this worker's pending records too

@@ -21,10 +21,12 @@ from stanchion.logs import request_id
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.errors import APIError, invalid_request
+from stanchion.server.params import PageLimit
 from stanchion.server.schemas import (
     AUTHENTICATED,
     GROUP_LIST_PATTERN,
     MAX_GROUPS,
+    MAX_METADATA_KEYS,
     RESERVED_METADATA,
     WITH_BODY,
     Deleted,
@@ -38,7 +40,6 @@ from stanchion.server.schemas import (
     page_bounds,
 )
 from stanchion.state import AuditRecord, Principal
-from stanchion.types import TENANT_KEY
 
 router = APIRouter(tags=["Documents"])
 DocumentId = Annotated[str, Path(min_length=1, max_length=1024)]
@@ -60,7 +61,7 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                         "metadata": {
                             "type": "object",
                             "description": "a JSON object of metadata",
-                            "maxProperties": 64,
+                            "maxProperties": MAX_METADATA_KEYS,
                             "additionalProperties": {"type": ["string", "number", "boolean"]},
                             "propertyNames": {"not": {"enum": list(RESERVED_METADATA)}},
                         },
@@ -137,7 +138,7 @@ async def list_jobs(
     before: Annotated[
         str | None, Query(min_length=1, max_length=64, description="the last id of the previous page")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> JobList:
     await admit(ctx, principal, "ingest")
     jobs = await asyncio.to_thread(
@@ -176,7 +177,7 @@ async def list_documents(
     ctx: Ctx,
     principal: Caller,
     source: Annotated[str | None, Query(max_length=128)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
     after: Annotated[
         str | None, Query(min_length=1, max_length=1024, description="the last id of the previous page")
     ] = None,
@@ -186,7 +187,7 @@ async def list_documents(
         ctx.app.store.documents,
         source,
         tenant=principal.tenant,
-        groups=None if "admin" in principal.scopes else frozenset(principal.groups),
+        groups=_groups(principal),
         after=after,
         limit=limit + 1,  # one more tells whether another page follows
     )
@@ -241,21 +242,23 @@ def _purge(ctx: ServerContext, doc: StoredDocument) -> None:
 
 
 async def _find(ctx: ServerContext, principal: Principal, document_id: str) -> StoredDocument:
-    docs = await asyncio.to_thread(_document, ctx, document_id)
-    if docs is None or not _visible(principal, docs):
+    doc = await asyncio.to_thread(_document, ctx, principal, document_id)
+    if doc is None:
         raise APIError(404, "document_not_found", f"no document {document_id!r}")
-    return docs
+    return doc
 
 
-def _document(ctx: ServerContext, document_id: str) -> StoredDocument | None:
-    """Ids are ``source:unit[:part...]`` (``LoadContext.doc_id``), so only the documents of one unit
-    are read, not the whole source. A unit path may itself hold ':', hence each split point."""
+def _document(ctx: ServerContext, principal: Principal, document_id: str) -> StoredDocument | None:
+    """The document if the caller may see it. Ids are ``source:unit[:part...]``
+    (``LoadContext.doc_id``), so only the documents of one unit are read, not the whole source. A
+    unit path may itself hold ':', hence each split point."""
     source, _, rest = document_id.partition(":")
     cuts = [i for i, ch in enumerate(rest) if ch == ":"] + [len(rest)]
     for cut in cuts[:8]:
-        found = next(
-            (d for d in ctx.app.store.documents(source, unit=rest[:cut]) if d.id == document_id), None
+        unit_docs = ctx.app.store.documents(
+            source, unit=rest[:cut], tenant=principal.tenant, groups=_groups(principal)
         )
+        found = next((d for d in unit_docs if d.id == document_id), None)
         if found is not None:
             return found
     return None
@@ -267,12 +270,9 @@ def _owns(principal: Principal, tenant: str, user: str) -> bool:
     return tenant == principal.tenant and ("admin" in principal.scopes or user == principal.user)
 
 
-def _visible(principal: Principal, doc: StoredDocument) -> bool:
-    if doc.metadata.get(TENANT_KEY) != principal.tenant:
-        return False
-    if "admin" in principal.scopes or not doc.access_groups:
-        return True
-    return bool(principal.groups.intersection(doc.access_groups))
+def _groups(principal: Principal) -> frozenset[str] | None:
+    """The access groups the store checks documents against; None for an admin, who sees all."""
+    return None if "admin" in principal.scopes else principal.groups
 
 
 def _check_groups(principal: Principal, groups: list[str]) -> None:

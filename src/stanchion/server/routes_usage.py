@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from stanchion.server.deps import Caller, Ctx, admit
-from stanchion.server.routes_audit import Since, Until
+from stanchion.server.params import Since, Until
 from stanchion.server.schemas import AUTHENTICATED, error_responses
 
 router = APIRouter(tags=["Usage"])

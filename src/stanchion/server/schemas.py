@@ -19,6 +19,7 @@ _WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u2
 NOT_BLANK = f"[^{_WS}]"  # a pattern: at least one character that is not white space
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 MAX_GROUPS = 64
+MAX_METADATA_KEYS = 64
 # A form's comma-separated groups as the server reads them: split at commas, stripped, empty items
 # dropped, then at most MAX_GROUPS names.
 _NAME = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
@@ -317,7 +318,7 @@ class DocumentFields(_Strict):
     )
     metadata: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
-        max_length=64,
+        max_length=MAX_METADATA_KEYS,
         json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_METADATA)}}},
     )
     access_groups: list[Name] = Field(default_factory=list, max_length=MAX_GROUPS)
