@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime
 from typing import Annotated
@@ -12,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stanchion.cli_common import JsonOption, SpecOption, err, load_app, out
+from stanchion.cli_common import JsonOption, SpecOption, err, load_app, operator, out
 from stanchion.server.audit import prune_record
 from stanchion.state import AuditRecord
 
@@ -104,7 +103,7 @@ def prune(
     try:
         deleted = system.state.prune_audit(cutoff)
         if deleted:
-            system.state.audit([prune_record(deleted, cutoff, actor=os.environ.get("USER") or "cli")])
+            system.state.audit([prune_record(deleted, cutoff, actor=operator())])
     finally:
         system.close()
     if as_json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -38,3 +39,8 @@ def load_app(spec_file: Path | None) -> App:
         return build(load_spec(spec_file))
     except StanchionError as exc:
         raise fail(exc) from None
+
+
+def operator() -> str:
+    """Who ran an administrative command, for the audit log: the login name, else "cli"."""
+    return os.environ.get("USER") or "cli"

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, out
+from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, operator, out
 from stanchion.errors import StanchionError
 from stanchion.state import ApiKey, AuditRecord
 from stanchion.state.records import SCOPES
@@ -212,6 +212,5 @@ def keys_revoke(
 
 def _key_event(action: str, key: ApiKey) -> AuditRecord:
     """Key changes are audited like API actions; the actor is the operator at the command line."""
-    operator = os.environ.get("USER") or "cli"
     detail: dict[str, object] = {"key_user": key.user, "scopes": list(key.scopes), "groups": list(key.groups)}
-    return AuditRecord(action, key.tenant, operator, key.id, "", 200, detail=detail)
+    return AuditRecord(action, key.tenant, operator(), key.id, "", 200, detail=detail)
