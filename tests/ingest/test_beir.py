@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,10 @@ def _record(doc_id: str | int, text: str = "Some abstract text.", **extra: objec
 class TestSciFact:
     """The real 5,183-document SciFact corpus."""
 
-    def test_loads_every_document_quickly(self, shared_data: Path) -> None:
-        """Every line becomes a Document with a source-prefixed id, in well under two seconds."""
-        started = time.perf_counter()
+    def test_loads_every_document(self, shared_data: Path) -> None:
+        """Every line becomes a Document with a source-prefixed id."""
         docs = list(load_beir(shared_data / "beir-scifact" / "corpus.jsonl", CTX))
-        elapsed = time.perf_counter() - started
         assert len(docs) == 5183
-        assert elapsed < 2.0
         first = docs[0]
         assert first.id == "scifact:4983"
         assert first.metadata["beir_id"] == "4983"

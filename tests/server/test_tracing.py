@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -71,14 +70,11 @@ class TestOff:
         assert exported.get_finished_spans() == ()
 
     def test_off_is_nearly_free(self) -> None:
-        """Off, a span costs about as much as an empty with-block: under 2 µs even on a slow CI box."""
-        n = 100_000
-        started = time.perf_counter()
-        for _ in range(n):
-            with span("retrieve", k=8):
-                pass
-        per_call = (time.perf_counter() - started) / n
-        assert per_call < 2e-6
+        """Off, every span is one shared no-op context: nothing is allocated or looked up per call."""
+        first, second = span("retrieve", k=8), span("rerank", candidates=50)
+        assert first is second
+        with first as current:
+            assert not current.is_recording()
 
 
 class TestConfigure:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from stanchion.errors import BadRequest, ContextTooLong, ModelError, ModelTimeout, ModelUnavailable
 from stanchion.index.packaged import package_dir
 from stanchion.models.base import ChatOptions
+from stanchion.models.llamacpp_probe import ensure_runs
 from stanchion.types import Completion, Message, StreamEvent, ToolCall, ToolSpec, Usage
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class LlamaCppModel:
     with one.
     ``seed`` is used for every call, so the same request at the same temperature gives the same
     answer.
+    ``probe`` first runs the model once in a child process (``llamacpp_probe``), so a native build
+    that crashes on this CPU raises ``ModelUnavailable`` instead of killing this process.
     """
 
     def __init__(
@@ -117,12 +120,14 @@ class LlamaCppModel:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         seed: int = 0,
+        probe: bool = True,
     ) -> None:
         self._name = name
         self._model_path = model_path or None
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max((os.cpu_count() or 2) // 2, 1)
         self.seed = seed
+        self.probe = probe
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._grammars: dict[str, LlamaGrammar] = {}
@@ -266,6 +271,8 @@ class LlamaCppModel:
                 f"GGUF model file not found: {path}; Stanchion never downloads models at run time",
                 model=self._name,
             )
+        if self.probe:
+            ensure_runs(path, model=self._name)
         try:
             llama = Llama(
                 model_path=str(path),
