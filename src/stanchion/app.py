@@ -35,7 +35,9 @@ class App:
             from stanchion.index.postgres import PostgresStore
 
             assert index.dsn is not None  # the spec validates it
-            store = PostgresStore(index.dsn, dim=self.embedder.dim, ef_search=index.ef_search)
+            store = PostgresStore(
+                index.dsn, dim=self.embedder.dim, ef_search=index.ef_search, pool_timeout_s=index.pool_timeout_s
+            )
         else:
             store = SQLiteStore(self.spec.resolve(index.path), keyword_engine=index.keyword_engine)
         self._closers.append(store)
@@ -47,7 +49,7 @@ class App:
         from stanchion.state import open_state
 
         if self.spec.index.backend == "postgres":
-            state = open_state(dsn=self.spec.index.dsn)
+            state = open_state(dsn=self.spec.index.dsn, pool_timeout_s=self.spec.index.pool_timeout_s)
         else:
             state = open_state(sqlite_path=self.spec.resolve(self.spec.server.state_path))
         self._closers.append(state)

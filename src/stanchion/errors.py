@@ -4,7 +4,12 @@
      ├── SpecError            invalid stanchion.yaml (key path, bad value, what is allowed)
      ├── IngestError          a source or file that cannot be ingested (path, reason)
      ├── EmbeddingError       an embedder failed or is misconfigured
-     ├── StoreError           the index cannot be read or written
+     ├── StoreError           a store (index, control-plane state, rate limits) cannot be read or
+     │    │                   written (``backend``; ``detail``, the driver's words, for the log only)
+     │    ├── BackendUnavailable      unreachable, connection lost, or no answer in time
+     │    │    ├── RateLimitBackendDown   the rate-limit store (Redis or SQLite; ``url``) is down
+     │    │    └── RedisUnavailable       Redis refused or dropped the connection, or did not reply
+     │    └── RedisError              an error reply from Redis (the server is up)
      ├── SearchError          a bad query, mode or filter
      └── ModelError           a chat model failed (``model`` names which)
           ├── ModelHTTPError      the provider answered with an error status (``status_code``, ``body``)
@@ -17,7 +22,9 @@
           └── AllModelsFailed     every attempt of a fallback chain failed (``attempts``)
 
 Context travels as attributes, not only inside the message, so callers (CLI exit codes, API
-status codes, summaries) never parse strings.
+status codes, summaries) never parse strings. Messages of store errors are short and name no
+server, DSN or SQL: a job's ``error`` shows them. What the driver said is in ``detail``, for logs.
+Every class here maps to an HTTP status in ``server/errors.py`` (a test walks the tree).
 """
 
 from __future__ import annotations
@@ -53,7 +60,41 @@ class EmbeddingError(StanchionError):
 
 
 class StoreError(StanchionError):
-    """The index could not be opened, read or written."""
+    """A store could not be opened, read or written. ``backend`` is ``postgres``, ``sqlite`` or
+    ``redis`` when known; ``detail`` holds the driver's message (it may name hosts, SQL or values:
+    log it, never show it to a client)."""
+
+    def __init__(self, message: str, *, backend: str = "", detail: str = "") -> None:
+        self.backend = backend
+        self.detail = detail
+        super().__init__(message)
+
+
+class BackendUnavailable(StoreError):
+    """The backend could not be reached, the connection broke, or it did not answer in time:
+    retrying later may succeed (the API answers 503 with Retry-After)."""
+
+
+class RateLimitBackendDown(BackendUnavailable):
+    """The rate-limit store cannot be reached. ``url`` holds no password."""
+
+    def __init__(self, message: str, *, backend: str, url: str, detail: str = "") -> None:
+        self.url = url
+        super().__init__(message, backend=backend, detail=detail)
+
+
+class RedisUnavailable(BackendUnavailable):
+    """Redis could not be reached, the connection broke, or the reply did not come in time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, backend="redis")
+
+
+class RedisError(StoreError):
+    """An error reply from Redis (``-ERR ...``); the server is up."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, backend="redis")
 
 
 class SearchError(StanchionError):

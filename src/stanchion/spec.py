@@ -98,6 +98,9 @@ class IndexSpec(_Strict):
         description="sqlite: memory ranks BM25 in RAM from the FTS5 terms (fast); fts5 ranks inside SQLite",
     )
     ef_search: int = Field(100, ge=10, le=1000, description="postgres: HNSW candidate list size")
+    pool_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="postgres: how long a request waits for a connection before its 503"
+    )
 
     @model_validator(mode="after")
     def _postgres_needs_dsn(self) -> IndexSpec:
@@ -227,6 +230,11 @@ class ServerSpec(_Strict):
     )
     audit_retention_days: float | None = Field(
         None, gt=0, description="delete audit records older than this, hourly (default: keep them all)"
+    )
+    metrics_token_env: str | None = Field(
+        None,
+        description="environment variable holding a bearer token that unlocks per-tenant series on "
+        "/metrics (without it /metrics shows only aggregates)",
     )
 
 

@@ -85,7 +85,7 @@ class TestSingleProcess:
         """Input and output tokens are separate directions; cost accumulates per model and tenant."""
         single.tokens("gpt-4o-mini", "acme", input=1200, output=300, cost_usd=0.00036)
         single.tokens("gpt-4o-mini", "acme", input=800, output=100, cost_usd=0.00018)
-        body, _ = single.render()
+        body, _ = single.render(tenants=True)
         base = {"model": "gpt-4o-mini", "tenant": "acme"}
         assert sample(body, "stanchion_tokens_total", direction="in", **base) == 2000
         assert sample(body, "stanchion_tokens_total", direction="out", **base) == 400
@@ -137,7 +137,7 @@ class TestMultiprocess:
 
         scraper = Metrics()
         scraper.observe_request("/v1/search", "POST", 200, 0.3)
-        body, _ = scraper.render()
+        body, _ = scraper.render(tenants=True)
         labels = {"route": "/v1/search", "method": "POST"}
         assert sample(body, "stanchion_http_requests_total", status="200", **labels) == 7
         assert sample(body, "stanchion_http_request_seconds_count", **labels) == 7

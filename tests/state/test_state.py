@@ -182,6 +182,11 @@ def test_prune_audit_deletes_what_is_older_in_batches(state: StateStore) -> None
 
 def test_migrations_are_idempotent(tmp_path: Path) -> None:
     db = SQLiteDatabase(tmp_path / "s.db")
-    assert migrate(db) == ["s001_keys_jobs_audit", "s002_audit_by_tenant_id", "s003_audit_by_time"]
+    assert migrate(db) == [
+        "s001_keys_jobs_audit",
+        "s002_audit_by_tenant_id",
+        "s003_audit_by_time",
+        "s004_audit_in_progress",
+    ]
     assert migrate(db) == []
     db.close()

@@ -19,6 +19,7 @@ commit is visible to every other worker's next query).
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,7 +35,7 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from stanchion.errors import StoreError
+from stanchion.errors import BackendUnavailable, StoreError
 from stanchion.index.bm25 import K1, B
 from stanchion.index.pg_migrations import DOCUMENT_TENANT, SCHEMA, connect, describe_dsn, migrate, redact_dsn
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
@@ -46,17 +47,26 @@ from stanchion.types import Chunk
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 KEYWORD_WINDOW = 1000  # best keyword matches checked against a filter before checking them all
 _S = SCHEMA
+log = logging.getLogger(__name__)
 
 
 class PostgresStore:
     """The server index. ``ef_search`` trades HNSW recall for speed (raised to ``k`` when smaller)."""
 
     def __init__(
-        self, dsn: str, *, dim: int, ef_search: int = 100, pool_size: int = 8, connect_timeout: int = 10
+        self,
+        dsn: str,
+        *,
+        dim: int,
+        ef_search: int = 100,
+        pool_size: int = 8,
+        connect_timeout: int = 10,
+        pool_timeout_s: float = 5.0,
     ) -> None:
         self.dim = dim
         self.ef_search = ef_search
         self._server = describe_dsn(dsn)
+        self._dsn = dsn
         migrate(dsn, dim=dim, connect_timeout=connect_timeout)
         with connect(dsn, connect_timeout=connect_timeout) as conn:
             info = TypeInfo.fetch(conn, "vector")
@@ -70,6 +80,10 @@ class PostgresStore:
             kwargs={"connect_timeout": connect_timeout},
             configure=lambda conn: _configure(conn, oid),
             check=ConnectionPool.check_connection,  # a server restart costs one query, not an error
+            # With the server down a query fails after pool_timeout_s (BackendUnavailable, a 503);
+            # reconnection back-off is capped below it, so the first query after an outage succeeds.
+            timeout=pool_timeout_s,
+            reconnect_timeout=pool_timeout_s / 2,
             name="stanchion-index",
         )
         try:
@@ -312,10 +326,30 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except PoolTimeout as exc:
-            raise StoreError(f"{doing}: no connection to PostgreSQL at {self._server}: {exc}") from exc
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            detail = self._detail(doing, exc)
+            log.warning("index.unavailable", extra={"backend": "postgres", "detail": detail})
+            raise BackendUnavailable(
+                f"{doing}: the index database (PostgreSQL) is unavailable", backend="postgres", detail=detail
+            ) from exc
         except psycopg.Error as exc:
-            raise StoreError(f"{doing} failed (PostgreSQL at {self._server}): {exc}") from exc
+            # The message names no server and no SQL: it reaches job results and logs of callers.
+            detail = self._detail(doing, exc)
+            log.warning("index.failed", extra={"backend": "postgres", "detail": detail})
+            raise StoreError(
+                f"{doing} failed: the index database (PostgreSQL) refused it ({type(exc).__name__})",
+                backend="postgres",
+                detail=detail,
+            ) from exc
+
+    def _detail(self, doing: str, exc: Exception) -> str:
+        """What PostgreSQL said, for the log: server, message, DETAIL and CONTEXT (no password)."""
+        parts = [f"{doing} at {self._server}: {type(exc).__name__}: {exc}"]
+        diag = getattr(exc, "diag", None)
+        for extra in (getattr(diag, "message_detail", None), getattr(diag, "context", None)):
+            if extra:
+                parts.append(str(extra))
+        return redact_dsn(" | ".join(parts), self._dsn)
 
 
 # --- SQL builders ---------------------------------------------------------------------------------

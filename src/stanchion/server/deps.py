@@ -11,7 +11,6 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from stanchion.server.auth import require
 from stanchion.server.context import ServerContext, context
 from stanchion.server.errors import APIError
-from stanchion.server.ratelimit import RateLimitBackendDown
 from stanchion.state import Principal
 from stanchion.state.records import Scope
 
@@ -38,10 +37,8 @@ Caller = Annotated[Principal, Depends(authenticated)]
 async def admit(ctx: ServerContext, principal: Principal, scope: Scope, *, tokens: int = 0) -> None:
     """Check the scope, then count the request against the key's limits (429 with Retry-After)."""
     require(principal, scope)
-    try:
-        decision = await ctx.limiter.admit(principal.key_id, ctx.limits, estimated_tokens=tokens)
-    except RateLimitBackendDown as exc:
-        raise APIError(503, "backend_unavailable", str(exc)) from exc
+    # A store that is down raises RateLimitBackendDown: a 503 from the error handlers.
+    decision = await ctx.limiter.admit(principal.key_id, ctx.limits, estimated_tokens=tokens)
     if not decision.allowed:
         ctx.metrics.rate_limited(decision.limit or "requests")
         retry = max(1, math.ceil(decision.retry_after_s))

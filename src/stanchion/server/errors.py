@@ -2,7 +2,8 @@
 
 The body follows OpenAI's error shape (``{"error": {"message", "type", "code"}}``) so OpenAI
 clients surface it as they would theirs. Bad input never becomes a 500: every Stanchion error that
-a request can cause maps to a 4xx here; a 500 means a bug and says nothing about internals.
+a request can cause maps to a 4xx here, a failed dependency to a 502/503/504; a 500 means a bug
+and says nothing about internals.
 """
 
 from __future__ import annotations
@@ -18,20 +19,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stanchion.errors import (
-    AllModelsFailed,
+    BackendUnavailable,
     BadRequest,
     ContentFiltered,
     ContextTooLong,
+    EmbeddingError,
     IngestError,
     ModelError,
     ModelTimeout,
-    ModelUnavailable,
     RateLimited,
     SearchError,
     SpecError,
     StanchionError,
     StoreError,
 )
+from stanchion.logs import request_id
 from stanchion.state.secrets import redact
 
 log = logging.getLogger(__name__)
@@ -83,28 +85,60 @@ def error_response(exc: APIError) -> JSONResponse:
 
 
 def from_stanchion(exc: StanchionError) -> APIError:
-    """Translate a domain error into its HTTP meaning."""
-    message = redact(str(exc))
+    """Translate a domain error into its HTTP meaning.
+
+    Errors the caller's input caused (a bad filter, a document that cannot be read) keep their
+    message: it is about what the caller sent. The others (an upstream model, a store, the
+    embedder) are failures of this server's dependencies: the client gets a stable code, a short
+    message and the request id; what the provider or driver said goes to the log (it can name
+    internal hosts, SQL or another tenant's values).
+    """
     if isinstance(exc, SearchError | SpecError):
-        return APIError(400, "invalid_request", message)
+        return APIError(400, "invalid_request", redact(str(exc)))
     if isinstance(exc, IngestError):
-        return APIError(422, "unprocessable_document", message)
+        return APIError(422, "unprocessable_document", redact(str(exc)))
+    status, code, message, headers = _failure(exc)
+    rid = request_id.get()
+    log.warning(
+        "server.error",
+        extra={
+            "status": status,
+            "code": code,
+            "error": type(exc).__name__,
+            "detail": redact(str(exc)),
+            **({"driver_detail": redact(exc.detail)} if isinstance(exc, StoreError) and exc.detail else {}),
+        },
+    )
+    return APIError(status, code, f"{message} (request id {rid})" if rid else message, headers=headers)
+
+
+def _failure(exc: StanchionError) -> tuple[int, str, str, dict[str, str]]:
+    """Status, code, client message and headers of a failure of a dependency (or of a bug)."""
     if isinstance(exc, ContextTooLong):
-        return APIError(400, "context_length_exceeded", message)
+        return 400, "context_length_exceeded", "the conversation does not fit the model's context window", {}
     if isinstance(exc, ContentFiltered):
-        return APIError(400, "content_filtered", message)
-    if isinstance(exc, BadRequest):
-        return APIError(502, "upstream_rejected", message)  # our request to the provider was refused
+        return 400, "content_filtered", "the model provider's content filter refused the request", {}
+    if isinstance(exc, BadRequest):  # our request to the provider was refused
+        return 502, "upstream_rejected", "the model provider rejected the request", {}
     if isinstance(exc, RateLimited):
         retry = str(math.ceil(exc.retry_after)) if exc.retry_after else "1"
-        return APIError(503, "upstream_rate_limited", message, headers={"Retry-After": retry})
+        return 503, "upstream_rate_limited", "the model provider is rate limiting", {"Retry-After": retry}
     if isinstance(exc, ModelTimeout):
-        return APIError(504, "upstream_timeout", message)
-    if isinstance(exc, ModelUnavailable | AllModelsFailed | ModelError):
-        return APIError(502, "upstream_error", message)
+        return 504, "upstream_timeout", "the model did not answer in time", {}
+    if isinstance(exc, ModelError):  # ModelUnavailable, AllModelsFailed, any other provider error
+        return 502, "upstream_error", "the model provider failed", {}
+    if isinstance(exc, EmbeddingError):
+        return 503, "embedding_unavailable", "the embedding model failed", {}
+    if isinstance(exc, BackendUnavailable):
+        return (
+            503,
+            "backend_unavailable",
+            "a backend of this server is unavailable; retry shortly",
+            {"Retry-After": "1"},
+        )
     if isinstance(exc, StoreError):
-        return APIError(503, "backend_unavailable", message)
-    return APIError(500, "internal_error", "internal error")
+        return 503, "backend_unavailable", "a backend of this server failed", {}
+    return 500, "internal_error", "internal error", {}
 
 
 def install_handlers(app: FastAPI) -> None:

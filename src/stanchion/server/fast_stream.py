@@ -65,6 +65,8 @@ class GatewayStreams:
             principal = await self.ctx.keys.principal(headers)
         except APIError:
             return None
+        except StanchionError as exc:  # the key store is down: a 503 here, not a 500 outside the handlers
+            return error_response(from_stanchion(exc))
         scope.setdefault("state", {})["principal"] = principal
         scope["route"] = self.route
         try:

@@ -10,6 +10,8 @@ other's values in the shared per-process file.
 
 Labels are bounded on purpose: ``route`` is the path template (``/v1/documents/{document_id}``,
 see ``route_template``), never the raw path; ``tenant`` and ``model`` come from the spec.
+Series labelled by tenant (tokens, cost) are rendered summed over tenants unless the scraper holds
+the metrics token (``render(tenants=True)``): tenant names and usage are not public.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,9 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 __all__ = [
     "MULTIPROC_ENV",
@@ -42,6 +47,7 @@ __all__ = [
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"  # the route label of requests no route matched (404s)
+TENANT_LABEL = "tenant"  # series with it are shown only to holders of the metrics token
 
 # HTTP requests include streamed answers that last minutes; pipeline stages range from a
 # millisecond (BM25) to a minute (generation).
@@ -89,6 +95,16 @@ class Metrics:
         self._errors = Counter(
             "stanchion_errors", "Errors answered, by error code.", ["code"], registry=registry
         )
+        self._charge_failures = Counter(
+            "stanchion_token_charge_failures",
+            "Token charges the rate limiter could not take (its backend failed).",
+            registry=registry,
+        )
+        self._uncharged_tokens = Counter(
+            "stanchion_uncharged_tokens",
+            "Tokens used but not charged to an API key because the rate limiter failed.",
+            registry=registry,
+        )
         self._upstream = Histogram(
             "stanchion_upstream_seconds",
             "Time of one call to a model provider.",
@@ -130,6 +146,11 @@ class Metrics:
     def error(self, code: str) -> None:
         self._errors.labels(code).inc()
 
+    def token_charge_failed(self, tokens: int) -> None:
+        """A charge of ``tokens`` the rate limiter could not take (the request was answered)."""
+        self._charge_failures.inc()
+        self._uncharged_tokens.inc(tokens)
+
     def upstream(self, model: str, seconds: float) -> None:
         self._upstream.labels(model).observe(seconds)
 
@@ -156,13 +177,39 @@ class Metrics:
             await asyncio.sleep(interval_s)
             self.loop_lag(max(0.0, loop.time() - asked))
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition body and its content type; in multiprocess mode, summed over processes."""
-        if self._registry is not None:
-            return generate_latest(self._registry), CONTENT_TYPE_LATEST
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+    def render(self, *, tenants: bool = False) -> tuple[bytes, str]:
+        """The exposition body and its content type; in multiprocess mode, summed over processes.
+
+        Without ``tenants``, series labelled by tenant are summed over tenants (the label is
+        dropped): who the tenants are and what each used is for holders of the metrics token."""
+        source = self._registry
+        if source is None:
+            source = CollectorRegistry()
+            multiprocess.MultiProcessCollector(source, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        if tenants:
+            return generate_latest(source), CONTENT_TYPE_LATEST
+        public = CollectorRegistry()
+        public.register(_WithoutTenants(source))
+        return generate_latest(public), CONTENT_TYPE_LATEST
+
+
+class _WithoutTenants(Collector):
+    """The families of ``source``, those with a ``tenant`` label summed over it."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            if any(TENANT_LABEL in sample.labels for sample in family.samples):
+                sums: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+                for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue  # a creation time does not add up
+                    labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != TENANT_LABEL))
+                    sums[sample.name, labels] = sums.get((sample.name, labels), 0.0) + sample.value
+                family.samples = [Sample(name, dict(labels), value) for (name, labels), value in sums.items()]
+            yield family
 
 
 def _select_value_class() -> str | None:

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from stanchion.errors import StanchionError
-from stanchion.server.redis_client import RedisClient, RedisError, RedisUnavailable, RespValue
+from stanchion.errors import RateLimitBackendDown, RedisError, RedisUnavailable
+from stanchion.server.redis_client import RedisClient, RespValue
 
 __all__ = [
     "WINDOW_S",
@@ -58,15 +58,6 @@ WINDOW_S = 60.0
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")
-
-
-class RateLimitBackendDown(StanchionError):
-    """The rate-limit store cannot be reached; the server answers 503. ``url`` holds no password."""
-
-    def __init__(self, message: str, *, backend: Literal["redis", "sqlite"], url: str) -> None:
-        self.backend = backend
-        self.url = url
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +288,7 @@ class RedisRateLimiter:
 
     def _down(self, exc: Exception) -> RateLimitBackendDown:
         return RateLimitBackendDown(
-            f"rate-limit store unreachable at {self._url}: {exc}", backend="redis", url=self._url
+            "the rate-limit store (Redis) is unreachable", backend="redis", url=self._url, detail=str(exc)
         )
 
 
@@ -382,7 +373,10 @@ class SQLiteRateLimiter:
             self._connection().execute("SELECT 1").fetchone()
         except sqlite3.Error as exc:
             raise RateLimitBackendDown(
-                f"rate-limit store unusable at {self._path}: {exc}", backend="sqlite", url=str(self._path)
+                "the rate-limit store (SQLite) is unusable",
+                backend="sqlite",
+                url=str(self._path),
+                detail=str(exc),
             ) from exc
 
     async def close(self) -> None:
@@ -442,7 +436,10 @@ class SQLiteRateLimiter:
                 busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
                 if not busy or time.monotonic() >= deadline:
                     raise RateLimitBackendDown(
-                        f"rate-limit store {self._path} failed: {exc}", backend="sqlite", url=str(self._path)
+                        "the rate-limit store (SQLite) failed",
+                        backend="sqlite",
+                        url=str(self._path),
+                        detail=str(exc),
                     ) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)

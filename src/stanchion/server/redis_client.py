@@ -21,15 +21,12 @@ from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+# Both belong to the package's one exception tree (errors.py): StoreError -> 503, never a 500.
+from stanchion.errors import RedisError, RedisUnavailable
+
+__all__ = ["RedisAddress", "RedisClient", "RedisError", "RedisUnavailable", "RespValue", "encode", "parse"]
+
 RespValue = bytes | int | str | list["RespValue"] | None
-
-
-class RedisError(Exception):
-    """An error reply from Redis (``-ERR ...``); the server is up."""
-
-
-class RedisUnavailable(Exception):
-    """Redis could not be reached, the connection broke, or the reply did not come in time."""
 
 
 @dataclass(frozen=True)

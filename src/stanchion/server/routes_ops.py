@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from stanchion.server.context import ServerContext
 from stanchion.server.deps import Ctx
+from stanchion.server.errors import APIError
 from stanchion.server.schemas import Readiness
 
 router = APIRouter(tags=["Operations"])
@@ -38,17 +42,44 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     except Exception as exc:
         checks["rate_limits"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503
-    )
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "checks": checks,
+        "audit_pending": ctx.audit.pending,
+    }
+    return JSONResponse(body, 200 if ready else 503)
 
 
 @router.get(
     "/metrics",
     summary="Prometheus metrics of every worker",
     response_class=PlainTextResponse,
-    responses={200: {"description": "The Prometheus text exposition format"}},
+    responses={
+        200: {"description": "The Prometheus text exposition format"},
+        401: {"description": "A bearer token was sent and it is not the metrics token"},
+    },
 )
-async def metrics(ctx: Ctx) -> Response:
-    body, content_type = ctx.metrics.render()
+async def metrics(request: Request, ctx: Ctx) -> Response:
+    """Aggregates for anyone; per-tenant series (tokens, cost) with ``Authorization: Bearer`` and
+    the token in the environment variable ``server.metrics_token_env`` names."""
+    body, content_type = ctx.metrics.render(tenants=_holds_metrics_token(request, ctx))
     return Response(body, media_type=content_type)
+
+
+def _holds_metrics_token(request: Request, ctx: ServerContext) -> bool:
+    """False without credentials; True with the metrics token; 401 with anything else (a
+    scraper with a wrong or unconfigured token should fail loudly, not get less)."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return False
+    scheme, _, given = header.partition(" ")
+    env = ctx.app.spec.server.metrics_token_env
+    token = os.environ.get(env, "") if env else ""
+    if scheme.lower() == "bearer" and token and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return True
+    raise APIError(
+        401,
+        "invalid_metrics_token",
+        "not the metrics token (server.metrics_token_env names the variable that holds it)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

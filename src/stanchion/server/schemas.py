@@ -393,6 +393,7 @@ class Deleted(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     checks: dict[str, str] = Field(description="each backend: 'ok' or 'error: <kind>'")
+    audit_pending: int = Field(0, description="audit records this worker holds until the database takes them")
 
 
 class ErrorDetail(BaseModel):

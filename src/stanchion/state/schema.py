@@ -83,6 +83,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         "s003_audit_by_time",
         "CREATE INDEX audit_log_at ON audit_log(at)",
     ),
+    (
+        # A request's final record replaces its in-progress one (status 0) found here; only
+        # in-progress records are indexed, so the index stays as small as the requests in flight.
+        "s004_audit_in_progress",
+        "CREATE INDEX audit_log_in_progress ON audit_log(request_id) WHERE status = 0",
+    ),
 ]
 
 

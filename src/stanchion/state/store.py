@@ -14,6 +14,9 @@ from stanchion.state.records import ApiKey, AuditRecord, Job, JobStatus
 from stanchion.state.schema import migrate
 from stanchion.state.secrets import display_prefix, key_hash, new_key, redact
 
+# The status of the audit record a long request leaves when it starts; its final record replaces
+# it. One still there means the request never finished (its worker died).
+IN_PROGRESS = 0
 # A running job whose worker has not reported for this long is presumed dead and re-queued.
 STALE_JOB_S = 30.0
 MAX_JOB_ATTEMPTS = 3
@@ -217,7 +220,9 @@ class StateStore:
 
     # --- audit log ---------------------------------------------------------------------------------
 
-    def audit(self, records: Sequence[AuditRecord]) -> None:
+    def audit(self, records: Sequence[AuditRecord], *, completing: Sequence[AuditRecord] = ()) -> None:
+        """Append ``records``; ``completing`` (some of them) replace the in-progress records
+        (status ``IN_PROGRESS``) their requests left when they started, in the same transaction."""
         if not records:
             return
         rows = [
@@ -243,6 +248,11 @@ class StateStore:
         ]
         with self.db.transaction() as tx:  # one batch: one round trip on PostgreSQL
             tx.execute_many(f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 16)})", rows)
+            if completing:
+                tx.execute_many(
+                    "DELETE FROM audit_log WHERE status = ? AND request_id = ? AND action = ? AND key_id = ?",
+                    [(IN_PROGRESS, r.request_id, r.action, r.key_id) for r in completing],
+                )
 
     def audit_log(
         self,
@@ -305,10 +315,13 @@ class StateStore:
         self.db.close()
 
 
-def open_state(*, sqlite_path: Path | None = None, dsn: str | None = None) -> StateStore:
-    """The control-plane state in PostgreSQL when ``dsn`` is given, else in a SQLite file."""
+def open_state(
+    *, sqlite_path: Path | None = None, dsn: str | None = None, pool_timeout_s: float = 5.0
+) -> StateStore:
+    """The control-plane state in PostgreSQL when ``dsn`` is given, else in a SQLite file.
+    ``pool_timeout_s``: how long a call waits for a PostgreSQL connection before it fails."""
     if dsn:
-        return StateStore(PostgresDatabase(dsn))
+        return StateStore(PostgresDatabase(dsn, pool_timeout_s=pool_timeout_s))
     if sqlite_path is None:
         raise ValueError("open_state needs a SQLite path or a PostgreSQL DSN")
     return StateStore(SQLiteDatabase(sqlite_path))
