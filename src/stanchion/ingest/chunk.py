@@ -167,7 +167,8 @@ def _fit(
     pending = list(range(len(runs)))
     for _ in range(_MAX_ATTEMPTS):
         for r in pending:
-            result[r] = chunker(r, budgets[r], min(options.overlap, budgets[r] - 1))
+            spans = chunker(r, budgets[r], min(options.overlap, budgets[r] - 1))
+            result[r] = [(_line_indent_start(runs[r].text, a), b) for a, b in spans]
         counts = iter(tokenizer.count_many([runs[r].text[a:b] for r in pending for a, b in result[r]]))
         over: list[int] = []
         for r in pending:
@@ -309,6 +310,7 @@ class _TokenSpans:
 
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
 _WORD = re.compile(r"\S+")
 
 
@@ -413,6 +415,15 @@ def _overlap_start(text: str, previous: Span, overlap: int, tokens: _TokenSpans)
     return after
 
 
+def _line_indent_start(text: str, at: int) -> int:
+    """``at`` moved back over the indentation before it, when only spaces or tabs precede it on
+    its line: a chunk that starts a line of code keeps that line's indentation."""
+    start = at
+    while start > 0 and text[start - 1] in " \t":
+        start -= 1
+    return start if start == 0 or text[start - 1] == "\n" else at
+
+
 def _trim_start(text: str, at: int) -> int:
     while at < len(text) and text[at].isspace():
         at += 1
@@ -437,7 +448,7 @@ def _runs(doc: Document, joiner: str) -> list[_Run]:
         spans: list[Span] = []
         at = 0
         for section in group:
-            text = section.text.strip()
+            text = _LEADING_BLANK_LINES.sub("", section.text.rstrip())  # a code block's indentation stays
             if parts:
                 at += len(joiner)
             parts.append(text)

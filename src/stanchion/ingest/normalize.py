@@ -23,3 +23,18 @@ def normalize_text(text: str) -> str:
     text = "\n".join(lines)
     text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
+
+
+_TRAILING_SPACES = re.compile(r"[ \t\u00a0]+$", re.MULTILINE)
+
+
+def normalize_code(text: str) -> str:
+    """Normalise a code block (``<pre>``, a fenced or indented Markdown block) keeping its layout.
+
+    As ``normalize_text`` for characters (NFKC, control and zero-width characters dropped), but
+    indentation, tabs and runs of spaces inside a line stay, since they carry the code's meaning;
+    only trailing spaces and the blank lines before and after the block go.
+    """
+    text = unicodedata.normalize("NFKC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _TRAILING_SPACES.sub("", _CONTROL.sub("", text))
+    return _BLANK_LINES.sub("\n\n", text).strip("\n")

@@ -4,8 +4,8 @@ The splitter needs no model and no download, and returns character spans, so chu
 sentences stay exact slices of the text. Its rules:
 
 * A blank line always ends a sentence.
-* A single newline ends one too (lists, chat lines, table rows, CSV rows), unless it looks like wrapped
-  prose: the line before does not end in ``.!?:;``, the next line does not start a list item,
+* A single newline ends one too (lists, chat lines, table rows, CSV rows, lines of code: either
+  line indented), unless it looks like wrapped prose: the line before does not end in ``.!?:;``, the next line does not start a list item,
   table row, heading or ``Speaker:`` line, and it starts in lower case (PDF text) or the line
   before was filled to the wrap width (hard-wrapped mail: "up to\n$5,000").
 * Inside a line, ``.``, ``!``, ``?``, ``…`` (optionally followed by closing quotes or brackets)
@@ -88,7 +88,11 @@ def line_spans(text: str, start: int = 0, end: int | None = None) -> list[Span]:
         prev = text[a : m.start()].rstrip()
         nxt = text[m.end() : m.end() + 1]
         blank = text.count("\n", m.start(), m.end()) > 1
-        wrapped = _is_wrapped(prev, text[m.end() : _line_end(text, m.end(), end)], nxt)
+        # Normalised prose never starts a line with spaces: an indented line is code, never wrapped.
+        indented = (
+            not m.group().endswith("\n") or text[max(start, text.rfind("\n", start, m.start()) + 1)] in " \t"
+        )
+        wrapped = not indented and _is_wrapped(prev, text[m.end() : _line_end(text, m.end(), end)], nxt)
         if blank or not wrapped:
             blocks.append((a, m.start()))
             a = m.end()

@@ -3,7 +3,7 @@
 Page chrome goes first (navigation, banners, breadcrumbs, sidebars, footers, scripts, forms), then
 the main content is walked in document order: headings open sections, tables become
 "cell | cell" rows, list items "- item" lines (ordered lists "1. item"), and ``pre`` blocks keep
-their line breaks.
+their line breaks and indentation.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ class _Renderer:
             self._builder.heading(int(name[1]), _text(tag))
         elif name == "pre":
             self._flush()
-            self._builder.block(tag.get_text().strip("\n"), tight=self._list_depth > 0)
+            self._builder.code(tag.get_text(), tight=self._list_depth > 0)  # indentation and all
         elif name == "table":
             self._flush()
             self._builder.block(_table(tag))

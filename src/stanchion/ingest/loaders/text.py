@@ -24,7 +24,7 @@ import yaml
 
 from stanchion.errors import IngestError
 from stanchion.ingest.loaders.base import LoadContext
-from stanchion.ingest.normalize import normalize_text
+from stanchion.ingest.normalize import normalize_code, normalize_text
 from stanchion.types import Document, MetaValue, Section
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ _MAX_CONTROL_SHARE = 0.05
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_INDENTED_CODE = re.compile(r"^(?: {4}|\t)[ \t]*\S")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s")
 _SETEXT_MD = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _ADORNMENT = re.compile(r"^([=\-~^*+#])\1{2,}[ \t]*$")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
@@ -137,6 +139,13 @@ class SectionBuilder:
 
     def block(self, text: str, *, tight: bool = False) -> None:
         """Add a paragraph; ``tight`` blocks (list items, table rows) follow each other on single lines."""
+        self._add(normalize_text(text), tight=tight)
+
+    def code(self, text: str, *, tight: bool = False) -> None:
+        """Add a code block (``<pre>``, fenced or indented Markdown): its indentation and spacing stay."""
+        self._add(normalize_code(text), tight=tight)
+
+    def _add(self, text: str, *, tight: bool) -> None:
         if not text.strip():
             return
         blocks = self._parts[-1][1]
@@ -147,12 +156,10 @@ class SectionBuilder:
         self._tight_open = tight
 
     def sections(self) -> list[Section]:
-        out = []
-        for path, blocks in self._parts:
-            text = normalize_text("\n\n".join(blocks))
-            if text:
-                out.append(Section(text=text, heading_path=path))
-        return out
+        # Each block is normalised as it comes (code its own way), so joining them is all that is left.
+        return [
+            Section(text="\n\n".join(blocks), heading_path=path) for path, blocks in self._parts if blocks
+        ]
 
     def document_text(self) -> str:
         """The whole text, each section preceded by its own heading line (empty sections keep theirs)."""
@@ -161,7 +168,7 @@ class SectionBuilder:
             if path:
                 pieces.append(path[-1])
             pieces.extend(blocks)
-        return normalize_text("\n\n".join(pieces))
+        return "\n\n".join(pieces)
 
 
 def _document(
@@ -264,13 +271,26 @@ def load_markdown(path: Path, ctx: LoadContext) -> Iterator[Document]:
     first_h1 = ""
     paragraph: list[str] = []
     fence = ""
+    code: list[str] = []  # an indented code block being read
+    in_list = False  # the last non-blank line was a list item or its indented continuation
     for line in _HTML_COMMENT.sub("", body).splitlines():
         if fence:
             paragraph.append(line)
             if line.strip().startswith(fence):
-                builder.block("\n".join(paragraph))
+                builder.code("\n".join(paragraph))
                 paragraph, fence = [], ""
             continue
+        if code:
+            if not line.strip() or _INDENTED_CODE.match(line):
+                code.append(line)
+                continue
+            builder.code(_dedent(code))
+            code = []
+        if not paragraph and not in_list and _INDENTED_CODE.match(line):
+            code = [line]  # after a blank line, outside a list: an indented code block
+            continue
+        if line.strip():
+            in_list = bool(_LIST_ITEM.match(line)) or (in_list and line[:1] in " \t")
         opener = _FENCE.match(line)
         if opener:
             builder.block("\n".join(paragraph))
@@ -295,6 +315,13 @@ def load_markdown(path: Path, ctx: LoadContext) -> Iterator[Document]:
         else:
             builder.block("\n".join(paragraph))
             paragraph = []
-    builder.block("\n".join(paragraph))
+    if code:
+        builder.code(_dedent(code))
+    (builder.code if fence else builder.block)("\n".join(paragraph))
     title = str(front.get("title") or first_h1 or path.stem)
     yield _document(ctx, title, builder, {**meta, **front}, path)
+
+
+def _dedent(lines: list[str]) -> str:
+    """An indented Markdown code block without the four columns that mark it as code."""
+    return "\n".join(line[4:] if line.startswith("    ") else line.removeprefix("\t") for line in lines)
