@@ -1,6 +1,9 @@
 """Embedders: the protocol and the packaged sentence-transformers model.
 
-The model loads lazily on first use (``warm_up``), so commands that never embed stay fast.
+The model loads lazily on first use (``warm_up``), so commands that never embed stay fast. A few
+short texts (a query) before then are embedded by ``numpy_bert``, the same weights run in numpy:
+importing torch and loading the model through it costs seconds, which a one-shot search would
+spend to embed one line.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stanchion.errors import EmbeddingError
+from stanchion.index.numpy_bert import NumpyBert
 from stanchion.index.packaged import resolve_model_dir
 
 if TYPE_CHECKING:
@@ -24,6 +28,12 @@ log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 ProgressCallback = Callable[[int], None]
+
+# Tokens a process embeds in numpy before it loads torch. Loading torch and the model costs ~3 s
+# of CPU; numpy costs ~0.5 ms of CPU per token more than torch on batches (the same on a query).
+# So numpy serves until the work it did would have paid for torch: a one-shot search (~10 tokens)
+# or ask (~2,000) never loads torch, while ingestion or a long-running server soon does, once.
+NUMPY_TOKEN_BUDGET = 6000
 
 
 class Embedder(Protocol):
@@ -46,6 +56,9 @@ class SentenceTransformerEmbedder:
         self._batch_size = batch_size
         self._device = device
         self._model: SentenceTransformer | None = None
+        self._numpy: NumpyBert | None = None
+        self._numpy_checked = False
+        self._numpy_tokens = 0  # embedded in numpy so far
         self._lock = threading.Lock()
         self._embed_lock = threading.Lock()
 
@@ -55,6 +68,8 @@ class SentenceTransformerEmbedder:
 
     @property
     def dim(self) -> int:
+        if self._model is None and (light := self._numpy_encoder()) is not None:
+            return light.dim
         dim = self.warm_up().get_embedding_dimension()
         if dim is None:
             raise EmbeddingError(f"{self._model_name} does not declare its embedding dimension")
@@ -81,10 +96,28 @@ class SentenceTransformerEmbedder:
                 log.info("embedder.loaded", extra={"model": self._model_name, "path": str(path)})
             return self._model
 
+    def _numpy_encoder(self) -> NumpyBert | None:
+        """The numpy encoder of this model, while torch is not loaded and if the model allows it."""
+        with self._lock:
+            if not self._numpy_checked:
+                self._numpy_checked = True
+                path = resolve_model_dir(self._model_name)
+                if self._device == "cpu" and NumpyBert.supports(path):
+                    self._numpy = NumpyBert(path)
+            return self._numpy if self._model is None else None
+
     def embed(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> Vectors:
         # One call at a time: the fast tokenizer is not re-entrant ("Already borrowed") and torch
         # already uses every core for one batch.
         with self._embed_lock:
+            light = self._numpy_encoder() if self._model is None else None
+            needed = light.tokens(texts) if light is not None else 0
+            if light is not None and self._numpy_tokens + needed <= NUMPY_TOKEN_BUDGET:
+                self._numpy_tokens += needed
+                vectors = light.embed(texts)
+                if progress is not None:
+                    progress(len(texts))
+                return vectors
             return self._embed(texts, progress)
 
     def _embed(self, texts: Sequence[str], progress: ProgressCallback | None) -> Vectors:
