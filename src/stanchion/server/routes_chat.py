@@ -120,6 +120,8 @@ async def chat_completions(
     options = ChatOptions() if grounded else _options(body)
     started = time.perf_counter()
     completion_id = "chatcmpl-" + uuid.uuid4().hex
+    # Replaced by the final record (_account); left alone if this worker dies mid-answer.
+    ctx.audit.started("chat.completions", principal, query=_last_user(body.messages), route=body.model)
     if body.stream:
         events: AsyncIterator[Piece | AnswerEvent]
         if grounded:
