@@ -159,7 +159,7 @@ def test_scopes_are_enforced(api: Api) -> None:
 
 def test_embeddings_in_openai_format(api: Api) -> None:
     with api.client(api.keys.ops) as c:
-        r = c.post("/v1/embeddings", json={"input": ["refund policy", "launch"], "model": "any"})
+        r = c.post("/v1/embeddings", json={"input": ["refund policy", "launch"], "model": "all-MiniLM-L6-v2"})
     assert r.status_code == 200
     data = r.json()["data"]
     assert [d["index"] for d in data] == [0, 1] and len(data[0]["embedding"]) == 384

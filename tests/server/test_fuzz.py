@@ -104,6 +104,15 @@ def _excluded_checks(case: AnyCase) -> list[Callable[..., Any]]:
     return excluded
 
 
+def _on_embedding_model(case: AnyCase) -> AnyCase:
+    body: Any = case.body
+    if isinstance(body, dict):
+        body["model"] = "all-MiniLM-L6-v2"
+        if body.get("dimensions") is not None:
+            body["dimensions"] = 384
+    return case
+
+
 def _on_default_route(case: AnyCase) -> AnyCase:
     """Name the spec's route, a grounded one, which needs a last user message with text (else 422)."""
     body: Any = case.body
@@ -128,6 +137,9 @@ def _cases(operation: Operation, mode: GenerationMode, known: dict[str, str]) ->
     if operation.label == "POST /v1/chat/completions":
         # A made-up `model` names no route (404): use the spec's, so that completions run and stream.
         return generated.map(_on_default_route)
+    if operation.label == "POST /v1/embeddings":
+        # Likewise a made-up embedding model (404): half name the spec's, and its own dimension or none.
+        return st.one_of(generated, generated.map(_on_embedding_model))
     real = {p.name: known[p.name] for p in operation.path_parameters if p.name in known}
     if real:
         # Half made-up ids (404), half ids that exist (200: the success body is checked too; the

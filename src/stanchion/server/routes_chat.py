@@ -8,12 +8,15 @@ conversation to its fallback chain or router.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter
 
 from stanchion.answer import AnswerEvent, contextual_query
@@ -167,9 +170,11 @@ async def chat_completions(
     "/v1/embeddings",
     response_model=EmbeddingsResponse,
     summary="Embeddings (OpenAI format)",
-    responses=error_responses(*WITH_BODY),
+    responses=error_responses(*WITH_BODY, 404),
 )
 async def embeddings(body: EmbeddingsRequest, ctx: Ctx, principal: Caller) -> EmbeddingsResponse:
+    embedder = ctx.app.embedder
+    _check_embedding_model(ctx, body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or len(texts) > MAX_EMBED_INPUTS:
         raise APIError(422, "invalid_request", f"input: give 1 to {MAX_EMBED_INPUTS} texts", param="input")
@@ -180,17 +185,49 @@ async def embeddings(body: EmbeddingsRequest, ctx: Ctx, principal: Caller) -> Em
             f"input: every text must be non-empty and at most {MAX_EMBED_CHARS} characters",
             param="input",
         )
+    if body.dimensions is not None:
+        dim = await asyncio.to_thread(lambda: embedder.dim)  # may load the model
+        if body.dimensions != dim:
+            raise APIError(
+                422, "invalid_request", f"dimensions: {body.model!r} makes {dim}-dimensional vectors "
+                "and cannot shorten them; leave dimensions out or give its own", param="dimensions",
+            )  # fmt: skip
     tokens = sum(estimate_tokens(t) for t in texts)
     await admit(ctx, principal, "query", tokens=tokens)
-    embedder = ctx.app.embedder
     vectors = await asyncio.to_thread(embedder.embed, texts)
     await ctx.limiter.charge(principal.key_id, tokens, ctx.limits)
     ctx.metrics.tokens(embedder.name, principal.tenant, tokens, 0, 0.0)
+    encode = _base64_floats if body.encoding_format == "base64" else _floats
     return EmbeddingsResponse(
-        data=[EmbeddingItem(index=i, embedding=[float(x) for x in v]) for i, v in enumerate(vectors)],
+        data=[EmbeddingItem(index=i, embedding=encode(v)) for i, v in enumerate(vectors)],
         model=embedder.name,
         usage={"prompt_tokens": tokens, "total_tokens": tokens},
     )
+
+
+def _embedding_models(ctx: ServerContext) -> list[str]:
+    """The names ``/v1/embeddings`` answers to: the spec's ``embedding.model``, and the embedder's
+    own name where that differs (a model directory's, a remote provider's id)."""
+    return list(dict.fromkeys((ctx.app.spec.embedding.model, ctx.app.embedder.name)))
+
+
+def _check_embedding_model(ctx: ServerContext, model: str) -> None:
+    """An unknown name is a 404, as an unknown route is on chat: never another model's vectors."""
+    known = _embedding_models(ctx)
+    if model not in known:
+        raise APIError(
+            404, "model_not_found", f"no embedding model named {model!r}; models: {', '.join(known)}",
+            param="model",
+        )  # fmt: skip
+
+
+def _floats(vector: npt.NDArray[np.float32]) -> list[float]:
+    return [float(x) for x in vector.tolist()]
+
+
+def _base64_floats(vector: npt.NDArray[np.float32]) -> str:
+    """OpenAI's ``encoding_format: base64``: the vector as little-endian float32 bytes, base64."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
 @router.get(
@@ -202,6 +239,15 @@ async def models(ctx: Ctx, principal: Caller) -> dict[str, object]:
         "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "stanchion", "grounded": route.grounded}
             for name, route in ctx.app.spec.routes.items()
+        ]
+        + [  # for /v1/embeddings, not a route
+            {
+                "id": ctx.app.spec.embedding.model,
+                "object": "model",
+                "created": 0,
+                "owned_by": "stanchion",
+                "embedding": True,
+            }
         ],
     }
 

@@ -245,14 +245,21 @@ class EmbeddingsRequest(_OpenAI):
     input: EmbedText | Annotated[list[EmbedText], Field(min_length=1, max_length=256)] = Field(
         description="one text or up to 256 texts"
     )
-    model: str = Field("", max_length=256)
-    encoding_format: Literal["float"] = "float"
+    model: str = Field(
+        min_length=1, max_length=256, description="the spec's `embedding.model` (`GET /v1/models` lists it)"
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="`base64`: each vector as little-endian float32 bytes, base64-encoded"
+    )
+    dimensions: int | None = Field(
+        None, ge=1, description="only the model's own dimension: its vectors cannot be shortened"
+    )
 
 
 class EmbeddingItem(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float]
+    embedding: list[float] | str = Field(description="floats, or base64 with `encoding_format: base64`")
 
 
 class EmbeddingsResponse(BaseModel):
