@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 partial failure (some files could not be ingested), 2 u
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -13,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, out
+from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, out
 from stanchion.cli_render import (
     IngestProgressBar,
     render_hits,
@@ -67,18 +68,30 @@ def init(
 @app.command()
 def ingest(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Files or folders to ingest now (besides the spec's sources).")
+        list[Path] | None,
+        typer.Argument(help="Files or folders to ingest now, besides the spec's sources (see --paths-only)."),
     ] = None,
     source: Annotated[
-        list[str] | None, typer.Option("--source", help="Only this spec source (repeatable).")
+        list[str] | None,
+        typer.Option("--source", help="Of the spec's sources, only this one (repeatable)."),
     ] = None,
+    paths_only: Annotated[
+        bool, typer.Option("--paths-only", help="Ingest only the PATHs given, none of the spec's sources.")
+    ] = False,
     spec: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Load, clean, chunk and index sources. Unchanged files cost nothing on re-runs."""
+    """Load, clean, chunk and index sources. Unchanged files cost nothing on re-runs.
+
+    Without arguments: every source of the spec. With PATHs: the spec's sources and the PATHs.
+    A source that holds no file (an empty folder, a glob matching nothing) is reported as a warning.
+    """
+    if paths_only and not paths:
+        err.print("[bold red]error:[/] --paths-only needs at least one PATH")
+        raise typer.Exit(2)
     stanchion = load_app(spec)
     try:
-        chosen = _sources(stanchion.spec, paths or [], source or [])
+        chosen = _sources(stanchion.spec, paths or [], source or [], paths_only=paths_only)
         with IngestProgressBar(err, enabled=not as_json and err.is_terminal) as bar:
             summary = stanchion.pipeline.run(chosen, progress=bar)
     except StanchionError as exc:
@@ -92,12 +105,25 @@ def ingest(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-def _sources(spec: Spec, paths: list[Path], names: list[str]) -> list[SourceSpec]:
-    chosen = [spec.source(n) for n in names] if names else ([] if paths else list(spec.sources))
+def _sources(
+    spec: Spec, paths: list[Path], names: list[str], *, paths_only: bool = False
+) -> list[SourceSpec]:
+    """The spec's sources (or the ``names`` among them; none with ``paths_only``), then ``paths``."""
+    chosen = [] if paths_only else [spec.source(n) for n in names] if names else list(spec.sources)
+    declared = {spec.resolve(s.path).resolve(): s for s in spec.sources}
     for path in paths:
         resolved = path.expanduser().resolve()
+        if resolved in declared:  # a spec source's own folder: ingest it with the spec's settings
+            if declared[resolved] not in chosen:
+                chosen.append(declared[resolved])
+            continue
         # Ad-hoc paths become a source named after the folder; its id prefix stays stable across runs.
-        chosen.append(SourceSpec(name=_source_name(resolved), path=str(resolved)))
+        # A name a spec source (or another path) already has gets a suffix from the path: two
+        # sources of one name would each delete the other's documents as gone.
+        name = _source_name(resolved)
+        if name in {s.name for s in (*spec.sources, *chosen)}:
+            name = f"{name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+        chosen.append(SourceSpec(name=name, path=str(resolved)))
     if not chosen:
         raise StanchionError(
             "nothing to ingest: give PATHs, or declare sources in stanchion.yaml (see `stanchion init`)"
@@ -141,14 +167,15 @@ def search(
         result = stanchion.retriever.search(
             query, k=k, mode=mode or stanchion.spec.retrieval.mode, where=where
         )
+        hint = "" if result.hits else empty_index_hint(stanchion)
     except StanchionError as exc:
         raise fail(exc) from None
     finally:
         stanchion.close()
     if as_json:
-        print(json.dumps(_hits_json(result)))
+        print(json.dumps({**_hits_json(result), **({"hint": hint} if hint else {})}))
     else:
-        render_hits(out, query, result)
+        render_hits(out, query, result, hint=hint)
 
 
 def _hits_json(result: object) -> dict[str, object]:

@@ -10,19 +10,20 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stanchion.answer import Answer, Answerer, AnswerEvent, answerer_for, contextual_query
-from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, out
+from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, out
 from stanchion.cli_render import IngestProgressBar
 from stanchion.errors import StanchionError
 from stanchion.retrieve.filters import build_filter
 from stanchion.spec import load_spec
-from stanchion.types import Message
+
+if TYPE_CHECKING:  # the answer pipeline is imported by the commands that answer, not by every command
+    from stanchion.answer import Answer, Answerer, AnswerEvent
 
 __all__ = ["register"]
 
@@ -58,15 +59,20 @@ def ask(
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question from the index, citing the sources of every sentence."""
+    from stanchion.answer import answerer_for
+
     stanchion = load_app(spec)
     try:
         answerer = answerer_for(stanchion, route=route)
         where = build_filter(filters or [], groups=group)
         if as_json:
             answer = asyncio.run(answerer.answer(question, where=where, k=k))
-            print(json.dumps(answer.as_json()))
+            hint = "" if answer.citations else empty_index_hint(stanchion)
+            print(json.dumps({**answer.as_json(), **({"hint": hint} if hint else {})}))
         else:
-            asyncio.run(_stream_answer(answerer.stream(question, where=where, k=k)))
+            answer = asyncio.run(_stream_answer(answerer.stream(question, where=where, k=k)))
+            if not answer.citations and (hint := empty_index_hint(stanchion)):
+                err.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False)
     except StanchionError as exc:
         raise fail(exc) from None
     finally:
@@ -78,6 +84,8 @@ def chat(route: RouteOption = None, k: KOption = None, spec: SpecOption = None) 
 
     Type ``exit`` (or end the input) to leave.
     """
+    from stanchion.answer import answerer_for
+
     stanchion = load_app(spec)
     try:
         answerer = answerer_for(stanchion, route=route)
@@ -89,6 +97,9 @@ def chat(route: RouteOption = None, k: KOption = None, spec: SpecOption = None) 
 
 
 async def _chat(answerer: Answerer, k: int | None) -> None:
+    from stanchion.answer import contextual_query
+    from stanchion.types import Message
+
     history: list[Message] = []
     previous = ""
     while True:

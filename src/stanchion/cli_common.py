@@ -44,3 +44,11 @@ def load_app(spec_file: Path | None) -> App:
 def operator() -> str:
     """Who ran an administrative command, for the audit log: the login name, else "cli"."""
     return os.environ.get("USER") or "cli"
+
+
+def empty_index_hint(app: App) -> str:
+    """Why a search found nothing when the reason is an empty index, else "" (a filter, a bad query)."""
+    if app.store.stats().documents:
+        return ""
+    where = app.spec.resolve(app.spec.index.path) if app.spec.index.backend == "sqlite" else "PostgreSQL"
+    return f"the index ({where}) holds no documents yet; run `stanchion ingest` first"

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stanchion.answer import Answer
-from stanchion.evals.retrieval import RetrievalReport
-from stanchion.ingest.pipeline import IngestSummary
-from stanchion.retrieve.search import SearchResult
+if TYPE_CHECKING:  # types only: importing the answer pipeline would slow every command down
+    from stanchion.answer import Answer
+    from stanchion.evals.retrieval import RetrievalReport
+    from stanchion.ingest.pipeline import IngestSummary
+    from stanchion.retrieve.search import SearchResult
 
 
 class IngestProgressBar:
@@ -77,15 +79,19 @@ def render_ingest_summary(console: Console, summary: IngestSummary) -> None:
         table.add_row(name, str(value))
     console.print(table)
     for failure in summary.failed:
-        console.print(f"[red]failed[/] {failure.path}: {failure.reason}", highlight=False)
+        console.print(f"[red]failed[/] {escape(failure.path)}: {escape(failure.reason)}", highlight=False)
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
-def render_hits(console: Console, query: str, result: SearchResult) -> None:
+def render_hits(console: Console, query: str, result: SearchResult, *, hint: str = "") -> None:
+    """The hits, best first; with none, ``hint`` says why when the caller knows (an empty index)."""
     console.print(
-        f"[bold]{query}[/]  ({result.mode}, {sum(result.timings_ms.values()):.1f} ms)", highlight=False
+        f"[bold]{escape(query)}[/]  ({result.mode}, {sum(result.timings_ms.values()):.1f} ms)",
+        highlight=False,
     )
     if not result.hits:
-        console.print("  no results")
+        console.print("  no results" + (f": {escape(hint)}" if hint else ""), highlight=False)
     for hit in result.hits:
         meta = hit.chunk.metadata
         where = " > ".join(

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from stanchion.app import App
 from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, operator, out
 from stanchion.errors import StanchionError
-from stanchion.state import ApiKey, AuditRecord
 from stanchion.state.records import SCOPES
+
+if TYPE_CHECKING:
+    from stanchion.state import ApiKey, AuditRecord
 
 __all__ = ["register"]
 
@@ -151,10 +155,13 @@ def keys_create(
             name=name,
         )
         system.state.audit([_key_event("keys.create", key)])
+        warning = _empty_tenant_warning(system, tenant)
     except StanchionError as exc:
         raise fail(exc) from None
     finally:
         system.close()
+    if warning:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if as_json:
         print(json.dumps({**key.as_json(), "key": secret}))
         return
@@ -210,7 +217,24 @@ def keys_revoke(
     out.print(f"revoked {key_id}")
 
 
+def _empty_tenant_warning(system: App, tenant: str) -> str:
+    """Why a new key would find nothing, when its tenant has no documents; else ""."""
+    named = sorted({s.tenant for s in system.spec.sources})
+    if tenant in named or system.store.documents(tenant=tenant, limit=1):
+        return ""
+    where = "the spec declares no sources"
+    if named:
+        where = f"the spec's sources belong to tenant{'s' * (len(named) > 1)} {', '.join(map(repr, named))}"
+    return (
+        f"tenant {tenant!r} has no documents ({where}, and the index holds none of its uploads): "
+        f"this key's searches and answers find nothing until documents are ingested for {tenant!r} "
+        "(a source with `tenant: ...` in the spec, or POST /v1/documents with an ingest key)"
+    )
+
+
 def _key_event(action: str, key: ApiKey) -> AuditRecord:
     """Key changes are audited like API actions; the actor is the operator at the command line."""
+    from stanchion.state import AuditRecord
+
     detail: dict[str, object] = {"key_user": key.user, "scopes": list(key.scopes), "groups": list(key.groups)}
     return AuditRecord(action, key.tenant, operator(), key.id, "", 200, detail=detail)

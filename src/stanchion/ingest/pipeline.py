@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -31,7 +32,7 @@ from stanchion.ingest.clean import dedupe_documents
 from stanchion.ingest.loaders import load_unit
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.tokens import Tokenizer
-from stanchion.ingest.units import Unit, enumerate_units, signature
+from stanchion.ingest.units import DEFAULT_GLOBS, Unit, enumerate_units, signature
 from stanchion.spec import SourceSpec, Spec
 from stanchion.types import TENANT_KEY, Chunk, Document
 
@@ -45,7 +46,8 @@ FLUSH_CHUNKS = 512
 # then re-processes its sources on the next ingest, instead of keeping what the old code made.
 # Unchanged chunks come back from the embedding cache, so a bump costs reading, not embedding.
 # 2: CSV/TSV attachments as one "column: value" line per row; delimited rows split as sentences.
-INGEST_VERSION = 2
+# 3: code blocks (HTML <pre>, fenced and indented Markdown) keep their indentation and spacing.
+INGEST_VERSION = 3
 
 
 class Progress(Protocol):
@@ -83,6 +85,9 @@ class IngestSummary:
     near_duplicates: int = 0
     units: int = 0
     failed: list[Failure] = field(default_factory=list)
+    # Sources that held nothing to ingest (an empty folder, a glob matching no file): not a failure,
+    # but never silent either.
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, object]:
@@ -97,6 +102,7 @@ class IngestSummary:
             "duplicates": {"exact": self.exact_duplicates, "near": self.near_duplicates},
             "units": self.units,
             "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
+            "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
         }
 
@@ -142,13 +148,16 @@ class Pipeline:
         return summary
 
     def _units(self, source: SourceSpec, summary: IngestSummary) -> list[Unit]:
+        root = self.spec.resolve(source.path)
         try:
-            return list(
-                enumerate_units(self.spec.resolve(source.path), source.type, source.glob, source.exclude)
-            )
+            units = list(enumerate_units(root, source.type, source.glob, source.exclude))
         except IngestError as exc:
             summary.failed.append(Failure(exc.path, exc.reason))
             return []
+        if not units:
+            summary.warnings.append(_nothing_found(source, root))
+            log.warning("ingest.source_empty", extra={"source": source.name, "path": str(root)})
+        return units
 
     def _ingest_source(
         self,
@@ -320,6 +329,18 @@ class Pipeline:
         pending.writes.clear()
         pending.units.clear()
         pending.chunks = 0
+
+
+def _nothing_found(source: SourceSpec, root: Path) -> str:
+    """Why a source gave no file, in words a user can act on."""
+    glob = source.glob or DEFAULT_GLOBS.get(source.type, "**/*")
+    if root.is_dir() and not any(root.iterdir()):
+        return f"source {source.name!r}: the folder {root} is empty"
+    excluded = f", exclude {source.exclude}" if source.exclude else ""
+    return (
+        f"source {source.name!r}: no file under {root} matches glob {glob!r}{excluded} "
+        f"(type {source.type}); check the source's path, type and glob"
+    )
 
 
 def _fingerprint(source: SourceSpec, model: str) -> str:
