@@ -37,6 +37,7 @@ from stanchion.logs import request_id
 from stanchion.state.secrets import redact
 
 log = logging.getLogger(__name__)
+_LOGGED = "_stanchion_logged"  # set on an error once from_stanchion has logged it
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -99,16 +100,12 @@ def from_stanchion(exc: StanchionError) -> APIError:
         return APIError(422, "unprocessable_document", redact(str(exc)))
     status, code, message, headers = _failure(exc)
     rid = request_id.get()
-    log.warning(
-        "server.error",
-        extra={
-            "status": status,
-            "code": code,
-            "error": type(exc).__name__,
-            "detail": redact(str(exc)),
-            **({"driver_detail": redact(exc.detail)} if isinstance(exc, StoreError) and exc.detail else {}),
-        },
-    )
+    if not getattr(exc, _LOGGED, False):  # a route that reads the status first translates it twice
+        setattr(exc, _LOGGED, True)
+        fields = {"status": status, "code": code, "error": type(exc).__name__, "detail": redact(str(exc))}
+        if isinstance(exc, StoreError) and exc.detail:
+            fields["driver_detail"] = redact(exc.detail)  # what PostgreSQL, SQLite or Redis said
+        log.warning("server.error", extra=fields)
     return APIError(status, code, f"{message} (request id {rid})" if rid else message, headers=headers)
 
 
