@@ -231,7 +231,9 @@ def _base64_floats(vector: npt.NDArray[np.float32]) -> str:
 
 
 @router.get(
-    "/v1/models", summary="What a client may name as `model`: the routes, then the embedding model", responses=error_responses(401, 503)
+    "/v1/models",
+    summary="What a client may name as `model`: the routes, then the embedding model",
+    responses=error_responses(401, 503),
 )
 async def models(ctx: Ctx, principal: Caller) -> dict[str, object]:
     return {
