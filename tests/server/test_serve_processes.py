@@ -183,17 +183,36 @@ def _workers(pid: int) -> list[int]:
 
 def test_workers_killed_mid_stream_cut_the_stream_and_the_server_recovers(served: Served) -> None:
     with _streaming(served) as lines:
+        in_progress = _in_progress_records(served)  # the stream is in the audit log already
         for pid in _workers(served.process.pid):
             os.kill(pid, signal.SIGKILL)
         with pytest.raises(httpx.TransportError):  # the client sees a cut stream, not a fake end
             for line in lines:
                 assert line != "data: [DONE]"
     _serves_again(served)
+    assert _in_progress_records(served) == in_progress  # its record says it never finished
     db = sqlite3.connect(served.root / "index.db")
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
+
+
+def _in_progress_records(served: Served) -> list[str]:
+    """Request ids of the chat completions audited as started and never finished (status 0)."""
+    deadline = time.monotonic() + 30
+    while True:
+        db = sqlite3.connect(served.root / "state.db")
+        try:
+            rows = db.execute(
+                "SELECT request_id FROM audit_log WHERE action = 'chat.completions' AND status = 0"
+            ).fetchall()
+        finally:
+            db.close()
+        if rows:
+            return [r[0] for r in rows]
+        assert time.monotonic() < deadline, "no in-progress audit record for the stream"
+        time.sleep(0.05)
 
 
 def _serves_again(served: Served) -> None:
