@@ -15,31 +15,22 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import threading
 from pathlib import Path
 
 from stanchion.app import App, build
-from stanchion.errors import StanchionError
+from stanchion.errors import IngestError, StanchionError
+from stanchion.index.store import Store
+from stanchion.ingest.units import EXTENSION_TYPES, sniff_type
 from stanchion.logs import configure_logging
-from stanchion.spec import SourceSpec, Spec
+from stanchion.server.uploads import clean_filename, upload_source_name, upload_unit
+from stanchion.spec import CleaningSpec, SourceSpec, Spec
 from stanchion.state import Job, StateStore
 
 log = logging.getLogger(__name__)
-UPLOAD_SOURCE_PREFIX = "upload."
 NICE = 10
-
-
-def upload_source_name(tenant: str) -> str:
-    """Each tenant's uploads form one source, so their document ids can never collide."""
-    return UPLOAD_SOURCE_PREFIX + tenant
-
-
-def safe_filename(name: str) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name.replace("\\", "/")).name).lstrip(".")[:200]
-    return base or "upload.txt"
 
 
 def run_job(app: App, state: StateStore, job: Job, worker: str) -> None:
@@ -50,7 +41,7 @@ def run_job(app: App, state: StateStore, job: Job, worker: str) -> None:
     try:
         result = _ingest(app, state, job)
     except StanchionError as exc:
-        state.finish_job(job.id, worker, "failed", error=str(exc))
+        state.finish_job(job.id, worker, "failed", result={"document_ids": []}, error=str(exc))
         log.warning("ingest_job.failed", extra={"job": job.id, "error": str(exc)})
         return
     except Exception as exc:  # a bug must still end the job, not leave it running forever
@@ -60,12 +51,18 @@ def run_job(app: App, state: StateStore, job: Job, worker: str) -> None:
     finally:
         stop.set()
     failed: list[dict[str, str]] = result.pop("failed", [])  # type: ignore[assignment]
+    result.pop("warnings", None)  # they name the temporary folder
     reasons = [f["reason"] for f in failed]  # not the paths: they name a temporary folder
-    if reasons and not result.get("document_ids"):
-        state.finish_job(job.id, worker, "failed", result=result, error="; ".join(reasons))
+    if reasons or not result["document_ids"]:
+        # Nothing of this file is in the index (a replaced document keeps its old version): the
+        # job names no document, so it cannot point at one its uploader may not see.
+        result["document_ids"] = []
+        error = "; ".join(reasons) or "no document came out of the file"
+        state.finish_job(job.id, worker, "failed", result=result, error=f"{job.filename}: {error}")
+        log.warning("ingest_job.failed", extra={"job": job.id, "error": error})
     else:
         state.finish_job(job.id, worker, "done", result=result)
-    log.info("ingest_job.done", extra={"job": job.id, "documents": result.get("document_ids")})
+        log.info("ingest_job.done", extra={"job": job.id, "documents": result["document_ids"]})
 
 
 def _ingest(app: App, state: StateStore, job: Job) -> dict[str, object]:
@@ -73,20 +70,73 @@ def _ingest(app: App, state: StateStore, job: Job) -> dict[str, object]:
     if payload is None:
         raise StanchionError(f"job {job.id} has no payload (already finished elsewhere?)")
     options = job.options
-    filename = safe_filename(job.filename)
+    try:
+        filename = clean_filename(job.filename)  # already clean unless queued by an older server
+    except ValueError as exc:
+        raise IngestError(job.id, str(exc)) from None
+    source_name = upload_source_name(job.tenant)
+    viewer = _viewer(options)
+    replace = options.get("replace")
+    if isinstance(replace, dict):
+        unit = str(replace["unit"])
+        _check_replace(app.store, job, source_name, replace, viewer)
+    else:
+        unit = upload_unit(job.id, filename)
     with tempfile.TemporaryDirectory(prefix="stanchion-upload-") as folder:
-        (Path(folder) / filename).write_bytes(payload)
+        # The file is the source's root: one unit named as the file, with no glob or exclusion
+        # (a LICENSE.md is ingested like any other name).
+        path = Path(folder) / unit
+        path.write_bytes(payload)
+        if sniff_type(path) is None:
+            raise IngestError(
+                filename,
+                "cannot tell the file's type: give it one of the extensions "
+                f"{', '.join(sorted(EXTENSION_TYPES))}, or .zip for a Slack export",
+            )
         source = SourceSpec(
-            name=upload_source_name(job.tenant),
-            path=folder,
+            name=source_name,
+            path=str(path),
             tenant=job.tenant,
             access_groups=list(options.get("access_groups") or []),  # type: ignore[call-overload]
             metadata=dict(options.get("metadata") or {}),  # type: ignore[call-overload]
             max_file_mb=app.spec.server.max_upload_mb,
+            # Each upload is a document of its own: never merged into (or dropped as a copy of)
+            # another upload, which may be another user's.
+            cleaning=CleaningSpec(dedupe=False),
         )
         summary = app.pipeline.run([source], prune_missing=False)
-    ids = [d.id for d in app.store.documents(source.name, unit=filename)]
-    return {**summary.as_json(), "document_ids": ids}
+    docs = app.store.documents(source_name, unit=unit, tenant=job.tenant, groups=viewer)
+    return {**summary.as_json(), "document_ids": [d.id for d in docs]}
+
+
+def _viewer(options: dict[str, object]) -> frozenset[str] | None:
+    """The uploader's groups (None: an admin, who sees every group); a job queued by an older
+    server names only the groups it uploaded to."""
+    groups = options.get("caller_groups", options.get("access_groups") or [])
+    if groups is None:
+        return None
+    return frozenset(str(g) for g in groups) if isinstance(groups, list) else frozenset()
+
+
+def _check_replace(
+    store: Store, job: Job, source: str, replace: dict[str, object], viewer: frozenset[str] | None
+) -> None:
+    """Checked again when the job runs, not only when it was queued: the document may have been
+    deleted, replaced or moved out of the uploader's groups since. On a re-run (its worker died
+    mid-write) the document may already hold part of this job's version, so only its presence and
+    visibility are checked then."""
+    unit, old_hash = str(replace["unit"]), replace.get("hash")
+    everyone = store.documents(source, unit=unit, tenant=job.tenant)
+    visible = store.documents(source, unit=unit, tenant=job.tenant, groups=viewer)
+    named = next((d for d in visible if d.id == replace.get("document")), None)
+    if named is None or len(visible) != len(everyone):
+        raise IngestError(job.filename, f"replace: no document {replace.get('document')!r} any more")
+    if job.attempts <= 1 and named.hash != old_hash:
+        raise IngestError(
+            job.filename,
+            f"replace: {named.id!r} changed since this upload was accepted; upload again to replace "
+            "its current version",
+        )
 
 
 def _heartbeat(state: StateStore, job_id: str, worker: str, stop: threading.Event, every: float) -> None:

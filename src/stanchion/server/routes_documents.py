@@ -2,7 +2,8 @@
 
 Every read and write is confined to the caller's tenant, and, within it, to documents whose
 access groups admit the caller. Another tenant's document answers 404, never 403, so ids leak
-nothing.
+nothing. An upload is a new document (``server/uploads.py``); it replaces one only when ``replace``
+names it and the caller may see it, and the audit log records that version.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -27,6 +29,7 @@ from stanchion.server.schemas import (
     GROUP_LIST_PATTERN,
     MAX_GROUPS,
     MAX_METADATA_KEYS,
+    NO_NUL,
     RESERVED_METADATA,
     WITH_BODY,
     Deleted,
@@ -39,6 +42,7 @@ from stanchion.server.schemas import (
     error_responses,
     page_bounds,
 )
+from stanchion.server.uploads import upload_source_name
 from stanchion.state import AuditRecord, Principal
 
 router = APIRouter(tags=["Documents"])
@@ -62,8 +66,11 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                             "type": "object",
                             "description": "a JSON object of metadata",
                             "maxProperties": MAX_METADATA_KEYS,
-                            "additionalProperties": {"type": ["string", "number", "boolean"]},
-                            "propertyNames": {"not": {"enum": list(RESERVED_METADATA)}},
+                            "additionalProperties": {
+                                "type": ["string", "number", "boolean"],
+                                "pattern": NO_NUL,
+                            },
+                            "propertyNames": {"not": {"enum": list(RESERVED_METADATA)}, "pattern": NO_NUL},
                         },
                         "access_groups": {
                             "type": "string",
@@ -87,9 +94,23 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
     response_model=JobOut,
     summary="Upload a document; starts an ingest job",
     openapi_extra=_UPLOAD_SCHEMA,
-    responses=error_responses(*WITH_BODY, 415),
+    responses=error_responses(*WITH_BODY, 404, 415),
 )
-async def upload(request: Request, ctx: Ctx, principal: Caller) -> JobOut:
+async def upload(
+    request: Request,
+    ctx: Ctx,
+    principal: Caller,
+    replace: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=1024,
+            pattern=NO_NUL,
+            description="the id of an uploaded document this file replaces (its id is kept); "
+            "without it an upload is a new document and replaces nothing",
+        ),
+    ] = None,
+) -> JobOut:
     await admit(ctx, principal, "ingest")
     filename, data, metadata, groups = await _read_upload(request)
     _check_groups(principal, groups)
@@ -101,28 +122,83 @@ async def upload(request: Request, ctx: Ctx, principal: Caller) -> JobOut:
             f"metadata: {', '.join(sorted(reserved))} is set by the server",
             param="metadata",
         )
+    old = (
+        None if replace is None else await asyncio.to_thread(_replaceable, ctx, principal, replace, filename)
+    )
+    options: dict[str, object] = {
+        "metadata": metadata,
+        "access_groups": groups,
+        # The job names, of what it wrote, only what its uploader may see.
+        "caller_groups": None if _groups(principal) is None else sorted(principal.groups),
+    }
+    if old is not None:
+        options["replace"] = {"document": old.id, "unit": old.unit, "hash": old.hash}
     job = await asyncio.to_thread(
         ctx.app.state.create_job,
         tenant=principal.tenant,
         user=principal.user,
         filename=filename,
         data=data,
-        options={"metadata": metadata, "access_groups": groups},
+        options=options,
     )
     ctx.jobs.nudge()
     ctx.metrics.job("queued")
-    ctx.audit.record(
-        AuditRecord(
-            "documents.upload",
-            principal.tenant,
-            principal.user,
-            principal.key_id,
-            request_id.get(),
-            202,
-            detail={"job": job.id, "filename": filename, "bytes": len(data)},
-        )
-    )
+    detail: dict[str, object] = {
+        "job": job.id,
+        "filename": filename,
+        "bytes": len(data),
+        "access_groups": groups,
+    }
+    if old is None:
+        ctx.audit.record(_audit(principal, "documents.upload", detail))
+    else:
+        detail |= {
+            "document": old.id,
+            "old_hash": old.hash,
+            "old_access_groups": list(old.access_groups),
+            "old_chunks": old.chunk_count,
+        }
+        await ctx.audit.write_now(_audit(principal, "documents.replace", detail))
     return JobOut(**job.as_json())
+
+
+def _audit(principal: Principal, action: str, detail: dict[str, object]) -> AuditRecord:
+    return AuditRecord(
+        action, principal.tenant, principal.user, principal.key_id, request_id.get(), 202, detail=detail
+    )
+
+
+def _replaceable(ctx: ServerContext, principal: Principal, document_id: str, filename: str) -> StoredDocument:
+    """The uploaded document ``replace`` names, if the caller may replace it: it sees the document
+    and every other document of its upload (they are replaced together). Any other answer is a 404
+    like an unknown id, so ``replace`` reveals nothing about documents the caller cannot see."""
+    doc = _document(ctx, principal, document_id)
+    missing = APIError(404, "document_not_found", f"replace: no document {document_id!r}", param="replace")
+    if doc is None:
+        raise missing
+    if doc.source != upload_source_name(principal.tenant):
+        raise APIError(
+            422,
+            "invalid_request",
+            f"replace: {document_id!r} comes from the spec's source {doc.source!r}, not an upload; "
+            "change its file and run `stanchion ingest`",
+            param="replace",
+        )
+    store = ctx.app.store
+    siblings = store.documents(doc.source, unit=doc.unit, tenant=principal.tenant)
+    visible = store.documents(doc.source, unit=doc.unit, tenant=principal.tenant, groups=_groups(principal))
+    if len(visible) != len(siblings):
+        raise missing
+    old_type, new_type = PurePath(doc.unit).suffix.lower(), PurePath(filename).suffix.lower()
+    if old_type != new_type:
+        raise APIError(
+            422,
+            "invalid_request",
+            f"filename: a replacement keeps the type of the document it replaces "
+            f"({old_type or 'no extension'}), this file is {new_type or 'without extension'}",
+            param="filename",
+        )
+    return doc
 
 
 @router.get(

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from stanchion.server.uploads import FILENAME_PATTERN, clean_filename
 from stanchion.types import TENANT_KEY
 
 # White space as Python's ``str.strip`` and ``re`` see it, spelled out: ``\s`` differs between Python,
@@ -40,6 +41,9 @@ FilterExpr = Annotated[
         json_schema_extra={"pattern": _FILTER_PATTERN},
     ),
 ]
+# Text stored in PostgreSQL, which refuses NUL in text and JSON: a 422 here, never a database error.
+NO_NUL = r"^[^\x00]*$"
+_NoNul = Annotated[str, Field(pattern=NO_NUL)]
 # Metadata keys the server sets on every document; an upload may not.
 RESERVED_METADATA = (TENANT_KEY, "_fingerprint")
 
@@ -320,13 +324,16 @@ class AnswerResponse(BaseModel):
 class DocumentFields(_Strict):
     """What an upload declares besides its content; a multipart form is checked by this model too."""
 
-    filename: str = Field(
-        min_length=1, max_length=255, description="decides the loader: .md, .html, .eml ..."
+    filename: Annotated[str, AfterValidator(clean_filename)] = Field(
+        min_length=1,
+        max_length=255,
+        description="decides the loader: .md, .html, .eml ...; kept as its last path component",
+        json_schema_extra={"pattern": FILENAME_PATTERN},
     )
-    metadata: dict[str, str | int | float | bool] = Field(
+    metadata: dict[_NoNul, _NoNul | int | float | bool] = Field(
         default_factory=dict,
         max_length=MAX_METADATA_KEYS,
-        json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_METADATA)}}},
+        json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_METADATA)}, "pattern": NO_NUL}},
     )
     access_groups: list[Name] = Field(default_factory=list, max_length=MAX_GROUPS)
 
