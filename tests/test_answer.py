@@ -290,7 +290,7 @@ class TestAnswerer:
         """Usage priced per million tokens."""
         model = PromptModel(lambda p, _: f"{HOTEL} [{number(p, 'Travel policy')}]")
         priced = answerer(app, model)
-        priced.price = PriceSpec(input_per_mtok=2.0, output_per_mtok=10.0)
+        priced.prices = {model.name: PriceSpec(input_per_mtok=2.0, output_per_mtok=10.0)}
         answer = ask(priced, "What is the hotel cap?")
         assert answer.cost_usd == pytest.approx((1000 * 2.0 + 100 * 10.0) / 1e6)
 
@@ -363,7 +363,7 @@ class TestCommands:
         )
         assert result.exit_code == 0, result.output
         body = json.loads(result.stdout)
-        assert list(body) == ["answer", "citations", "model", "usage", "cost_usd", "latency_ms"]
+        assert list(body) == ["answer", "citations", "model", "usage", "cost_usd", "models", "latency_ms"]
         assert "CFO" in body["answer"] and body["citations"][0]["title"] == "Expenses"
 
     def test_chat_uses_the_previous_question_for_follow_ups(self, spec_file: Path) -> None:

@@ -42,7 +42,7 @@ from stanchion.answer_verify import Assembly, Citation, SentenceCheck, Verifier
 from stanchion.errors import SpecError
 from stanchion.index.embed import Embedder
 from stanchion.models.base import ChatModel, ChatOptions
-from stanchion.models.pricing import cost_usd
+from stanchion.models.pricing import ModelCost, model_costs
 from stanchion.retrieve.filters import SearchFilter
 from stanchion.retrieve.rerank import BiEncoderReranker, CrossEncoderReranker, LLMReranker, Reranker
 from stanchion.retrieve.search import Retriever
@@ -71,6 +71,10 @@ _WORD = re.compile(r"[^\W_]+")
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """``model`` is the model that wrote the final text; ``usage`` credits every token to the model
+    that produced it (a retry may have run on another one), and ``cost_usd`` prices each model's
+    tokens at its own price."""
+
     question: str
     text: str
     citations: tuple[Citation, ...]
@@ -82,6 +86,7 @@ class Answer:
     unsupported: tuple[str, ...] = ()  # sentences dropped (or that made the answer abstain)
     retried: bool = False
     sources: tuple[Source, ...] = ()  # what the model was shown, in prompt order
+    costs: tuple[ModelCost, ...] = ()  # per model that produced tokens; they sum to cost_usd
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -90,6 +95,7 @@ class Answer:
             "model": self.model,
             "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens},
             "cost_usd": self.cost_usd,
+            "models": [c.as_json() for c in self.costs],
             "latency_ms": dict(self.latency_ms),
         }
 
@@ -129,7 +135,7 @@ class Answerer:
         context_tokens: int,
         reranker: Reranker | None = None,
         counter: TokenCounter | None = None,
-        price: PriceSpec | None = None,
+        prices: Mapping[str, PriceSpec] | None = None,
         max_output_tokens: int | None = None,
         mode: str = "hybrid",
         verifier: Verifier | None = None,
@@ -141,7 +147,7 @@ class Answerer:
         self.reranker = reranker
         self.context_tokens = context_tokens
         self.counter: TokenCounter = counter or CharEstimate()
-        self.price = price
+        self.prices = prices or {}
         self.max_output_tokens = max_output_tokens
         self.mode = mode
         self.verifier = verifier or Verifier(embedder)
@@ -280,8 +286,8 @@ class Answerer:
             current.set_attribute("tokens.input", completion.usage.input_tokens)
             current.set_attribute("tokens.output", completion.usage.output_tokens)
         run.add_time("generate", started)
-        run.usage += completion.usage
         run.model = completion.model or run.model
+        run.usage += completion.usage.attributed(run.model)
         return completion
 
     async def _sentences(self, run: _Run) -> AsyncIterator[CitedSentence]:
@@ -293,7 +299,7 @@ class Answerer:
             if event.model:
                 run.model = event.model
             if event.usage is not None:
-                run.usage += event.usage
+                run.usage += event.usage.attributed(run.model)
             sentences = split_answer(buffer)
             # The last sentence may still grow; while it has no words yet, it may be a citation
             # ("[2" so far) that belongs to the sentence before it.
@@ -333,18 +339,20 @@ class Answerer:
         for stage in ("retrieve", "rerank", "generate", "verify"):
             run.timings.setdefault(stage, 0.0)
         run.add_time("total", run.started)
+        costs = tuple(model_costs(run.usage, self.prices))
         return Answer(
             question=run.question,
             text=self.spec.abstain_text if abstained else out.text,
             citations=() if abstained else out.citations(),
             model=run.model,
             usage=run.usage,
-            cost_usd=cost_usd(run.usage, self.price) if self.price else 0.0,
+            cost_usd=sum(c.cost_usd for c in costs),
             latency_ms={stage: round(ms, 3) for stage, ms in run.timings.items()},
             abstained=abstained,
             unsupported=tuple(unsupported),
             retried=run.retried,
             sources=tuple(run.packed.sources.values()),
+            costs=costs,
         )
 
     def _abstains(self, text: str) -> bool:
@@ -367,7 +375,8 @@ def _words(text: str) -> list[str]:
 
 
 def answerer_for(app: App, *, route: str | None = None) -> Answerer:
-    """An Answerer wired from ``app.spec``: the route's model, its context budget and price, the reranker."""
+    """An Answerer wired from ``app.spec``: the route's model, its context budget, the models'
+    prices, the retrieval mode and the reranker."""
     spec = app.spec
     chosen = route or spec.answer.route
     model = app.route_model(chosen)  # SpecError for an unknown route
@@ -375,9 +384,6 @@ def answerer_for(app: App, *, route: str | None = None) -> Answerer:
     # Every model the route may fall back to must fit the prompt.
     context = min((m.context_window - m.max_output_tokens for m in models), default=8192 - 512)
     primary = models[0] if models else None
-    price = (
-        primary.price if primary and (primary.price.input_per_mtok or primary.price.output_per_mtok) else None
-    )
     return Answerer(
         app.retriever,
         model,
@@ -386,8 +392,9 @@ def answerer_for(app: App, *, route: str | None = None) -> Answerer:
         context_tokens=context,
         reranker=_reranker(app),
         counter=app.tokenizer,
-        price=price,
+        prices=app.prices,
         max_output_tokens=primary.max_output_tokens if primary else None,
+        mode=spec.retrieval.mode,
     )
 
 

@@ -7,14 +7,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
+from stanchion.index.packaged import MINILM_NAME
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.index.store import Store
 from stanchion.ingest.pipeline import Pipeline
 from stanchion.ingest.tokens import Tokenizer, tokenizer_for
 from stanchion.retrieve.search import Retriever
-from stanchion.spec import Spec
+from stanchion.spec import PriceSpec, Spec
 
 if TYPE_CHECKING:
+    from stanchion.index.openai_embed import OpenAIEmbedder
     from stanchion.models.base import ChatModel
     from stanchion.models.registry import ModelRegistry
     from stanchion.state import StateStore
@@ -25,7 +27,7 @@ class App:
     """The wired system. Components are built on first use, so ``stanchion --help`` stays instant."""
 
     spec: Spec
-    _closers: list[Store | StateStore] = field(default_factory=list)
+    _closers: list[Store | StateStore | OpenAIEmbedder] = field(default_factory=list)
 
     @cached_property
     def store(self) -> Store:
@@ -57,13 +59,34 @@ class App:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return SentenceTransformerEmbedder(
-            self.spec.embedding.model, batch_size=self.spec.embedding.batch_size
-        )
+        """The spec's ``embedding``: the local model, or an OpenAI-compatible ``/embeddings`` endpoint."""
+        embedding = self.spec.embedding
+        if embedding.provider == "openai":
+            from stanchion.index.openai_embed import OpenAIEmbedder
+
+            assert embedding.base_url is not None  # the spec validates it
+            remote = OpenAIEmbedder(
+                base_url=embedding.base_url,
+                model=embedding.model,
+                api_key_env=embedding.api_key_env,
+                batch_size=embedding.batch_size,
+            )
+            self._closers.append(remote)
+            return remote
+        return SentenceTransformerEmbedder(embedding.model, batch_size=embedding.batch_size)
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        return tokenizer_for(self.spec.embedding.model)
+        """What measures chunk sizes: ``embedding.tokenizer``; by default the local embedding
+        model's own, and all-MiniLM-L6-v2's for a remote one (its tokenizer is not at hand)."""
+        embedding = self.spec.embedding
+        default = embedding.model if embedding.provider == "local" else MINILM_NAME
+        return tokenizer_for(embedding.tokenizer or default)
+
+    @cached_property
+    def prices(self) -> dict[str, PriceSpec]:
+        """Each model's price by name: answers are billed per model that produced tokens."""
+        return {name: model.price for name, model in self.spec.models.items()}
 
     @cached_property
     def pipeline(self) -> Pipeline:

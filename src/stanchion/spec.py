@@ -72,8 +72,10 @@ class EmbeddingSpec(_Strict):
     batch_size: int = Field(32, ge=1, le=1024)
     base_url: str | None = Field(None, description="openai provider: e.g. http://localhost:8000/v1")
     api_key_env: str | None = Field(None, description="openai provider: environment variable holding the key")
-    tokenizer: str = Field(
-        "all-MiniLM-L6-v2", description="tokenizer that measures chunk sizes (local model name or folder)"
+    tokenizer: str | None = Field(
+        None,
+        description="tokenizer that measures chunk sizes (local model name or folder); default: the "
+        "local model's own, all-MiniLM-L6-v2 for the openai provider",
     )
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,6 +22,21 @@ DEFAULT_TENANT = "default"
 def content_hash(text: str) -> str:
     """Stable hash of a piece of text, used for change detection and the embedding cache."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(text: str) -> str:
+    """Why no store can hold ``text``, or "" when one can. The one rule for text taken from
+    outside (API parameters, filters, messages): no NUL character (PostgreSQL text cannot hold
+    one) and no lone surrogate (half of a UTF-16 pair: not Unicode text, it has no UTF-8)."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return ""
+    if found.group() == "\x00":
+        return "holds a NUL character (\\u0000)"
+    return "holds a lone surrogate (half of a UTF-16 pair), which is not text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +149,51 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens used, and ``by_model``: the same tokens by the model that produced them.
+
+    A provider adapter reports totals only; the wrapper that knows which model answered credits
+    them to it (``attributed``). A sum keeps each model's share, so an answer written by two models
+    (a fallback mid-stream, a retry on another tier) is priced per model, at each one's own price.
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
+    # (model, its tokens) in order of first use; empty while no model has been credited. Equality
+    # compares the counts only: the same tokens are the same usage whoever was credited with them.
+    by_model: tuple[tuple[str, Usage], ...] = field(default=(), compare=False)
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            _merge(self.by_model, other.by_model),
+        )
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def attributed(self, model: str) -> Usage:
+        """This usage with the tokens no model has been credited with yet credited to ``model``."""
+        rest_in = self.input_tokens - sum(u.input_tokens for _, u in self.by_model)
+        rest_out = self.output_tokens - sum(u.output_tokens for _, u in self.by_model)
+        if not model or (rest_in == 0 and rest_out == 0):
+            return self
+        share = ((model, Usage(rest_in, rest_out)),)
+        return Usage(self.input_tokens, self.output_tokens, _merge(self.by_model, share))
+
+
+def _merge(
+    left: tuple[tuple[str, Usage], ...], right: tuple[tuple[str, Usage], ...]
+) -> tuple[tuple[str, Usage], ...]:
+    if not right:
+        return left
+    if not left:
+        return right
+    merged = dict(left)
+    for model, usage in right:
+        merged[model] = merged[model] + usage if model in merged else usage
+    return tuple(merged.items())
 
 
 @dataclass(frozen=True, slots=True)

@@ -276,7 +276,7 @@ class TestStream:
         b = FakeChatModel("b", [Tokens(["It", " is", " known", " for", " the", " Eiffel", " Tower."])])
         events = collect(chain(a, b))
         assert "".join(e.text for e in events) == SENTENCE
-        assert events[-1].model == "a->b"
+        assert events[-1].model == "b"  # the model that finished; usage.by_model names both
         continuation = b.calls[0].messages
         assert continuation[:-2] == tuple(QUESTION)
         assert continuation[-2] == Message("assistant", "".join(sent))
@@ -305,13 +305,15 @@ class TestStream:
         assert events[-1].model == "a"
 
     def test_usage_of_every_try_is_summed(self) -> None:
-        """Reported usage is added up; a try cut off before reporting is estimated by chars/4."""
+        """Reported usage is added up, each try's credited to its model; a try cut off before
+        reporting is estimated by chars/4."""
         partial = "The capital of France is"
         a = FakeChatModel("a", [Tokens([partial], error=ModelHTTPError("502", status_code=502))])
         b = FakeChatModel("b", [Tokens([" Paris."], usage=Usage(40, 3))])
         events = collect(chain(a, b))
         estimated = Usage(estimate_message_tokens(QUESTION), estimate_tokens(partial))
         assert events[-1].usage == estimated + Usage(40, 3)
+        assert events[-1].usage.by_model == (("a", estimated), ("b", Usage(40, 3)))
         assert [e.usage for e in events[:-1]] == [None] * (len(events) - 1)
 
     def test_bad_request_mid_stream_is_raised_not_continued(self) -> None:
@@ -426,6 +428,7 @@ class TestLoopback:
         backup.script(Reply(text="from the backup", usage=(12, 3)))
         result = over_http(servers, lambda m: m.complete(QUESTION), timeout_s=1.0)
         assert (result.text, result.model, result.usage) == ("from the backup", "backup", Usage(12, 3))
+        assert result.usage.by_model == (("backup", Usage(12, 3)),)
         assert len(primary.requests) == 1 and len(backup.requests) == 1
 
     def test_bad_request_is_not_failed_over(self, servers: tuple[FakeOpenAIServer, FakeOpenAIServer]) -> None:
@@ -461,10 +464,11 @@ class TestLoopback:
         backup.script(Reply(text="Paris. It is known for the Eiffel Tower.", usage=(30, 9)))
         events = over_http(servers, stream_text)
         assert "".join(e.text for e in events) == SENTENCE
-        assert events[-1].model == "primary->backup" and events[-1].finish_reason == "stop"
+        assert events[-1].model == "backup" and events[-1].finish_reason == "stop"
         partial = "The capital of France is Paris. It "
         estimated = Usage(estimate_message_tokens(QUESTION), estimate_tokens(partial))
         assert events[-1].usage == estimated + Usage(30, 9)
+        assert events[-1].usage.by_model == (("primary", estimated), ("backup", Usage(30, 9)))
         messages = backup.requests[0].json["messages"]
         assert messages[-2] == {"role": "assistant", "content": partial}
         assert messages[-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
@@ -490,7 +494,7 @@ class TestLoopback:
         backup.script(Reply(text=SENTENCE))
         events = over_http(servers, stream_text, timeout_s=0.3)
         assert "".join(e.text for e in events) == SENTENCE
-        assert events[-1].model == "primary->backup"
+        assert events[-1].model == "backup"
 
     def test_open_breaker_keeps_requests_away_from_a_failing_server(
         self, servers: tuple[FakeOpenAIServer, FakeOpenAIServer]
@@ -522,7 +526,7 @@ class TestPieces:
         assert opened == [("a", "It is "), ("b", "for art.")]
         assert "known " in pieces  # later text of a try comes as a plain string
         final = pieces[-1]
-        assert isinstance(final, StreamEvent) and final.model == "a->b" and final.finish_reason == "stop"
+        assert isinstance(final, StreamEvent) and final.model == "b" and final.finish_reason == "stop"
         text = "".join(p if isinstance(p, str) else p.text for p in pieces)
         assert text == "It is known for art."
 

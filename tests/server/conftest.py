@@ -70,7 +70,8 @@ def make_spec(
     return Spec.model_validate({**raw, "base_dir": root})
 
 
-def ingest_and_keys(spec: Spec, embedder: SentenceTransformerEmbedder) -> Keys:
+def ingest_and_keys(spec: Spec, embedder: SentenceTransformerEmbedder | None) -> Keys:
+    """Ingest the corpus and create the keys; ``embedder=None`` embeds with the spec's own."""
     system = build(spec, embedder=embedder)
     try:
         summary = system.pipeline.run()

@@ -27,9 +27,10 @@ Streams: the time limit applies to each event (the first token and every gap), n
 answer. A failure before this try's first token is handled like ``complete``. A failure after it
 continues on the next model: it gets the original messages, an assistant message holding the
 text already sent and a user instruction to continue without repeating; any text it repeats at
-the joint is removed (``_Joiner``), so the client reads one answer. The final event sums the
-usage of every try (estimated by chars/4 for a stream cut off before it reported usage) and its
-``model`` names the models that wrote the answer, e.g. ``"primary->backup"``.
+the joint is removed (``_Joiner``), so the client reads one answer. The final event's ``model``
+is the model that finished the answer; its usage sums every try (estimated by chars/4 for a try
+cut off before it reported usage), each credited to the model that made it (``Usage.by_model``),
+so every token is priced by the model that produced it. ``complete`` credits its usage the same way.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ class FallbackModel:
                     breaker.release()
                     raise
                 breaker.record_success()
-                return completion if completion.model else dataclasses.replace(completion, model=name)
+                model = completion.model or name
+                return dataclasses.replace(completion, model=model, usage=completion.usage.attributed(model))
         raise AllModelsFailed(failures)
 
     def stream(
@@ -235,7 +237,6 @@ class FallbackModel:
         sent: list[str] = []  # text the client has received, from every model so far
         sent_tool_calls = False
         usage = Usage()
-        chain: list[str] = []
         for attempt in self.attempts:
             name = attempt.model.name
             breaker = self.breakers.get(name)
@@ -282,16 +283,12 @@ class FallbackModel:
                             continue
                         delivered = True
                         sent_tool_calls = sent_tool_calls or bool(calls)
-                        if name not in chain:
-                            chain.append(name)
                         yield StreamEvent(text=text, tool_calls=calls, model=name)
                     if joiner is not None and (tail := joiner.flush()):
                         sent.append(tail)
-                        if name not in chain:
-                            chain.append(name)
                         yield StreamEvent(text=tail, model=name)
                 except ModelError as exc:
-                    usage += _try_usage(reported, request, "".join(received))
+                    usage += _try_usage(reported, request, "".join(received)).attributed(name)
                     if _settle(exc, breaker) == "raise":
                         raise
                     failures.append((name, exc))
@@ -307,10 +304,8 @@ class FallbackModel:
                     watchdog.stop()
                     await aclose_quietly(inner)
                 breaker.record_success()
-                usage += _try_usage(reported, request, "".join(received))
-                yield StreamEvent(
-                    usage=usage, finish_reason=finish or "stop", model="->".join(chain or [name])
-                )
+                usage += _try_usage(reported, request, "".join(received)).attributed(name)
+                yield StreamEvent(usage=usage, finish_reason=finish or "stop", model=name)
                 return
         raise AllModelsFailed(failures)
 

@@ -22,8 +22,8 @@ from fastapi import APIRouter
 from stanchion.answer import AnswerEvent, contextual_query
 from stanchion.errors import StanchionError
 from stanchion.models.base import ChatOptions, Piece, aclose_quietly, stream_pieces
-from stanchion.models.pricing import cost_usd, estimate_tokens
-from stanchion.server.accounting import Outcome, account
+from stanchion.models.pricing import estimate_tokens
+from stanchion.server.accounting import Outcome, account, charge_tokens, token_reserve
 from stanchion.server.chunks import DONE, ChunkFramer
 from stanchion.server.chunks import event as event_bytes
 from stanchion.server.context import ServerContext
@@ -97,12 +97,7 @@ async def chat_completions(
     ctx.check_route(body.model)
     messages = _messages(body.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    await admit(
-        ctx,
-        principal,
-        "query",
-        tokens=sum(estimate_tokens(m.content) for m in messages) + (max_tokens or 256),
-    )
+    await admit(ctx, principal, "query", tokens=token_reserve(ctx.app.spec, body.model, messages, max_tokens))
     grounded = ctx.app.spec.routes[body.model].grounded
     # Bad input is a 4xx before a stream starts; once it has, an error can only be an event.
     question = ""
@@ -139,8 +134,8 @@ async def chat_completions(
             outcome.take_answer(await (await ctx.answerer(body.model)).answer(question, **ask))
         else:
             completion = await ctx.app.route_model(body.model).complete(messages, options)
-            outcome.text, outcome.model, outcome.usage = completion.text, completion.model, completion.usage
-            outcome.cost = _cost(ctx, outcome.model, outcome.usage)
+            outcome.text = completion.text
+            outcome.bill(completion.model, completion.usage, ctx.app.prices)
             outcome.tool_calls, outcome.finish = completion.tool_calls, completion.finish_reason
     except StanchionError as exc:
         outcome.status = from_stanchion(exc).status
@@ -162,7 +157,12 @@ async def chat_completions(
         ],
         usage=_usage_out(outcome.usage),
         citations=outcome.detail.pop("citations", []),
-        stanchion={"model": outcome.model, "cost_usd": outcome.cost, **outcome.detail},
+        stanchion={
+            "model": outcome.model,
+            "cost_usd": outcome.cost,
+            "models": outcome.models_json(),
+            **outcome.detail,
+        },
     )
 
 
@@ -195,7 +195,7 @@ async def embeddings(body: EmbeddingsRequest, ctx: Ctx, principal: Caller) -> Em
     tokens = sum(estimate_tokens(t) for t in texts)
     await admit(ctx, principal, "query", tokens=tokens)
     vectors = await asyncio.to_thread(embedder.embed, texts)
-    await ctx.limiter.charge(principal.key_id, tokens, ctx.limits)
+    await charge_tokens(ctx, principal, tokens)
     ctx.metrics.tokens(embedder.name, principal.tenant, tokens, 0, 0.0)
     encode = _base64_floats if body.encoding_format == "base64" else _floats
     return EmbeddingsResponse(
@@ -309,15 +309,17 @@ async def _sse(
                     outcome.tool_calls += event.tool_calls
                     yield frames.chunk({"tool_calls": calls})
                 if event.usage is not None or event.finish_reason is not None:  # a gateway stream's end
-                    outcome.model = event.model or outcome.model
-                    outcome.usage = event.usage or Usage()
-                    outcome.cost = _cost(ctx, outcome.model, outcome.usage)
+                    outcome.bill(event.model, event.usage or Usage(), ctx.app.prices)
                     outcome.finish = event.finish_reason or outcome.finish
         outcome.text = "".join(parts)
         extra: dict[str, object] = {}
         if "citations" in outcome.detail:
             extra["citations"] = outcome.detail["citations"]
-        extra["stanchion"] = {"model": outcome.model, "cost_usd": outcome.cost}
+        extra["stanchion"] = {
+            "model": outcome.model,
+            "cost_usd": outcome.cost,
+            "models": outcome.models_json(),
+        }
         last = frames.chunk({}, outcome.finish, **extra)
         if body.stream_options is not None and body.stream_options.include_usage:
             last += frames.usage(_usage_out(outcome.usage).model_dump())
@@ -403,11 +405,6 @@ def _options(body: ChatCompletionRequest) -> ChatOptions:
         tools=tools,
         tool_choice=choice if tools else None,
     )
-
-
-def _cost(ctx: ServerContext, model: str, usage: Usage) -> float:
-    spec = ctx.app.spec.models.get(model)
-    return cost_usd(usage, spec.price) if spec is not None else 0.0
 
 
 def _usage_out(usage: Usage) -> UsageOut:

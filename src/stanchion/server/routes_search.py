@@ -7,11 +7,12 @@ import time
 
 from fastapi import APIRouter
 
-from stanchion.answer import Answer
+from stanchion.errors import StanchionError
 from stanchion.logs import request_id
 from stanchion.models.pricing import estimate_tokens
-from stanchion.server.accounting import Outcome, account
+from stanchion.server.accounting import Outcome, account, token_reserve
 from stanchion.server.deps import Caller, Ctx, admit
+from stanchion.server.errors import from_stanchion
 from stanchion.server.schemas import (
     WITH_BODY,
     AnswerRequest,
@@ -23,6 +24,7 @@ from stanchion.server.schemas import (
     error_responses,
 )
 from stanchion.state import AuditRecord
+from stanchion.types import Message
 
 router = APIRouter(tags=["Retrieval"])
 
@@ -36,9 +38,14 @@ router = APIRouter(tags=["Retrieval"])
 async def search(body: SearchRequest, ctx: Ctx, principal: Caller) -> SearchResponse:
     await admit(ctx, principal, "query", tokens=estimate_tokens(body.query))
     where = ctx.where(principal, body.filters)
+    defaults = ctx.app.spec.retrieval
     started = time.perf_counter()
     result = await asyncio.to_thread(
-        ctx.app.retriever.search, body.query, k=body.k, mode=body.mode, where=where
+        ctx.app.retriever.search,
+        body.query,
+        k=body.k or defaults.k,
+        mode=body.mode or defaults.mode,
+        where=where,
     )
     ctx.metrics.stage("retrieve", time.perf_counter() - started)
     hits = [
@@ -79,13 +86,26 @@ async def search(body: SearchRequest, ctx: Ctx, principal: Caller) -> SearchResp
 async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResponse:
     route = body.route or ctx.app.spec.answer.route
     ctx.check_route(route)
-    await admit(ctx, principal, "query", tokens=estimate_tokens(body.question) + 1024)
-    answerer = await ctx.answerer(route)
+    reserve = token_reserve(ctx.app.spec, route, [Message("user", body.question)])
+    await admit(ctx, principal, "query", tokens=reserve)
+    where = ctx.where(principal, body.filters)
     started = time.perf_counter()
-    result: Answer = await answerer.answer(body.question, where=ctx.where(principal, body.filters), k=body.k)
+    ctx.audit.started("answer", principal, query=body.question, route=route)  # until the final record
     outcome = Outcome()
-    outcome.take_answer(result)
-    await account(ctx, principal, outcome, action="answer", query=body.question, route=route, started=started)
+    try:  # audited however it ends, as chat completions are
+        answerer = await ctx.answerer(route)
+        result = await answerer.answer(body.question, where=where, k=body.k)
+        outcome.take_answer(result)
+    except StanchionError as exc:
+        outcome.status = from_stanchion(exc).status
+        raise
+    except Exception:
+        outcome.status = 500  # a bug; the error handler answers 500
+        raise
+    finally:
+        await account(
+            ctx, principal, outcome, action="answer", query=body.question, route=route, started=started
+        )
     usage = result.usage
     return AnswerResponse(
         answer=result.text,
@@ -93,6 +113,7 @@ async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResp
         model=result.model,
         usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
         cost_usd=result.cost_usd,
+        models=outcome.models_json(),
         latency_ms=dict(result.latency_ms),
         abstained=result.abstained,
     )

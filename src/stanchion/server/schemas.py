@@ -278,8 +278,10 @@ class EmbeddingsResponse(BaseModel):
 
 class SearchRequest(_Strict):
     query: str = Field(min_length=1, max_length=4096, pattern=NOT_BLANK)
-    k: int = Field(10, ge=1, le=100)
-    mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    k: int | None = Field(None, ge=1, le=100, description="default: the spec's `retrieval.k`")
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(
+        None, description="default: the spec's `retrieval.mode`"
+    )
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
 
 
@@ -308,12 +310,24 @@ class AnswerRequest(_Strict):
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
 
 
+class ModelUsageOut(BaseModel):
+    """One model's share of an answer: the tokens it produced and their cost at its price."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
 class AnswerResponse(BaseModel):
     answer: str
     citations: list[CitationOut]
-    model: str
+    model: str = Field(description="the model that wrote the answer")
     usage: dict[str, int]
-    cost_usd: float
+    cost_usd: float = Field(description="the sum of `models`: each model's tokens at its own price")
+    models: list[ModelUsageOut] = Field(
+        default_factory=list, description="every model that produced tokens (a retry may use another)"
+    )
     latency_ms: dict[str, float]
     abstained: bool
 
