@@ -9,6 +9,7 @@ record. Tenant-level metrics need the metrics token.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
@@ -272,6 +273,24 @@ class TestAuditWriterWhileDown:
             assert sorted(r.request_id for r in state.audit_log()) == ["r1", "r2", "r3"]
             events = [r.getMessage() for r in caplog.records]
             assert "audit.dropped" in events and "audit.waiting" in events and "audit.recovered" in events
+        finally:
+            state.close()
+
+    def test_a_record_the_database_refuses_is_dropped_alone(
+        self, pg: PrivatePostgres, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A record PostgreSQL rejects (a count beyond its integer) does not hold up the others."""
+        state = open_state(dsn=fresh_database(pg.admin_dsn), pool_timeout_s=1)
+        writer = AuditWriter(state)
+        writer.record(_record("before"))
+        writer.record(dataclasses.replace(_record("poison"), input_tokens=2**40))
+        writer.record(_record("after"))
+        try:
+            with caplog.at_level("WARNING", logger="stanchion.server.audit"):
+                asyncio.run(writer.flush())
+            assert sorted(r.request_id for r in state.audit_log()) == ["after", "before"]
+            assert (writer.pending, writer.dropped) == (0, 1)
+            assert "audit.record_rejected" in [r.getMessage() for r in caplog.records]
         finally:
             state.close()
 
