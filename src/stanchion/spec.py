@@ -10,10 +10,19 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stanchion.errors import SpecError
 from stanchion.retrieve.fusion import Fusion
@@ -26,6 +35,20 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_credentials(url: str) -> str:
+    """A provider's URL without ``user:password@``: a secret in the spec would be logged and shown,
+    and the HTTP clients refuse it mid-request. Keys come from the environment (``api_key_env``)."""
+    if "@" in urlsplit(url).netloc:
+        raise ValueError(
+            "credentials in the URL (user:password@) are not allowed; put the key in the "
+            "environment variable that api_key_env names"
+        )
+    return url
+
+
+BaseUrl = Annotated[str, AfterValidator(_no_credentials)]
 
 
 class CleaningSpec(_Strict):
@@ -70,7 +93,7 @@ class EmbeddingSpec(_Strict):
         "all-MiniLM-L6-v2", description="packaged model name, a local model directory, or a remote model id"
     )
     batch_size: int = Field(32, ge=1, le=1024)
-    base_url: str | None = Field(None, description="openai provider: e.g. http://localhost:8000/v1")
+    base_url: BaseUrl | None = Field(None, description="openai provider: e.g. http://localhost:8000/v1")
     api_key_env: str | None = Field(None, description="openai provider: environment variable holding the key")
     tokenizer: str | None = Field(
         None,
@@ -128,7 +151,7 @@ class ModelSpec(_Strict):
     model: str = Field(
         "", description="the provider's model id; llamacpp: a .gguf path, or empty for the packaged SmolLM2"
     )
-    base_url: str | None = Field(
+    base_url: BaseUrl | None = Field(
         None, description="openai: e.g. http://localhost:8000/v1; anthropic: override"
     )
     api_key_env: str | None = Field(None, description="environment variable holding the API key")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from stanchion.app import build
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
 from stanchion.server.app import create_app
 from stanchion.spec import Spec
 from stanchion.state import StateStore, open_state
@@ -117,10 +117,11 @@ def serve(
     tmp_path: Path, embedder: SentenceTransformerEmbedder, request: pytest.FixtureRequest
 ) -> Iterator[ServerFactory]:
     """Start a server; ``backend="postgres"`` puts index and state in PostgreSQL and rate limits in
-    Redis; other keyword arguments go to ``make_spec``."""
+    Redis; ``server_embedder`` replaces the embedder the server uses (ingestion uses the real one);
+    other keyword arguments go to ``make_spec``."""
     servers: list[LiveServer] = []
 
-    def start(backend: str = "sqlite", **spec_args: Any) -> Api:
+    def start(backend: str = "sqlite", *, server_embedder: Embedder | None = None, **spec_args: Any) -> Api:
         write_corpus(tmp_path)
         if backend == "postgres":
             spec_args["index"] = {"backend": "postgres", "dsn": request.getfixturevalue("pg_dsn")}
@@ -130,7 +131,7 @@ def serve(
             }
         spec = make_spec(tmp_path, **spec_args)
         keys = ingest_and_keys(spec, embedder)
-        server = LiveServer(create_app(spec, embedder=embedder))
+        server = LiveServer(create_app(spec, embedder=server_embedder or embedder))
         url = server.__enter__()
         servers.append(server)
         return Api(url, keys, spec)

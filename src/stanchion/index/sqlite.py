@@ -442,12 +442,22 @@ def _condition_sql(cond: Condition) -> tuple[str, list[object]]:
     params: list[object] = [path]
     for value in wanted:
         if isinstance(value, bool):
-            tests.append(f"j.type = '{'true' if value else 'false'}'")
-        elif isinstance(value, int | float):
+            # Python: True == 1 == 1.0, and a boolean has no order.
             tests.append(
-                f"(CASE WHEN j.type IN ('integer','real') THEN j.value {op} ? ELSE CAST(j.value AS TEXT) {op} ? END)"
+                f"(j.type = '{'true' if value else 'false'}' OR (j.type IN ('integer','real') AND j.value = {int(value)}))"
+                if op == "="
+                else "0"
             )
-            params.extend([value, str(value)])
+        elif isinstance(value, int | float):
+            # As Python compares: numbers as numbers, text as text, a boolean equal to 1 or 0 only.
+            boolean = (
+                f"WHEN 'true' THEN {int(value == 1)} WHEN 'false' THEN {int(value == 0)}" if op == "=" else ""
+            )
+            tests.append(
+                f"(CASE j.type WHEN 'integer' THEN j.value {op} ? WHEN 'real' THEN j.value {op} ?"
+                f" WHEN 'text' THEN j.value {op} ? {boolean} ELSE 0 END)"
+            )
+            params.extend([value, value, str(value)])
         else:
             tests.append(
                 f"(j.type NOT IN ('null','true','false','array','object') AND CAST(j.value AS TEXT) {op} ?)"

@@ -3,22 +3,29 @@
 A filter is a conjunction of conditions on chunk metadata. Values compare by type: numbers as
 numbers, everything else as strings, which orders ISO 8601 dates correctly. On a list-valued key
 (``participants``) ``eq`` and ``in`` mean "contains".
+
+Every condition is checked when it is made, so no store ever sees one it cannot run: a key of
+letters, digits and ``_ . -``; at least one value; numbers that are finite, integers within 64
+bits; text that a store can hold (``types.unstorable``). A bad one is a ``SearchError`` naming the key and the value.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from stanchion.errors import SearchError
+from stanchion.types import unstorable
 
 Op = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte"]
 Scalar = str | int | float | bool
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _EXPR = re.compile(r"^\s*([^!<>=\s]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
 _OPS: dict[str, Op] = {"=": "eq", "!=": "ne", ">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
+_INT64 = range(-(2**63), 2**63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +35,19 @@ class Condition:
     value: Scalar | tuple[Scalar, ...]
 
     def __post_init__(self) -> None:
-        if not _KEY.match(self.key):
-            raise SearchError(f"filter key {self.key!r} is not a valid metadata key (letters, digits, _ . -)")
+        if not _KEY.fullmatch(self.key):
+            raise SearchError(
+                f"filter key {_show(self.key)} is not a valid metadata key (letters, digits, _ . -)"
+            )
         if self.op == "in" and not isinstance(self.value, tuple):
             raise SearchError(f"filter {self.key}: 'in' needs a list of values")
+        if self.op == "in" and not self.value:
+            raise SearchError(f"filter {self.key}: give at least one value (key=a,b matches any of them)")
         if self.op in ("gt", "gte", "lt", "lte") and not isinstance(self.value, str | int | float):
             raise SearchError(f"filter {self.key}: a range needs a number or an ISO date")
+        for value in self.value if isinstance(self.value, tuple) else (self.value,):
+            if problem := _unusable(value):
+                raise SearchError(f"filter {self.key}: the value {_show(value)} {problem}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +73,23 @@ class SearchFilter:
 
 
 def parse_value(raw: str) -> Scalar:
+    """``true``/``false``, then an integer, then a number written with digits, else the text."""
     lowered = raw.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        number = float(raw)
+    except ValueError:
+        return raw
+    if not any(c.isdigit() for c in raw):
+        return raw  # ``nan``, ``inf`` and ``infinity`` are words
+    if not math.isfinite(number):
+        raise SearchError(f"the number {_show(raw)} is out of range: numbers must be finite")
+    return number
 
 
 def parse_condition(expr: str) -> Condition:
@@ -80,9 +102,16 @@ def parse_condition(expr: str) -> Condition:
         )
     key, op_text, raw = match.groups()
     op = _OPS[op_text]
-    if op == "eq" and "," in raw:
-        return Condition(key, "in", tuple(parse_value(v.strip()) for v in raw.split(",") if v.strip()))
-    return Condition(key, op, parse_value(raw))
+    listed = op == "eq" and "," in raw
+    try:
+        values = (
+            tuple(parse_value(v.strip()) for v in raw.split(",") if v.strip())
+            if listed
+            else (parse_value(raw),)
+        )
+    except SearchError as exc:
+        raise SearchError(f"filter {key}: {exc}") from None
+    return Condition(key, "in", values) if listed else Condition(key, op, values[0])
 
 
 def build_filter(
@@ -90,6 +119,25 @@ def build_filter(
 ) -> SearchFilter:
     conditions = tuple(parse_condition(e) for e in exprs) + tuple(extra)
     return SearchFilter(conditions, None if groups is None else frozenset(groups))
+
+
+def _unusable(value: Scalar) -> str:
+    """Why no store can compare with ``value``, or "" when one can."""
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, int) and value not in _INT64:
+        return "is out of range: integers must fit in 64 bits"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is out of range: numbers must be finite"
+    return unstorable(value) if isinstance(value, str) else ""
+
+
+def _show(value: object) -> str:
+    """``value`` quoted for an error message, at most about 40 characters of it."""
+    if isinstance(value, int) and value.bit_length() > 4096:
+        return "an integer of many digits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _compare(op: Op, have: object, want: Scalar) -> bool:

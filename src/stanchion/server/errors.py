@@ -153,16 +153,22 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI's "error parsing the body" for a JSON body json.loads could not read
+            return error_response(_unreadable_json(exc.__cause__))
         code = _STATUS_CODES.get(exc.status_code, "error")
         headers = dict(exc.headers or {})
         return error_response(APIError(exc.status_code, code, str(exc.detail), headers=headers))
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("server.unhandled", extra={"error": type(exc).__name__})
-        return error_response(
-            APIError(500, "internal_error", "internal error; the request id is in the logs")
-        )
+        return error_response(unhandled(exc))
+
+
+def unhandled(exc: Exception) -> APIError:
+    """A bug: logged with its traceback; the client gets a 500 that names nothing internal."""
+    log.error("server.unhandled", exc_info=exc, extra={"error": type(exc).__name__})
+    return APIError(500, "internal_error", "internal error; the request id is in the logs")
 
 
 def invalid_request(errors: Sequence[Mapping[str, Any]]) -> APIError:
@@ -174,6 +180,8 @@ def invalid_request(errors: Sequence[Mapping[str, Any]]) -> APIError:
     """
     if not errors:
         return APIError(422, "invalid_request", "invalid request")
+    if errors[0].get("type") == "json_invalid":  # its "path" is a character position
+        return _unreadable_json(errors[0])
     path = _path(errors[0])
     first = [errors[0], *(e for e in errors[1:] if _one_union(errors[0], e))]  # one problem
     if len(first) > 1:
@@ -185,6 +193,22 @@ def invalid_request(errors: Sequence[Mapping[str, Any]]) -> APIError:
     if others:
         message += f" (and {others} more problem{'s' if others > 1 else ''})"
     return APIError(422, "invalid_request", message, param=where or None)
+
+
+def _unreadable_json(cause: Mapping[str, Any] | Exception) -> APIError:
+    """A 422 for a body that is not JSON: FastAPI's decode error (a mapping whose ``loc`` ends in
+    the character position), or what json.loads raised besides (invalid UTF-8, too deep, a number
+    too long)."""
+    if isinstance(cause, Mapping):
+        position = cause.get("loc", ("body", 0))[-1]
+        reason = f"{cause.get('ctx', {}).get('error', 'invalid JSON')} at character {position}"
+    elif isinstance(cause, UnicodeDecodeError):
+        reason = f"it is not UTF-8 text (byte {cause.start})"
+    elif isinstance(cause, RecursionError):
+        reason = "it nests arrays or objects too deeply"
+    else:
+        reason = str(cause)
+    return APIError(422, "invalid_request", f"the request body is not valid JSON: {reason}")
 
 
 def _path(error: Mapping[str, Any]) -> tuple[str, ...]:

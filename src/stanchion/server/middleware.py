@@ -1,5 +1,6 @@
 """Pure ASGI middleware (no per-request task or body buffering, so streams pass straight through):
-request ids, body size limits, metrics and one JSON access-log line per request."""
+request ids, body size limits, metrics, one JSON access-log line per request, and the 500 of an
+unhandled exception (answered here so the connection stays open for the client's next request)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stanchion.logs import request_id
-from stanchion.server.errors import error_body
+from stanchion.server.errors import APIError, error_body, unhandled
 from stanchion.server.metrics import Metrics
 from stanchion.tracing import span
 
@@ -81,12 +82,14 @@ class RequestMiddleware:
                 current.set_attribute("http.route", getattr(scope.get("route"), "path", "unmatched"))
         except _TooLarge:
             if not sent_start:
-                await _send_error(
-                    send_with_id,
-                    413,
-                    "payload_too_large",
-                    f"the request body exceeds the limit of {limit / 1e6:.1f} MB for {scope['path']}",
-                )
+                too_large = f"the request body exceeds the limit of {limit / 1e6:.1f} MB for {scope['path']}"
+                await _send_error(send_with_id, APIError(413, "payload_too_large", too_large), close=True)
+        except Exception as exc:
+            if sent_start:
+                raise  # a response cut short: the server closes the connection, as it must
+            # Answered here, not by Starlette's outermost handler: that one re-raises to the
+            # server, which then closes the connection and fails a pooled client's next request.
+            await _send_error(send_with_id, unhandled(exc), close=False)
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("route")
@@ -109,17 +112,10 @@ class RequestMiddleware:
             request_id.reset(token)
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps(error_body(status, code, message)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+async def _send_error(send: Send, error: APIError, *, close: bool) -> None:
+    body = json.dumps(error_body(error.status, error.code, error.message, error.param)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of the request body was never read
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

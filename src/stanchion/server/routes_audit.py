@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from stanchion.server.deps import Caller, Ctx, admit
-from stanchion.server.params import PageLimit, Since, Until
+from stanchion.server.params import PageLimit, Since, Storable, Until
 from stanchion.server.schemas import AUTHENTICATED, error_responses, page_bounds
 
 router = APIRouter(tags=["Audit"])
@@ -59,8 +59,8 @@ class AuditPage(BaseModel):
 async def audit_log(
     ctx: Ctx,
     principal: Caller,
-    action: Annotated[str | None, Query(max_length=64, description="e.g. chat.completions")] = None,
-    user: Annotated[str | None, Query(max_length=256)] = None,
+    action: Annotated[str | None, Query(max_length=64, description="e.g. chat.completions"), Storable] = None,
+    user: Annotated[str | None, Query(max_length=256), Storable] = None,
     since: Since = None,
     until: Until = None,
     before: Annotated[

@@ -25,11 +25,11 @@ from stanchion.models.base import ChatOptions, Piece, aclose_quietly, stream_pie
 from stanchion.models.pricing import estimate_tokens
 from stanchion.server.accounting import Outcome, account, charge_tokens, token_reserve
 from stanchion.server.chunks import DONE, ChunkFramer
-from stanchion.server.chunks import event as event_bytes
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
-from stanchion.server.errors import APIError, error_body, from_stanchion
+from stanchion.server.errors import APIError, from_stanchion, unhandled
 from stanchion.server.schemas import (
+    AUTHENTICATED,
     WITH_BODY,
     ChatCompletion,
     ChatCompletionRequest,
@@ -46,7 +46,7 @@ from stanchion.server.schemas import (
     UsageOut,
     error_responses,
 )
-from stanchion.server.sse import EventStreamResponse
+from stanchion.server.sse import EventStreamResponse, failure_events
 from stanchion.state import Principal
 from stanchion.types import Message, StreamEvent, ToolCall, ToolSpec, Usage
 
@@ -233,9 +233,10 @@ def _base64_floats(vector: npt.NDArray[np.float32]) -> str:
 @router.get(
     "/v1/models",
     summary="What a client may name as `model`: the routes, then the embedding model",
-    responses=error_responses(401, 503),
+    responses=error_responses(*AUTHENTICATED),
 )
 async def models(ctx: Ctx, principal: Caller) -> dict[str, object]:
+    await admit(ctx, principal, "query")
     return {
         "object": "list",
         "data": [
@@ -324,11 +325,11 @@ async def _sse(
         if body.stream_options is not None and body.stream_options.include_usage:
             last += frames.usage(_usage_out(outcome.usage).model_dump())
         yield last + DONE  # one write; EventStreamResponse ends the response with it
-    except StanchionError as exc:
-        # Headers are sent: the error goes in the stream, as OpenAI does.
-        api = from_stanchion(exc)
+    except Exception as exc:
+        # Headers are sent: the error goes in the stream, as OpenAI does, and [DONE] ends it.
+        api = from_stanchion(exc) if isinstance(exc, StanchionError) else unhandled(exc)
         outcome.status = api.status
-        yield event_bytes(error_body(api.status, api.code, api.message))
+        yield failure_events(api)
     except (asyncio.CancelledError, GeneratorExit):
         outcome.status = 499  # the client went away
         outcome.text = "".join(parts)

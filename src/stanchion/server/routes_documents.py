@@ -23,7 +23,7 @@ from stanchion.logs import request_id
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.errors import APIError, invalid_request
-from stanchion.server.params import PageLimit
+from stanchion.server.params import PageLimit, Storable
 from stanchion.server.schemas import (
     AUTHENTICATED,
     GROUP_LIST_PATTERN,
@@ -46,7 +46,7 @@ from stanchion.server.uploads import upload_source_name
 from stanchion.state import AuditRecord, Principal
 
 router = APIRouter(tags=["Documents"])
-DocumentId = Annotated[str, Path(min_length=1, max_length=1024)]
+DocumentId = Annotated[str, Path(min_length=1, max_length=1024), Storable]
 _RESERVED_METADATA = set(RESERVED_METADATA)
 _TEXT_SCHEMA = DocumentText.model_json_schema(ref_template="#/components/schemas/{model}")
 _FORM_FIELDS = frozenset({"file", "metadata", "access_groups"})
@@ -212,7 +212,9 @@ async def list_jobs(
     principal: Caller,
     status: Literal["queued", "running", "done", "failed"] | None = None,
     before: Annotated[
-        str | None, Query(min_length=1, max_length=64, description="the last id of the previous page")
+        str | None,
+        Query(min_length=1, max_length=64, description="the last id of the previous page"),
+        Storable,
     ] = None,
     limit: PageLimit = 100,
 ) -> JobList:
@@ -235,7 +237,9 @@ async def list_jobs(
     summary="An ingest job's status and result",
     responses=error_responses(*AUTHENTICATED, 404),
 )
-async def get_job(job_id: Annotated[str, Path(max_length=64)], ctx: Ctx, principal: Caller) -> JobOut:
+async def get_job(
+    job_id: Annotated[str, Path(max_length=64), Storable], ctx: Ctx, principal: Caller
+) -> JobOut:
     await admit(ctx, principal, "ingest")
     job = await asyncio.to_thread(ctx.app.state.job, job_id)
     if job is None or not _owns(principal, job.tenant, job.user):
@@ -252,10 +256,12 @@ async def get_job(job_id: Annotated[str, Path(max_length=64)], ctx: Ctx, princip
 async def list_documents(
     ctx: Ctx,
     principal: Caller,
-    source: Annotated[str | None, Query(max_length=128)] = None,
+    source: Annotated[str | None, Query(max_length=128), Storable] = None,
     limit: PageLimit = 100,
     after: Annotated[
-        str | None, Query(min_length=1, max_length=1024, description="the last id of the previous page")
+        str | None,
+        Query(min_length=1, max_length=1024, description="the last id of the previous page"),
+        Storable,
     ] = None,
 ) -> DocumentList:
     await admit(ctx, principal, "query")

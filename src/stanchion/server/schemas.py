@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from stanchion.server.params import NUL_FREE, Storable, storable
 from stanchion.server.uploads import FILENAME_PATTERN, clean_filename
 from stanchion.types import TENANT_KEY
 
@@ -26,11 +27,12 @@ MAX_METADATA_KEYS = 64
 _NAME = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 GROUP_LIST_PATTERN = f"^[{_WS},]*(?:{_NAME}(?:[{_WS}]*,[{_WS},]*{_NAME}){{0,{MAX_GROUPS - 1}}}[{_WS},]*)?$"
 # The grammar ``retrieve.filters.parse_condition`` accepts (key, operator, a value that is not blank),
-# for clients and fuzzers. The server parses filters itself: a bad one is a 400 that shows the syntax.
+# for clients and fuzzers. The server parses filters itself: a bad one is a 400 that shows the syntax
+# (and text no store can hold, a 422 as for every parameter: ``params.Storable``).
 _FILTER_PATTERN = (
     f"^[{_WS}]*[A-Za-z_][A-Za-z0-9_.-]*[{_WS}]*"
-    f"(?:(?:!=|>=|<=|=)[{_WS}]*{NOT_BLANK}|[<>](?:[{_WS}]+{NOT_BLANK}|[^={_WS}]))"
-    f"[^\\n]*?[{_WS}]*$"
+    f"(?:(?:!=|>=|<=|=)[{_WS}]*[^{_WS}\\x00]|[<>](?:[{_WS}]+[^{_WS}\\x00]|[^={_WS}\\x00]))"
+    f"[^\\n\\x00]*?[{_WS}]*$"
 )
 FilterExpr = Annotated[
     str,
@@ -40,6 +42,7 @@ FilterExpr = Annotated[
         description="key=value, key!=v, key>=v, key=a,b",
         json_schema_extra={"pattern": _FILTER_PATTERN},
     ),
+    Storable,
 ]
 # Text stored in PostgreSQL, which refuses NUL in text and JSON: a 422 here, never a database error.
 NO_NUL = r"^[^\x00]*$"
@@ -61,7 +64,7 @@ class _OpenAI(BaseModel):
 
 class ContentPart(_OpenAI):
     type: str
-    text: str | None = None
+    text: str | None = Field(None, json_schema_extra=NUL_FREE)  # checked with the message
 
 
 class ToolCallFunction(_OpenAI):
@@ -76,10 +79,18 @@ class ToolCallIn(_OpenAI):
 
 
 class _MessageIn(_OpenAI):
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None = Field(None, json_schema_extra=NUL_FREE)
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _storable(cls, content: str | list[ContentPart] | None) -> str | list[ContentPart] | None:
+        """Text every layer can take: no tokenizer, provider or audit record meets a lone surrogate."""
+        for text in [content] if isinstance(content, str) else [p.text or "" for p in content or ()]:
+            storable(text)
+        return content
 
     def text(self) -> str:
         if isinstance(self.content, list):

@@ -10,6 +10,9 @@ Only the response start goes through the middleware chain (which records the sta
 the request id); body chunks go to the server's own ``send``, which ``StanchionAPI`` leaves in the
 scope, instead of through five wrappers per token. A chunk ending in ``data: [DONE]`` ends the
 response in the same write.
+
+A stream that fails after its head was sent ends with ``failure_events``: the error in the API's
+JSON shape as one event, then ``[DONE]``, so a client always sees how its stream ended.
 """
 
 from __future__ import annotations
@@ -21,9 +24,15 @@ from collections.abc import AsyncGenerator, Mapping
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from stanchion.server.chunks import DONE
+from stanchion.server.chunks import DONE, event
+from stanchion.server.errors import APIError, error_body
 
 SERVER_SEND = "stanchion.server_send"  # the scope key of the ASGI server's own send
+
+
+def failure_events(error: APIError) -> bytes:
+    """The end of a stream that failed: its error event, then ``[DONE]``, in one write."""
+    return event(error_body(error.status, error.code, error.message, error.param)) + DONE
 
 
 class EventStreamResponse(Response):
