@@ -186,7 +186,6 @@ class TestPostgresDown:
         with api.client(api.keys.ops) as ops:
             assert ops.post("/v1/chat/completions", json=chat).status_code == 200  # caches the key
             pg.stop()
-            asked = time.time()
             r = ops.post("/v1/chat/completions", json=chat, headers={"X-Request-ID": rid})
             assert r.status_code == 200, r.text
             ready = _wait_for(
@@ -194,6 +193,7 @@ class TestPostgresDown:
                 "the record to wait",
             )
             assert ready["status"] == "unavailable" and ready["audit_pending"] >= 1
+            restarted = time.time()
             pg.start()
         state = api.state()
         try:
@@ -203,7 +203,7 @@ class TestPostgresDown:
         finally:
             state.close()
         assert record.status == 200 and record.action == "chat.completions"
-        assert record.at == pytest.approx(asked, abs=30)
+        assert record.at < restarted  # when it happened, not when it could be written
         assert _wait_for(
             lambda: httpx.get(api.url + "/readyz").json()["audit_pending"] == 0, "an empty queue"
         )
