@@ -38,7 +38,10 @@ class App:
 
             assert index.dsn is not None  # the spec validates it
             store = PostgresStore(
-                index.dsn, dim=self.embedder.dim, ef_search=index.ef_search, pool_timeout_s=index.pool_timeout_s
+                index.dsn,
+                dim=self.embedder.dim,
+                ef_search=index.ef_search,
+                pool_timeout_s=index.pool_timeout_s,
             )
         else:
             store = SQLiteStore(self.spec.resolve(index.path), keyword_engine=index.keyword_engine)
