@@ -210,7 +210,9 @@ class TestJobOutcome:
                 _upload(bob, "blank.md", " \n\n "),
             ]
             failed_replace = alice.post(
-                "/v1/documents", params={"replace": hidden}, files={"file": ("plan.txt", b"\x00\x01\x02\x03binary" * 64)}
+                "/v1/documents",
+                params={"replace": hidden},
+                files={"file": ("plan.txt", b"\x00\x01\x02\x03binary" * 64)},
             )
             settled = [_settled(bob, job) for job in jobs] + [_settled(alice, failed_replace.json()["id"])]
             for job in settled:
@@ -269,3 +271,16 @@ class TestStoredNames:
                 json={"filename": "a.md", "text": "x"},
             )
         assert r.status_code == 422 and r.json()["error"]["param"] == "query.replace", r.text
+
+
+class TestUnreadableBody:
+    def test_a_json_upload_that_is_not_json_is_422(self, api: Api) -> None:
+        """The upload reads its JSON body itself (``model_validate_json``): still a 422, not a 500."""
+        with api.client(api.keys.ingest) as c:
+            r = c.post(
+                "/v1/documents",
+                content=b'{"filename": "a.md", "text": ',
+                headers={"content-type": "application/json"},
+            )
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", r.text
+        assert "not valid JSON" in r.json()["error"]["message"]

@@ -200,8 +200,9 @@ def _unreadable_json(cause: Mapping[str, Any] | Exception) -> APIError:
     the character position), or what json.loads raised besides (invalid UTF-8, too deep, a number
     too long)."""
     if isinstance(cause, Mapping):
-        position = cause.get("loc", ("body", 0))[-1]
-        reason = f"{cause.get('ctx', {}).get('error', 'invalid JSON')} at character {position}"
+        # FastAPI's ends in the position; pydantic's ``model_validate_json`` has none (its error says where).
+        loc, error = cause.get("loc") or (), cause.get("ctx", {}).get("error", "invalid JSON")
+        reason = f"{error} at character {loc[-1]}" if loc else str(error)
     elif isinstance(cause, UnicodeDecodeError):
         reason = f"it is not UTF-8 text (byte {cause.start})"
     elif isinstance(cause, RecursionError):
