@@ -155,8 +155,8 @@ class Pipeline:
             summary.failed.append(Failure(exc.path, exc.reason))
             return []
         if not units:
-            summary.warnings.append(_nothing_found(source, root))
-            log.warning("ingest.source_empty", extra={"source": source.name, "path": str(root)})
+            summary.warnings.append(_nothing_found(source, root))  # the CLI shows it; the log keeps it
+            log.info("ingest.source_empty", extra={"source": source.name, "path": str(root)})
         return units
 
     def _ingest_source(
