@@ -23,13 +23,12 @@ from stanchion.logs import request_id
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit
 from stanchion.server.errors import APIError, invalid_request
-from stanchion.server.params import PageLimit, Storable
+from stanchion.server.params import NUL_FREE, PageLimit, Storable
 from stanchion.server.schemas import (
     AUTHENTICATED,
     GROUP_LIST_PATTERN,
     MAX_GROUPS,
     MAX_METADATA_KEYS,
-    NO_NUL,
     RESERVED_METADATA,
     WITH_BODY,
     Deleted,
@@ -68,9 +67,9 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                             "maxProperties": MAX_METADATA_KEYS,
                             "additionalProperties": {
                                 "type": ["string", "number", "boolean"],
-                                "pattern": NO_NUL,
+                                **NUL_FREE,
                             },
-                            "propertyNames": {"not": {"enum": list(RESERVED_METADATA)}, "pattern": NO_NUL},
+                            "propertyNames": {"not": {"enum": list(RESERVED_METADATA)}, **NUL_FREE},
                         },
                         "access_groups": {
                             "type": "string",
@@ -105,10 +104,10 @@ async def upload(
         Query(
             min_length=1,
             max_length=1024,
-            pattern=NO_NUL,
             description="the id of an uploaded document this file replaces (its id is kept); "
             "without it an upload is a new document and replaces nothing",
         ),
+        Storable,
     ] = None,
 ) -> JobOut:
     await admit(ctx, principal, "ingest")

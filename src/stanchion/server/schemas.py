@@ -44,9 +44,7 @@ FilterExpr = Annotated[
     ),
     Storable,
 ]
-# Text stored in PostgreSQL, which refuses NUL in text and JSON: a 422 here, never a database error.
-NO_NUL = r"^[^\x00]*$"
-_NoNul = Annotated[str, Field(pattern=NO_NUL)]
+_Stored = Annotated[str, Storable]
 # Metadata keys the server sets on every document; an upload may not.
 RESERVED_METADATA = (TENANT_KEY, "_fingerprint")
 
@@ -355,10 +353,10 @@ class DocumentFields(_Strict):
         description="decides the loader: .md, .html, .eml ...; kept as its last path component",
         json_schema_extra={"pattern": FILENAME_PATTERN},
     )
-    metadata: dict[_NoNul, _NoNul | int | float | bool] = Field(
+    metadata: dict[_Stored, _Stored | int | float | bool] = Field(
         default_factory=dict,
         max_length=MAX_METADATA_KEYS,
-        json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_METADATA)}, "pattern": NO_NUL}},
+        json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_METADATA)}, **NUL_FREE}},
     )
     access_groups: list[Name] = Field(default_factory=list, max_length=MAX_GROUPS)
 

@@ -17,6 +17,7 @@ import re
 import unicodedata
 
 from stanchion.state.secrets import redact
+from stanchion.types import unstorable
 
 __all__ = [
     "FILENAME_PATTERN",
@@ -56,7 +57,7 @@ def upload_unit(job_id: str, filename: str) -> str:
 
 def clean_filename(name: str) -> str:
     """The name an uploaded file is known by; ``ValueError`` when it holds a control or invisible
-    formatting character (``FILENAME_PATTERN``).
+    formatting character (``FILENAME_PATTERN``) or is no storable text (``types.unstorable``).
 
     Otherwise: NFC-normalised; the last path component only (``/`` or ``\\``); anything that looks
     like a credential replaced by ``[REDACTED]`` (as in the audit log); ``:`` (the separator of
@@ -64,6 +65,8 @@ def clean_filename(name: str) -> str:
     ``MAX_NAME_BYTES`` of UTF-8, keeping the extension; ``upload`` when nothing is left. Applying it
     twice changes nothing.
     """
+    if problem := unstorable(name):  # the rule for all text from outside (a lone surrogate)
+        raise ValueError(f"the file name {problem}")
     bad = _FORBIDDEN_CHAR.search(name)
     if bad is not None:
         raise ValueError(
