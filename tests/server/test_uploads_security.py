@@ -4,8 +4,11 @@ ingests nothing fails with a reason; file names follow one rule in jobs, documen
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -221,6 +224,28 @@ class TestJobOutcome:
             assert "type" in settled[1]["error"]
             kept = _document(alice, hidden)
             assert kept is not None and kept["access_groups"] == ["g1"]
+
+    def test_documents_the_uploader_cannot_see_are_not_named_but_the_job_is_done(
+        self, api: Api, fixtures: Path
+    ) -> None:
+        """A Slack export's channels add groups of their own: the job is done, and names none of
+        the documents its uploader's groups do not admit."""
+        people = _people(api)
+        export = io.BytesIO()
+        with zipfile.ZipFile(export, "w") as archive:
+            root = fixtures / "slack" / "export"
+            for file in sorted(p for p in root.rglob("*") if p.is_file()):
+                archive.write(file, file.relative_to(root).as_posix())
+        with api.client(people.alice) as alice:
+            r = alice.post("/v1/documents", files={"file": ("export.zip", export.getvalue())})
+            assert r.status_code == 202, r.text
+            job = _settled(alice, r.json()["id"])
+        assert job["status"] == "done" and job["result"]["documents"] > 0, job
+        assert job["result"]["document_ids"] == []
+        with api.client(api.keys.admin) as admin:
+            listed = admin.get("/v1/documents", params={"source": "upload.acme"}).json()["data"]
+        assert len(listed) == job["result"]["documents"]
+        assert all(d["id"].startswith(f"upload.acme:{job['id']}-export.zip") for d in listed)
 
 
 class TestStoredNames:

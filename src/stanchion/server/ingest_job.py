@@ -39,7 +39,7 @@ def run_job(app: App, state: StateStore, job: Job, worker: str) -> None:
     beat = threading.Thread(target=_heartbeat, args=(state, job.id, worker, stop, every), daemon=True)
     beat.start()
     try:
-        result = _ingest(app, state, job)
+        result, indexed = _ingest(app, state, job)
     except StanchionError as exc:
         state.finish_job(job.id, worker, "failed", result={"document_ids": []}, error=str(exc))
         log.warning("ingest_job.failed", extra={"job": job.id, "error": str(exc)})
@@ -53,7 +53,7 @@ def run_job(app: App, state: StateStore, job: Job, worker: str) -> None:
     failed: list[dict[str, str]] = result.pop("failed", [])  # type: ignore[assignment]
     result.pop("warnings", None)  # they name the temporary folder
     reasons = [f["reason"] for f in failed]  # not the paths: they name a temporary folder
-    if reasons or not result["document_ids"]:
+    if reasons or not indexed:
         # Nothing of this file is in the index (a replaced document keeps its old version): the
         # job names no document, so it cannot point at one its uploader may not see.
         result["document_ids"] = []
@@ -65,7 +65,9 @@ def run_job(app: App, state: StateStore, job: Job, worker: str) -> None:
         log.info("ingest_job.done", extra={"job": job.id, "documents": result["document_ids"]})
 
 
-def _ingest(app: App, state: StateStore, job: Job) -> dict[str, object]:
+def _ingest(app: App, state: StateStore, job: Job) -> tuple[dict[str, object], bool]:
+    """The job's result, naming the documents of its unit that its uploader may see (a Slack
+    export's channels add groups of their own), and whether the unit has any document at all."""
     payload = state.job_payload(job.id)
     if payload is None:
         raise StanchionError(f"job {job.id} has no payload (already finished elsewhere?)")
@@ -105,8 +107,9 @@ def _ingest(app: App, state: StateStore, job: Job) -> dict[str, object]:
             cleaning=CleaningSpec(dedupe=False),
         )
         summary = app.pipeline.run([source], prune_missing=False)
-    docs = app.store.documents(source_name, unit=unit, tenant=job.tenant, groups=viewer)
-    return {**summary.as_json(), "document_ids": [d.id for d in docs]}
+    docs = app.store.documents(source_name, unit=unit, tenant=job.tenant)
+    seen = app.store.documents(source_name, unit=unit, tenant=job.tenant, groups=viewer)
+    return {**summary.as_json(), "document_ids": [d.id for d in seen]}, bool(docs)
 
 
 def _viewer(options: dict[str, object]) -> frozenset[str] | None:
