@@ -31,6 +31,8 @@ SPEC_FILENAME = "stanchion.yaml"
 SourceType = Literal["auto", "text", "markdown", "html", "pdf", "beir", "slack", "email", "irc"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# The sources of API uploads, one per tenant (``server/uploads.py``); no spec source may take one.
+UPLOAD_SOURCE_PREFIX = "upload."
 
 
 class _Strict(BaseModel):
@@ -283,6 +285,11 @@ class Spec(_Strict):
         for source in sources:
             if source.name in seen:
                 raise ValueError(f"source name {source.name!r} is used twice; names must be unique")
+            if source.name.startswith(UPLOAD_SOURCE_PREFIX):
+                # An ingest of the spec would otherwise prune (or mix with) a tenant's API uploads.
+                raise ValueError(
+                    f"source name {source.name!r}: names starting with {UPLOAD_SOURCE_PREFIX!r} hold API uploads"
+                )
             seen.add(source.name)
         return sources
 

@@ -13,7 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from tests.server.conftest import Api
+
+from stanchion.spec import Spec
 
 _POLLS = 6000  # a job that never settles fails the test instead of hanging it
 
@@ -309,3 +312,15 @@ class TestUnreadableBody:
             )
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", r.text
         assert "not valid JSON" in r.json()["error"]["message"]
+
+
+class TestSpec:
+    def test_no_spec_source_takes_the_name_of_a_tenants_uploads(self, tmp_path: Path) -> None:
+        """``stanchion ingest`` would prune a tenant's uploads missing from such a source's folder."""
+        with pytest.raises(ValidationError, match="hold API uploads"):
+            Spec.model_validate(
+                {
+                    "sources": [{"name": "upload.acme", "path": str(tmp_path), "tenant": "acme"}],
+                    "base_dir": tmp_path,
+                }
+            )

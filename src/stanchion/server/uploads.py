@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from stanchion.spec import UPLOAD_SOURCE_PREFIX
 from stanchion.state.secrets import redact
 from stanchion.types import unstorable
 
@@ -27,7 +28,6 @@ __all__ = [
     "upload_unit",
 ]
 
-UPLOAD_SOURCE_PREFIX = "upload."
 # Characters a file name may not hold: C0 and C1 controls (NUL included), DEL, and the invisible
 # formatting characters that make a name read differently from what it is (bidirectional
 # overrides and isolates such as U+202E, zero-width characters, the byte-order mark). Spelled as a
