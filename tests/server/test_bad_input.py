@@ -109,6 +109,10 @@ class TestText:
         api = serve(backend)
         cases = [
             ("ops", "POST", "/v1/search", {"query": "refund", "filters": ["team=a\x00b"]}, "filters.0"),
+            # Audited text: on PostgreSQL the audit record was lost.
+            ("ops", "POST", "/v1/search", {"query": "refund\x00"}, "query"),
+            ("ops", "POST", "/v1/answer", {"question": "refund\x00?"}, "question"),
+            ("ops", "POST", CHAT, _ask(content="refund\x00?"), "messages.0.user.content"),
             ("ops", "GET", "/v1/documents/acme-public:refunds.md%00", None, "path.document_id"),
             ("ingest", "DELETE", "/v1/documents/x%00", None, "path.document_id"),
             ("ops", "GET", "/v1/documents?source=a%00", None, "query.source"),

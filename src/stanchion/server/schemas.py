@@ -19,6 +19,8 @@ from stanchion.types import TENANT_KEY
 # JSON Schema (ECMA 262) and pydantic's regex engine.
 _WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NOT_BLANK = f"[^{_WS}]"  # a pattern: at least one character that is not white space
+# The same for text a store keeps (an audited question): and no NUL, as ``params.Storable`` checks.
+NOT_BLANK_STORABLE = f"^[^\\x00]*[^{_WS}\\x00][^\\x00]*$"
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 MAX_GROUPS = 64
 MAX_METADATA_KEYS = 64
@@ -286,7 +288,9 @@ class EmbeddingsResponse(BaseModel):
 
 
 class SearchRequest(_Strict):
-    query: str = Field(min_length=1, max_length=4096, pattern=NOT_BLANK)
+    query: Annotated[str, Field(min_length=1, max_length=4096, pattern=NOT_BLANK), Storable] = Field(
+        json_schema_extra={"pattern": NOT_BLANK_STORABLE}
+    )
     k: int | None = Field(None, ge=1, le=100, description="default: the spec's `retrieval.k`")
     mode: Literal["bm25", "dense", "hybrid"] | None = Field(
         None, description="default: the spec's `retrieval.mode`"
@@ -313,7 +317,9 @@ class SearchResponse(BaseModel):
 
 
 class AnswerRequest(_Strict):
-    question: str = Field(min_length=1, max_length=8192, pattern=NOT_BLANK)
+    question: Annotated[str, Field(min_length=1, max_length=8192, pattern=NOT_BLANK), Storable] = Field(
+        json_schema_extra={"pattern": NOT_BLANK_STORABLE}
+    )
     route: str | None = Field(None, max_length=128, description="default: the spec's answer.route")
     k: int | None = Field(None, ge=1, le=50)
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
