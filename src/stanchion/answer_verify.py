@@ -45,7 +45,7 @@ import numpy as np
 
 from stanchion.answer_prompt import CitedSentence, Source, render_sentence, same_passage
 from stanchion.index.embed import Embedder, Vectors
-from stanchion.ingest.sentences import split_sentences
+from stanchion.ingest.sentences import line_start, sentence_spans
 from stanchion.retrieve.analyze import terms
 
 __all__ = [
@@ -67,6 +67,8 @@ MIN_OVERLAP = 0.5
 _CACHE_SIZE = 4096
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W_]+")
+# Loaders strip the lines of prose, so a line that starts with spaces or a tab is code.
+_INDENTED_LINE = re.compile(r"^[ \t]+\S", re.MULTILINE)
 # Words about the act of answering or citing rather than about the subject.
 _META = frozenset(
     terms(
@@ -199,10 +201,11 @@ class Verifier:
 
 
 def _windows(source: str) -> list[str]:
-    """Every sentence of the source, and every pair of adjacent sentences."""
-    sentences = split_sentences(source)
-    pairs = [f"{a} {b}" for a, b in itertools.pairwise(sentences)]
-    return list(dict.fromkeys([*sentences, *pairs]))
+    """Every sentence of the source, and every pair of adjacent sentences, as slices of its text:
+    a window of code keeps its line breaks and indentation (the embedding sees none of them)."""
+    spans = [(line_start(source, a), b) for a, b in sentence_spans(source)]
+    pairs = [(a, d) for (a, _), (_, d) in itertools.pairwise(spans)]
+    return list(dict.fromkeys(source[a:b] for a, b in (*spans, *pairs)))
 
 
 def _verbatim(claim: str, source: str) -> bool:
@@ -309,6 +312,15 @@ class Assembly:
 
 
 def _clip(text: str, limit: int) -> str:
+    """A snippet: prose on one line; code (indented lines) as laid out, cut at a line's end."""
+    if _INDENTED_LINE.search(text):
+        lines = text.strip("\n").rstrip().split("\n")
+        n, size = 0, -1
+        while n < len(lines) and size + 1 + len(lines[n]) <= limit:
+            size += 1 + len(lines[n])
+            n += 1
+        if n:
+            return "\n".join(lines[:n]) + ("\n..." if n < len(lines) else "")
     flat = " ".join(text.split())
     if len(flat) <= limit:
         return flat

@@ -1,4 +1,4 @@
-"""Code blocks keep their indentation and spacing from the file to the chunk and the citation quote."""
+"""Code blocks keep their indentation and spacing from the file to the chunk and the citation snippet."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from stanchion.answer_prompt import CitedSentence, Source
+from stanchion.answer_verify import Assembly, SentenceCheck, Verifier
+from stanchion.index.embed import SentenceTransformerEmbedder
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.html import load_html
 from stanchion.ingest.loaders.text import load_markdown
 from stanchion.ingest.normalize import normalize_code
 from stanchion.ingest.tokens import Tokenizer, tokenizer_for
-from stanchion.types import Document
+from stanchion.types import Chunk, Document, Hit
 
 CODE = """def route(shipment):
     if shipment.weight > 500:
@@ -114,3 +117,45 @@ class TestChunks:
             assert first_line.startswith("    step_"), first_line
             assert tokenizer.count(chunk.text) <= 64
         assert all(line.startswith("    ") for c in chunks for line in c.text.split("\n")[1:])
+
+
+SOURCE = (
+    "To deploy the routing service, run the deploy script:\n\n"
+    "./deploy.sh --region eu-west \\\n    --replicas 3 \\\n    --canary\n\n"
+    "The canary gets ten percent of traffic for one hour."
+)
+
+
+class TestQuotes:
+    """What an answer shows of a source it cites: code keeps its lines and indentation."""
+
+    def test_evidence_window_is_the_sources_own_text(self, embedder: SentenceTransformerEmbedder) -> None:
+        support = Verifier(embedder).support("Deploy it with three replicas and a canary.", SOURCE)
+        assert "    --replicas 3 \\" in support.evidence.split("\n")
+        assert support.evidence in SOURCE
+
+    def test_citation_snippet_keeps_code_layout(self) -> None:
+        chunk = Chunk(id="docs:deploy.md#0", document_id="docs:deploy.md", text=SOURCE, position=0)
+        sources = {1: Source(1, Hit(chunk=chunk, score=1.0, rank=1), SOURCE)}
+        assembly = Assembly(sources, hold_uncited=False)
+        evidence = "./deploy.sh --region eu-west \\\n    --replicas 3 \\\n    --canary"
+        sentence = CitedSentence("Run the script. [1]", "Run the script.", (1,))
+        assembly.add(SentenceCheck(sentence, supported=True, evidence={1: evidence}))
+        [citation] = assembly.citations()
+        assert citation.snippet == evidence
+
+    def test_a_long_code_snippet_is_cut_at_a_line_end(self) -> None:
+        code = "\n".join(f"    step_{i} = run({i})" for i in range(60))
+        chunk = Chunk(id="c#0", document_id="c", text=code, position=0)
+        assembly = Assembly({1: Source(1, Hit(chunk=chunk, score=1.0, rank=1), code)}, hold_uncited=False)
+        assembly.add(SentenceCheck(CitedSentence("x [1]", "x", (1,)), supported=True, evidence={1: code}))
+        snippet = assembly.citations()[0].snippet
+        assert snippet.endswith("\n...") and len(snippet) <= 305
+        assert all(line.startswith("    step_") for line in snippet.split("\n")[:-1])
+
+    def test_prose_snippets_stay_on_one_line(self) -> None:
+        prose = "The canary gets ten percent\nof traffic for one hour."
+        chunk = Chunk(id="p#0", document_id="p", text=prose, position=0)
+        assembly = Assembly({1: Source(1, Hit(chunk=chunk, score=1.0, rank=1), prose)}, hold_uncited=False)
+        assembly.add(SentenceCheck(CitedSentence("x [1]", "x", (1,)), supported=True, evidence={1: prose}))
+        assert assembly.citations()[0].snippet == "The canary gets ten percent of traffic for one hour."

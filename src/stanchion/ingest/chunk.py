@@ -53,6 +53,7 @@ from stanchion.ingest.sentences import (
     adjacent_similarities,
     group_sentences,
     line_spans,
+    line_start,
     sentence_spans,
     trim,
 )
@@ -168,7 +169,7 @@ def _fit(
     for _ in range(_MAX_ATTEMPTS):
         for r in pending:
             spans = chunker(r, budgets[r], min(options.overlap, budgets[r] - 1))
-            result[r] = [(_line_indent_start(runs[r].text, a), b) for a, b in spans]
+            result[r] = [(line_start(runs[r].text, a), b) for a, b in spans]
         counts = iter(tokenizer.count_many([runs[r].text[a:b] for r in pending for a, b in result[r]]))
         over: list[int] = []
         for r in pending:
@@ -413,15 +414,6 @@ def _overlap_start(text: str, previous: Span, overlap: int, tokens: _TokenSpans)
         if at == previous[0] or text[at - 1].isspace():
             return at
     return after
-
-
-def _line_indent_start(text: str, at: int) -> int:
-    """``at`` moved back over the indentation before it, when only spaces or tabs precede it on
-    its line: a chunk that starts a line of code keeps that line's indentation."""
-    start = at
-    while start > 0 and text[start - 1] in " \t":
-        start -= 1
-    return start if start == 0 or text[start - 1] == "\n" else at
 
 
 def _trim_start(text: str, at: int) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "adjacent_similarities",
     "group_sentences",
     "line_spans",
+    "line_start",
     "sentence_spans",
     "split_sentences",
     "trim",
@@ -172,6 +173,15 @@ def _continues(text: str, sentence_start: int, punct_at: int, nxt: str) -> bool:
             text[punct_at] == "\u2026" or text.startswith("..", punct_at) or not _PLAIN_WORD.fullmatch(word)
         )
     return False
+
+
+def line_start(text: str, at: int) -> int:
+    """``at`` moved back over the spaces and tabs before it when nothing else precedes it on its
+    line: a span that starts a line of code then keeps that line's indentation."""
+    start = at
+    while start > 0 and text[start - 1] in " \t":
+        start -= 1
+    return start if start == 0 or text[start - 1] == "\n" else at
 
 
 def trim(text: str, a: int, b: int) -> Span:
