@@ -71,9 +71,10 @@ _WORD = re.compile(r"[^\W_]+")
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """``model`` is the model that wrote the final text; ``usage`` credits every token to the model
-    that produced it (a retry may have run on another one), and ``cost_usd`` prices each model's
-    tokens at its own price."""
+    """``model`` is the model that wrote the final text (empty when none was asked: nothing was
+    retrieved to answer from); ``usage`` credits every token to the model that produced it (a
+    retry may have run on another one), and ``cost_usd`` prices each model's tokens at its own
+    price."""
 
     question: str
     text: str
@@ -243,7 +244,7 @@ class Answerer:
         history: Sequence[Message],
         search_query: str | None,
     ) -> _Run:
-        run = _Run(question, time.perf_counter(), model=self.model.name)
+        run = _Run(question, time.perf_counter())  # model: set by the model that answers
         started = time.perf_counter()
         with span("retrieve", mode=self.mode, candidates=self.spec.candidates) as current:
             result = await asyncio.to_thread(
@@ -286,7 +287,7 @@ class Answerer:
             current.set_attribute("tokens.input", completion.usage.input_tokens)
             current.set_attribute("tokens.output", completion.usage.output_tokens)
         run.add_time("generate", started)
-        run.model = completion.model or run.model
+        run.model = completion.model or self.model.name
         run.usage += completion.usage.attributed(run.model)
         return completion
 
@@ -294,6 +295,7 @@ class Answerer:
         """Complete sentences of a streamed generation, as soon as the next one has begun."""
         started = time.perf_counter()
         buffer, done = "", 0
+        run.model = self.model.name  # until an event names the model that answered
         async for event in self.model.stream(run.packed.messages, self._options()):
             buffer += event.text
             if event.model:

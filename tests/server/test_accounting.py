@@ -274,6 +274,18 @@ class TestAdmissionAndAudit:
         [record] = served.audit("answer")
         assert record["status"] == 502 and record["route"] == "default" and record["query"] == self.QUESTION
 
+    def test_an_answer_no_model_wrote_names_no_model(self, start: Start) -> None:
+        """Nothing retrieved, no model asked: the answer and its audit record name no model (not
+        the chain's internal name)."""
+        served = start()
+        with served.api.client(served.api.keys.ops) as c:
+            r = c.post("/v1/answer", json={"question": self.QUESTION, "filters": ["source=nowhere"]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["abstained"] is True and body["model"] == "" and body["models"] == []
+        [record] = served.audit("answer")
+        assert record["models"] == [] and record["cost_usd"] == 0.0
+
 
 class TestTokenChargeFailure:
     def test_a_charge_the_rate_limiter_cannot_take_is_logged_counted_and_audited(

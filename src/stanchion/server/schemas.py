@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from stanchion.server.params import NUL_FREE, Storable, storable
 from stanchion.server.uploads import FILENAME_PATTERN, clean_filename
@@ -291,7 +291,7 @@ class SearchRequest(_Strict):
     query: Annotated[str, Field(min_length=1, max_length=4096, pattern=NOT_BLANK), Storable] = Field(
         json_schema_extra={"pattern": NOT_BLANK_STORABLE}
     )
-    k: int | None = Field(None, ge=1, le=100, description="default: the spec's `retrieval.k`")
+    k: StrictInt | None = Field(None, ge=1, le=100, description="default: the spec's `retrieval.k`")
     mode: Literal["bm25", "dense", "hybrid"] | None = Field(
         None, description="default: the spec's `retrieval.mode`"
     )
@@ -321,7 +321,7 @@ class AnswerRequest(_Strict):
         json_schema_extra={"pattern": NOT_BLANK_STORABLE}
     )
     route: str | None = Field(None, max_length=128, description="default: the spec's answer.route")
-    k: int | None = Field(None, ge=1, le=50)
+    k: StrictInt | None = Field(None, ge=1, le=50)  # strict: JSON true is not 1
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
 
 
@@ -337,7 +337,7 @@ class ModelUsageOut(BaseModel):
 class AnswerResponse(BaseModel):
     answer: str
     citations: list[CitationOut]
-    model: str = Field(description="the model that wrote the answer")
+    model: str = Field(description="the model that wrote the answer; empty when none was asked")
     usage: dict[str, int]
     cost_usd: float = Field(description="the sum of `models`: each model's tokens at its own price")
     models: list[ModelUsageOut] = Field(
