@@ -58,9 +58,15 @@ def run(model: str, path: str | None) -> dict[str, float]:
 def main() -> None:
     from stanchion.models.llamacpp import packaged_smollm2_path
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--native", required=True, help="folder of a llama-cpp-python installed with --target")
-    parser.add_argument("--portable", default=None, help="folder of the portable build (default: this venv's)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--native", required=True, help="folder of a llama-cpp-python installed with --target"
+    )
+    parser.add_argument(
+        "--portable", default=None, help="folder of the portable build (default: this venv's)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     model = str(packaged_smollm2_path())

@@ -46,13 +46,17 @@ class TestCrashIsolation:
 class TestRealBuild:
     @pytest.fixture
     def gguf(self) -> Path:
-        pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install 'stanchion[local]'")
+        pytest.importorskip(
+            "llama_cpp", reason="llama-cpp-python is not installed: pip install 'stanchion[local]'"
+        )
         try:
             return packaged_smollm2_path()
         except ModelUnavailable as exc:
             pytest.skip(f"packaged SmolLM2 not installed: {exc}")
 
-    def test_the_installed_build_runs_here_and_the_pass_is_remembered(self, gguf: Path, tmp_path: Path) -> None:
+    def test_the_installed_build_runs_here_and_the_pass_is_remembered(
+        self, gguf: Path, tmp_path: Path
+    ) -> None:
         """The real library reads a batch and generates in a child; the pass is kept per build, model and CPU."""
         ensure_runs(gguf, cache_dir=tmp_path)
         assert [p.name for p in tmp_path.glob("*.ok")] == [f"{probe_key(gguf)}.ok"]

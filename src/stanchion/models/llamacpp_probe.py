@@ -74,7 +74,11 @@ def ensure_runs(
         name = _signal_name(-done.returncode)
         log.error(
             "llamacpp.probe_crashed",
-            extra={"signal": name, "model": str(model_path), "stderr": done.stderr[-2000:].decode(errors="replace")},
+            extra={
+                "signal": name,
+                "model": str(model_path),
+                "stderr": done.stderr[-2000:].decode(errors="replace"),
+            },
         )
         raise ModelUnavailable(
             f"llama.cpp crashed ({name}) on this machine while running {model_path.name}: the installed "
