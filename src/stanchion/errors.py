@@ -9,6 +9,7 @@
      │    ├── BackendUnavailable      unreachable, connection lost, or no answer in time
      │    │    ├── RateLimitBackendDown   the rate-limit store (Redis or SQLite; ``url``) is down
      │    │    └── RedisUnavailable       Redis refused or dropped the connection, or did not reply
+     │    ├── Conflict                a write that another one, still in progress, excludes
      │    └── RedisError              an error reply from Redis (the server is up)
      ├── SearchError          a bad query, mode or filter
      └── ModelError           a chat model failed (``model`` names which)
@@ -88,6 +89,11 @@ class RedisUnavailable(BackendUnavailable):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, backend="redis")
+
+
+class Conflict(StoreError):
+    """A write refused because another one in progress excludes it (a unique constraint): say
+    what holds it, and try again once that is done (the API answers 409)."""
 
 
 class RedisError(StoreError):

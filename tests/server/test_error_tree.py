@@ -29,6 +29,7 @@ EXAMPLES: dict[type[StanchionError], StanchionError] = {
     errors.BackendUnavailable: errors.BackendUnavailable("down", backend="postgres"),
     errors.RateLimitBackendDown: errors.RateLimitBackendDown("down", backend="redis", url="redis://h:1/0"),
     errors.RedisUnavailable: errors.RedisUnavailable("cannot connect to Redis (127.0.0.1:1)"),
+    errors.Conflict: errors.Conflict("another job holds this document", backend="sqlite"),
     errors.RedisError: errors.RedisError("ERR unknown command"),
     errors.SearchError: errors.SearchError("bad filter"),
     errors.ModelError: errors.ModelError("failed", model="m"),

@@ -183,20 +183,31 @@ class TestReplacing:
         assert record["detail"]["old_access_groups"] == ["g1"] and record["detail"]["access_groups"] == []
         assert isinstance(record["detail"]["old_hash"], str) and record["detail"]["old_hash"]
 
-    def test_a_replace_queued_against_an_old_version_fails(self, api: Api) -> None:
-        """Two replacements accepted against one version: the second finds the document changed and
-        fails, instead of silently overwriting the first."""
+    def test_a_second_replacement_never_silently_overwrites_the_first(self, api: Api) -> None:
+        """While one replacement of a document is queued or running, another is a 409 (whichever
+        worker takes it); once it has run, the next one replaces the new version and says so."""
         with api.client(api.keys.ingest) as c:
             (doc_id,) = _settled(c, _upload(c, "hours.txt", "The depot opens at six."))["result"][
                 "document_ids"
             ]
             first = _upload(c, "hours.txt", "The depot opens at seven.", replace=doc_id)
-            second = _upload(c, "hours.txt", "The depot opens at eight.", replace=doc_id)
-            assert _settled(c, first)["status"] == "done"
-            late = _settled(c, second)
-            assert late["status"] == "failed" and "changed since" in late["error"], late
-            assert late["result"]["document_ids"] == []
-            assert any("seven" in t for t in _texts(c, "when does the depot open"))
+            again = c.post(
+                "/v1/documents",
+                params={"replace": doc_id},
+                json={"filename": "hours.txt", "text": "The depot opens at eight."},
+            )
+            if again.status_code == 409:  # the first was still queued or running
+                assert again.json()["error"]["code"] == "conflict", again.text
+                assert _settled(c, first)["status"] == "done"
+                second = _upload(c, "hours.txt", "The depot opens at eight.", replace=doc_id)
+            else:  # the first had already run: this one replaces its version
+                assert again.status_code == 202, again.text
+                second = str(again.json()["id"])
+            assert _settled(c, second)["status"] == "done"
+            assert any("eight" in t for t in _texts(c, "when does the depot open"))
+        first_record, second_record = sorted(_audit(api, "documents.replace"), key=lambda r: r["id"])
+        # The second names the version the first wrote, not the one both started from.
+        assert second_record["detail"]["old_hash"] != first_record["detail"]["old_hash"]
 
 
 class TestJobOutcome:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from stanchion.errors import Conflict
 from stanchion.state import AuditRecord, StateStore, open_state
 from stanchion.state.db import SQLiteDatabase
 from stanchion.state.schema import migrate
@@ -190,3 +191,20 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     ]
     assert migrate(db) == []
     db.close()
+
+
+class TestExclusiveJobs:
+    def test_one_job_per_exclusive_key_while_queued_or_running(self, state: StateStore) -> None:
+        """A second job with the same key is a Conflict until the first finishes; other keys and
+        jobs without a key are never held up."""
+        first = state.create_job(tenant="t", user="u", filename="a.md", data=b"a", options={}, exclusive="k")
+        with pytest.raises(Conflict):
+            state.create_job(tenant="t", user="u", filename="b.md", data=b"b", options={}, exclusive="k")
+        state.create_job(tenant="t", user="u", filename="c.md", data=b"c", options={}, exclusive="other")
+        state.create_job(tenant="t", user="u", filename="d.md", data=b"d", options={})
+        claimed = state.claim_job("w1")
+        assert claimed is not None and claimed.id == first.id
+        with pytest.raises(Conflict):  # running holds the key too
+            state.create_job(tenant="t", user="u", filename="b.md", data=b"b", options={}, exclusive="k")
+        assert state.finish_job(first.id, "w1", "done")
+        state.create_job(tenant="t", user="u", filename="b.md", data=b"b", options={}, exclusive="k")

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from stanchion.errors import (
     BackendUnavailable,
     BadRequest,
+    Conflict,
     ContentFiltered,
     ContextTooLong,
     EmbeddingError,
@@ -45,6 +46,7 @@ _STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -98,6 +100,8 @@ def from_stanchion(exc: StanchionError) -> APIError:
         return APIError(400, "invalid_request", redact(str(exc)))
     if isinstance(exc, IngestError):
         return APIError(422, "unprocessable_document", redact(str(exc)))
+    if isinstance(exc, Conflict):  # our own words: what holds the write, and to try again later
+        return APIError(409, "conflict", str(exc))
     status, code, message, headers = _failure(exc)
     rid = request_id.get()
     if not getattr(exc, _LOGGED, False):  # a route that reads the status first translates it twice

@@ -93,7 +93,7 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
     response_model=JobOut,
     summary="Upload a document; starts an ingest job",
     openapi_extra=_UPLOAD_SCHEMA,
-    responses=error_responses(*WITH_BODY, 404, 415),
+    responses=error_responses(*WITH_BODY, 404, 409, 415),
 )
 async def upload(
     request: Request,
@@ -139,6 +139,9 @@ async def upload(
         filename=filename,
         data=data,
         options=options,
+        # Two replacements of one document never run side by side (the last would silently win):
+        # while one is queued or running, another is a 409.
+        exclusive=None if old is None else f"replace:{principal.tenant}:{old.unit}",
     )
     ctx.jobs.nudge()
     ctx.metrics.job("queued")

@@ -455,6 +455,7 @@ _ERRORS = {
     401: "No API key, or one that is not valid or was revoked",
     403: "The API key lacks the scope or access group",
     404: "No such route (`model`), document or job; another tenant's ids answer 404 too",
+    409: "Another job that excludes this one (a replacement of the same document) is queued or running",
     413: "The body is over the server's size limit",
     415: "The body is neither JSON nor multipart form data",
     422: "The request does not match this schema, or a value in it cannot be used",

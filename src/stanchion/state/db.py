@@ -17,10 +17,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from stanchion.errors import BackendUnavailable, StoreError
+from stanchion.errors import BackendUnavailable, Conflict, StoreError
 from stanchion.state.secrets import redact
 
 log = logging.getLogger(__name__)
+_UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE for a duplicate key
 
 Dialect = Literal["sqlite", "postgres"]
 Row = tuple[Any, ...]
@@ -119,7 +120,9 @@ def _sqlite_mapped(path: Path) -> Iterator[None]:
             sqlite3.SQLITE_LOCKED,
         )
         log.warning("state.failed", extra={"backend": "sqlite", "detail": detail})
-        error = BackendUnavailable if busy else StoreError
+        error: type[StoreError] = BackendUnavailable if busy else StoreError
+        if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+            error = Conflict
         raise error(
             f"the control-plane database (SQLite) failed ({type(exc).__name__})",
             backend="sqlite",
@@ -210,7 +213,8 @@ class PostgresDatabase:
         except self._errors as exc:
             detail = self._redact(f"{type(exc).__name__}: {exc}")
             log.warning("state.failed", extra={"backend": "postgres", "detail": detail})
-            raise StoreError(
+            error = Conflict if getattr(exc, "sqlstate", None) == _UNIQUE_VIOLATION else StoreError
+            raise error(
                 f"the control-plane database (PostgreSQL) refused a statement ({type(exc).__name__})",
                 backend="postgres",
                 detail=detail,

@@ -89,6 +89,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         "s004_audit_in_progress",
         "CREATE INDEX audit_log_in_progress ON audit_log(request_id) WHERE status = 0",
     ),
+    (
+        # Jobs that must not run beside each other (two replacements of one document) name the
+        # same ``exclusive`` key; while one is queued or running, the database refuses another,
+        # whichever worker accepted it.
+        "s005_jobs_exclusive",
+        """
+        ALTER TABLE jobs ADD COLUMN exclusive TEXT;
+        CREATE UNIQUE INDEX jobs_exclusive ON jobs(exclusive)
+            WHERE exclusive IS NOT NULL AND status IN ('queued', 'running')
+        """,
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from stanchion.errors import Conflict
 from stanchion.state.db import Database, PostgresDatabase, Row, SQLiteDatabase
 from stanchion.state.records import ApiKey, AuditRecord, Job, JobStatus
 from stanchion.state.schema import migrate
@@ -103,19 +104,31 @@ class StateStore:
         data: bytes,
         options: dict[str, object],
         kind: str = "ingest",
+        exclusive: str | None = None,
     ) -> Job:
-        """Queue a job with its payload in one transaction: a job never exists without its data."""
+        """Queue a job with its payload in one transaction: a job never exists without its data.
+
+        While a job with the same ``exclusive`` key is queued or running, this raises ``Conflict``
+        (a unique index decides, so two workers queueing at once cannot both succeed).
+        """
         now = time.time()
         job = Job(
             "job_" + uuid.uuid4().hex, tenant, user, kind, "queued", filename, now, now, options=options
         )
-        with self.db.transaction() as tx:
-            tx.execute(
-                "INSERT INTO jobs (id, tenant, user_id, kind, status, filename, options, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (job.id, tenant, user, kind, filename, json.dumps(options), now, now),
-            )
-            tx.execute("INSERT INTO job_payloads (job_id, data) VALUES (?, ?)", (job.id, data))
+        try:
+            with self.db.transaction() as tx:
+                tx.execute(
+                    "INSERT INTO jobs (id, tenant, user_id, kind, status, filename, options, created_at, "
+                    "updated_at, exclusive) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    (job.id, tenant, user, kind, filename, json.dumps(options), now, now, exclusive),
+                )
+                tx.execute("INSERT INTO job_payloads (job_id, data) VALUES (?, ?)", (job.id, data))
+        except Conflict as exc:
+            raise Conflict(
+                "another job that excludes this one is queued or running; try again when it has finished",
+                backend=exc.backend,
+                detail=exc.detail,
+            ) from exc
         return job
 
     def job(self, job_id: str) -> Job | None:
