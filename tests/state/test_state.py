@@ -188,6 +188,7 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
         "s002_audit_by_tenant_id",
         "s003_audit_by_time",
         "s004_audit_in_progress",
+        "s005_jobs_exclusive",
     ]
     assert migrate(db) == []
     db.close()
