@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stanchion.index.embed import NUMPY_TOKEN_BUDGET, SentenceTransformerEmbedder
+from stanchion.index.embed import NUMPY_TOKEN_BUDGET, SentenceTransformerEmbedder, warm_for_serving
 from stanchion.index.numpy_bert import NumpyBert
 from stanchion.index.packaged import minilm_dir
 
@@ -61,6 +61,12 @@ class TestEmbedderUsesNumpyFirst:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "(1, 384) 384 False False"
+
+    def test_a_long_running_process_loads_the_model_at_warm_up(self) -> None:
+        """A server worker or an eval warms up with the torch model, so no request meets its load."""
+        embedder = SentenceTransformerEmbedder()
+        warm_for_serving(embedder)
+        assert embedder._model is not None
 
     def test_torch_takes_over_past_the_budget(self) -> None:
         """Once the numpy budget is spent the model loads, and vectors stay the same."""

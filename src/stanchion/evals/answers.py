@@ -38,6 +38,7 @@ from stanchion.answer_prompt import strip_citations
 from stanchion.app import App, build
 from stanchion.errors import IngestError, SpecError
 from stanchion.evals.retrieval import BeirDataset, eval_cache_dir, eval_spec
+from stanchion.index.embed import warm_for_serving
 from stanchion.ingest.pipeline import Progress
 from stanchion.spec import Spec
 from stanchion.types import Chunk
@@ -173,7 +174,7 @@ def run_answers_eval(
             raise IngestError(
                 summary.failed[0].path, f"cannot index the eval corpus: {summary.failed[0].reason}"
             )
-        app.embedder.embed(["warm up"])  # model load is not question latency
+        warm_for_serving(app.embedder)  # model load is not question latency
         answerer = answerer_for(app, route=route)
         items = dataset.sample(limit)
 

@@ -16,6 +16,7 @@ import numpy as np
 from stanchion.app import App, build
 from stanchion.errors import IngestError, SpecError
 from stanchion.evals.metrics import Qrels, evaluate
+from stanchion.index.embed import warm_for_serving
 from stanchion.ingest.pipeline import IngestSummary, Progress
 from stanchion.retrieve.filters import SearchFilter
 from stanchion.spec import CleaningSpec, IndexSpec, RetrievalSpec, SourceSpec, Spec
@@ -135,7 +136,7 @@ def run_retrieval_eval(
             raise IngestError(failure.path, f"cannot index the eval corpus: {failure.reason}")
         reused = summary.documents == 0 and summary.failed == []
         if mode in ("dense", "hybrid"):
-            app.embedder.embed(["warm up"])  # model load is not query latency
+            warm_for_serving(app.embedder)  # model load is not query latency
         run: dict[str, list[str]] = {}
         latencies: list[float] = []
         for qid, text in dataset.queries.items():

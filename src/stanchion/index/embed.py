@@ -139,3 +139,12 @@ class SentenceTransformerEmbedder:
         result = np.empty_like(stacked)
         result[order] = stacked
         return result
+
+
+def warm_for_serving(embedder: Embedder) -> None:
+    """Load now what a long-running process (a server worker, an eval) will use, so no request
+    pays for it: the torch model of a local embedder, which would otherwise load mid-request once
+    the numpy budget is spent; one call for any other embedder (a remote one opens its client)."""
+    if isinstance(embedder, SentenceTransformerEmbedder):
+        embedder.warm_up()
+    embedder.embed(["warm up"])

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from stanchion.app import App, build
-from stanchion.index.embed import Embedder
+from stanchion.index.embed import Embedder, warm_for_serving
 from stanchion.server import (
     fast_stream,
     routes_audit,
@@ -65,6 +65,9 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
         ctx: ServerContext = api.state.ctx
         # Open the backends (and apply migrations) before the first request, off the event loop.
         await asyncio.to_thread(lambda: (system.state, system.store))
+        # A worker lives long: the embedding model loads now, not inside the request that would
+        # otherwise meet it (the numpy encoder hands over to torch after its budget).
+        await asyncio.to_thread(warm_for_serving, system.embedder)
         ctx.audit.start()
         if run_jobs:
             ctx.jobs.start()
