@@ -19,13 +19,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FiniteFloat,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from stanchion.errors import SpecError
-from stanchion.retrieve.fusion import Fusion
+from stanchion.types import Fusion
 
 SPEC_FILENAME = "stanchion.yaml"
 SourceType = Literal["auto", "text", "markdown", "html", "pdf", "beir", "slack", "email", "irc"]
@@ -83,7 +84,8 @@ class SourceSpec(_Strict):
     exclude: list[str] = Field(default_factory=list)
     cleaning: CleaningSpec = CleaningSpec()
     chunking: ChunkingSpec = ChunkingSpec()
-    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Finite numbers only: no store's JSON holds .inf or .nan.
+    metadata: dict[str, str | int | FiniteFloat | bool] = Field(default_factory=dict)
     access_groups: list[str] = Field(default_factory=list, description="empty = visible to every caller")
     tenant: str = Field("default", pattern=_NAME, description="the tenant whose API keys may see this source")
     max_file_mb: float = Field(50.0, gt=0)

@@ -29,11 +29,11 @@ class TestSciFact:
     """The real 5,183-document SciFact corpus."""
 
     def test_loads_every_document(self, shared_data: Path) -> None:
-        """Every line becomes a Document with a source-prefixed id."""
+        """Every line becomes a Document with an id scoped to its source and file."""
         docs = list(load_beir(shared_data / "beir-scifact" / "corpus.jsonl", CTX))
         assert len(docs) == 5183
         first = docs[0]
-        assert first.id == "scifact:4983"
+        assert first.id == "scifact:corpus.jsonl:4983"
         assert first.metadata["beir_id"] == "4983"
         assert first.title.startswith("Microstructural development of human newborn cerebral white matter")
         assert first.text.startswith("Alterations of the architecture of cerebral white matter")
@@ -50,7 +50,7 @@ class TestRecords:
             tmp_path, [_record(7, metadata={"url": "https://x.org/7", "year": 2020, "tags": ["a"]})]
         )
         [doc] = list(load_beir(path, CTX))
-        assert doc.id == "scifact:7"
+        assert doc.id == "scifact:corpus.jsonl:7"
         assert doc.metadata["beir_id"] == "7"
         assert doc.metadata["url"] == "https://x.org/7"
         assert doc.metadata["year"] == 2020
@@ -60,7 +60,7 @@ class TestRecords:
         """A title-only record stays searchable; a record with neither is skipped."""
         lines = [_record("a", text=""), json.dumps({"_id": "b", "title": "", "text": " "}), _record("c")]
         docs = list(load_beir(_write(tmp_path, lines), CTX))
-        assert [d.id for d in docs] == ["scifact:a", "scifact:c"]
+        assert [d.id for d in docs] == ["scifact:corpus.jsonl:a", "scifact:corpus.jsonl:c"]
         assert docs[0].text == "Title a"
 
 

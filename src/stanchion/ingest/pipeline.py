@@ -24,9 +24,9 @@ from typing import Protocol
 import numpy as np
 
 from stanchion.errors import IngestError
-from stanchion.index.embed import Embedder
+from stanchion.core.embed import Embedder
 from stanchion.index.store import DocumentWrite, Store
-from stanchion.index.text import index_text
+from stanchion.core.text import index_text
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.clean import dedupe_documents
 from stanchion.ingest.loaders import load_unit
@@ -257,6 +257,12 @@ class Pipeline:
         ]
         if not docs:
             raise IngestError(unit.path, "no text found in the file")
+        # A unit writes only ids under its own (``LoadContext.doc_id``): the store replaces a
+        # document by id, so an id outside would overwrite another file's (another user's) document.
+        own = ctx.doc_id()
+        stray = next((d.id for d in docs if d.id != own and not d.id.startswith(own + ":")), None)
+        if stray is not None:
+            raise IngestError(unit.path, f"{unit.type} loader gave a document id outside its file: {stray!r}")
         return docs
 
     def _dedupe(

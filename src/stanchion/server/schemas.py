@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, StrictInt, field_validator
 
 from stanchion.server.params import NUL_FREE, Storable, storable
 from stanchion.server.uploads import FILENAME_PATTERN, clean_filename
@@ -359,7 +359,7 @@ class DocumentFields(_Strict):
         description="decides the loader: .md, .html, .eml ...; kept as its last path component",
         json_schema_extra={"pattern": FILENAME_PATTERN},
     )
-    metadata: dict[_Stored, _Stored | int | float | bool] = Field(
+    metadata: dict[_Stored, _Stored | int | FiniteFloat | bool] = Field(  # no store's JSON holds inf or NaN
         default_factory=dict,
         max_length=MAX_METADATA_KEYS,
         json_schema_extra={"propertyNames": {"not": {"enum": list(RESERVED_METADATA)}, **NUL_FREE}},

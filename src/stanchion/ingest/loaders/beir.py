@@ -1,4 +1,9 @@
-"""BEIR corpus loader: a JSONL file of {"_id", "title", "text", "metadata"?} lines, one Document each."""
+"""BEIR corpus loader: a JSONL file of {"_id", "title", "text", "metadata"?} lines, one Document each.
+
+A record's id is scoped to its file (``source:file:_id``, ``LoadContext.doc_id``) like every other
+loader's: an ``_id`` is the file's own text, so it must never name a document of another file (an
+uploaded corpus whose ``_id`` spells another upload's id would otherwise overwrite that document).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from stanchion.errors import IngestError
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.text import to_meta_value
 from stanchion.ingest.normalize import normalize_text
-from stanchion.types import Document, MetaValue
+from stanchion.types import Document, MetaValue, unstorable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,8 @@ def _parse(line: bytes, seen: set[str]) -> tuple[str, str, str, dict[str, MetaVa
     if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or str(raw_id).strip() == "":
         raise _BadLineError("missing or invalid _id")
     doc_id = str(raw_id).strip()
+    if problem := unstorable(doc_id):
+        raise _BadLineError(f"_id {problem}")
     if doc_id in seen:
         raise _BadLineError(f"duplicate _id {doc_id!r}")
     title, text = record.get("title", ""), record.get("text")
@@ -54,7 +61,7 @@ def _parse(line: bytes, seen: set[str]) -> tuple[str, str, str, dict[str, MetaVa
 
 
 def load_beir(path: Path, ctx: LoadContext) -> Iterator[Document]:
-    """Stream one Document per corpus line, with id ``{source}:{_id}`` and ``metadata["beir_id"]``.
+    """Stream one Document per corpus line, with id ``{source}:{file}:{_id}`` and ``metadata["beir_id"]``.
 
     Malformed lines (bad JSON, no ``_id``, non-string text, a repeated ``_id``) are skipped and
     counted; if more than 1% of the lines are malformed, or none is valid, ``IngestError`` names the
@@ -84,7 +91,7 @@ def load_beir(path: Path, ctx: LoadContext) -> Iterator[Document]:
                 empty += 1
                 continue
             yield Document(
-                id=f"{ctx.source}:{doc_id}",
+                id=ctx.doc_id(doc_id),
                 text=text or title,
                 title=title,
                 source=ctx.source,

@@ -15,6 +15,7 @@ import codecs
 import datetime as dt
 import json
 import logging
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,7 +250,10 @@ def _front_matter(text: str) -> tuple[dict[str, MetaValue], str]:
 
 
 def to_meta_value(value: Any) -> MetaValue:
-    """Coerce a YAML value into something every store can hold as JSON."""
+    """Coerce a YAML value into something every store can hold as JSON (``.inf`` and ``.nan``, which
+    no store's JSON holds, as their text)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if value is None or isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, dt.date | dt.datetime):

@@ -1,0 +1,87 @@
+"""What a red-team pass over the issue-9 fixes still broke, through the real API on both backends:
+an uploaded corpus file that names another user's document in its records, and metadata no store
+can hold accepted and then crashing the job."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+from tests.server.conftest import Api
+
+_POLLS = 6000  # a job that never settles fails the test instead of hanging it
+
+
+def _key(api: Api, user: str, group: str) -> str:
+    state = api.state()
+    try:
+        return state.create_key(tenant="acme", user=user, groups=[group], scopes=["query", "ingest"])[1]
+    finally:
+        state.close()
+
+
+def _settled(c: httpx.Client, job_id: str) -> dict[str, Any]:
+    """The job once it is done or failed (waits on its status, polling)."""
+    for _ in range(_POLLS):
+        job: dict[str, Any] = c.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)  # pacing between polls, not a wait for an expected duration
+    raise AssertionError(f"job {job_id} never settled: {job}")
+
+
+def _upload(c: httpx.Client, filename: str, text: str, **fields: Any) -> dict[str, Any]:
+    r = c.post("/v1/documents", json={"filename": filename, "text": text, **fields})
+    assert r.status_code == 202, r.text
+    return _settled(c, r.json()["id"])
+
+
+class TestCorpusRecordIds:
+    def test_a_corpus_record_cannot_overwrite_another_users_document(self, api: Api) -> None:
+        """A g2 user's .jsonl whose ``_id`` spells a g1 document's id adds a document of its own
+        upload; the g1 document keeps its text and its group (it was replaced and made public)."""
+        alice, bob = _key(api, "alice", "g1"), _key(api, "bob", "g2")
+        with api.client(alice) as a, api.client(bob) as b:
+            job = _upload(a, "vault.txt", "The g1 vault code is narwhal-99.", access_groups=["g1"])
+            [target] = job["result"]["document_ids"]
+            record = {
+                "_id": target.split(":", 1)[1],
+                "title": "x",
+                "text": "The vault code is bob-controlled.",
+            }
+            attack = _upload(b, "corpus.jsonl", json.dumps(record) + "\n")
+            assert attack["status"] == "done", attack
+            [written] = attack["result"]["document_ids"]
+            assert written != target and written.startswith(f"upload.acme:{attack['id']}-corpus.jsonl:")
+            kept = a.get(f"/v1/documents/{target}")
+            assert kept.status_code == 200, kept.text
+            assert kept.json()["access_groups"] == ["g1"]
+            hits = a.post("/v1/search", json={"query": "vault code", "k": 10}).json()["hits"]
+            assert {h["document_id"]: h["text"] for h in hits}[target] == "The g1 vault code is narwhal-99."
+            assert target not in {
+                h["document_id"] for h in b.post("/v1/search", json={"query": "vault code"}).json()["hits"]
+            }
+
+
+class TestMetadataNumbers:
+    def test_non_finite_metadata_is_a_422_not_a_crashed_job(self, api: Api) -> None:
+        """inf and NaN (JSON ``1e400``, ``NaN``, in a JSON body or a form) fit no store: a 422 naming
+        metadata, where the upload was accepted and its job failed with an internal error."""
+        with api.client(api.keys.ingest) as c:
+            for raw in ("1e400", "-1e400", "NaN", "Infinity"):
+                metadata = '{"score": ' + raw + "}"
+                body = '{"filename": "m.txt", "text": "x", "metadata": ' + metadata + "}"
+                r = c.post("/v1/documents", content=body, headers={"content-type": "application/json"})
+                assert r.status_code == 422, (raw, r.text)
+                assert r.json()["error"]["param"].startswith("metadata"), r.text
+                form = c.post(
+                    "/v1/documents",
+                    files={"file": ("m.txt", b"x")},
+                    data={"metadata": metadata},
+                )
+                assert form.status_code == 422, (raw, form.text)
+            assert (
+                _upload(c, "m.txt", "finite numbers are kept", metadata={"score": 1e300})["status"] == "done"
+            )
