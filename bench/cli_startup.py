@@ -38,10 +38,10 @@ BREAKDOWN = {
     "import torch": "import torch",
     "import sentence_transformers": "import sentence_transformers",
     "MiniLM via sentence-transformers (import + load)": (
-        "from stanchion.index.embed import SentenceTransformerEmbedder as E; E().warm_up()"
+        "from stanchion.core.embed import SentenceTransformerEmbedder as E; E().warm_up()"
     ),
     "MiniLM via numpy_bert (import + load + 1 query)": (
-        "from stanchion.index.numpy_bert import NumpyBert; from stanchion.index.packaged import minilm_dir;"
+        "from stanchion.core.numpy_bert import NumpyBert; from stanchion.core.packaged import minilm_dir;"
         " NumpyBert(minilm_dir()).embed(['who approves expenses above 5000'])"
     ),
 }

@@ -19,9 +19,9 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from stanchion.app import build
+from stanchion.core.filters import SearchFilter
 from stanchion.evals.metrics import evaluate
 from stanchion.evals.retrieval import CHUNK_DEPTH, DOC_DEPTH, BeirDataset, eval_spec
-from stanchion.retrieve.filters import SearchFilter
 from stanchion.retrieve.fusion import FUSIONS, fuse
 from stanchion.spec import Spec
 

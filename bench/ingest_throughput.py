@@ -18,8 +18,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stanchion.app import build
-from stanchion.index.embed import SentenceTransformerEmbedder
-from stanchion.index.text import index_text
+from stanchion.core.embed import SentenceTransformerEmbedder
+from stanchion.core.text import index_text
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.beir import load_beir

@@ -29,12 +29,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from stanchion.app import build
+from stanchion.core.embed import SentenceTransformerEmbedder
+from stanchion.core.filters import SearchFilter
+from stanchion.core.text import index_text
 from stanchion.evals.retrieval import BeirDataset, eval_spec
-from stanchion.index.embed import SentenceTransformerEmbedder
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.index.store import DocumentWrite
-from stanchion.index.text import index_text
-from stanchion.retrieve.filters import SearchFilter
 from stanchion.retrieve.search import Retriever
 from stanchion.spec import Spec
 from stanchion.types import Chunk, Document
@@ -118,7 +118,7 @@ def time_haystack(chunks: list[Chunk], vectors: np.ndarray, queries: list[str]) 
     from haystack.components.retrievers.in_memory import InMemoryBM25Retriever, InMemoryEmbeddingRetriever
     from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-    from stanchion.index.packaged import minilm_dir
+    from stanchion.core.packaged import minilm_dir
 
     store = InMemoryDocumentStore(embedding_similarity_function="cosine")
     store.write_documents(

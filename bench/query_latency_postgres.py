@@ -29,9 +29,9 @@ import numpy as np
 import psycopg
 
 from query_latency import base_chunks, percentiles, synthetic
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import SentenceTransformerEmbedder
+from stanchion.core.filters import Condition, SearchFilter, build_filter
 from stanchion.index.postgres import PostgresStore, vector_sql
-from stanchion.retrieve.filters import Condition, SearchFilter, build_filter
 from stanchion.retrieve.search import Retriever
 from stanchion.testing.services import fresh_database, postgres_server
 from stanchion.types import DEFAULT_TENANT, TENANT_KEY

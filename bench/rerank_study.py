@@ -23,9 +23,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stanchion.app import build
+from stanchion.core.filters import SearchFilter
 from stanchion.evals.metrics import evaluate
 from stanchion.evals.retrieval import BeirDataset, eval_spec
-from stanchion.retrieve.filters import SearchFilter
 from stanchion.retrieve.rerank import BiEncoderReranker, CrossEncoderReranker, Reranker
 from stanchion.spec import Spec
 from stanchion.types import Hit

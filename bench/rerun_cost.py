@@ -20,7 +20,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stanchion.app import build
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.spec import ChunkingSpec, IndexSpec, SourceSpec, Spec
 
 ROOT = Path(__file__).resolve().parents[1]

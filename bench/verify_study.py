@@ -34,8 +34,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stanchion.answer_verify import MIN_COSINE, MIN_OVERLAP, Support, Verifier
-from stanchion.index.embed import SentenceTransformerEmbedder
-from stanchion.ingest.sentences import sentence_spans
+from stanchion.core.embed import SentenceTransformerEmbedder
+from stanchion.core.sentences import sentence_spans
 
 Pair = tuple[str, str]  # (claim, source)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import SentenceTransformerEmbedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -28,7 +28,7 @@ from stanchion.answer_prompt import (
 from stanchion.answer_verify import Verifier, is_connective
 from stanchion.app import App, build
 from stanchion.cli_answer import register
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.ingest.tokens import tokenizer_for
 from stanchion.models.base import ChatOptions
 from stanchion.models.extractive import ExtractiveModel

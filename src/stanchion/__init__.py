@@ -16,6 +16,8 @@ _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from stanchion.app import App, build
+from stanchion.core.embed import Embedder, SentenceTransformerEmbedder
+from stanchion.core.filters import Condition, SearchFilter, build_filter
 from stanchion.errors import (
     EmbeddingError,
     IngestError,
@@ -24,10 +26,8 @@ from stanchion.errors import (
     StanchionError,
     StoreError,
 )
-from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.index.store import Store
-from stanchion.retrieve.filters import Condition, SearchFilter, build_filter
 from stanchion.retrieve.search import Retriever, SearchResult
 from stanchion.spec import Spec, load_spec, parse_spec
 from stanchion.types import Chunk, Document, Hit, Section

@@ -39,11 +39,11 @@ from stanchion.answer_prompt import (
     strip_citations,
 )
 from stanchion.answer_verify import Assembly, Citation, SentenceCheck, Verifier
+from stanchion.core.embed import Embedder
+from stanchion.core.filters import SearchFilter
 from stanchion.errors import SpecError
-from stanchion.index.embed import Embedder
 from stanchion.models.base import ChatModel, ChatOptions
 from stanchion.models.pricing import ModelCost, model_costs
-from stanchion.retrieve.filters import SearchFilter
 from stanchion.retrieve.rerank import BiEncoderReranker, CrossEncoderReranker, LLMReranker, Reranker
 from stanchion.retrieve.search import Retriever
 from stanchion.spec import AnswerSpec, PriceSpec, Spec

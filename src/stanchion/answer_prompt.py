@@ -35,10 +35,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from stanchion.core.analyze import terms
+from stanchion.core.sentences import sentence_spans
 from stanchion.errors import SearchError
-from stanchion.ingest.sentences import sentence_spans
 from stanchion.models.pricing import TOKENS_PER_MESSAGE, estimate_tokens
-from stanchion.retrieve.analyze import terms
 from stanchion.types import Hit, Message
 
 __all__ = [

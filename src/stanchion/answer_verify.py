@@ -44,9 +44,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from stanchion.answer_prompt import CitedSentence, Source, render_sentence, same_passage
-from stanchion.index.embed import Embedder, Vectors
-from stanchion.ingest.sentences import line_start, sentence_spans
-from stanchion.retrieve.analyze import terms
+from stanchion.core.analyze import terms
+from stanchion.core.embed import Embedder, Vectors
+from stanchion.core.sentences import line_start, sentence_spans
 
 __all__ = [
     "MIN_COSINE",

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
-from stanchion.index.packaged import MINILM_NAME
+from stanchion.core.embed import Embedder, SentenceTransformerEmbedder
+from stanchion.core.packaged import MINILM_NAME
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.index.store import Store
 from stanchion.ingest.pipeline import Pipeline
@@ -16,7 +16,7 @@ from stanchion.retrieve.search import Retriever
 from stanchion.spec import PriceSpec, Spec
 
 if TYPE_CHECKING:
-    from stanchion.index.openai_embed import OpenAIEmbedder
+    from stanchion.core.openai_embed import OpenAIEmbedder
     from stanchion.models.base import ChatModel
     from stanchion.models.registry import ModelRegistry
     from stanchion.state import StateStore
@@ -65,7 +65,7 @@ class App:
         """The spec's ``embedding``: the local model, or an OpenAI-compatible ``/embeddings`` endpoint."""
         embedding = self.spec.embedding
         if embedding.provider == "openai":
-            from stanchion.index.openai_embed import OpenAIEmbedder
+            from stanchion.core.openai_embed import OpenAIEmbedder
 
             assert embedding.base_url is not None  # the spec validates it
             remote = OpenAIEmbedder(

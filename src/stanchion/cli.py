@@ -159,7 +159,7 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """Search the index (hybrid BM25 + vectors by default)."""
-    from stanchion.retrieve.filters import build_filter
+    from stanchion.core.filters import build_filter
 
     stanchion = load_app(spec)
     try:

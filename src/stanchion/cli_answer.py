@@ -18,8 +18,8 @@ from rich.table import Table
 
 from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, out
 from stanchion.cli_render import IngestProgressBar
+from stanchion.core.filters import build_filter
 from stanchion.errors import StanchionError
-from stanchion.retrieve.filters import build_filter
 from stanchion.spec import load_spec
 
 if TYPE_CHECKING:  # the answer pipeline is imported by the commands that answer, not by every command

@@ -18,6 +18,10 @@ Metadata = Mapping[str, Any]
 TENANT_KEY = "tenant"
 DEFAULT_TENANT = "default"
 
+# How a keyword ranking and a vector ranking become one (``stanchion.retrieve.fusion``); named here
+# so the spec can name a method without importing retrieval.
+Fusion = Literal["rrf", "minmax", "zscore", "dbsf"]
+
 
 def content_hash(text: str) -> str:
     """Stable hash of a piece of text, used for change detection and the embedding cache."""

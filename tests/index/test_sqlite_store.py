@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from stanchion.core.filters import SearchFilter
 from stanchion.errors import StoreError
 from stanchion.index.migrations import DOCUMENT_TENANT
 from stanchion.index.sqlite import SQLiteStore
-from stanchion.retrieve.filters import SearchFilter
 from stanchion.testing.store_suite import MODEL, StoreConformance, make_write, unit
 
 

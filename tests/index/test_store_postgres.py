@@ -12,14 +12,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from stanchion.core.analyze import query_terms
+from stanchion.core.filters import SearchFilter, build_filter
 from stanchion.errors import StoreError
 from stanchion.index import postgres
 from stanchion.index.pg_migrations import MIGRATIONS, migrate
 from stanchion.index.postgres import PostgresStore, vector_sql
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.index.store import DocumentWrite
-from stanchion.retrieve.analyze import query_terms
-from stanchion.retrieve.filters import SearchFilter, build_filter
 from stanchion.testing.store_suite import DIM, MODEL, StoreConformance, make_write, unit
 from stanchion.types import Chunk
 

@@ -13,9 +13,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from stanchion.core.sentences import sentence_spans, split_sentences
 from stanchion.errors import IngestError
 from stanchion.ingest.chunk import ChunkingOptions, Strategy, chunk_document
-from stanchion.ingest.sentences import sentence_spans, split_sentences
 from stanchion.ingest.tokens import Tokenizer, tokenizer_for
 from stanchion.types import Chunk, Document, Section, content_hash
 
@@ -58,7 +58,7 @@ def minilm() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    from stanchion.index.packaged import minilm_dir
+    from stanchion.core.packaged import minilm_dir
 
     return SentenceTransformer(str(minilm_dir()), device="cpu")
 

@@ -8,7 +8,7 @@ import pytest
 
 from stanchion.answer_prompt import CitedSentence, Source
 from stanchion.answer_verify import Assembly, SentenceCheck, Verifier
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.html import load_html

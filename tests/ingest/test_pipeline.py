@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from stanchion.app import App, build
-from stanchion.index.embed import ProgressCallback, SentenceTransformerEmbedder, Vectors
+from stanchion.core.embed import ProgressCallback, SentenceTransformerEmbedder, Vectors
+from stanchion.core.filters import build_filter
 from stanchion.ingest import pipeline
-from stanchion.retrieve.filters import build_filter
 from stanchion.spec import ChunkingSpec, IndexSpec, SourceSpec, Spec
 
 WIKI = {

@@ -14,7 +14,7 @@ from stanchion.answer_prompt import (
     system_prompt,
     user_prompt,
 )
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.models.base import ChatModel
 from stanchion.models.extractive import ExtractiveModel
 from stanchion.types import Message

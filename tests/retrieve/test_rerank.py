@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from stanchion.core.embed import SentenceTransformerEmbedder
+from stanchion.core.packaged import minilm_dir
 from stanchion.errors import EmbeddingError
-from stanchion.index.embed import SentenceTransformerEmbedder
-from stanchion.index.packaged import minilm_dir
 from stanchion.retrieve.rerank import (
     BiEncoderReranker,
     CrossEncoderReranker,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from stanchion.app import build
-from stanchion.index.embed import Embedder, SentenceTransformerEmbedder
+from stanchion.core.embed import Embedder, SentenceTransformerEmbedder
 from stanchion.server.app import create_app
 from stanchion.spec import Spec
 from stanchion.state import StateStore, open_state

@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from tests.server.conftest import Api, ingest_and_keys, make_spec, write_corpus
 
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.models.pricing import estimate_message_tokens, estimate_tokens
 from stanchion.server.app import create_app
 from stanchion.spec import Spec

@@ -23,8 +23,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.server.conftest import Api, ServerFactory, ingest_and_keys, make_spec, write_corpus
 
+from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.errors import BackendUnavailable, StoreError
-from stanchion.index.embed import SentenceTransformerEmbedder
 from stanchion.index.postgres import PostgresStore
 from stanchion.server import auth
 from stanchion.server.app import create_app

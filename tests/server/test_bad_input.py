@@ -11,8 +11,8 @@ import httpx
 import pytest
 from tests.server.conftest import Api, ServerFactory
 
+from stanchion.core.embed import ProgressCallback, SentenceTransformerEmbedder, Vectors
 from stanchion.errors import SpecError
-from stanchion.index.embed import ProgressCallback, SentenceTransformerEmbedder, Vectors
 from stanchion.spec import parse_spec
 from stanchion.testing.fake_openai import FakeOpenAIServer, Reply
 

@@ -24,7 +24,7 @@ from schemathesis import APIOperation, BaseSchema, Case, GenerationMode
 from schemathesis.core.result import Err
 from tests.server.conftest import Api, ingest_and_keys, make_spec, write_corpus
 
-from stanchion.index.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.server.app import create_app
 from stanchion.server.schemas import UserMessageIn
 from stanchion.testing.live_server import LiveServer

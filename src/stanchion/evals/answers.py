@@ -36,9 +36,9 @@ import numpy as np
 from stanchion.answer import Answer, answerer_for
 from stanchion.answer_prompt import strip_citations
 from stanchion.app import App, build
+from stanchion.core.embed import warm_for_serving
 from stanchion.errors import IngestError, SpecError
 from stanchion.evals.retrieval import BeirDataset, eval_cache_dir, eval_spec
-from stanchion.index.embed import warm_for_serving
 from stanchion.ingest.pipeline import Progress
 from stanchion.spec import Spec
 from stanchion.types import Chunk

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from stanchion.app import App, build
+from stanchion.core.embed import warm_for_serving
+from stanchion.core.filters import SearchFilter
 from stanchion.errors import IngestError, SpecError
 from stanchion.evals.metrics import Qrels, evaluate
-from stanchion.index.embed import warm_for_serving
 from stanchion.ingest.pipeline import IngestSummary, Progress
-from stanchion.retrieve.filters import SearchFilter
 from stanchion.spec import CleaningSpec, IndexSpec, RetrievalSpec, SourceSpec, Spec
 
 # Chunks fetched per query: documents split into several chunks must still fill 100 documents.

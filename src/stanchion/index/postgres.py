@@ -35,13 +35,13 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from stanchion.core.analyze import terms as analyze
+from stanchion.core.filters import Condition, Scalar, SearchFilter
+from stanchion.core.text import index_text
 from stanchion.errors import BackendUnavailable, StoreError
 from stanchion.index.bm25 import K1, B
 from stanchion.index.pg_migrations import DOCUMENT_TENANT, SCHEMA, connect, describe_dsn, migrate, redact_dsn
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
-from stanchion.index.text import index_text
-from stanchion.retrieve.analyze import terms as analyze
-from stanchion.retrieve.filters import Condition, Scalar, SearchFilter
 from stanchion.types import Chunk
 
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search

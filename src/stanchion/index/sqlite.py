@@ -24,13 +24,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from stanchion.core.analyze import terms as analyze
+from stanchion.core.filters import Condition, SearchFilter
+from stanchion.core.text import index_text
 from stanchion.errors import StoreError
 from stanchion.index.bm25 import BM25Index
 from stanchion.index.migrations import DOCUMENT_TENANT, migrate
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
-from stanchion.index.text import index_text
-from stanchion.retrieve.analyze import terms as analyze
-from stanchion.retrieve.filters import Condition, SearchFilter
 from stanchion.types import Chunk
 
 KeywordEngine = Literal["memory", "fts5"]

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from stanchion.retrieve.filters import SearchFilter
+from stanchion.core.filters import SearchFilter
 from stanchion.types import Chunk, Document
 
 Vector = npt.NDArray[np.float32]

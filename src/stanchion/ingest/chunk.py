@@ -46,8 +46,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from stanchion.errors import EmbeddingError, IngestError
-from stanchion.ingest.sentences import (
+from stanchion.core.sentences import (
     Span,
     adaptive_threshold,
     adjacent_similarities,
@@ -57,6 +56,7 @@ from stanchion.ingest.sentences import (
     sentence_spans,
     trim,
 )
+from stanchion.errors import EmbeddingError, IngestError
 from stanchion.ingest.tokens import Tokenizer
 from stanchion.types import Chunk, Document, Section, content_hash
 

@@ -23,10 +23,10 @@ from typing import Protocol
 
 import numpy as np
 
-from stanchion.errors import IngestError
 from stanchion.core.embed import Embedder
-from stanchion.index.store import DocumentWrite, Store
 from stanchion.core.text import index_text
+from stanchion.errors import IngestError
+from stanchion.index.store import DocumentWrite, Store
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.clean import dedupe_documents
 from stanchion.ingest.loaders import load_unit

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from stanchion.index.packaged import resolve_model_dir
+from stanchion.core.packaged import resolve_model_dir
 
 
 class Tokenizer:

@@ -33,10 +33,10 @@ import numpy as np
 import numpy.typing as npt
 
 from stanchion.answer_prompt import PromptSource, contextual_query, parse_prompt
-from stanchion.index.embed import Embedder
-from stanchion.ingest.sentences import split_sentences
+from stanchion.core.analyze import terms
+from stanchion.core.embed import Embedder
+from stanchion.core.sentences import split_sentences
 from stanchion.models.base import ChatOptions
-from stanchion.retrieve.analyze import terms
 from stanchion.types import Completion, Message, StreamEvent, Usage
 
 __all__ = ["ExtractiveModel", "ScoredSentence"]

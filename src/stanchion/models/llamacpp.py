@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from stanchion.core.packaged import package_dir
 from stanchion.errors import BadRequest, ContextTooLong, ModelError, ModelTimeout, ModelUnavailable
-from stanchion.index.packaged import package_dir
 from stanchion.models.base import ChatOptions
 from stanchion.models.llamacpp_probe import ensure_runs
 from stanchion.types import Completion, Message, StreamEvent, ToolCall, ToolSpec, Usage

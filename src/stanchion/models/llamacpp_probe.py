@@ -25,8 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stanchion.core.packaged import package_dir
 from stanchion.errors import ModelUnavailable
-from stanchion.index.packaged import package_dir
 
 __all__ = ["PORTABLE_CMAKE_ARGS", "PORTABLE_INSTALL", "ensure_runs", "probe_key"]
 

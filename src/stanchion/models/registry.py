@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from stanchion.core.embed import Embedder
 from stanchion.errors import SpecError
-from stanchion.index.embed import Embedder
 from stanchion.models.base import ChatModel
 from stanchion.models.fallback import Attempt, BreakerRegistry, FallbackModel
 from stanchion.models.router import Router

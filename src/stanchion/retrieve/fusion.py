@@ -8,11 +8,11 @@ set). ``bench/fusion_study.py`` compares them; the default is chosen from that m
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
 
 import numpy as np
 
-Fusion = Literal["rrf", "minmax", "zscore", "dbsf"]
+from stanchion.types import Fusion
+
 FUSIONS: tuple[Fusion, ...] = ("rrf", "minmax", "zscore", "dbsf")
 RRF_K = 60  # the constant from Cormack et al. 2009; not tuned here
 

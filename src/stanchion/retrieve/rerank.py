@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from stanchion.core.embed import Embedder
+from stanchion.core.text import index_text
 from stanchion.errors import EmbeddingError
-from stanchion.index.embed import Embedder
-from stanchion.index.text import index_text
 from stanchion.models.base import ChatModel, ChatOptions
 from stanchion.types import Hit, Message
 

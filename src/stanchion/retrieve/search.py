@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from stanchion.core.analyze import query_terms
+from stanchion.core.embed import Embedder
+from stanchion.core.filters import SearchFilter
 from stanchion.errors import SearchError
-from stanchion.index.embed import Embedder
 from stanchion.index.store import Scored, Store
-from stanchion.retrieve.analyze import query_terms
-from stanchion.retrieve.filters import SearchFilter
-from stanchion.retrieve.fusion import Fusion, fuse
-from stanchion.types import Hit
+from stanchion.retrieve.fusion import fuse
+from stanchion.types import Fusion, Hit
 
 Mode = Literal["bm25", "dense", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)

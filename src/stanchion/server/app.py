@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from stanchion.app import App, build
-from stanchion.index.embed import Embedder, warm_for_serving
+from stanchion.core.embed import Embedder, warm_for_serving
 from stanchion.server import (
     fast_stream,
     routes_audit,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from stanchion.app import App
-from stanchion.retrieve.filters import Condition, SearchFilter, build_filter
+from stanchion.core.filters import Condition, SearchFilter, build_filter
 from stanchion.server.audit import AuditWriter
 from stanchion.server.auth import KeyResolver
 from stanchion.server.errors import APIError

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from stanchion.core.analyze import query_terms
+from stanchion.core.filters import Condition, SearchFilter, build_filter
 from stanchion.errors import StoreError
 from stanchion.index.store import DocumentWrite, Store
-from stanchion.retrieve.analyze import query_terms
-from stanchion.retrieve.filters import Condition, SearchFilter, build_filter
 from stanchion.types import Chunk, Document
 
 DIM = 8

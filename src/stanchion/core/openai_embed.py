@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import httpx
 import numpy as np
 
+from stanchion.core.embed import ProgressCallback, Vectors
 from stanchion.errors import EmbeddingError
-from stanchion.index.embed import ProgressCallback, Vectors
 
 
 class OpenAIEmbedder:

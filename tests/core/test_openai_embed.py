@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from stanchion.core.openai_embed import OpenAIEmbedder
 from stanchion.errors import EmbeddingError
-from stanchion.index.openai_embed import OpenAIEmbedder
 
 
 class FakeEmbeddings(BaseHTTPRequestHandler):

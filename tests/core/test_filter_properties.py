@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stanchion.core.filters import build_filter
 from stanchion.errors import SearchError
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.index.store import DocumentWrite, Store
-from stanchion.retrieve.filters import build_filter
 from stanchion.testing.store_suite import DIM, MODEL, ids, make_write, unit
 
 # Derandomized and without an example database, so CI tries the same strings on every run.

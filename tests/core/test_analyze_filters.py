@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from stanchion.core.analyze import query_terms, terms
+from stanchion.core.filters import Condition, build_filter, parse_condition
 from stanchion.errors import SearchError
-from stanchion.retrieve.analyze import query_terms, terms
-from stanchion.retrieve.filters import Condition, build_filter, parse_condition
 
 
 class TestAnalyzer:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stanchion.index.embed import NUMPY_TOKEN_BUDGET, SentenceTransformerEmbedder, warm_for_serving
-from stanchion.index.numpy_bert import NumpyBert
-from stanchion.index.packaged import minilm_dir
+from stanchion.core.embed import NUMPY_TOKEN_BUDGET, SentenceTransformerEmbedder, warm_for_serving
+from stanchion.core.numpy_bert import NumpyBert
+from stanchion.core.packaged import minilm_dir
 
 TEXTS = [
     "who approves expenses above $5,000?",
@@ -55,7 +55,7 @@ class TestEmbedderUsesNumpyFirst:
     def test_a_query_does_not_import_torch(self) -> None:
         """A fresh process embeds a query and reports its dimension without importing torch."""
         code = (
-            "import sys; from stanchion.index.embed import SentenceTransformerEmbedder as E; "
+            "import sys; from stanchion.core.embed import SentenceTransformerEmbedder as E; "
             "e = E(); v = e.embed(['who approves expenses?']); "
             "print(v.shape, e.dim, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)"
         )

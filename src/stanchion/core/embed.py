@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from stanchion.core.numpy_bert import NumpyBert
+from stanchion.core.packaged import resolve_model_dir
 from stanchion.errors import EmbeddingError
-from stanchion.index.numpy_bert import NumpyBert
-from stanchion.index.packaged import resolve_model_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stanchion.ingest.sentences import split_sentences
+from stanchion.core.sentences import split_sentences
 
 MAIL = (
     "Your manager (Tomas) can approve up to $500 and your\n"
