@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 from stanchion.answer import RETRY_RESERVE, Answer, Answerer, answer_questions, answerer_for, contextual_query
 from stanchion.answer_prompt import (
     CitedSentence,
-    ParsedPrompt,
     edge_order,
     pack,
     parse_prompt,
     prompt_tokens,
     render_sentence,
+    retry_prompt,
     source_block,
     split_answer,
     system_prompt,
@@ -33,7 +33,7 @@ from stanchion.ingest.tokens import tokenizer_for
 from stanchion.models.base import ChatOptions
 from stanchion.models.extractive import ExtractiveModel
 from stanchion.spec import AnswerSpec, IndexSpec, PriceSpec, SourceSpec, Spec
-from stanchion.types import Chunk, Completion, Hit, Message, StreamEvent, Usage
+from stanchion.types import Chunk, Completion, Grounding, Hit, Message, StreamEvent, Usage
 
 DOCS = {
     "leave.md": "# Parental leave\n\nEvery parent gets 16 weeks of fully paid parental leave. Leave can be "
@@ -72,7 +72,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerE
 class PromptModel:
     """A ChatModel whose reply is a function of the parsed prompt and the call index."""
 
-    def __init__(self, reply: Callable[[ParsedPrompt, int], str], *, extractive: bool = False) -> None:
+    def __init__(self, reply: Callable[[Grounding, int], str], *, extractive: bool = False) -> None:
         self.reply = reply
         self.extractive = extractive
         self.calls: list[list[Message]] = []
@@ -96,7 +96,7 @@ class PromptModel:
         yield StreamEvent(usage=completion.usage, finish_reason="stop", model=self.name)
 
 
-def number(parsed: ParsedPrompt, title: str) -> int:
+def number(parsed: Grounding, title: str) -> int:
     return next(s.number for s in parsed.sources if s.title == title)
 
 
@@ -174,6 +174,18 @@ class TestPack:
         hits = [hit(c, t, r) for r, (c, t) in enumerate(zip("abcde", texts, strict=True), 1)]
         packed = pack("q", hits, k=5, budget=4000, counter=self.COUNTER, abstain_text="No.")
         assert [packed.sources[n].hit.chunk.id for n in sorted(packed.sources)] == ["a", "c", "e", "d", "b"]
+
+    def test_the_prompt_carries_its_grounding(self) -> None:
+        """The packed prompt and its retry carry, on the user message, what parse_prompt reads from
+        their text: the sources, question and abstain text in structure, for the extractive model."""
+        hits = [hit("a", HOTEL, 1), hit("b", LEAVE, 2)]
+        packed = pack("hotel?", hits, k=5, budget=4000, counter=self.COUNTER, abstain_text="No.")
+        retry = retry_prompt(packed, "hotel?", ["Made up."], budget=4000, counter=self.COUNTER)
+        for messages in (packed.messages, retry):
+            grounding = messages[-1].grounding
+            assert grounding is not None and grounding == parse_prompt(messages)
+            assert [s.number for s in grounding.sources] == [1, 2] and grounding.abstain_text == "No."
+        assert retry[-1].grounding is not None and "Made up." in retry[-1].grounding.correction
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,13 @@ from stanchion.answer_prompt import (
     Packed,
     Source,
     TokenCounter,
-    contextual_query,
     pack,
     retry_prompt,
     split_answer,
     strip_citations,
 )
 from stanchion.answer_verify import Assembly, Citation, SentenceCheck, Verifier
+from stanchion.core.analyze import contextual_query
 from stanchion.core.embed import Embedder
 from stanchion.core.filters import SearchFilter
 from stanchion.errors import SpecError

@@ -16,8 +16,10 @@ The prompt is two messages (plus any chat history between them)::
             </question>
 
 A corrective retry sends the same two messages, with a ``<correction>`` block after the question
-that quotes the sentences the sources did not support. ``parse_prompt`` reads any of these back
-(the extractive model answers from it), so the format has one definition, here.
+that quotes the sentences the sources did not support. ``parse_prompt`` reads any of these back,
+so the format has one definition, here; the prompts ``pack`` and ``retry_prompt`` make carry what
+it reads on their user message (``Message.grounding``), which is what the extractive model
+answers from.
 
 ``pack`` fills the prompt: the best ``k`` chunks that fit the token budget, near-duplicates
 skipped, the last one cut at a sentence end if need be, ordered best first and second best last
@@ -32,27 +34,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from stanchion.core.analyze import terms
 from stanchion.core.sentences import sentence_spans
 from stanchion.errors import SearchError
 from stanchion.models.pricing import TOKENS_PER_MESSAGE, estimate_tokens
-from stanchion.types import Hit, Message
+from stanchion.types import Grounding, GroundingSource, Hit, Message
 
 __all__ = [
     "CharEstimate",
     "CitedSentence",
     "Packed",
-    "ParsedPrompt",
-    "PromptSource",
     "Source",
     "TokenCounter",
     "citation_numbers",
-    "contextual_query",
     "correction_block",
     "edge_order",
+    "grounded",
     "pack",
     "parse_prompt",
     "prompt_tokens",
@@ -83,22 +83,6 @@ _MARKER = re.compile(
 _LEADING_MARKERS = re.compile(rf"(?:\s*{_MARKER.pattern})+[.,;:]?")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])")
 _MAX_RANGE = 20
-
-
-@dataclass(frozen=True, slots=True)
-class PromptSource:
-    number: int
-    title: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedPrompt:
-    question: str
-    sources: tuple[PromptSource, ...]
-    abstain_text: str
-    correction: str = ""
-    previous_question: str = ""  # the last user turn of the chat history, if any
 
 
 def system_prompt(abstain_text: str) -> str:
@@ -133,7 +117,7 @@ def correction_block(unsupported: Sequence[str]) -> str:
     )
 
 
-def parse_prompt(messages: Sequence[Message]) -> ParsedPrompt | None:
+def parse_prompt(messages: Sequence[Message]) -> Grounding | None:
     """The question, sources and abstain text of a prompt built here; ``None`` for any other prompt."""
     user = next(
         (m.content for m in reversed(messages) if m.role == "user" and "<question>" in m.content), None
@@ -144,7 +128,7 @@ def parse_prompt(messages: Sequence[Message]) -> ParsedPrompt | None:
     if question is None:
         return None
     sources = tuple(
-        PromptSource(int(m.group(1)), m.group(2) or "", m.group(3)) for m in _SOURCE.finditer(user)
+        GroundingSource(int(m.group(1)), m.group(2) or "", m.group(3)) for m in _SOURCE.finditer(user)
     )
     abstain = ""
     for message in messages:
@@ -152,7 +136,7 @@ def parse_prompt(messages: Sequence[Message]) -> ParsedPrompt | None:
             abstain = message.content.split(_ABSTAIN_LEAD, 1)[1].strip()
     correction = _CORRECTION.search(user)
     earlier = [m.content for m in messages if m.role == "user" and m.content != user]
-    return ParsedPrompt(
+    return Grounding(
         question.group(1).strip(),
         sources,
         abstain,
@@ -161,19 +145,11 @@ def parse_prompt(messages: Sequence[Message]) -> ParsedPrompt | None:
     )
 
 
-_FOLLOW_UP = re.compile(
-    r"^\s*(and|also|but|so|what about|how about|what else|why|why not|which one|how so)\b|"
-    r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|him|her|there|the same|one)\b",
-    re.IGNORECASE,
-)
-
-
-def contextual_query(previous: str, question: str) -> str:
-    """What to search for in a chat: a follow-up ("and for managers?", "why did it fail?") is
-    searched together with the previous question; a self-contained question alone."""
-    if previous and (_FOLLOW_UP.search(question) or len(question.split()) <= 3):
-        return f"{previous} {question}"
-    return question
+def grounded(messages: Sequence[Message]) -> list[Message]:
+    """``messages`` with the last one carrying what the prompt asks (``parse_prompt``) in
+    structure, as ``Message.grounding``: read from the very text the model is sent, so both agree."""
+    *rest, last = messages
+    return [*rest, replace(last, grounding=parse_prompt(messages))]
 
 
 # --- the answer format ----------------------------------------------------------------------------
@@ -354,7 +330,7 @@ def pack(
         blocks = [source_block(n, s.title, s.text) for n, s in sources.items()]
         messages = [system, *kept_history, Message("user", user_prompt(blocks, question))]
         if prompt_tokens(messages, counter) <= budget or not chosen:
-            return Packed(sources, blocks, messages)
+            return Packed(sources, blocks, grounded(messages))
         chosen.pop()  # blocks were counted one by one; drop the weakest until the whole fits
 
 
@@ -367,7 +343,7 @@ def retry_prompt(
         note = correction_block(named)
         messages = [*packed.messages[:-1], Message("user", user_prompt(packed.blocks, question, note))]
         if prompt_tokens(messages, counter) <= budget or not named:
-            return messages
+            return grounded(messages)
         if len(named) > 1:
             named.pop()
         else:  # one long sentence: quote its first half, then less

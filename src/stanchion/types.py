@@ -143,12 +143,39 @@ class ToolSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class GroundingSource:
+    """One numbered source of a grounded prompt, as the model is shown it."""
+
+    number: int
+    title: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """What a grounded prompt asks, in structure: the question, the numbered sources, the sentence
+    to reply with when they do not answer, a correction note on a retry, and the previous question
+    of a chat. The answer stage writes it beside the prompt text it renders from the same parts
+    (``Message.grounding``), so a model that answers from the sources (the extractive one) reads
+    them here and never parses the prompt. A stage that rewrites a prompt's text (masking, say)
+    rewrites this too."""
+
+    question: str
+    sources: tuple[GroundingSource, ...]
+    abstain_text: str
+    correction: str = ""
+    previous_question: str = ""  # the last user turn of the chat history, if any
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None  # on role="tool": which call this answers
     name: str | None = None
+    # On the user message of a grounded prompt: its parts in structure (not sent over any wire).
+    grounding: Grounding | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from stanchion.answer_prompt import (
-    PromptSource,
+    grounded,
     parse_prompt,
     source_block,
     split_answer,
@@ -17,7 +17,7 @@ from stanchion.answer_prompt import (
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.models.base import ChatModel
 from stanchion.models.extractive import ExtractiveModel
-from stanchion.types import Message
+from stanchion.types import Grounding, GroundingSource, Message
 
 ABSTAIN = "Sorry, the sources do not say."
 SOURCES = [
@@ -42,7 +42,9 @@ SOURCES = [
 
 def prompt(question: str) -> list[Message]:
     blocks = [source_block(n, title, text) for n, (title, text) in enumerate(SOURCES, start=1)]
-    return [Message("system", system_prompt(ABSTAIN)), Message("user", user_prompt(blocks, question))]
+    return grounded(
+        [Message("system", system_prompt(ABSTAIN)), Message("user", user_prompt(blocks, question))]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +101,19 @@ class TestExtractiveModel:
         assert "could not find" in completion.text
         assert completion.usage.input_tokens == 4
 
+    def test_reads_the_grounding_not_the_prompt_text(self, model: ExtractiveModel) -> None:
+        """The sources come from ``Message.grounding``: the prompt's text alone is not parsed, and a
+        grounding on a message of any text is answered from."""
+        question = "How many weeks of parental leave do parents get?"
+        text_only = [Message(m.role, m.content) for m in prompt(question)]
+        assert "could not find" in asyncio.run(model.complete(text_only)).text
+        sources = tuple(GroundingSource(n, t, body) for n, (t, body) in enumerate(SOURCES, start=1))
+        plain = Message("user", question, grounding=Grounding(question, sources, ABSTAIN))
+        completion = asyncio.run(model.complete([plain]))
+        assert "Every parent gets 16 weeks of fully paid parental leave. [2]" in completion.text
 
-def prompt_sources() -> list[PromptSource]:
+
+def prompt_sources() -> list[GroundingSource]:
     parsed = parse_prompt(prompt("x"))
     assert parsed is not None
     return list(parsed.sources)
@@ -109,7 +122,7 @@ def prompt_sources() -> list[PromptSource]:
 def test_a_list_item_is_read_with_the_line_that_introduces_it(model: ExtractiveModel) -> None:
     """'Full truckload' is said once, above the list; the item it qualifies still wins the question,
     and the quote is the item alone, as the source has it."""
-    rates = PromptSource(
+    rates = GroundingSource(
         1,
         "Rate update",
         "Summary of the main lanes (full truckload, FTL):\n"

@@ -3,6 +3,7 @@
 Stemming and stop words happen here rather than in FTS5's built-in ``porter`` tokenizer so that
 every store backend (SQLite FTS5, PostgreSQL) indexes exactly the same terms, and the analyzer
 can be tested on its own. Snowball English (PyStemmer) measured better than Porter on SciFact.
+``contextual_query`` says what a chat's follow-up question is to be searched (and read) as.
 """
 
 from __future__ import annotations
@@ -94,3 +95,18 @@ def terms(text: str) -> list[str]:
 def query_terms(text: str) -> list[str]:
     """Distinct terms of a query, in first-seen order."""
     return list(dict.fromkeys(terms(text)))
+
+
+_FOLLOW_UP = re.compile(
+    r"^\s*(and|also|but|so|what about|how about|what else|why|why not|which one|how so)\b|"
+    r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|him|her|there|the same|one)\b",
+    re.IGNORECASE,
+)
+
+
+def contextual_query(previous: str, question: str) -> str:
+    """What to search for in a chat: a follow-up ("and for managers?", "why did it fail?") is
+    searched together with the previous question; a self-contained question alone."""
+    if previous and (_FOLLOW_UP.search(question) or len(question.split()) <= 3):
+        return f"{previous} {question}"
+    return question

@@ -1,7 +1,7 @@
 """``ExtractiveModel``: answers by quoting the best source sentences. No LLM, no network, no keys.
 
-It reads the numbered sources and the question from the answer prompt
-(``stanchion.answer_prompt``), scores every source sentence against the question, and answers
+It reads the numbered sources and the question from the grounding the answer stage puts on the
+prompt's user message (``Message.grounding``, never the prompt text), scores every source sentence against the question, and answers
 with the best few, each followed by its source number::
 
     Expenses above $5,000 need the CFO's approval. [2] Smaller amounts are approved by the team lead. [1]
@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from stanchion.answer_prompt import PromptSource, contextual_query, parse_prompt
-from stanchion.core.analyze import terms
+from stanchion.core.analyze import contextual_query, terms
 from stanchion.core.embed import Embedder
 from stanchion.core.sentences import split_sentences
 from stanchion.models.base import ChatOptions
-from stanchion.types import Completion, Message, StreamEvent, Usage
+from stanchion.types import Completion, GroundingSource, Message, StreamEvent, Usage
 
 __all__ = ["ExtractiveModel", "ScoredSentence"]
 
@@ -125,7 +124,9 @@ class ExtractiveModel:
 
     def answer_pieces(self, messages: Sequence[Message]) -> list[str]:
         """The answer as its sentences, each ``"sentence [n]"``; or the abstain text alone."""
-        prompt = parse_prompt(messages)
+        prompt = next(
+            (m.grounding for m in reversed(messages) if m.role == "user" and m.grounding is not None), None
+        )
         if prompt is None:
             return [_NO_SOURCES]
         # In a chat, a follow-up ("and is it paid?") is read in the light of the question before it.
@@ -136,7 +137,7 @@ class ExtractiveModel:
         return [f"{_as_sentence(s.text)} [{s.source}]" for s in chosen]
 
     def select(
-        self, question: str, sources: Sequence[PromptSource], *, context: str = ""
+        self, question: str, sources: Sequence[GroundingSource], *, context: str = ""
     ) -> list[ScoredSentence]:
         """The sentences that answer ``question``, in source order; empty when none is good enough."""
         scored = self.score(question, sources, context=context)
@@ -161,7 +162,7 @@ class ExtractiveModel:
         return sorted(taken, key=lambda s: (s.source, s.position))
 
     def score(
-        self, question: str, sources: Sequence[PromptSource], *, context: str = ""
+        self, question: str, sources: Sequence[GroundingSource], *, context: str = ""
     ) -> list[ScoredSentence]:
         """Every candidate sentence, scored. ``context`` (a follow-up with the question before it)
         is what the embedding compares with; the words still come from ``question`` itself."""
