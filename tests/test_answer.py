@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from stanchion.answer import RETRY_RESERVE, Answer, Answerer, answer_questions, answerer_for, contextual_query
+from stanchion.answer import RETRY_RESERVE, Answer, Answerer, answer_questions, contextual_query
 from stanchion.answer_prompt import (
     CitedSentence,
     edge_order,
@@ -332,9 +332,9 @@ class TestAnswerer:
 class TestWiring:
     def test_answerer_for_default_spec_is_extractive(self, app: App) -> None:
         """The default route answers with the extractive model, within the default model's budget."""
-        answers = asyncio.run(answer_questions(app, ["Who approves expenses above $5,000?"]))
+        answers = asyncio.run(answer_questions(app.answerer(), ["Who approves expenses above $5,000?"]))
         assert "CFO" in answers[0].text and answers[0].model == "extractive"
-        assert answerer_for(app).context_tokens == 8192 - 512
+        assert app.answerer().context_tokens == 8192 - 512
 
     def test_follow_up_questions_carry_the_previous_one(self) -> None:
         """A follow-up is searched with the previous question; a new question alone."""

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from tests.server.test_accounting import Start, start  # noqa: F401  (the fixture: both backends)
 
-from stanchion.answer import answerer_for
 from stanchion.app import build
 from stanchion.errors import EmbeddingError
 from stanchion.models.pricing import model_costs, usage_cost_usd
@@ -152,6 +151,6 @@ class TestSpecKeysAreRead:
         assert asked["mode"] == "hybrid" and len(asked["hits"]) == 2
         app = build(served.api.spec)
         try:
-            assert answerer_for(app).mode == "bm25"
+            assert app.answerer().mode == "bm25"
         finally:
             app.close()

@@ -24,7 +24,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from stanchion.answer_prompt import (
     CharEstimate,
@@ -41,17 +40,13 @@ from stanchion.answer_verify import Assembly, Citation, SentenceCheck, Verifier
 from stanchion.core.analyze import contextual_query
 from stanchion.core.embed import Embedder
 from stanchion.core.filters import SearchFilter
-from stanchion.errors import SpecError
 from stanchion.models.base import ChatModel, ChatOptions
 from stanchion.models.pricing import ModelCost, model_costs
-from stanchion.retrieve.rerank import BiEncoderReranker, CrossEncoderReranker, LLMReranker, Reranker
+from stanchion.retrieve.rerank import Reranker
 from stanchion.retrieve.search import Retriever
-from stanchion.spec import AnswerSpec, PriceSpec, Spec
+from stanchion.spec import AnswerSpec, PriceSpec
 from stanchion.tracing import span
 from stanchion.types import Completion, Message, Usage
-
-if TYPE_CHECKING:
-    from stanchion.app import App
 
 __all__ = [
     "Answer",
@@ -61,7 +56,6 @@ __all__ = [
     "Source",
     "TokenCounter",
     "answer_questions",
-    "answerer_for",
     "contextual_query",
 ]
 
@@ -373,55 +367,6 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(strip_citations(text).casefold())
 
 
-# --- wiring from the spec -------------------------------------------------------------------------
-
-
-def answerer_for(app: App, *, route: str | None = None) -> Answerer:
-    """An Answerer wired from ``app.spec``: the route's model, its context budget, the models'
-    prices, the retrieval mode and the reranker."""
-    spec = app.spec
-    chosen = route or spec.answer.route
-    model = app.route_model(chosen)  # SpecError for an unknown route
-    models = [spec.models[n] for n in _route_models(spec, chosen)]
-    # Every model the route may fall back to must fit the prompt.
-    context = min((m.context_window - m.max_output_tokens for m in models), default=8192 - 512)
-    primary = models[0] if models else None
-    return Answerer(
-        app.retriever,
-        model,
-        spec=spec.answer,
-        embedder=app.embedder,
-        context_tokens=context,
-        reranker=_reranker(app),
-        counter=app.tokenizer,
-        prices=app.prices,
-        max_output_tokens=primary.max_output_tokens if primary else None,
-        mode=spec.retrieval.mode,
-    )
-
-
-async def answer_questions(app: App, questions: Sequence[str]) -> list[Answer]:
-    """Answer each question in turn with the spec's default route (for the demo and scripts)."""
-    answerer = answerer_for(app)
+async def answer_questions(answerer: Answerer, questions: Sequence[str]) -> list[Answer]:
+    """Answer each question in turn (for the demo and scripts; ``App.answerer()`` wires one)."""
     return [await answerer.answer(q) for q in questions]
-
-
-def _reranker(app: App) -> Reranker | None:
-    rerank = app.spec.answer.rerank
-    if rerank.kind == "none":
-        return None
-    if rerank.kind == "bi-encoder":
-        return BiEncoderReranker(app.embedder)
-    if rerank.kind == "llm":
-        return LLMReranker(app.route_model(rerank.model or app.spec.answer.route))
-    if not rerank.model:
-        raise SpecError(
-            "answer.rerank.model: the cross-encoder reranker needs a local model folder",
-            key_path="answer.rerank.model",
-        )
-    return CrossEncoderReranker(app.spec.resolve(rerank.model))
-
-
-def _route_models(spec: Spec, route: str) -> list[str]:
-    chosen = spec.routes[route]
-    return list(dict.fromkeys([*chosen.models, *(n for chain in chosen.tiers.values() for n in chain)]))

@@ -1,4 +1,10 @@
-"""Composition root: ``build(spec)`` wires the components the spec names. No globals."""
+"""Composition root: ``build(spec)`` wires the components the spec names. No globals.
+
+This is the one place components are built from the spec: the store, state, embedder, tokenizer,
+ingest pipeline, retriever, models, rerankers and answerers. The server and the CLI take an
+``App`` and add only what is theirs (the server's keys, limits, metrics and audit writer, in
+``server/context.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from stanchion.core.embed import Embedder, SentenceTransformerEmbedder
 from stanchion.core.packaged import MINILM_NAME
+from stanchion.errors import SpecError
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.index.store import Store
 from stanchion.ingest.pipeline import Pipeline
@@ -16,9 +23,11 @@ from stanchion.retrieve.search import Retriever
 from stanchion.spec import PriceSpec, Spec
 
 if TYPE_CHECKING:
+    from stanchion.answer import Answerer
     from stanchion.core.openai_embed import OpenAIEmbedder
     from stanchion.models.base import ChatModel
     from stanchion.models.registry import ModelRegistry
+    from stanchion.retrieve.rerank import Reranker
     from stanchion.state import StateStore
 
 
@@ -110,10 +119,58 @@ class App:
         """The ChatModel behind a route (default: the answer route): a fallback chain or a router."""
         return self.models.route(name or self.spec.answer.route)
 
+    def answerer(self, route: str | None = None) -> Answerer:
+        """An Answerer for ``route`` (default: the answer route): the route's model, its context
+        budget, the models' prices, the retrieval mode and the reranker. A new one each call."""
+        from stanchion.answer import Answerer
+
+        spec = self.spec
+        chosen = route or spec.answer.route
+        model = self.route_model(chosen)  # SpecError for an unknown route
+        models = [spec.models[n] for n in _route_models(spec, chosen)]
+        # Every model the route may fall back to must fit the prompt.
+        context = min((m.context_window - m.max_output_tokens for m in models), default=8192 - 512)
+        primary = models[0] if models else None
+        return Answerer(
+            self.retriever,
+            model,
+            spec=spec.answer,
+            embedder=self.embedder,
+            context_tokens=context,
+            reranker=self.reranker(),
+            counter=self.tokenizer,
+            prices=self.prices,
+            max_output_tokens=primary.max_output_tokens if primary else None,
+            mode=spec.retrieval.mode,
+        )
+
+    def reranker(self) -> Reranker | None:
+        """The spec's ``answer.rerank``, or None; a new one each call."""
+        from stanchion.retrieve.rerank import BiEncoderReranker, CrossEncoderReranker, LLMReranker
+
+        rerank = self.spec.answer.rerank
+        if rerank.kind == "none":
+            return None
+        if rerank.kind == "bi-encoder":
+            return BiEncoderReranker(self.embedder)
+        if rerank.kind == "llm":
+            return LLMReranker(self.route_model(rerank.model or self.spec.answer.route))
+        if not rerank.model:
+            raise SpecError(
+                "answer.rerank.model: the cross-encoder reranker needs a local model folder",
+                key_path="answer.rerank.model",
+            )
+        return CrossEncoderReranker(self.spec.resolve(rerank.model))
+
     def close(self) -> None:
         for closer in self._closers:
             closer.close()
         self._closers.clear()
+
+
+def _route_models(spec: Spec, route: str) -> list[str]:
+    chosen = spec.routes[route]
+    return list(dict.fromkeys([*chosen.models, *(n for chain in chosen.tiers.values() for n in chain)]))
 
 
 def build(spec: Spec, *, embedder: Embedder | None = None) -> App:

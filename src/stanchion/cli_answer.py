@@ -59,11 +59,9 @@ def ask(
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question from the index, citing the sources of every sentence."""
-    from stanchion.answer import answerer_for
-
     stanchion = load_app(spec)
     try:
-        answerer = answerer_for(stanchion, route=route)
+        answerer = stanchion.answerer(route)
         where = build_filter(filters or [], groups=group)
         if as_json:
             answer = asyncio.run(answerer.answer(question, where=where, k=k))
@@ -84,11 +82,9 @@ def chat(route: RouteOption = None, k: KOption = None, spec: SpecOption = None) 
 
     Type ``exit`` (or end the input) to leave.
     """
-    from stanchion.answer import answerer_for
-
     stanchion = load_app(spec)
     try:
-        answerer = answerer_for(stanchion, route=route)
+        answerer = stanchion.answerer(route)
         asyncio.run(_chat(answerer, k))
     except StanchionError as exc:
         raise fail(exc) from None

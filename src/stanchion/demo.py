@@ -38,7 +38,7 @@ def run_demo(
                 render_ingest_summary(out, summary)
             from stanchion.answer import answer_questions
 
-            answers = asyncio.run(answer_questions(app, [item["question"] for item in questions]))
+            answers = asyncio.run(answer_questions(app.answerer(), [item["question"] for item in questions]))
             results = []
             for answer in answers:
                 if not as_json:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stanchion.answer import Answer, answerer_for
+from stanchion.answer import Answer
 from stanchion.answer_prompt import strip_citations
 from stanchion.app import App, build
 from stanchion.core.embed import warm_for_serving
@@ -175,7 +175,7 @@ def run_answers_eval(
                 summary.failed[0].path, f"cannot index the eval corpus: {summary.failed[0].reason}"
             )
         warm_for_serving(app.embedder)  # model load is not question latency
-        answerer = answerer_for(app, route=route)
+        answerer = app.answerer(route)
         items = dataset.sample(limit)
 
         async def ask_all() -> list[Answer]:

@@ -73,9 +73,7 @@ class ServerContext:
         if route not in self._answerers:
             async with self._answerer_lock:
                 if route not in self._answerers:
-                    from stanchion.answer import answerer_for
-
-                    self._answerers[route] = await asyncio.to_thread(answerer_for, self.app, route=route)
+                    self._answerers[route] = await asyncio.to_thread(self.app.answerer, route)
         return self._answerers[route]
 
     def where(self, principal: Principal, filters: list[str]) -> SearchFilter:
