@@ -26,7 +26,7 @@ PACKAGE = Path(stanchion.__file__).parent
 # at the top the edges (HTTP server, evals, benchmarks, CLI) and the package's public face.
 LAYERS: list[list[str]] = [
     ["errors"],
-    ["types", "logs", "tracing", "request_context"],
+    ["types", "logs", "tracing", "request_context", "migrations"],
     ["core"],  # shared vocabulary: filters, text analysis, sentences, embedders, packaged models
     ["spec"],
     ["models"],

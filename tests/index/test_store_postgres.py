@@ -16,7 +16,7 @@ from stanchion.core.analyze import query_terms
 from stanchion.core.filters import SearchFilter, build_filter
 from stanchion.errors import StoreError
 from stanchion.index import postgres
-from stanchion.index.pg_migrations import MIGRATIONS, migrate
+from stanchion.index.pg_migrations import migrate, migrations
 from stanchion.index.postgres import PostgresStore, vector_sql
 from stanchion.index.sqlite import SQLiteStore
 from stanchion.index.store import DocumentWrite
@@ -45,11 +45,11 @@ class TestPostgresStore(StoreConformance):
 class TestMigrations:
     def test_idempotent(self, pg_dsn: str) -> None:
         """The first run applies every migration, later runs apply none."""
-        assert migrate(pg_dsn, dim=DIM) == [name for name, _ in MIGRATIONS]
+        assert migrate(pg_dsn, dim=DIM) == [m.name for m in migrations(DIM)]
         assert migrate(pg_dsn, dim=DIM) == []
         with psycopg.connect(pg_dsn) as conn:
             names = [r[0] for r in conn.execute("SELECT name FROM stanchion_index._migrations")]
-        assert names == [name for name, _ in MIGRATIONS]
+        assert names == [m.name for m in migrations(DIM)]
 
     def test_concurrent(self, pg_dsn: str) -> None:
         """Two workers migrating at once: the advisory lock lets exactly one apply each migration."""
@@ -70,7 +70,7 @@ class TestMigrations:
         for t in threads:
             t.join(timeout=60)
         assert errors == []
-        assert sorted(results, key=len) == [[], [name for name, _ in MIGRATIONS]]
+        assert sorted(results, key=len) == [[], [m.name for m in migrations(DIM)]]
 
     def test_dimension_mismatch(self, pg_dsn: str) -> None:
         """Opening an index with another embedding dimension says what to do."""

@@ -1,26 +1,27 @@
-"""Ordered, named schema migrations for the SQLite index (applied names live in ``_migrations``)."""
+"""Ordered, named schema migrations for the SQLite index, run by ``stanchion.migrations``
+(applied names live in ``_migrations``)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 
-Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[tuple[str, Migration]] = []
+from stanchion.migrations import Ledger, Migration, SQLiteTarget
+from stanchion.migrations import migrate as run_migrations
+
 # A document's tenant as queries must spell it for SQLite to use the index m002 builds on it.
 DOCUMENT_TENANT = "json_extract(metadata, '$.tenant')"
 
+LEDGER = Ledger(
+    "_migrations",
+    "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)",
+    "INSERT INTO _migrations(name, applied_at) VALUES (?, datetime('now'))",
+)
 
-def migration(fn: Migration) -> Migration:
-    MIGRATIONS.append((fn.__name__, fn))
-    return fn
-
-
-@migration
-def m001_initial(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
+MIGRATIONS: list[Migration] = [
+    Migration(
+        "m001_initial",
+        {
+            "sqlite": """
         CREATE TABLE documents (
             id TEXT PRIMARY KEY,
             source TEXT NOT NULL,
@@ -68,38 +69,16 @@ def m001_initial(db: sqlite3.Connection) -> None:
             PRIMARY KEY (source, unit)
         );
         """,
-    )
-
-
-@migration
-def m002_documents_by_tenant(db: sqlite3.Connection) -> None:
+        },
+    ),
     # Listing a tenant's documents a page at a time seeks here instead of reading every tenant's.
-    db.execute(f"CREATE INDEX documents_tenant ON documents({DOCUMENT_TENANT}, id)")
-
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    # executescript() would COMMIT the migration's transaction; run statements one by one instead.
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    Migration(
+        "m002_documents_by_tenant",
+        {"sqlite": f"CREATE INDEX documents_tenant ON documents({DOCUMENT_TENANT}, id)"},
+    ),
+]
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply pending migrations in order, each in its own transaction; returns the names applied."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
-    applied = []
-    for name, fn in MIGRATIONS:
-        if name in done:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            fn(db)
-            db.execute("INSERT INTO _migrations(name, applied_at) VALUES (?, datetime('now'))", (name,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        applied.append(name)
-    return applied
+    return run_migrations(SQLiteTarget(db), MIGRATIONS, LEDGER)

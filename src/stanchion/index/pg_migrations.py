@@ -1,22 +1,23 @@
 """Ordered, named migrations for the PostgreSQL index, and how to connect to it.
 
 Everything lives in its own schema, ``stanchion_index``, so the index never clashes with the
-control-plane tables (``api_keys``, ``jobs``, ...) or anything else in the database. Applied names
-are recorded in ``stanchion_index._migrations``. ``migrate`` runs under a transaction-scoped
+control-plane tables (``api_keys``, ``jobs``, ...) or anything else in the database. The
+migrations run through ``stanchion.migrations``; applied names are recorded in
+``stanchion_index._migrations``. ``migrate`` runs in one transaction under a transaction-scoped
 advisory lock: several workers starting at once apply each migration exactly once, the others wait
-and then find nothing left to do. DDL is transactional in PostgreSQL, so a failed migration leaves
-no trace.
+and then find nothing left to do. DDL is transactional in PostgreSQL, so a failed migration leaves no trace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from stanchion.errors import StoreError
+from stanchion.migrations import Ledger, Migration, PsycopgTarget
+from stanchion.migrations import migrate as run_migrations
 
 SCHEMA = "stanchion_index"
 MAX_DIM = 2000  # pgvector's limit for an HNSW index on vector(n)
@@ -25,18 +26,30 @@ _LOCK_KEY = 0x5354_414E_4944_5801
 # A document's tenant as queries must spell it for PostgreSQL to use the index m002 builds on it.
 DOCUMENT_TENANT = "(metadata ->> 'tenant')"
 
-Migration = Callable[["psycopg.Connection[Any]", int], None]
-MIGRATIONS: list[tuple[str, Migration]] = []
+LEDGER = Ledger(
+    f"{SCHEMA}._migrations",
+    f"CREATE TABLE IF NOT EXISTS {SCHEMA}._migrations"
+    " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    f"INSERT INTO {SCHEMA}._migrations (name) VALUES (?)",
+)
 
 
-def migration(fn: Migration) -> Migration:
-    MIGRATIONS.append((fn.__name__, fn))
-    return fn
+def migrations(dim: int) -> list[Migration]:
+    """The index's migrations, in order, for vectors of ``dim`` dimensions."""
+    return [
+        Migration("m001_initial", {"postgres": ";\n".join(_initial(dim))}),
+        # Listing a tenant's documents a page at a time seeks here instead of reading every tenant's.
+        Migration(
+            "m002_documents_by_tenant",
+            {
+                "postgres": f'CREATE INDEX documents_tenant ON {SCHEMA}.documents ({DOCUMENT_TENANT}, id COLLATE "C")'
+            },
+        ),
+    ]
 
 
-@migration
-def m001_initial(conn: psycopg.Connection[Any], dim: int) -> None:
-    statements = [
+def _initial(dim: int) -> list[str]:
+    return [
         f"""CREATE TABLE {SCHEMA}.documents (
             id text PRIMARY KEY,
             source text NOT NULL,
@@ -101,14 +114,6 @@ def m001_initial(conn: psycopg.Connection[Any], dim: int) -> None:
             PRIMARY KEY (source, unit)
         )""",
     ]
-    for statement in statements:
-        conn.execute(statement)
-
-
-@migration
-def m002_documents_by_tenant(conn: psycopg.Connection[Any], dim: int) -> None:
-    # Listing a tenant's documents a page at a time seeks here instead of reading every tenant's.
-    conn.execute(f'CREATE INDEX documents_tenant ON {SCHEMA}.documents ({DOCUMENT_TENANT}, id COLLATE "C")')
 
 
 def migrate(dsn: str, *, dim: int, connect_timeout: int = 10) -> list[str]:
@@ -125,17 +130,10 @@ def migrate(dsn: str, *, dim: int, connect_timeout: int = 10) -> list[str]:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
                 _ensure_vector_extension(conn, dsn)
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {SCHEMA}._migrations"
-                    " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                # Nested: a savepoint inside this transaction, which holds the lock throughout.
+                applied = run_migrations(
+                    PsycopgTarget(conn), migrations(dim), LEDGER, lock_key=_LOCK_KEY, one_transaction=True
                 )
-                done = {r[0] for r in conn.execute(f"SELECT name FROM {SCHEMA}._migrations")}
-                applied = []
-                for name, fn in MIGRATIONS:
-                    if name not in done:
-                        fn(conn, dim)
-                        conn.execute(f"INSERT INTO {SCHEMA}._migrations (name) VALUES (%s)", [name])
-                        applied.append(name)
                 built = index_dim(conn)
         except psycopg.Error as exc:
             raise StoreError(f"migrating the index at {describe_dsn(dsn)} failed: {exc}") from exc

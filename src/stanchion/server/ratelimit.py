@@ -40,6 +40,7 @@ from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from stanchion.errors import RateLimitBackendDown, RedisError, RedisUnavailable
+from stanchion.migrations import Ledger, Migration, SQLiteTarget, Tx, migrate
 from stanchion.server.redis_client import RedisClient, RespValue
 
 __all__ = [
@@ -311,17 +312,27 @@ def redact_url(url: str) -> str:
 
 # --- SQLite -------------------------------------------------------------------------------------
 
-_MIGRATIONS: list[tuple[str, str]] = [
-    (
+# Run by ``stanchion.migrations``; applied names live in ``_migrations``. Files made before that
+# recorded a count in ``PRAGMA user_version`` instead: it is adopted once (``_applied_before``).
+_LEDGER = Ledger(
+    "_migrations",
+    "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)",
+    "INSERT INTO _migrations(name, applied_at) VALUES (?, datetime('now'))",
+)
+_MIGRATIONS: list[Migration] = [
+    Migration(
         "m001_rate_windows",
-        """CREATE TABLE rate_windows (
+        {
+            "sqlite": """CREATE TABLE rate_windows (
             key_id TEXT PRIMARY KEY,
             win INTEGER NOT NULL,
             requests INTEGER NOT NULL,
             prev_requests INTEGER NOT NULL,
             tokens INTEGER NOT NULL,
             prev_tokens INTEGER NOT NULL
-        ) WITHOUT ROWID""",
+        ) WITHOUT ROWID;
+        PRAGMA user_version = 1"""  # the old count too, for a worker of an older release
+        },
     ),
 ]
 
@@ -512,15 +523,9 @@ def _prepare(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA wal_autocheckpoint=0")
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        applied = db.execute("PRAGMA user_version").fetchone()[0]
-        for version, (_name, sql) in enumerate(_MIGRATIONS, start=1):
-            if version > applied:
-                db.execute(sql)
-        db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:  # SQLite may have rolled back already (I/O error, full disk)
-            db.execute("ROLLBACK")
-        raise
+    migrate(SQLiteTarget(db), _MIGRATIONS, _LEDGER, adopt=_applied_before)
+
+
+def _applied_before(tx: Tx) -> int:
+    """How many migrations a file made before the ledger applied: it counted them in user_version."""
+    return int(tx.query("PRAGMA user_version")[0][0])

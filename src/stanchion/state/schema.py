@@ -1,8 +1,11 @@
-"""Ordered, named migrations of the control-plane tables, for SQLite and PostgreSQL alike."""
+"""Ordered, named migrations of the control-plane tables, for SQLite and PostgreSQL alike, run by
+``stanchion.migrations`` (applied names live in ``state_migrations``)."""
 
 from __future__ import annotations
 
-from stanchion.state.db import Database, Dialect, Tx
+from stanchion.migrations import Ledger, Migration
+from stanchion.migrations import migrate as run_migrations
+from stanchion.state.db import Database, Dialect
 
 # {serial} and {blob} are the two types the dialects spell differently.
 _TYPES: dict[Dialect, dict[str, str]] = {
@@ -12,7 +15,14 @@ _TYPES: dict[Dialect, dict[str, str]] = {
 # Taken by every worker that migrates, so several starting at once apply each migration once.
 _PG_LOCK = 0x5354414E  # "STAN"
 
-MIGRATIONS: list[tuple[str, str]] = [
+LEDGER = Ledger(
+    "state_migrations",
+    "CREATE TABLE IF NOT EXISTS state_migrations (name TEXT PRIMARY KEY, at DOUBLE PRECISION)",
+    "INSERT INTO state_migrations (name, at) VALUES (?, 0)",
+)
+
+# Each script is written once; {serial} and {blob} become each dialect's spelling.
+_SCRIPTS: list[tuple[str, str]] = [
     (
         "s001_keys_jobs_audit",
         """
@@ -102,27 +112,12 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
 ]
 
+MIGRATIONS: list[Migration] = [
+    Migration(name, {dialect: script.format(**types) for dialect, types in _TYPES.items()})
+    for name, script in _SCRIPTS
+]
+
 
 def migrate(db: Database) -> list[str]:
     """Apply the migrations not yet applied, each in its own transaction; returns their names."""
-    applied: list[str] = []
-    with db.transaction() as tx:
-        _lock(tx, db.dialect)
-        tx.execute("CREATE TABLE IF NOT EXISTS state_migrations (name TEXT PRIMARY KEY, at DOUBLE PRECISION)")
-    for name, script in MIGRATIONS:
-        with db.transaction() as tx:
-            _lock(tx, db.dialect)
-            if tx.query("SELECT 1 FROM state_migrations WHERE name = ?", (name,)):
-                continue
-            for statement in script.format(**_TYPES[db.dialect]).split(";"):
-                if statement.strip():
-                    tx.execute(statement)
-            tx.execute("INSERT INTO state_migrations (name, at) VALUES (?, 0)", (name,))
-            applied.append(name)
-    return applied
-
-
-def _lock(tx: Tx, dialect: Dialect) -> None:
-    if dialect == "postgres":
-        tx.query("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))
-    # SQLite: BEGIN IMMEDIATE in the transaction already serialises writers.
+    return run_migrations(db, MIGRATIONS, LEDGER, lock_key=_PG_LOCK)
