@@ -85,3 +85,18 @@ class TestMetadataNumbers:
             assert (
                 _upload(c, "m.txt", "finite numbers are kept", metadata={"score": 1e300})["status"] == "done"
             )
+
+
+class TestNestedHtml:
+    def test_deeply_nested_html_fails_with_a_reason(self, api: Api) -> None:
+        """A few kilobytes of nested <div>s fail at once, saying why; they took the ingest process
+        minutes (quadratic in the depth: hours for a 600 KB file) and then failed on RecursionError."""
+        page = "<html><body>" + "<div>" * 5000 + "deep text</body></html>"
+        with api.client(api.keys.ingest) as c:
+            job = _upload(c, "deep.html", page)
+            assert job["status"] == "failed", job
+            assert "nested more than 256 levels deep" in job["error"], job["error"]
+            assert (
+                _upload(c, "flat.html", "<html><body><p>A flat page is read.</p></body></html>")["status"]
+                == "done"
+            )

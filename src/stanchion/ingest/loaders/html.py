@@ -75,6 +75,11 @@ _CONFLUENCE_INFO = re.compile(
 )
 
 
+# Deeper nesting is refused: pages are walked recursively, and removing chrome looks at each
+# element's descendants, so a page of thousands of nested <div>s (a few kilobytes) would take hours.
+MAX_DEPTH = 256
+
+
 def load_html(path: Path, ctx: LoadContext) -> Iterator[Document]:
     """One Document per HTML page, one Section per heading; page chrome removed."""
     check_size(path, ctx)
@@ -85,6 +90,8 @@ def load_html(path: Path, ctx: LoadContext) -> Iterator[Document]:
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
         soup = BeautifulSoup(data, "lxml")
+    if _deeper_than(soup, MAX_DEPTH):
+        raise IngestError(path, f"elements nested more than {MAX_DEPTH} levels deep")
     meta = _metadata(soup)
     body = soup.body or soup
     _strip_chrome(body)
@@ -191,6 +198,17 @@ def _strip_chrome(body: Tag) -> None:
         # A tag inside an already removed one is decomposed with it; skip it.
         if not tag.decomposed and _is_chrome(tag):
             tag.decompose()
+
+
+def _deeper_than(root: Tag, limit: int) -> bool:
+    """Whether any element lies more than ``limit`` levels below ``root`` (one pass, no recursion)."""
+    stack = [(root, 0)]
+    while stack:
+        tag, depth = stack.pop()
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in tag.contents if isinstance(child, Tag))
+    return False
 
 
 def _content_root(body: Tag) -> Tag:
