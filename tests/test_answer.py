@@ -30,7 +30,7 @@ from stanchion.app import App, build
 from stanchion.cli_answer import register
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.ingest.tokens import tokenizer_for
-from stanchion.models.base import ChatOptions
+from stanchion.models.base import Capabilities, ChatOptions
 from stanchion.models.extractive import ExtractiveModel
 from stanchion.spec import AnswerSpec, IndexSpec, PriceSpec, SourceSpec, Spec
 from stanchion.types import Chunk, Completion, Grounding, Hit, Message, StreamEvent, Usage
@@ -74,7 +74,7 @@ class PromptModel:
 
     def __init__(self, reply: Callable[[Grounding, int], str], *, extractive: bool = False) -> None:
         self.reply = reply
-        self.extractive = extractive
+        self.capabilities = Capabilities(extractive=extractive)
         self.calls: list[list[Message]] = []
 
     @property

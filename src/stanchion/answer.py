@@ -147,9 +147,9 @@ class Answerer:
         self.mode = mode
         self.verifier = verifier or Verifier(embedder)
         # A model that copies source sentences cannot be corrected by asking again. ``retry=None``
-        # asks the model (``extractive = True``; fallback chains and routers report it for the
+        # asks the model (``capabilities.extractive``; fallback chains and routers report it for the
         # models they wrap); ``retry`` overrides.
-        extractive = bool(getattr(model, "extractive", False))
+        extractive = model.capabilities.extractive
         self.may_retry = spec.verify and (not extractive if retry is None else retry)
 
     async def answer(

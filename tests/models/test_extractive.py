@@ -56,7 +56,7 @@ class TestExtractiveModel:
     def test_is_a_chat_model(self, model: ExtractiveModel) -> None:
         """It satisfies the ChatModel protocol and says it is extractive."""
         assert isinstance(model, ChatModel)
-        assert model.extractive and model.name == "extractive"
+        assert model.capabilities.extractive and model.name == "extractive"
 
     def test_quotes_the_fact_and_cites_its_source(self, model: ExtractiveModel) -> None:
         """The answer holds the sentence with the fact, followed by its source number."""

@@ -16,7 +16,7 @@ below ``redundancy`` with every sentence taken) and fit ``max_sentences`` and ``
 answer lists them in source order.
 
 Because every sentence is copied from the source it cites, verification always finds it
-supported; ``extractive = True`` tells the answerer that a corrective retry would change nothing.
+supported; ``capabilities.extractive`` tells the answerer that a corrective retry would change nothing.
 Usage counts words, the only tokenizer-free estimate that is honest about being one.
 """
 
@@ -35,7 +35,7 @@ import numpy.typing as npt
 from stanchion.core.analyze import contextual_query, terms
 from stanchion.core.embed import Embedder
 from stanchion.core.sentences import split_sentences
-from stanchion.models.base import ChatOptions
+from stanchion.models.base import BaseChatModel, Capabilities, ChatOptions
 from stanchion.types import Completion, GroundingSource, Message, StreamEvent, Usage
 
 __all__ = ["ExtractiveModel", "ScoredSentence"]
@@ -75,10 +75,10 @@ class ScoredSentence:
     vector: npt.NDArray[np.float32] = field(repr=False, compare=False)
 
 
-class ExtractiveModel:
+class ExtractiveModel(BaseChatModel):
     """A ChatModel that answers from the prompt's sources by sentence selection."""
 
-    extractive = True
+    capabilities = Capabilities(extractive=True)
 
     def __init__(
         self,

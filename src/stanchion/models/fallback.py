@@ -55,12 +55,12 @@ from stanchion.errors import (
     RateLimited,
 )
 from stanchion.models.base import (
+    Capabilities,
     ChatModel,
     ChatOptions,
     Piece,
     aclose_quietly,
     events_from_pieces,
-    stream_pieces,
 )
 from stanchion.models.pricing import estimate_message_tokens, estimate_tokens
 from stanchion.types import Completion, Message, StreamEvent, ToolCall, Usage
@@ -184,15 +184,22 @@ class FallbackModel:
         self._backoff_max_s = backoff_max_s
         self._max_retry_after_s = max_retry_after_s
         self._name = f"fallback({','.join(a.model.name for a in self.attempts)})"
+        # Any link may answer, so the chain can do what all of them can; it makes pieces itself.
+        self._capabilities = Capabilities.common((a.model for a in self.attempts), streams_pieces=True)
 
     @property
     def name(self) -> str:
         return self._name
 
     @property
-    def extractive(self) -> bool:
-        """True when every model of the chain quotes its sources (a corrective retry cannot help)."""
-        return all(getattr(a.model, "extractive", False) for a in self.attempts)
+    def capabilities(self) -> Capabilities:
+        """What every model of the chain can do (extractive only when each one quotes its sources)."""
+        return self._capabilities
+
+    async def aclose(self) -> None:
+        """Close every model of the chain (each once); they stay usable, so this is safe twice."""
+        for model in {id(a.model): a.model for a in self.attempts}.values():
+            await model.aclose()
 
     async def complete(self, messages: Sequence[Message], options: ChatOptions | None = None) -> Completion:
         failures: list[tuple[str, ModelError]] = []
@@ -245,7 +252,7 @@ class FallbackModel:
                     failures.append((name, ModelUnavailable("circuit breaker open; skipped", model=name)))
                     break
                 request = _continuation(messages, "".join(sent)) if sent else list(messages)
-                inner = stream_pieces(attempt.model, request, options)
+                inner = attempt.model.stream_pieces(request, options)
                 joiner = _Joiner("".join(sent)) if sent else None
                 received: list[str] = []
                 reported, finish, delivered = None, None, False

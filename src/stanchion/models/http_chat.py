@@ -13,7 +13,7 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from stanchion.models.base import ChatOptions, Piece, events_from_pieces
+from stanchion.models.base import Capabilities, ChatOptions, Piece, events_from_pieces
 from stanchion.types import Completion, Message, StreamEvent
 
 if TYPE_CHECKING:
@@ -47,6 +47,10 @@ class WireFormat(Protocol):
 
 class HTTPChatModel:
     """A ChatModel over one HTTP endpoint. ``name`` is the configured name, ``model`` the provider's id."""
+
+    # Both wire formats carry tools and JSON mode. A format whose stream parser reads bytes
+    # (``feed_bytes``) hands text on as it arrives, and its adapter declares ``streams_pieces``.
+    capabilities = Capabilities(tools=True, json_mode=True)
 
     def __init__(
         self, name: str, *, model: str, wire: WireFormat, http: ProviderClient, default_max_tokens: int | None
@@ -102,6 +106,7 @@ class HTTPChatModel:
         yield parser.finish()
 
     async def aclose(self) -> None:
+        """Close the connection pool (a later call opens a new one); safe to call twice."""
         await self._http.aclose()
 
     async def __aenter__(self) -> Self:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from stanchion.core.packaged import package_dir
 from stanchion.errors import BadRequest, ContextTooLong, ModelError, ModelTimeout, ModelUnavailable
-from stanchion.models.base import ChatOptions
+from stanchion.models.base import BaseChatModel, Capabilities, ChatOptions
 from stanchion.models.llamacpp_probe import ensure_runs
 from stanchion.types import Completion, Message, StreamEvent, ToolCall, ToolSpec, Usage
 
@@ -98,7 +98,7 @@ class _Loaded:
     n_ctx: int
 
 
-class LlamaCppModel:
+class LlamaCppModel(BaseChatModel):
     """A GGUF model run in process; ``model_path=None`` uses the packaged SmolLM2-135M-Instruct.
 
     ``n_threads`` sets the threads for both reading the prompt and generating; ``None`` means half
@@ -111,6 +111,9 @@ class LlamaCppModel:
     ``probe`` first runs the model once in a child process (``llamacpp_probe``), so a native build
     that crashes on this CPU raises ``ModelUnavailable`` instead of killing this process.
     """
+
+    # JSON mode and forced tool calls are grammar-constrained; text comes as events.
+    capabilities = Capabilities(tools=True, json_mode=True)
 
     def __init__(
         self,
@@ -159,6 +162,10 @@ class LlamaCppModel:
                 self._loaded = None
 
     # --- the ChatModel interface ------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """``close`` off the event loop (it waits for a generation in progress to stop)."""
+        await asyncio.to_thread(self.close)
 
     async def complete(self, messages: Sequence[Message], options: ChatOptions | None = None) -> Completion:
         opts = options or ChatOptions()

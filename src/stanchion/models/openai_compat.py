@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from stanchion.models.base import ChatOptions
+from stanchion.models.base import Capabilities, ChatOptions
 from stanchion.models.http_chat import HTTPChatModel
 from stanchion.models.openai_format import (
     ChatStreamParser,
@@ -58,6 +58,10 @@ class OpenAICompatModel(HTTPChatModel):
     tests substitute ``httpx.MockTransport``. Call ``aclose()`` (or use ``async with``) before
     the event loop ends, so no pooled connection is left open.
     """
+
+    # Its stream parser reads the body's bytes and hands text on as plain pieces (the gateway's
+    # fast path).
+    capabilities = Capabilities(streams_pieces=True, tools=True, json_mode=True)
 
     def __init__(
         self,

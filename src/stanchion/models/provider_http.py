@@ -144,6 +144,12 @@ class ProviderClient:
         return self._mock
 
     async def aclose(self) -> None:
+        """Close the pool; safe twice. A pool made on a finished event loop is shut without
+        awaiting (as ``_bind`` does), since nothing can await on a closed loop."""
+        if self._loop is not asyncio.get_running_loop():
+            self._abandon()
+            self._loop = None
+            return
         session, mock = self._session, self._mock
         self._session, self._mock, self._loop = None, None, None
         if session is not None:

@@ -107,6 +107,4 @@ class ModelRegistry:
 
     async def aclose(self) -> None:
         for model in self._models.values():
-            closer = getattr(model, "aclose", None)
-            if closer is not None:
-                await closer()
+            await model.aclose()

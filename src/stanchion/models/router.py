@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from stanchion.models.base import ChatModel, ChatOptions, Piece, aclose_quietly, stream_pieces
+from stanchion.models.base import Capabilities, ChatModel, ChatOptions, Piece, aclose_quietly
 from stanchion.models.pricing import estimate_cost_usd
 from stanchion.spec import PriceSpec, RuleSpec
 from stanchion.types import Completion, Message, StreamEvent
@@ -206,6 +206,8 @@ class Router:
         if unknown:
             raise ValueError(f"rules name unknown tiers {unknown} (tiers: {', '.join(self.tiers)})")
         self._order = list(self.tiers)
+        # Any tier may answer, so the router can do what all of them can.
+        self._capabilities = Capabilities.common(self.tiers.values())
         self._prices = dict(prices or {})
         self._rules = [(rule, re.compile(rule.pattern, _W)) for rule in rules]
         self.max_cost_usd = max_cost_usd
@@ -221,9 +223,14 @@ class Router:
         return f"router({','.join(self._order)})"
 
     @property
-    def extractive(self) -> bool:
-        """True when every tier quotes its sources (a corrective retry cannot help)."""
-        return all(getattr(model, "extractive", False) for model in self.tiers.values())
+    def capabilities(self) -> Capabilities:
+        """What every tier can do (extractive only when each one quotes its sources)."""
+        return self._capabilities
+
+    async def aclose(self) -> None:
+        """Close every tier's model (each once); they stay usable, so this is safe twice."""
+        for model in {id(m): m for m in self.tiers.values()}.values():
+            await model.aclose()
 
     def latency_estimate(self, tier: str) -> float | None:
         """The current latency estimate of ``tier`` in ms, or None when nothing is known."""
@@ -293,7 +300,7 @@ class Router:
     ) -> AsyncIterator[Piece]:
         """``stream`` as pieces (``models.base.stream_pieces``), from the chosen tier."""
         tier = self.route(messages, options).tier
-        async for piece in self._observed(tier, stream_pieces(self.tiers[tier], messages, options)):
+        async for piece in self._observed(tier, self.tiers[tier].stream_pieces(messages, options)):
             yield piece
 
     async def _observed(self, tier: str, stream: AsyncIterator[T]) -> AsyncIterator[T]:

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from stanchion.models.base import ChatOptions
+from stanchion.models.base import BaseChatModel, Capabilities, ChatOptions
 from stanchion.models.pricing import estimate_message_tokens, estimate_tokens
 from stanchion.types import Completion, Message, StreamEvent, Usage
 
@@ -58,13 +58,20 @@ class Call:
     options: ChatOptions | None
 
 
-class FakeChatModel:
-    """A scripted ChatModel; see the module docstring for the steps."""
+class FakeChatModel(BaseChatModel):
+    """A scripted ChatModel; see the module docstring for the steps. It declares ``capabilities``
+    as given (none by default), so a wrapper's forwarding of them can be tested."""
 
     def __init__(
-        self, name: str = "fake", script: Iterable[Step] = (), *, default: str | None = None
+        self,
+        name: str = "fake",
+        script: Iterable[Step] = (),
+        *,
+        default: str | None = None,
+        capabilities: Capabilities | None = None,
     ) -> None:
         self._name = name
+        self.capabilities = capabilities or Capabilities()
         self.script: list[Step] = list(script)
         self.default = default
         self.calls: list[Call] = []
