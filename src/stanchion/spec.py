@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from stanchion.core import plugins
 from stanchion.errors import SpecError
 from stanchion.types import Fusion
 
@@ -151,7 +152,10 @@ class PriceSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    provider: Literal["openai", "anthropic", "llamacpp", "extractive"]
+    provider: str = Field(
+        description="a registered provider (entry point group stanchion.providers): built in are "
+        "openai, anthropic, llamacpp and extractive"
+    )
     model: str = Field(
         "", description="the provider's model id; llamacpp: a .gguf path, or empty for the packaged SmolLM2"
     )
@@ -164,6 +168,14 @@ class ModelSpec(_Strict):
     context_window: int = Field(8192, ge=256)
     max_output_tokens: int = Field(512, ge=1)
     price: PriceSpec = PriceSpec()
+
+    @field_validator("provider")
+    @classmethod
+    def _registered(cls, provider: str) -> str:
+        registered = plugins.names(plugins.PROVIDERS)
+        if provider not in registered:
+            raise ValueError(f"unknown provider {provider!r} ({plugins.registered_text(registered)})")
+        return provider
 
 
 class RuleSpec(_Strict):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
+from stanchion.core import plugins
 from stanchion.core.embed import Embedder
 from stanchion.errors import SpecError
 from stanchion.models.base import ChatModel
@@ -11,41 +13,30 @@ from stanchion.models.fallback import Attempt, BreakerRegistry, FallbackModel
 from stanchion.models.router import Router
 from stanchion.spec import ModelSpec, RouteSpec, Spec
 
+if TYPE_CHECKING:
+    from stanchion.models.providers import ProviderFactory
+
 
 def build_model(name: str, spec: ModelSpec, *, embedder: Callable[[], Embedder]) -> ChatModel:
-    """One provider adapter. ``embedder`` is called only by the extractive model, which needs it."""
-    if spec.provider == "openai":
-        from stanchion.models.openai_compat import OpenAICompatModel
-
-        return OpenAICompatModel(
-            name,
-            base_url=spec.base_url or "https://api.openai.com/v1",
-            model=spec.model,
-            # Real OpenAI needs a key; a local server (vLLM, Ollama, llama.cpp) usually has none.
-            api_key_env=spec.api_key_env or (None if spec.base_url else "OPENAI_API_KEY"),
-            timeout_s=spec.timeout_s,
-            default_max_tokens=spec.max_output_tokens,
+    """One provider adapter, built by the factory registered under ``spec.provider`` (entry point
+    group ``stanchion.providers``; the built-ins are in ``providers.py``). ``embedder`` is called
+    only by a provider that needs it (the extractive model)."""
+    try:
+        factory = cast("ProviderFactory", plugins.load(plugins.PROVIDERS, spec.provider))
+    except plugins.PluginNotFound as exc:
+        raise SpecError(
+            f"models.{name}.provider: unknown provider {spec.provider!r} "
+            f"({plugins.registered_text(exc.registered)})",
+            key_path=f"models.{name}.provider",
+        ) from None
+    model = factory(name, spec, embedder=embedder)
+    if not isinstance(model, ChatModel):
+        raise SpecError(
+            f"models.{name}.provider: provider {spec.provider!r} built {type(model).__name__}, "
+            "which is not a ChatModel",
+            key_path=f"models.{name}.provider",
         )
-    if spec.provider == "anthropic":
-        from stanchion.models.anthropic import AnthropicModel
-
-        return AnthropicModel(
-            name,
-            model=spec.model,
-            api_key_env=spec.api_key_env or "ANTHROPIC_API_KEY",
-            base_url=spec.base_url or "https://api.anthropic.com",
-            timeout_s=spec.timeout_s,
-            default_max_tokens=spec.max_output_tokens,
-        )
-    if spec.provider == "llamacpp":
-        from stanchion.models.llamacpp import LlamaCppModel
-
-        return LlamaCppModel(name, model_path=spec.model or None, n_ctx=spec.context_window)
-    if spec.provider == "extractive":
-        from stanchion.models.extractive import ExtractiveModel
-
-        return ExtractiveModel(embedder(), name=name)
-    raise SpecError(f"models.{name}.provider: unknown provider {spec.provider!r}")
+    return model
 
 
 class ModelRegistry:
