@@ -42,6 +42,7 @@ from stanchion.core.embed import Embedder
 from stanchion.core.filters import SearchFilter
 from stanchion.models.base import ChatModel, ChatOptions
 from stanchion.models.pricing import ModelCost, model_costs
+from stanchion.request_context import RequestContext
 from stanchion.retrieve.rerank import Reranker
 from stanchion.retrieve.search import Retriever
 from stanchion.spec import AnswerSpec, PriceSpec
@@ -112,6 +113,7 @@ class _Run:
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     retried: bool = False
+    context: RequestContext | None = None  # whose request: told to every model call
 
     def add_time(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - started) * 1000
@@ -160,9 +162,11 @@ class Answerer:
         k: int | None = None,
         history: Sequence[Message] = (),
         search_query: str | None = None,
+        context: RequestContext | None = None,
     ) -> Answer:
-        """Answer ``question``; ``search_query`` (default: the question) is what is retrieved for."""
-        run = await self._prepare(question, where, k, history, search_query)
+        """Answer ``question``; ``search_query`` (default: the question) is what is retrieved for;
+        ``context`` (whose request it is) goes with every model call."""
+        run = await self._prepare(question, where, k, history, search_query, context)
         if not run.packed.sources:
             return self._finish(run, [], abstained=True)
         completion = await self._generate(run, run.packed.messages)
@@ -195,15 +199,18 @@ class Answerer:
         k: int | None = None,
         history: Sequence[Message] = (),
         search_query: str | None = None,
+        context: RequestContext | None = None,
     ) -> AsyncIterator[AnswerEvent]:
         """The answer text, sentence by sentence once verified, then the finished ``Answer``."""
         if self.spec.verify and self.spec.on_unsupported == "abstain":
             # Any unsupported sentence voids the answer, so nothing can be sent before the end.
-            answer = await self.answer(question, where=where, k=k, history=history, search_query=search_query)
+            answer = await self.answer(
+                question, where=where, k=k, history=history, search_query=search_query, context=context
+            )
             yield AnswerEvent(text=answer.text)
             yield AnswerEvent(answer=answer)
             return
-        run = await self._prepare(question, where, k, history, search_query)
+        run = await self._prepare(question, where, k, history, search_query, context)
         out = Assembly(run.packed.sources, hold_uncited=self.spec.verify)
         unsupported: list[str] = []
         if run.packed.sources:
@@ -237,8 +244,9 @@ class Answerer:
         k: int | None,
         history: Sequence[Message],
         search_query: str | None,
+        context: RequestContext | None = None,
     ) -> _Run:
-        run = _Run(question, time.perf_counter())  # model: set by the model that answers
+        run = _Run(question, time.perf_counter(), context=context)  # model: set by the model that answers
         started = time.perf_counter()
         with span("retrieve", mode=self.mode, candidates=self.spec.candidates) as current:
             result = await asyncio.to_thread(
@@ -276,7 +284,7 @@ class Answerer:
     async def _generate(self, run: _Run, messages: Sequence[Message]) -> Completion:
         started = time.perf_counter()
         with span("generate", model=self.model.name) as current:
-            completion = await self.model.complete(messages, self._options())
+            completion = await self.model.complete(messages, self._options(run))
             current.set_attribute("model.used", completion.model)
             current.set_attribute("tokens.input", completion.usage.input_tokens)
             current.set_attribute("tokens.output", completion.usage.output_tokens)
@@ -290,7 +298,7 @@ class Answerer:
         started = time.perf_counter()
         buffer, done = "", 0
         run.model = self.model.name  # until an event names the model that answered
-        async for event in self.model.stream(run.packed.messages, self._options()):
+        async for event in self.model.stream(run.packed.messages, self._options(run)):
             buffer += event.text
             if event.model:
                 run.model = event.model
@@ -359,8 +367,8 @@ class Answerer:
         """The sentences of a reply, without an abstention the model may have added."""
         return [s for s in split_answer(text) if not self._abstains(s.body)]
 
-    def _options(self) -> ChatOptions:
-        return ChatOptions(temperature=0.0, max_tokens=self.max_output_tokens)
+    def _options(self, run: _Run) -> ChatOptions:
+        return ChatOptions(temperature=0.0, max_tokens=self.max_output_tokens, context=run.context)
 
 
 def _words(text: str) -> list[str]:

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 partial failure (some files could not be ingested), 2 u
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, out
+from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, operator, out
 from stanchion.cli_render import (
     IngestProgressBar,
     render_hits,
@@ -160,13 +161,20 @@ def search(
 ) -> None:
     """Search the index (hybrid BM25 + vectors by default)."""
     from stanchion.core.filters import build_filter
+    from stanchion.pipeline import Call, local_context, wiring
 
     stanchion = load_app(spec)
     try:
         where = build_filter(filters or [], groups=group)
-        result = stanchion.retriever.search(
-            query, k=k, mode=mode or stanchion.spec.retrieval.mode, where=where
-        )
+        call = Call(local_context(user=operator(), groups=group), "search", query=query)
+
+        async def retrieve(call: Call) -> None:
+            call.result = stanchion.retriever.search(
+                query, k=k, mode=mode or stanchion.spec.retrieval.mode, where=where
+            )
+
+        asyncio.run(wiring.pipeline_for(stanchion).run(call, retrieve=retrieve))
+        result = call.result
         hint = "" if result.hits else empty_index_hint(stanchion)
     except StanchionError as exc:
         raise fail(exc) from None

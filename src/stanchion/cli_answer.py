@@ -10,13 +10,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, out
+from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, operator, out
 from stanchion.cli_render import IngestProgressBar
 from stanchion.core.filters import build_filter
 from stanchion.errors import StanchionError
@@ -24,6 +24,7 @@ from stanchion.spec import load_spec
 
 if TYPE_CHECKING:  # the answer pipeline is imported by the commands that answer, not by every command
     from stanchion.answer import Answer, Answerer, AnswerEvent
+    from stanchion.pipeline import Call, Pipeline, RequestContext
 
 __all__ = ["register"]
 
@@ -59,16 +60,19 @@ def ask(
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question from the index, citing the sources of every sentence."""
+    from stanchion.pipeline import Call, local_context, wiring
+
     stanchion = load_app(spec)
     try:
         answerer = stanchion.answerer(route)
         where = build_filter(filters or [], groups=group)
+        context = local_context(user=operator(), route=route or stanchion.spec.answer.route, groups=group)
+        call = Call(context, "ask", query=question, stream=not as_json)
+        answer = asyncio.run(_answer(wiring.pipeline_for(stanchion), call, answerer, where=where, k=k))
         if as_json:
-            answer = asyncio.run(answerer.answer(question, where=where, k=k))
             hint = "" if answer.citations else empty_index_hint(stanchion)
             print(json.dumps({**answer.as_json(), **({"hint": hint} if hint else {})}))
         else:
-            answer = asyncio.run(_stream_answer(answerer.stream(question, where=where, k=k)))
             if not answer.citations and (hint := empty_index_hint(stanchion)):
                 err.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False)
     except StanchionError as exc:
@@ -82,18 +86,22 @@ def chat(route: RouteOption = None, k: KOption = None, spec: SpecOption = None) 
 
     Type ``exit`` (or end the input) to leave.
     """
+    from stanchion.pipeline import local_context, wiring
+
     stanchion = load_app(spec)
     try:
         answerer = stanchion.answerer(route)
-        asyncio.run(_chat(answerer, k))
+        context = local_context(user=operator(), route=route or stanchion.spec.answer.route)
+        asyncio.run(_chat(wiring.pipeline_for(stanchion), context, answerer, k))
     except StanchionError as exc:
         raise fail(exc) from None
     finally:
         stanchion.close()
 
 
-async def _chat(answerer: Answerer, k: int | None) -> None:
-    from stanchion.answer import contextual_query
+async def _chat(pipeline: Pipeline, context: RequestContext, answerer: Answerer, k: int | None) -> None:
+    from stanchion.core.analyze import contextual_query
+    from stanchion.pipeline import Call
     from stanchion.types import Message
 
     history: list[Message] = []
@@ -108,12 +116,39 @@ async def _chat(answerer: Answerer, k: int | None) -> None:
         if not question:
             continue
         query = contextual_query(previous, question)
-        answer = await _stream_answer(
-            answerer.stream(question, k=k, history=history[-2 * HISTORY_TURNS :], search_query=query)
+        call = Call(context, "chat", query=question, stream=True)
+        answer = await _answer(
+            pipeline, call, answerer, k=k, history=history[-2 * HISTORY_TURNS :], search_query=query
         )
         history += [Message("user", question), Message("assistant", answer.text)]
         previous = question
         out.print()
+
+
+async def _answer(pipeline: Pipeline, call: Call, answerer: Answerer, **ask: Any) -> Answer:
+    """The answer to ``call.query`` through the request pipeline: streamed to the terminal as it
+    is verified when ``call.stream``, else in one piece."""
+
+    async def generate(call: Call) -> None:
+        if call.stream:
+            call.events = answerer.stream(call.query, context=call.context, **ask)
+        else:
+            call.result = await answerer.answer(call.query, context=call.context, **ask)
+            call.outcome.take_answer(call.result)
+
+    await pipeline.start(call, generate=generate)
+    try:
+        if call.stream:
+            assert call.events is not None
+            call.result = await _stream_answer(call.events)
+            call.outcome.take_answer(call.result)
+    except Exception as exc:
+        pipeline.fail(call, exc)
+        raise
+    finally:
+        await pipeline.close(call)
+    answer: Answer = call.result
+    return answer
 
 
 async def _stream_answer(events: AsyncIterator[AnswerEvent]) -> Answer:

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from stanchion.request_context import RequestContext
 from stanchion.types import Completion, Message, StreamEvent, ToolSpec
 
 
@@ -24,6 +25,9 @@ class ChatOptions:
     # "auto" (default when tools are given), "none", "required", or a tool name to force.
     tool_choice: str | None = None
     timeout_s: float | None = None
+    # Whose request this call serves (tenant, user, route): for wrappers such as a tenant's cache
+    # or guard policy; providers do not send it.
+    context: RequestContext | None = None
 
 
 # A piece of a stream: a plain ``str`` is a text delta and nothing else; anything more (tool calls,

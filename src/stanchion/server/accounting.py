@@ -1,8 +1,10 @@
-"""Before a model answers, the token reserve it is admitted with; after, token and cost metrics,
-per-stage latency, the rate-limit charge and the audit record.
+"""The server's places in the request pipeline (``stanchion.pipeline``): at ``admit``, the
+rate-limit admission with the token reserve; closing every accepted call, token and cost
+metrics, per-stage latency, the rate-limit charge and the audit record.
 
-Shared by ``/v1/chat/completions`` (plain and streamed) and ``/v1/answer``, so every answer is
-admitted and counted the same way. Every token is priced by the model that produced it
+Every endpoint that reaches a model or the index (chat completions plain and streamed, grounded
+or not, ``/v1/answer``, ``/v1/search``, ``/v1/embeddings``) runs through ``server_pipeline``, so
+each is admitted and counted the same way. Every token is priced by the model that produced it
 (``Usage.by_model``): an answer finished by a backup model, or retried on another tier, names
 each model with its own tokens and cost in the response, the metrics and the audit record.
 """
@@ -12,17 +14,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from stanchion.answer import Answer
 from stanchion.errors import StanchionError
 from stanchion.logs import request_id
-from stanchion.models.pricing import ModelCost, estimate_message_tokens, model_costs
-from stanchion.server.context import ServerContext
-from stanchion.spec import PriceSpec, Spec
+from stanchion.models.pricing import estimate_message_tokens
+from stanchion.pipeline import Call, Outcome, Pipeline, RequestContext, wiring
+from stanchion.server.errors import from_stanchion
+from stanchion.spec import Spec
 from stanchion.state import AuditRecord, Principal
-from stanchion.types import Message, ToolCall, Usage
+from stanchion.types import Message
+
+if TYPE_CHECKING:
+    from stanchion.server.context import ServerContext
+
+__all__ = [
+    "CHARGE_FAILED",
+    "Outcome",
+    "account",
+    "charge_tokens",
+    "principal_of",
+    "server_pipeline",
+    "token_reserve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,50 +59,6 @@ def token_reserve(spec: Spec, route: str, messages: Sequence[Message], max_token
     return estimate_message_tokens(messages) + most
 
 
-@dataclass
-class Outcome:
-    """What one answer used and returned. ``model`` wrote the final text; ``costs`` has one entry
-    per model that produced tokens."""
-
-    text: str = ""
-    model: str = ""
-    usage: Usage = field(default_factory=Usage)
-    costs: tuple[ModelCost, ...] = ()
-    chunks: tuple[str, ...] = ()
-    status: int = 200
-    detail: dict[str, object] = field(default_factory=dict)
-    tool_calls: tuple[ToolCall, ...] = ()
-    finish: str = "stop"
-
-    @property
-    def cost(self) -> float:
-        return sum(c.cost_usd for c in self.costs)
-
-    def bill(self, model: str, usage: Usage, prices: Mapping[str, PriceSpec]) -> None:
-        """Record ``usage`` (tokens nobody was credited with go to ``model``), priced per model."""
-        self.model = model or self.model
-        self.usage = usage.attributed(self.model)
-        self.costs = tuple(model_costs(self.usage, prices))
-
-    def take_answer(self, answer: Answer) -> None:
-        """Fill in from a grounded answer (priced by its Answerer): the chunks it was shown,
-        citations, stage latencies."""
-        self.text, self.model, self.usage, self.costs = answer.text, answer.model, answer.usage, answer.costs
-        sources = answer.sources
-        self.chunks = (
-            tuple(s.hit.chunk.id for s in sources) if sources else tuple(c.chunk_id for c in answer.citations)
-        )
-        self.detail = {
-            "citations": [c.as_json() for c in answer.citations],
-            "latency_ms": dict(answer.latency_ms),
-            "abstained": answer.abstained,
-        }
-
-    def models_json(self) -> list[dict[str, object]]:
-        """Each model that produced tokens, with its own tokens and cost (responses, audit)."""
-        return [c.as_json() for c in self.costs]
-
-
 async def account(
     ctx: ServerContext,
     principal: Principal,
@@ -97,8 +68,9 @@ async def account(
     query: str,
     route: str,
     started: float,
+    audited: bool = True,
 ) -> None:
-    """Count metrics, queue the audit record and charge the tokens. A charge the rate limiter
+    """Count metrics, queue the audit record (unless not ``audited``) and charge the tokens. A charge the rate limiter
     cannot take is logged, counted and audited (``CHARGE_FAILED``); it never fails the response,
     which has been answered already."""
     usage = outcome.usage
@@ -111,25 +83,26 @@ async def account(
                 ctx.metrics.stage(stage, float(ms) / 1000)
     models = tuple(c.model for c in outcome.costs) or ((outcome.model,) if outcome.model else ())
     # Queued before the charge is awaited: a client that leaves cancels this task at its first await.
-    ctx.audit.record(
-        AuditRecord(
-            action,
-            principal.tenant,
-            principal.user,
-            principal.key_id,
-            request_id.get(),
-            outcome.status,
-            query=query,
-            route=route,
-            models=models,
-            chunks=outcome.chunks,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=outcome.cost,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            detail={"models": outcome.models_json()} if outcome.costs else {},
+    if audited:
+        ctx.audit.record(
+            AuditRecord(
+                action,
+                principal.tenant,
+                principal.user,
+                principal.key_id,
+                request_id.get(),
+                outcome.status,
+                query=query,
+                route=route,
+                models=models,
+                chunks=outcome.chunks,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=outcome.cost,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                detail={"models": outcome.models_json()} if outcome.costs else {},
+            )
         )
-    )
     if usage.total_tokens:
         # Shielded: the charge completes, and reports its own failure, even if the client left.
         await asyncio.shield(charge_tokens(ctx, principal, usage.total_tokens, route=route))
@@ -158,3 +131,63 @@ async def charge_tokens(ctx: ServerContext, principal: Principal, tokens: int, *
                 detail={"tokens": tokens, "error": type(exc).__name__},
             )
         )
+
+
+def principal_of(context: RequestContext) -> Principal:
+    """The caller a server request's context was made for (scopes, limits and audit use it)."""
+    return Principal(
+        context.tenant, context.user, context.groups or frozenset(), context.scopes, context.key_id
+    )
+
+
+class Admission:
+    """``admit``: the caller's ``query`` scope, then its request and token limits (the call's
+    reserve, ``Call.tokens``); a 429 with Retry-After when one is reached."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    async def __call__(self, call: Call) -> None:
+        from stanchion.server.deps import admit
+
+        await admit(self.ctx, principal_of(call.context), "query", tokens=call.tokens)
+
+
+class Accounts:
+    """The server's ``Accounting``: an in-progress audit record while a long call runs
+    (``Call.in_flight``), then metrics, the final record and the token charge."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    def begin(self, call: Call) -> None:
+        if call.in_flight:  # replaced by the final record; left alone if this worker dies mid-answer
+            self.ctx.audit.started(
+                call.action, principal_of(call.context), query=call.query, route=call.context.route
+            )
+
+    async def end(self, call: Call) -> None:
+        await account(
+            self.ctx,
+            principal_of(call.context),
+            call.outcome,
+            action=call.action,
+            query=call.query,
+            route=call.context.route,
+            started=call.started,
+            audited=call.audited,
+        )
+
+
+def _status(exc: Exception) -> int:
+    """The status an error gives the audit record: the error handlers' for ours, 500 for a bug."""
+    return from_stanchion(exc).status if isinstance(exc, StanchionError) else 500
+
+
+def server_pipeline(ctx: ServerContext) -> Pipeline:
+    """The request pipeline of a server worker: admission first, then the stages the spec
+    declares (``pipeline.wiring``), accounting last."""
+    declared = wiring.pipeline_for(ctx.app)
+    return Pipeline(
+        [("admit", Admission(ctx)), *declared.stages], accounting=Accounts(ctx), status_of=_status
+    )

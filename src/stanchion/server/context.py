@@ -28,6 +28,7 @@ from stanchion.types import TENANT_KEY
 
 if TYPE_CHECKING:
     from stanchion.answer import Answerer
+    from stanchion.pipeline import Pipeline
 
 
 @dataclass
@@ -42,6 +43,13 @@ class ServerContext:
     worker_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:6]}")
     _answerers: dict[str, Answerer] = field(default_factory=dict)
     _answerer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Every request that reaches a model or the index runs through it (``server/accounting.py``).
+    request_pipeline: Pipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        from stanchion.server.accounting import server_pipeline
+
+        self.request_pipeline = server_pipeline(self)
 
     @classmethod
     def create(cls, app: App) -> ServerContext:

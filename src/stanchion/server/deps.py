@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the server context, the authenticated caller, rate-limit admission."""
+"""FastAPI dependencies: the server context, the authenticated caller, rate-limit admission, and
+the ``RequestContext`` a request carries through the pipeline."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from stanchion.logs import request_id
+from stanchion.request_context import RequestContext
 from stanchion.server.auth import require
 from stanchion.server.context import ServerContext, context
 from stanchion.server.errors import APIError
@@ -48,3 +51,18 @@ async def admit(ctx: ServerContext, principal: Principal, scope: Scope, *, token
             f"rate limit of {decision.limit} per minute reached for this API key; retry in {retry} s",
             headers={"Retry-After": str(retry)},
         )
+
+
+def request_context(principal: Principal, *, route: str = "", budget: int | None = None) -> RequestContext:
+    """The context of the request being served, made once from its caller: what the pipeline,
+    the answerer and every model call are told of whose request they serve."""
+    return RequestContext(
+        tenant=principal.tenant,
+        user=principal.user,
+        groups=principal.groups,
+        scopes=principal.scopes,
+        request_id=request_id.get(),
+        route=route,
+        budget=budget,
+        key_id=principal.key_id,
+    )

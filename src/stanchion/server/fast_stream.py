@@ -5,7 +5,8 @@ streams FastAPI's per-request work (routing, dependency solving, body parsing, v
 about a sixth of a worker's CPU. This middleware sits inside ``RequestMiddleware`` (request id,
 body limit, metrics, access log) and takes a request only when it is sure to start a stream: a
 JSON body that validates as ``ChatCompletionRequest`` with ``stream: true``, a route with
-``grounded: false``, and a valid API key. It then calls the same endpoint function FastAPI would.
+``grounded: false``, and a valid API key. It then calls the same endpoint function FastAPI would,
+so a fast stream runs through the same request pipeline (admission, stages, accounting).
 Anything else, errors included, is replayed to FastAPI unchanged, so every error is rendered by
 one set of handlers and the OpenAPI schema describes what is served.
 """

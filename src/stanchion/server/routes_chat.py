@@ -22,11 +22,12 @@ from fastapi import APIRouter
 from stanchion.answer import AnswerEvent, contextual_query
 from stanchion.errors import StanchionError
 from stanchion.models.base import ChatOptions, Piece, aclose_quietly, stream_pieces
-from stanchion.models.pricing import estimate_tokens
-from stanchion.server.accounting import Outcome, account, charge_tokens, token_reserve
+from stanchion.models.pricing import ModelCost, estimate_tokens
+from stanchion.pipeline import Call, Pipeline, RequestContext
+from stanchion.server.accounting import token_reserve
 from stanchion.server.chunks import DONE, ChunkFramer
 from stanchion.server.context import ServerContext
-from stanchion.server.deps import Caller, Ctx, admit
+from stanchion.server.deps import Caller, Ctx, admit, request_context
 from stanchion.server.errors import APIError, from_stanchion, unhandled
 from stanchion.server.schemas import (
     AUTHENTICATED,
@@ -47,7 +48,6 @@ from stanchion.server.schemas import (
     error_responses,
 )
 from stanchion.server.sse import EventStreamResponse, failure_events
-from stanchion.state import Principal
 from stanchion.types import Message, StreamEvent, ToolCall, ToolSpec, Usage
 
 router = APIRouter(tags=["OpenAI-compatible"])
@@ -97,51 +97,64 @@ async def chat_completions(
     ctx.check_route(body.model)
     messages = _messages(body.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    await admit(ctx, principal, "query", tokens=token_reserve(ctx.app.spec, body.model, messages, max_tokens))
+    reserve = token_reserve(ctx.app.spec, body.model, messages, max_tokens)
+    call = Call(
+        request_context(principal, route=body.model, budget=reserve),
+        "chat.completions",
+        query=_last_user(body.messages),
+        stream=body.stream,
+        tokens=reserve,
+        in_flight=True,
+    )
     grounded = ctx.app.spec.routes[body.model].grounded
-    # Bad input is a 4xx before a stream starts; once it has, an error can only be an event.
     question = ""
     ask: dict[str, Any] = {}  # a grounded route's Answerer arguments
-    if grounded:
-        if body.tools:
-            raise APIError(
-                422, "invalid_request", f"tools: route {body.model!r} answers from documents; "
-                "tool calling needs a gateway route (grounded: false)", param="tools",
-            )  # fmt: skip
-        question, history, query = _question(messages)
-        ask = {
-            "where": ctx.where(principal, body.filters),
-            "k": body.k,
-            "history": history,
-            "search_query": query,
-        }
-    options = ChatOptions() if grounded else _options(body)
-    started = time.perf_counter()
-    completion_id = "chatcmpl-" + uuid.uuid4().hex
-    # Replaced by the final record (_account); left alone if this worker dies mid-answer.
-    ctx.audit.started("chat.completions", principal, query=_last_user(body.messages), route=body.model)
-    if body.stream:
-        events: AsyncIterator[Piece | AnswerEvent]
+    options = ChatOptions()
+
+    async def check(call: Call) -> None:
+        # Bad input is a 4xx before a stream starts; once it has, an error can only be an event.
+        nonlocal question, ask, options
         if grounded:
-            events = (await ctx.answerer(body.model)).stream(question, **ask)
+            if body.tools:
+                raise APIError(
+                    422, "invalid_request", f"tools: route {body.model!r} answers from documents; "
+                    "tool calling needs a gateway route (grounded: false)", param="tools",
+                )  # fmt: skip
+            question, history, query = _question(messages)
+            ask = {
+                "where": ctx.where(principal, body.filters),
+                "k": body.k,
+                "history": history,
+                "search_query": query,
+                "context": call.context,
+            }
         else:
-            # The route's stream goes straight to the SSE writer: no layer in between per token.
-            events = stream_pieces(ctx.app.route_model(body.model), messages, options)
-        return EventStreamResponse(_sse(ctx, principal, body, completion_id, events, started))
-    outcome = Outcome()
-    try:
-        if grounded:
-            outcome.take_answer(await (await ctx.answerer(body.model)).answer(question, **ask))
+            options = _options(body, call.context)
+
+    async def generate(call: Call) -> None:
+        if body.stream:
+            if grounded:
+                call.events = (await ctx.answerer(body.model)).stream(question, **ask)
+            else:
+                # The route's stream goes straight to the SSE writer: no layer in between per token.
+                call.events = stream_pieces(ctx.app.route_model(body.model), messages, options)
+        elif grounded:
+            call.outcome.take_answer(await (await ctx.answerer(body.model)).answer(question, **ask))
         else:
             completion = await ctx.app.route_model(body.model).complete(messages, options)
+            outcome = call.outcome
             outcome.text = completion.text
             outcome.bill(completion.model, completion.usage, ctx.app.prices)
             outcome.tool_calls, outcome.finish = completion.tool_calls, completion.finish_reason
-    except StanchionError as exc:
-        outcome.status = from_stanchion(exc).status
-        raise
-    finally:
-        await _account(ctx, principal, body, outcome, started)
+
+    completion_id = "chatcmpl-" + uuid.uuid4().hex
+    pipeline = ctx.request_pipeline
+    if body.stream:
+        await pipeline.start(call, check=check, generate=generate)
+        assert call.events is not None
+        return EventStreamResponse(_sse(ctx, pipeline, call, body, completion_id, call.events))
+    await pipeline.run(call, check=check, generate=generate)
+    outcome = call.outcome
     return ChatCompletion(
         id=completion_id,
         created=int(time.time()),
@@ -193,10 +206,17 @@ async def embeddings(body: EmbeddingsRequest, ctx: Ctx, principal: Caller) -> Em
                 "and cannot shorten them; leave dimensions out or give its own", param="dimensions",
             )  # fmt: skip
     tokens = sum(estimate_tokens(t) for t in texts)
-    await admit(ctx, principal, "query", tokens=tokens)
-    vectors = await asyncio.to_thread(embedder.embed, texts)
-    await charge_tokens(ctx, principal, tokens)
-    ctx.metrics.tokens(embedder.name, principal.tenant, tokens, 0, 0.0)
+    # Not audited (as before the pipeline); its tokens are counted and charged at no cost.
+    call = Call(request_context(principal, budget=tokens), "embeddings", tokens=tokens, audited=False)
+
+    async def generate(call: Call) -> None:
+        call.result = await asyncio.to_thread(embedder.embed, texts)
+        usage = Usage(input_tokens=tokens).attributed(embedder.name)
+        call.outcome.model, call.outcome.usage = embedder.name, usage
+        call.outcome.costs = (ModelCost(embedder.name, usage, 0.0),)
+
+    await ctx.request_pipeline.run(call, generate=generate)
+    vectors: list[npt.NDArray[np.float32]] = call.result
     encode = _base64_floats if body.encoding_format == "base64" else _floats
     return EmbeddingsResponse(
         data=[EmbeddingItem(index=i, embedding=encode(v)) for i, v in enumerate(vectors)],
@@ -279,13 +299,15 @@ def _question(messages: list[Message]) -> tuple[str, list[Message], str]:
 
 async def _sse(
     ctx: ServerContext,
-    principal: Principal,
+    pipeline: Pipeline,
+    call: Call,
     body: ChatCompletionRequest,
     completion_id: str,
     events: AsyncIterator[Piece | AnswerEvent],
-    started: float,
 ) -> AsyncGenerator[bytes, None]:
-    outcome = Outcome()
+    """The stream's events as chat.completion.chunk frames; the pipeline is closed (output
+    checks, accounting) when the stream ends, however it ends."""
+    outcome = call.outcome
     parts: list[str] = []
     frames = ChunkFramer(completion_id, int(time.time()), body.model)
     try:
@@ -336,19 +358,7 @@ async def _sse(
         raise
     finally:
         await aclose_quietly(events)  # stops the upstream generation now
-        await _account(ctx, principal, body, outcome, started)
-
-
-# --- accounting ------------------------------------------------------------------------------------
-
-
-async def _account(
-    ctx: ServerContext, principal: Principal, body: ChatCompletionRequest, outcome: Outcome, started: float
-) -> None:
-    question = _last_user(body.messages)
-    await account(
-        ctx, principal, outcome, action="chat.completions", query=question, route=body.model, started=started
-    )
+        await pipeline.close(call)  # output checks and cache (a stream that succeeded), accounting
 
 
 def _last_user(messages: list[ChatMessageIn]) -> str:
@@ -382,7 +392,7 @@ def _tool_call_out(call: ToolCall) -> ToolCallOut:
     )
 
 
-def _options(body: ChatCompletionRequest) -> ChatOptions:
+def _options(body: ChatCompletionRequest, context: RequestContext) -> ChatOptions:
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     tools = tuple(
         ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ()
@@ -405,6 +415,7 @@ def _options(body: ChatCompletionRequest) -> ChatOptions:
         stop=stop,
         tools=tools,
         tool_choice=choice if tools else None,
+        context=context,
     )
 
 

@@ -7,12 +7,13 @@ import time
 
 from fastapi import APIRouter
 
-from stanchion.errors import StanchionError
-from stanchion.logs import request_id
+from stanchion.answer import Answer
+from stanchion.core.filters import SearchFilter
 from stanchion.models.pricing import estimate_tokens
-from stanchion.server.accounting import Outcome, account, token_reserve
-from stanchion.server.deps import Caller, Ctx, admit
-from stanchion.server.errors import from_stanchion
+from stanchion.pipeline import Call
+from stanchion.retrieve.search import SearchResult
+from stanchion.server.accounting import token_reserve
+from stanchion.server.deps import Caller, Ctx, request_context
 from stanchion.server.schemas import (
     WITH_BODY,
     AnswerRequest,
@@ -23,7 +24,6 @@ from stanchion.server.schemas import (
     SearchResponse,
     error_responses,
 )
-from stanchion.state import AuditRecord
 from stanchion.types import Message
 
 router = APIRouter(tags=["Retrieval"])
@@ -36,18 +36,29 @@ router = APIRouter(tags=["Retrieval"])
     responses=error_responses(*WITH_BODY),
 )
 async def search(body: SearchRequest, ctx: Ctx, principal: Caller) -> SearchResponse:
-    await admit(ctx, principal, "query", tokens=estimate_tokens(body.query))
-    where = ctx.where(principal, body.filters)
+    tokens = estimate_tokens(body.query)
+    call = Call(request_context(principal, budget=tokens), "search", query=body.query, tokens=tokens)
     defaults = ctx.app.spec.retrieval
-    started = time.perf_counter()
-    result = await asyncio.to_thread(
-        ctx.app.retriever.search,
-        body.query,
-        k=body.k or defaults.k,
-        mode=body.mode or defaults.mode,
-        where=where,
-    )
-    ctx.metrics.stage("retrieve", time.perf_counter() - started)
+    where = SearchFilter()
+
+    async def check(call: Call) -> None:
+        nonlocal where
+        where = ctx.where(principal, body.filters)  # a bad filter is a 422, before the call is accepted
+
+    async def retrieve(call: Call) -> None:
+        started = time.perf_counter()
+        call.result = result = await asyncio.to_thread(
+            ctx.app.retriever.search,
+            body.query,
+            k=body.k or defaults.k,
+            mode=body.mode or defaults.mode,
+            where=where,
+        )
+        call.outcome.chunks = tuple(h.chunk.id for h in result.hits)
+        call.outcome.detail = {"latency_ms": {"retrieve": (time.perf_counter() - started) * 1000}}
+
+    await ctx.request_pipeline.run(call, check=check, retrieve=retrieve)
+    result: SearchResult = call.result
     hits = [
         SearchHit(
             chunk_id=h.chunk.id,
@@ -61,19 +72,6 @@ async def search(body: SearchRequest, ctx: Ctx, principal: Caller) -> SearchResp
         )
         for h in result.hits
     ]
-    ctx.audit.record(
-        AuditRecord(
-            "search",
-            principal.tenant,
-            principal.user,
-            principal.key_id,
-            request_id.get(),
-            200,
-            query=body.query,
-            chunks=tuple(h.chunk_id for h in hits),
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-    )
     return SearchResponse(mode=result.mode, hits=hits, latency_ms=result.timings_ms)
 
 
@@ -87,25 +85,27 @@ async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResp
     route = body.route or ctx.app.spec.answer.route
     ctx.check_route(route)
     reserve = token_reserve(ctx.app.spec, route, [Message("user", body.question)])
-    await admit(ctx, principal, "query", tokens=reserve)
-    where = ctx.where(principal, body.filters)
-    started = time.perf_counter()
-    ctx.audit.started("answer", principal, query=body.question, route=route)  # until the final record
-    outcome = Outcome()
-    try:  # audited however it ends, as chat completions are
+    call = Call(
+        request_context(principal, route=route, budget=reserve),
+        "answer",
+        query=body.question,
+        tokens=reserve,
+        in_flight=True,
+    )
+    where = SearchFilter()
+
+    async def check(call: Call) -> None:
+        nonlocal where
+        where = ctx.where(principal, body.filters)  # a bad filter is a 422, before the call is accepted
+
+    async def generate(call: Call) -> None:
         answerer = await ctx.answerer(route)
-        result = await answerer.answer(body.question, where=where, k=body.k)
-        outcome.take_answer(result)
-    except StanchionError as exc:
-        outcome.status = from_stanchion(exc).status
-        raise
-    except Exception:
-        outcome.status = 500  # a bug; the error handler answers 500
-        raise
-    finally:
-        await account(
-            ctx, principal, outcome, action="answer", query=body.question, route=route, started=started
-        )
+        call.result = await answerer.answer(body.question, where=where, k=body.k, context=call.context)
+        call.outcome.take_answer(call.result)
+
+    await ctx.request_pipeline.run(call, check=check, generate=generate)  # audited however it ends
+    result: Answer = call.result
+    outcome = call.outcome
     usage = result.usage
     return AnswerResponse(
         answer=result.text,
