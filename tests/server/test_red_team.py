@@ -1,6 +1,7 @@
 """What a red-team pass over the issue-9 fixes still broke, through the real API on both backends:
-an uploaded corpus file that names another user's document in its records, and metadata no store
-can hold accepted and then crashing the job."""
+an uploaded corpus file that names another user's document in its records, metadata no store
+can hold accepted and then crashing the job, deeply nested HTML holding an ingest process for hours,
+and a lone surrogate outside message content reaching the provider adapter (a 500)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import time
 from typing import Any
 
 import httpx
-from tests.server.conftest import Api
+import pytest
+from tests.server.conftest import Api, ServerFactory
+
+from stanchion.testing.fake_openai import FakeOpenAIServer, Reply
 
 _POLLS = 6000  # a job that never settles fails the test instead of hanging it
 
@@ -100,3 +104,65 @@ class TestNestedHtml:
                 _upload(c, "flat.html", "<html><body><p>A flat page is read.</p></body></html>")["status"]
                 == "done"
             )
+
+
+_S = "@lone@"  # stands for an escaped lone surrogate: JSON text is the only way to send one
+_HI = [{"role": "user", "content": "hi"}]
+_SURROGATE_BODIES = {
+    "stop": {"model": "gw", "messages": _HI, "stop": [_S]},
+    "messages": {"model": "gw", "messages": [{"role": "user", "content": "hi", "name": _S}]},
+    "tools": {
+        "model": "gw",
+        "messages": _HI,
+        "tools": [{"type": "function", "function": {"name": "f", "description": _S}}],
+    },
+    "tools.0": {
+        "model": "gw",
+        "messages": _HI,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {_S: 1}}}],
+    },
+    "user": {"model": "gw", "messages": _HI, "user": _S},
+    "messages.0": {
+        "model": "gw",
+        "messages": [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": _S}}],
+            },
+            {"role": "tool", "tool_call_id": "1", "content": "ok"},
+        ],
+    },
+}
+
+
+class TestSurrogatesBeyondContent:
+    @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+    def test_a_lone_surrogate_anywhere_in_a_chat_request_is_a_422(
+        self, serve: ServerFactory, backend: str
+    ) -> None:
+        """In ``stop``, a message's ``name``, a tool call's arguments, a tool's description or
+        schema, ``user``: a 422 naming the field, plain or streamed, where the provider adapter's
+        JSON encoder raised and the client got a 500 (or a stream's internal_error event)."""
+        with FakeOpenAIServer(default=Reply(text="Hello from upstream.", usage=(3, 4))) as upstream:
+            api = serve(
+                backend=backend,
+                models={
+                    "up": {"provider": "openai", "model": "m", "base_url": upstream.url, "max_retries": 0}
+                },
+                routes={"default": {"models": ["up"]}, "gw": {"models": ["up"], "grounded": False}},
+            )
+            with api.client(api.keys.ops) as c:
+                for field, body in _SURROGATE_BODIES.items():
+                    for stream in (False, True):
+                        raw = json.dumps({**body, "stream": stream}).replace(_S, "\\ud800")
+                        r = c.post(
+                            "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+                        )
+                        assert r.status_code == 422, (field, stream, r.text)
+                        assert r.json()["error"]["param"].startswith(field.split(".")[0]), r.text
+                ok = c.post(
+                    "/v1/chat/completions",
+                    json={"model": "gw", "messages": [{"role": "user", "content": "hi"}], "stop": ["x"]},
+                )
+                assert ok.status_code == 200, ok.text

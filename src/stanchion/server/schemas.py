@@ -59,6 +59,23 @@ class _OpenAI(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _all_storable(value: Any) -> Any:
+    """``value`` once every string in it (dict keys too) follows the one text rule
+    (``params.storable``): what goes to a provider is JSON, which cannot carry a lone surrogate."""
+    if isinstance(value, str):
+        storable(value)
+    elif isinstance(value, BaseModel):
+        _all_storable(value.model_dump())
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _all_storable(key)
+            _all_storable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _all_storable(item)
+    return value
+
+
 # --- chat completions ------------------------------------------------------------------------------
 
 
@@ -91,6 +108,11 @@ class _MessageIn(_OpenAI):
         for text in [content] if isinstance(content, str) else [p.text or "" for p in content or ()]:
             storable(text)
         return content
+
+    @field_validator("name", "tool_calls", "tool_call_id")
+    @classmethod
+    def _storable_fields(cls, value: Any) -> Any:
+        return _all_storable(value)
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -160,6 +182,13 @@ class ChatCompletionRequest(_OpenAI):
     # Stanchion extensions (OpenAI clients pass them with extra_body=...).
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
     k: int | None = Field(None, ge=1, le=50, description="sources packed into the prompt (grounded routes)")
+
+    @field_validator("stop", "user", "tools", "tool_choice")
+    @classmethod
+    def _storable_fields(cls, value: Any) -> Any:
+        """The one text rule for every string sent upstream, as for message content (a lone
+        surrogate in ``stop`` or a tool's schema was a 500 from the provider adapter)."""
+        return _all_storable(value)
 
 
 class FunctionCallOut(BaseModel):
