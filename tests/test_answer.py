@@ -27,7 +27,7 @@ from stanchion.answer_prompt import (
 )
 from stanchion.answer_verify import Verifier, is_connective
 from stanchion.app import App, build
-from stanchion.cli_answer import register
+from stanchion.cli.answer import register
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.ingest.tokens import tokenizer_for
 from stanchion.models.base import Capabilities, ChatOptions

@@ -48,12 +48,6 @@ UNIT_OF: dict[str, str] = {
     "answer_prompt": "answer",
     "answer_verify": "answer",
     "demo": "cli",
-    "cli_answer": "cli",
-    "cli_audit": "cli",
-    "cli_bench": "cli",
-    "cli_common": "cli",
-    "cli_render": "cli",
-    "cli_server": "cli",
 }
 
 LAYER_OF: dict[str, int] = {unit: n for n, units in enumerate(LAYERS) for unit in units}
@@ -168,7 +162,7 @@ class TestTheWalk:
             ("stanchion", "stanchion"),
             ("stanchion.answer_prompt", "answer"),
             ("stanchion.core.filters", "core"),
-            ("stanchion.cli_server", "cli"),
+            ("stanchion.cli.server", "cli"),
             ("stanchion.server.routes_chat", "server"),
         ],
     )

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from stanchion.app import build
 from stanchion.cli import app as cli
-from stanchion.cli_common import operator
+from stanchion.cli.common import operator
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.errors import ModelError
 from stanchion.pipeline import POSITIONS, Call, Pipeline, RequestContext, Step, wiring

@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 
 from stanchion.app import build
-from stanchion.cli_render import IngestProgressBar, render_answer, render_ingest_summary
+from stanchion.cli.render import IngestProgressBar, render_answer, render_ingest_summary
 from stanchion.spec import IndexSpec, load_spec
 
 

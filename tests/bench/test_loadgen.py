@@ -189,7 +189,7 @@ class TestCli:
         """`bench load --json` prints one JSON object with the figures; exit 0 without errors."""
         from typer.testing import CliRunner
 
-        from stanchion.cli_bench import bench_app
+        from stanchion.cli.bench import bench_app
 
         args = ["load", "--url", upstream.url, "--users", "5", "--duration", "0.3", "--warmup", "0", "--json"]
         result = CliRunner().invoke(bench_app, args)
@@ -202,7 +202,7 @@ class TestCli:
         """Failed requests still print the table, and the exit code says some failed."""
         from typer.testing import CliRunner
 
-        from stanchion.cli_bench import bench_app
+        from stanchion.cli.bench import bench_app
 
         with FakeOpenAIServer(default=Reply(status=500)) as server:
             args = ["load", "--url", server.url, "--users", "2", "--duration", "0.2", "--warmup", "0"]

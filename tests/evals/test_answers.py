@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from stanchion.answer import Answer
 from stanchion.answer_prompt import Source
 from stanchion.answer_verify import Citation
-from stanchion.cli_answer import register
+from stanchion.cli.answer import register
 from stanchion.evals.answers import (
     QAItem,
     SquadDataset,

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stanchion.cli_common import JsonOption, err, fail, out
+from stanchion.cli.common import JsonOption, err, fail, out
 from stanchion.errors import StanchionError
 
 bench_app = typer.Typer(

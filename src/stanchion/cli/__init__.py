@@ -15,8 +15,8 @@ from typing import Annotated
 
 import typer
 
-from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, operator, out
-from stanchion.cli_render import (
+from stanchion.cli.common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, operator, out
+from stanchion.cli.render import (
     IngestProgressBar,
     render_hits,
     render_ingest_summary,
@@ -256,13 +256,13 @@ def demo(
 
 
 def _register_answer_commands() -> None:
-    from stanchion.cli_answer import register
-    from stanchion.cli_server import register as register_server
+    from stanchion.cli.answer import register
+    from stanchion.cli.server import register as register_server
 
     register(app, eval_app)
     register_server(app)
     try:
-        from stanchion.cli_bench import bench_app
+        from stanchion.cli.bench import bench_app
     except ImportError:  # pragma: no cover
         return
     app.add_typer(bench_app, name="bench")

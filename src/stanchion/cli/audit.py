@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stanchion.cli_common import JsonOption, SpecOption, err, load_app, operator, out
+from stanchion.cli.common import JsonOption, SpecOption, err, load_app, operator, out
 from stanchion.server.audit import prune_record
 from stanchion.state import AuditRecord
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from stanchion.app import App
-from stanchion.cli_common import JsonOption, SpecOption, err, fail, load_app, operator, out
+from stanchion.cli.common import JsonOption, SpecOption, err, fail, load_app, operator, out
 from stanchion.errors import StanchionError
 from stanchion.state.records import SCOPES
 
@@ -28,7 +28,7 @@ keys_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    from stanchion.cli_audit import audit_app
+    from stanchion.cli.audit import audit_app
 
     app.command()(serve)
     app.command()(migrate)

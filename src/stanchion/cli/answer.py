@@ -16,8 +16,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from stanchion.cli_common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, operator, out
-from stanchion.cli_render import IngestProgressBar
+from stanchion.cli.common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, operator, out
+from stanchion.cli.render import IngestProgressBar
 from stanchion.core.filters import build_filter
 from stanchion.errors import StanchionError
 from stanchion.spec import load_spec
