@@ -166,3 +166,21 @@ class TestSurrogatesBeyondContent:
                     json={"model": "gw", "messages": [{"role": "user", "content": "hi"}], "stop": ["x"]},
                 )
                 assert ok.status_code == 200, ok.text
+
+
+class TestFileMetadataText:
+    def test_nul_in_a_files_own_metadata_is_dropped_on_every_backend(self, api: Api) -> None:
+        """Front matter or a corpus record's metadata holding NUL is ingested, the NUL dropped, on
+        PostgreSQL as on SQLite (PostgreSQL refused the whole write: the job failed)."""
+        files = {
+            "nul.md": '---\nowner: "a\\0b"\n"k\\0ey": 1\n---\n# Tapirs\n\nTapirs browse at night.\n',
+            "nul.jsonl": '{"_id": "r1", "text": "Okapis live in forests.", "metadata": {"owner": "c\\u0000d"}}\n',
+        }
+        with api.client(api.keys.ingest) as c:
+            for name, text in files.items():
+                job = _upload(c, name, text)
+                assert job["status"] == "done", job
+                [doc_id] = job["result"]["document_ids"]
+                doc = c.get(f"/v1/documents/{doc_id}").json()
+                assert doc["metadata"]["owner"] in ("ab", "cd"), doc
+                assert "\x00" not in json.dumps(doc, ensure_ascii=False)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.tokens import Tokenizer
 from stanchion.ingest.units import DEFAULT_GLOBS, Unit, enumerate_units, signature
 from stanchion.spec import SourceSpec, Spec
-from stanchion.types import TENANT_KEY, Chunk, Document
+from stanchion.types import TENANT_KEY, Chunk, Document, unstorable
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +248,9 @@ class Pipeline:
                 d,
                 source=source.name,
                 path=d.path or unit.relpath,
+                title=_storable(d.title),
                 # The tenant is stamped last: no file can claim another tenant.
-                metadata={**source.metadata, **d.metadata, TENANT_KEY: source.tenant},
+                metadata=_storable({**source.metadata, **d.metadata, TENANT_KEY: source.tenant}),
                 access_groups=tuple(dict.fromkeys((*source.access_groups, *d.access_groups))),
             )
             for d in docs
@@ -362,6 +363,21 @@ def _fingerprint(source: SourceSpec, model: str) -> str:
         "model": model,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with every string (dict keys too) as every store holds it (``types.unstorable``):
+    NUL dropped, a lone surrogate as ``?``. A file's own words (front matter, a corpus record's
+    metadata, mail headers) are not refused for it, as its text is not; PostgreSQL failed the
+    whole write on a NUL that SQLite kept."""
+    if isinstance(value, str):
+        text = value.replace("\x00", "")
+        return text.encode("utf-8", "replace").decode() if unstorable(text) else text
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {_storable(str(k)): _storable(v) for k, v in value.items()}
+    return value
 
 
 def _stamped(doc: Document, fingerprint: str) -> Document:
