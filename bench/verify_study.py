@@ -1,6 +1,6 @@
 """Which thresholds should answer verification use? A grid over (min cosine, min term overlap).
 
-Verification (``stanchion/answer_verify.py``) calls a cited sentence supported when the cosine
+Verification (``stanchion/answer/verify.py``) calls a cited sentence supported when the cosine
 with the source's best-matching window, the share of its content terms found in the source,
 and its numbers all pass. This study measures those signals on labelled pairs nobody here wrote:
 
@@ -33,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from stanchion.answer_verify import MIN_COSINE, MIN_OVERLAP, Support, Verifier
+from stanchion.answer.verify import MIN_COSINE, MIN_OVERLAP, Support, Verifier
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.core.sentences import sentence_spans
 

@@ -11,8 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from stanchion.answer import RETRY_RESERVE, Answer, Answerer, answer_questions, contextual_query
-from stanchion.answer_prompt import (
+from stanchion.answer import Answer, Answerer, answer_questions, contextual_query
+from stanchion.answer.answerer import RETRY_RESERVE
+from stanchion.answer.prompt import (
     CitedSentence,
     edge_order,
     pack,
@@ -25,7 +26,7 @@ from stanchion.answer_prompt import (
     system_prompt,
     user_prompt,
 )
-from stanchion.answer_verify import Verifier, is_connective
+from stanchion.answer.verify import Verifier, is_connective
 from stanchion.app import App, build
 from stanchion.cli.answer import register
 from stanchion.core.embed import SentenceTransformerEmbedder

@@ -45,8 +45,6 @@ LAYERS: list[list[str]] = [
 UNIT_OF: dict[str, str] = {
     "__init__": "stanchion",
     "__main__": "cli",
-    "answer_prompt": "answer",
-    "answer_verify": "answer",
     "demo": "cli",
 }
 
@@ -160,7 +158,7 @@ class TestTheWalk:
         ("module", "unit"),
         [
             ("stanchion", "stanchion"),
-            ("stanchion.answer_prompt", "answer"),
+            ("stanchion.answer.prompt", "answer"),
             ("stanchion.core.filters", "core"),
             ("stanchion.cli.server", "cli"),
             ("stanchion.server.routes_chat", "server"),

@@ -10,8 +10,8 @@ import typer
 from typer.testing import CliRunner
 
 from stanchion.answer import Answer
-from stanchion.answer_prompt import Source
-from stanchion.answer_verify import Citation
+from stanchion.answer.prompt import Source
+from stanchion.answer.verify import Citation
 from stanchion.cli.answer import register
 from stanchion.evals.answers import (
     QAItem,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stanchion.answer_prompt import CitedSentence, Source
-from stanchion.answer_verify import Assembly, SentenceCheck, Verifier
+from stanchion.answer.prompt import CitedSentence, Source
+from stanchion.answer.verify import Assembly, SentenceCheck, Verifier
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.loaders.base import LoadContext

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from stanchion.answer_prompt import (
+from stanchion.answer.prompt import (
     grounded,
     parse_prompt,
     source_block,

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from stanchion.answer import Answer
-from stanchion.answer_prompt import strip_citations
+from stanchion.answer.prompt import strip_citations
 from stanchion.app import App, build
 from stanchion.core.embed import warm_for_serving
 from stanchion.errors import IngestError, SpecError

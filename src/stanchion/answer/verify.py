@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stanchion.answer_prompt import CitedSentence, Source, render_sentence, same_passage
+from stanchion.answer.prompt import CitedSentence, Source, render_sentence, same_passage
 from stanchion.core.analyze import terms
 from stanchion.core.embed import Embedder, Vectors
 from stanchion.core.sentences import line_start, sentence_spans

@@ -5,8 +5,8 @@
   dropped, and sources are placed best first, second best last, the weakest in the middle
   ("lost in the middle", Liu et al. 2023), then numbered ``[1]..[n]`` in prompt order. When
   verification may need a retry, room for its correction note is kept free.
-- **Generate** with the route's ChatModel (format: ``stanchion.answer_prompt``).
-- **Verify** every sentence against the source it cites (``stanchion.answer_verify``). If some
+- **Generate** with the route's ChatModel (format: ``stanchion.answer.prompt``).
+- **Verify** every sentence against the source it cites (``stanchion.answer.verify``). If some
   are unsupported and the model is not extractive, retry **once**, naming them; then drop what
   is still unsupported, or abstain (``spec.on_unsupported``).
 - **Cite** only the sources the final text cites, renumbered in order of first citation.
@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from stanchion.answer_prompt import (
+from stanchion.answer.prompt import (
     CharEstimate,
     CitedSentence,
     Packed,
@@ -36,7 +36,7 @@ from stanchion.answer_prompt import (
     split_answer,
     strip_citations,
 )
-from stanchion.answer_verify import Assembly, Citation, SentenceCheck, Verifier
+from stanchion.answer.verify import Assembly, Citation, SentenceCheck, Verifier
 from stanchion.core.analyze import contextual_query
 from stanchion.core.embed import Embedder
 from stanchion.core.filters import SearchFilter
