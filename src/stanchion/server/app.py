@@ -67,7 +67,10 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
         await asyncio.to_thread(lambda: (system.state, system.store))
         # A worker lives long: the embedding model loads now, not inside the request that would
         # otherwise meet it (the numpy encoder hands over to torch after its budget).
-        await asyncio.to_thread(warm_for_serving, system.embedder)
+        try:
+            await asyncio.to_thread(warm_for_serving, system.embedder)
+        except Exception:  # the worker still starts: each request that embeds reports the failure
+            log.exception("embedder.warm_up_failed")
         ctx.audit.start()
         if run_jobs:
             ctx.jobs.start()
