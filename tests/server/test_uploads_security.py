@@ -335,3 +335,39 @@ class TestSpec:
                     "base_dir": tmp_path,
                 }
             )
+
+
+class TestOnlyTheUploaderChanges:
+    def test_a_reader_may_not_replace_or_delete_anothers_upload(self, api: Api) -> None:
+        """Bob sees Alice's public upload but may neither replace it (nor narrow its groups) nor
+        delete it: 403; Alice and an admin may."""
+        people = _people(api)
+        with api.client(people.alice) as alice, api.client(people.bob) as bob:
+            (doc_id,) = _settled(alice, _upload(alice, "canteen.txt", "The canteen opens at noon."))[
+                "result"
+            ]["document_ids"]
+            assert _document(bob, doc_id) is not None  # public: Bob reads it
+            r = bob.post(
+                "/v1/documents",
+                params={"replace": doc_id},
+                json={"filename": "canteen.txt", "text": "Closed.", "access_groups": ["g2"]},
+            )
+            assert r.status_code == 403 and r.json()["error"]["code"] == "not_document_owner", r.text
+            r = bob.delete(f"/v1/documents/{doc_id}")
+            assert r.status_code == 403 and r.json()["error"]["code"] == "not_document_owner", r.text
+            document = _document(alice, doc_id)
+            assert document is not None and document["access_groups"] == []
+            again = _upload(alice, "canteen.txt", "The canteen opens at one.", replace=doc_id)
+            assert _settled(alice, again)["status"] == "done"
+        with api.client(api.keys.admin) as admin:
+            assert admin.delete(f"/v1/documents/{doc_id}").status_code == 200
+        assert _audit(api, "documents.delete")[0]["detail"]["document"] == doc_id
+
+    def test_a_spec_sources_document_is_deleted_only_by_an_admin(self, api: Api) -> None:
+        """A document the spec ingested is the spec's: an ingest key that reads it gets a 403."""
+        with api.client(api.keys.ingest) as c:
+            listed = [d["id"] for d in c.get("/v1/documents").json()["data"]]
+            spec_doc = next(d for d in listed if not d.startswith("upload."))
+            r = c.delete(f"/v1/documents/{spec_doc}")
+            assert r.status_code == 403 and r.json()["error"]["code"] == "not_document_owner", r.text
+            assert _document(c, spec_doc) is not None

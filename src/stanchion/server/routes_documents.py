@@ -191,6 +191,7 @@ def _replaceable(ctx: ServerContext, principal: Principal, document_id: str, fil
     visible = store.documents(doc.source, unit=doc.unit, tenant=principal.tenant, groups=_groups(principal))
     if len(visible) != len(siblings):
         raise missing
+    _check_may_change(ctx, principal, doc, "replace")
     old_type, new_type = PurePath(doc.unit).suffix.lower(), PurePath(filename).suffix.lower()
     if old_type != new_type:
         raise APIError(
@@ -299,6 +300,7 @@ async def get_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> 
 async def delete_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> Deleted:
     await admit(ctx, principal, "ingest")
     doc = await _find(ctx, principal, document_id)
+    await asyncio.to_thread(_check_may_change, ctx, principal, doc, "delete")
     await asyncio.to_thread(_purge, ctx, doc)
     await ctx.audit.write_now(
         AuditRecord(
@@ -352,6 +354,23 @@ def _owns(principal: Principal, tenant: str, user: str) -> bool:
     """A job is its uploader's (its file name can say what a group-restricted document holds);
     an admin key sees every job of its tenant."""
     return tenant == principal.tenant and ("admin" in principal.scopes or user == principal.user)
+
+
+def _check_may_change(ctx: ServerContext, principal: Principal, doc: StoredDocument, action: str) -> None:
+    """Replacing or deleting changes a document for everyone who reads it, so seeing it is not
+    enough: only the user who uploaded it, or an admin of the tenant (documents of the spec's
+    sources are the spec's: an admin's, or the next `stanchion ingest`'s). The caller sees the
+    document already, so a 403 reveals nothing."""
+    if principal.can("admin"):
+        return
+    job_id = doc.unit.split("-", 1)[0] if doc.source == upload_source_name(principal.tenant) else ""
+    job = ctx.app.state.job(job_id) if job_id.startswith("job_") else None
+    if job is None or job.tenant != principal.tenant or job.user != principal.user:
+        raise APIError(
+            403,
+            "not_document_owner",
+            f"{action}: only the user who uploaded {doc.id!r} or an admin key may {action} it",
+        )
 
 
 def _groups(principal: Principal) -> frozenset[str] | None:
