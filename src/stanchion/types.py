@@ -29,6 +29,7 @@ def content_hash(text: str) -> str:
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def unstorable(text: str) -> str:
@@ -40,7 +41,16 @@ def unstorable(text: str) -> str:
         return ""
     if found.group() == "\x00":
         return "holds a NUL character (\\u0000)"
-    return "holds a lone surrogate (half of a UTF-16 pair), which is not text"
+    return _SURROGATE_PROBLEM
+
+
+_SURROGATE_PROBLEM = "holds a lone surrogate (half of a UTF-16 pair), which is not text"
+
+
+def unsendable(text: str) -> str:
+    """Why ``text`` cannot be sent to a provider (JSON in UTF-8), or "": a lone surrogate. Unlike
+    ``unstorable``, a NUL is fine here (JSON spells it ``\\u0000``): for text sent, never stored."""
+    return _SURROGATE_PROBLEM if _LONE_SURROGATE.search(text) else ""
 
 
 @dataclass(frozen=True, slots=True)

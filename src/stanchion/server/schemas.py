@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
 
 from stanchion.server.params import NUL_FREE, Storable, storable
 from stanchion.server.uploads import FILENAME_PATTERN, clean_filename
-from stanchion.types import TENANT_KEY
+from stanchion.types import TENANT_KEY, unsendable
 
 # White space as Python's ``str.strip`` and ``re`` see it, spelled out: ``\s`` differs between Python,
 # JSON Schema (ECMA 262) and pydantic's regex engine.
@@ -59,20 +60,22 @@ class _OpenAI(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-def _all_storable(value: Any) -> Any:
-    """``value`` once every string in it (dict keys too) follows the one text rule
-    (``params.storable``): what goes to a provider is JSON, which cannot carry a lone surrogate."""
+def _all_sendable(value: Any) -> Any:
+    """``value`` once no string in it (dict keys too) holds a lone surrogate: what goes to a
+    provider is JSON in UTF-8, which cannot carry one (``types.unsendable``). These fields are
+    sent, never stored, so a NUL (JSON's ``\\u0000``) passes, as the schema allows."""
     if isinstance(value, str):
-        storable(value)
+        if problem := unsendable(value):
+            raise PydanticCustomError("unsendable_text", "{problem}", {"problem": problem})
     elif isinstance(value, BaseModel):
-        _all_storable(value.model_dump())
+        _all_sendable(value.model_dump())
     elif isinstance(value, dict):
         for key, item in value.items():
-            _all_storable(key)
-            _all_storable(item)
+            _all_sendable(key)
+            _all_sendable(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            _all_storable(item)
+            _all_sendable(item)
     return value
 
 
@@ -112,7 +115,7 @@ class _MessageIn(_OpenAI):
     @field_validator("name", "tool_calls", "tool_call_id")
     @classmethod
     def _storable_fields(cls, value: Any) -> Any:
-        return _all_storable(value)
+        return _all_sendable(value)
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -188,7 +191,7 @@ class ChatCompletionRequest(_OpenAI):
     def _storable_fields(cls, value: Any) -> Any:
         """The one text rule for every string sent upstream, as for message content (a lone
         surrogate in ``stop`` or a tool's schema was a 500 from the provider adapter)."""
-        return _all_storable(value)
+        return _all_sendable(value)
 
 
 class FunctionCallOut(BaseModel):
