@@ -23,6 +23,7 @@ from tests.server.conftest import Api, ingest_and_keys, make_spec, write_corpus
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.models.pricing import estimate_message_tokens, estimate_tokens
 from stanchion.server.app import create_app
+from stanchion.state.store import IN_PROGRESS
 from stanchion.spec import Spec
 from stanchion.testing.fake_openai import FakeOpenAIServer, Reply
 from stanchion.testing.live_server import LiveServer
@@ -70,12 +71,14 @@ class Served:
         return body.decode()
 
     def audit(self, action: str, *, count: int = 1) -> list[dict[str, Any]]:
-        """The tenant's audit records of ``action``, once ``count`` of them are there (streams are
-        accounted after their last byte)."""
+        """The tenant's final audit records of ``action``, once ``count`` of them are there
+        (streams are accounted after their last byte; a request's in-progress record, status 0,
+        is not its final one)."""
         deadline = time.monotonic() + 30
         with self.api.client(self.api.keys.admin) as c:
             while True:
-                records: list[dict[str, Any]] = c.get("/v1/audit", params={"action": action}).json()["data"]
+                listed: list[dict[str, Any]] = c.get("/v1/audit", params={"action": action}).json()["data"]
+                records = [r for r in listed if r["status"] != IN_PROGRESS]
                 if len(records) >= count or time.monotonic() > deadline:
                     return records
                 time.sleep(0.05)
