@@ -23,8 +23,8 @@ from tests.server.conftest import Api, ingest_and_keys, make_spec, write_corpus
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.models.pricing import estimate_message_tokens, estimate_tokens
 from stanchion.server.app import create_app
-from stanchion.state.store import IN_PROGRESS
 from stanchion.spec import Spec
+from stanchion.state.store import IN_PROGRESS
 from stanchion.testing.fake_openai import FakeOpenAIServer, Reply
 from stanchion.testing.live_server import LiveServer
 from stanchion.types import Message
