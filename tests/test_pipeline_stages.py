@@ -118,6 +118,30 @@ class TestPipelineOrder:
             "account",
         ]
 
+    def test_a_call_served_at_cache_lookup_skips_retrieve_and_generate(self) -> None:
+        """A stage that answers at cache_lookup (a cache hit) ends the work: neither retrieve nor
+        generate runs, stage or step; the answer is still checked, stored and accounted."""
+        seen: list[Seen] = []
+
+        async def hit(call: Call) -> None:
+            call.result, call.served = "from the cache", True
+
+        async def must_not_run(call: Call) -> None:
+            raise AssertionError("a served call retrieved or generated")
+
+        pipeline = recording(seen).with_stage("cache_lookup", hit)
+        call = Call(RequestContext("t", "u", route="r"), "answer")
+        asyncio.run(pipeline.run(call, retrieve=must_not_run, generate=must_not_run))
+        assert call.result == "from the cache"
+        assert passed_in_order(seen) == [
+            "admit",
+            "check_input",
+            "cache_lookup",
+            "check_output",
+            "cache_store",
+            "account",
+        ]
+
     def test_a_call_refused_at_admission_or_input_check_is_not_accounted(self) -> None:
         """A 429 or a 422 stops the call before it is accepted: nothing past that place runs."""
 

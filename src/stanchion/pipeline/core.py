@@ -11,6 +11,9 @@ of that place. The server places its rate-limit admission at ``admit`` and its `
 with no stage yet (check input, cache lookup, check output, cache store) are where the guards
 and the cache plug in.
 
+A stage before ``retrieve`` (the cache) may answer the call itself: it sets ``result`` (or
+``events``) and ``served``, and the retrieve and generate places are skipped.
+
 A call is *accepted* once its input is checked: from then on, however it ends, ``close`` runs
 the account place (a 429 at admission or a 422 from the input check is not accounted). A
 streaming endpoint ``start``s the pipeline, which runs up to and including ``generate`` (the
@@ -42,6 +45,9 @@ POSITIONS: tuple[Position, ...] = (
     "account",
 )
 _OPENING: tuple[Position, ...] = POSITIONS[:5]
+# What a call answered before it retrieves (a cache hit) skips; its output is still checked,
+# stored and accounted like any other.
+_SERVED_SKIPS: frozenset[Position] = frozenset({"retrieve", "generate"})
 
 
 @dataclass(eq=False)
@@ -63,6 +69,7 @@ class Call:
     outcome: Outcome = field(default_factory=Outcome)
     result: Any = None  # the endpoint's own result: an Answer, a SearchResult, vectors
     events: AsyncIterator[Any] | None = None  # a stream, set at generate
+    served: bool = False  # answered by a stage before retrieve (a cache hit): result or events set
 
 
 class Stage(Protocol):
@@ -145,6 +152,8 @@ class Pipeline:
         }
         try:
             for position in _OPENING:
+                if position in _SERVED_SKIPS and call.served:
+                    continue  # answered at cache_lookup: nothing to retrieve or generate
                 for stage in self._at[position]:
                     await stage(call)
                 step = steps.get(position)
