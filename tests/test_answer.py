@@ -231,6 +231,24 @@ class TestAnswerer:
         assert set(answer.latency_ms) == {"retrieve", "rerank", "generate", "verify", "total"}
         assert answer.cost_usd == 0.0 and answer.model == "extractive"
 
+    def test_retrieved_sources_are_handed_to_answer_not_fetched_again(
+        self, app: App, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``retrieve`` (the pipeline's retrieve place) packs the sources a stage can inspect;
+        ``answer(retrieved=...)`` answers from exactly those, without searching again."""
+        chat = answerer(app, ExtractiveModel(app.embedder))
+        question = "How many weeks of parental leave do parents get?"
+        retrieved = asyncio.run(chat.retrieve(question))
+        assert any("16 weeks" in source.text for source in retrieved.packed.sources.values())
+        searches: list[str] = []
+        real = chat.retriever.search
+        monkeypatch.setattr(
+            chat.retriever, "search", lambda query, **kw: searches.append(query) or real(query, **kw)
+        )
+        answer = asyncio.run(chat.answer(question, retrieved=retrieved))
+        assert searches == [] and LEAVE in answer.text
+        assert answer.citations[0].title == "Parental leave"
+
     def test_abstains_on_an_unanswerable_question(self, app: App) -> None:
         """Nothing relevant: the abstain text, no citations."""
         answer = ask(

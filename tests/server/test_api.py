@@ -325,7 +325,9 @@ def test_usage_is_per_tenant_and_admin_only(api: Api) -> None:
         c.post("/v1/search", json={"query": "launch"})
         c.post("/v1/search", json={"query": "launch code"})
     with api.client(api.keys.admin) as c:
-        usage = c.get("/v1/usage").json()
+        deadline = time.monotonic() + 30  # usage is read from the audit log, written in batches
+        while (usage := c.get("/v1/usage").json())["requests"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
     # acme: the ops key's search (globex's two are not counted)
     assert usage["tenant"] == "acme" and usage["requests"] == 1
 
@@ -340,7 +342,11 @@ def test_audit_log_is_the_tenants_own_newest_first_a_page_at_a_time(api: Api) ->
     with api.client(api.keys.globex) as c:
         c.post("/v1/search", json={"query": "launch code"})
     with api.client(api.keys.admin) as c:
-        searches = c.get("/v1/audit", params={"action": "search"}).json()
+        # Records reach the log in batches (server/audit.py flushes every 0.2 s): wait for them.
+        deadline = time.monotonic() + 30
+        while len((searches := c.get("/v1/audit", params={"action": "search"}).json())["data"]) < 2:
+            assert time.monotonic() < deadline, searches
+            time.sleep(0.05)
         first = c.get("/v1/audit", params={"action": "search", "limit": 1}).json()
         rest = c.get("/v1/audit", params={"action": "search", "before": first["last_id"]}).json()
         later = c.get("/v1/audit", params={"since": time.time() + 60}).json()

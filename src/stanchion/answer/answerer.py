@@ -105,7 +105,10 @@ class AnswerEvent:
 
 
 @dataclass
-class _Run:
+class Retrieved:
+    """One question's run: what retrieval found and packed into its prompt (``Answerer.retrieve``,
+    the pipeline's retrieve place), then what generating and verifying added."""
+
     question: str
     started: float
     packed: Packed = field(default_factory=lambda: Packed({}, [], []))
@@ -163,10 +166,12 @@ class Answerer:
         history: Sequence[Message] = (),
         search_query: str | None = None,
         context: RequestContext | None = None,
+        retrieved: Retrieved | None = None,
     ) -> Answer:
         """Answer ``question``; ``search_query`` (default: the question) is what is retrieved for;
-        ``context`` (whose request it is) goes with every model call."""
-        run = await self._prepare(question, where, k, history, search_query, context)
+        ``context`` (whose request it is) goes with every model call; ``retrieved`` is what
+        ``retrieve`` found already (else it is retrieved here)."""
+        run = retrieved or await self._prepare(question, where, k, history, search_query, context)
         if not run.packed.sources:
             return self._finish(run, [], abstained=True)
         completion = await self._generate(run, run.packed.messages)
@@ -200,17 +205,24 @@ class Answerer:
         history: Sequence[Message] = (),
         search_query: str | None = None,
         context: RequestContext | None = None,
+        retrieved: Retrieved | None = None,
     ) -> AsyncIterator[AnswerEvent]:
         """The answer text, sentence by sentence once verified, then the finished ``Answer``."""
         if self.spec.verify and self.spec.on_unsupported == "abstain":
             # Any unsupported sentence voids the answer, so nothing can be sent before the end.
             answer = await self.answer(
-                question, where=where, k=k, history=history, search_query=search_query, context=context
+                question,
+                where=where,
+                k=k,
+                history=history,
+                search_query=search_query,
+                context=context,
+                retrieved=retrieved,
             )
             yield AnswerEvent(text=answer.text)
             yield AnswerEvent(answer=answer)
             return
-        run = await self._prepare(question, where, k, history, search_query, context)
+        run = retrieved or await self._prepare(question, where, k, history, search_query, context)
         out = Assembly(run.packed.sources, hold_uncited=self.spec.verify)
         unsupported: list[str] = []
         if run.packed.sources:
@@ -235,6 +247,21 @@ class Answerer:
             yield AnswerEvent(text=answer.text)
         yield AnswerEvent(answer=answer)
 
+    async def retrieve(
+        self,
+        question: str,
+        *,
+        where: SearchFilter | None = None,
+        k: int | None = None,
+        history: Sequence[Message] = (),
+        search_query: str | None = None,
+        context: RequestContext | None = None,
+    ) -> Retrieved:
+        """Retrieve, rerank and pack the sources for ``question`` (the request pipeline's retrieve
+        place, where a stage can see them before any model does); pass the result to ``answer`` or
+        ``stream`` as ``retrieved``."""
+        return await self._prepare(question, where, k, history, search_query, context)
+
     # --- stages ----------------------------------------------------------------------------------
 
     async def _prepare(
@@ -245,8 +272,10 @@ class Answerer:
         history: Sequence[Message],
         search_query: str | None,
         context: RequestContext | None = None,
-    ) -> _Run:
-        run = _Run(question, time.perf_counter(), context=context)  # model: set by the model that answers
+    ) -> Retrieved:
+        run = Retrieved(
+            question, time.perf_counter(), context=context
+        )  # model: set by the model that answers
         started = time.perf_counter()
         with span("retrieve", mode=self.mode, candidates=self.spec.candidates) as current:
             result = await asyncio.to_thread(
@@ -276,12 +305,12 @@ class Answerer:
         )
         return run
 
-    def _retry_messages(self, run: _Run, unsupported: Sequence[str]) -> list[Message]:
+    def _retry_messages(self, run: Retrieved, unsupported: Sequence[str]) -> list[Message]:
         return retry_prompt(
             run.packed, run.question, unsupported, budget=self.context_tokens, counter=self.counter
         )
 
-    async def _generate(self, run: _Run, messages: Sequence[Message]) -> Completion:
+    async def _generate(self, run: Retrieved, messages: Sequence[Message]) -> Completion:
         started = time.perf_counter()
         with span("generate", model=self.model.name) as current:
             completion = await self.model.complete(messages, self._options(run))
@@ -293,7 +322,7 @@ class Answerer:
         run.usage += completion.usage.attributed(run.model)
         return completion
 
-    async def _sentences(self, run: _Run) -> AsyncIterator[CitedSentence]:
+    async def _sentences(self, run: Retrieved) -> AsyncIterator[CitedSentence]:
         """Complete sentences of a streamed generation, as soon as the next one has begun."""
         started = time.perf_counter()
         buffer, done = "", 0
@@ -318,7 +347,7 @@ class Answerer:
         for sentence in split_answer(buffer)[done:]:
             yield sentence
 
-    async def _verify(self, run: _Run, sentences: Sequence[CitedSentence]) -> list[SentenceCheck]:
+    async def _verify(self, run: Retrieved, sentences: Sequence[CitedSentence]) -> list[SentenceCheck]:
         started = time.perf_counter()
         if self.spec.verify:
             texts = {n: s.checked_text for n, s in run.packed.sources.items()}
@@ -331,7 +360,7 @@ class Answerer:
 
     def _finish(
         self,
-        run: _Run,
+        run: Retrieved,
         kept: Sequence[SentenceCheck],
         *,
         abstained: bool = False,
@@ -367,7 +396,7 @@ class Answerer:
         """The sentences of a reply, without an abstention the model may have added."""
         return [s for s in split_answer(text) if not self._abstains(s.body)]
 
-    def _options(self, run: _Run) -> ChatOptions:
+    def _options(self, run: Retrieved) -> ChatOptions:
         return ChatOptions(temperature=0.0, max_tokens=self.max_output_tokens, context=run.context)
 
 

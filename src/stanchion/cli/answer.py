@@ -129,14 +129,19 @@ async def _answer(pipeline: Pipeline, call: Call, answerer: Answerer, **ask: Any
     """The answer to ``call.query`` through the request pipeline: streamed to the terminal as it
     is verified when ``call.stream``, else in one piece."""
 
+    async def retrieve(call: Call) -> None:
+        call.retrieved = await answerer.retrieve(call.query, context=call.context, **ask)
+
     async def generate(call: Call) -> None:
         if call.stream:
-            call.events = answerer.stream(call.query, context=call.context, **ask)
+            call.events = answerer.stream(call.query, context=call.context, retrieved=call.retrieved, **ask)
         else:
-            call.result = await answerer.answer(call.query, context=call.context, **ask)
+            call.result = await answerer.answer(
+                call.query, context=call.context, retrieved=call.retrieved, **ask
+            )
             call.outcome.take_answer(call.result)
 
-    await pipeline.start(call, generate=generate)
+    await pipeline.start(call, retrieve=retrieve, generate=generate)
     try:
         if call.stream:
             assert call.events is not None

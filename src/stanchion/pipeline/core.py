@@ -68,6 +68,7 @@ class Call:
     error: Exception | None = None
     outcome: Outcome = field(default_factory=Outcome)
     result: Any = None  # the endpoint's own result: an Answer, a SearchResult, vectors
+    retrieved: Any = None  # what a grounded answer's retrieve place found (answer.Retrieved)
     events: AsyncIterator[Any] | None = None  # a stream, set at generate
     served: bool = False  # answered by a stage before retrieve (a cache hit): result or events set
 

@@ -131,15 +131,21 @@ async def chat_completions(
         else:
             options = _options(body, call.context)
 
+    async def retrieve(call: Call) -> None:
+        if grounded:
+            call.retrieved = await (await ctx.answerer(body.model)).retrieve(question, **ask)
+
     async def generate(call: Call) -> None:
         if body.stream:
             if grounded:
-                call.events = (await ctx.answerer(body.model)).stream(question, **ask)
+                answerer = await ctx.answerer(body.model)
+                call.events = answerer.stream(question, retrieved=call.retrieved, **ask)
             else:
                 # The route's stream goes straight to the SSE writer: no layer in between per token.
                 call.events = stream_pieces(ctx.app.route_model(body.model), messages, options)
         elif grounded:
-            call.outcome.take_answer(await (await ctx.answerer(body.model)).answer(question, **ask))
+            answerer = await ctx.answerer(body.model)
+            call.outcome.take_answer(await answerer.answer(question, retrieved=call.retrieved, **ask))
         else:
             completion = await ctx.app.route_model(body.model).complete(messages, options)
             outcome = call.outcome
@@ -150,10 +156,10 @@ async def chat_completions(
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     pipeline = ctx.request_pipeline
     if body.stream:
-        await pipeline.start(call, check=check, generate=generate)
+        await pipeline.start(call, check=check, retrieve=retrieve, generate=generate)
         assert call.events is not None
         return EventStreamResponse(_sse(ctx, pipeline, call, body, completion_id, call.events))
-    await pipeline.run(call, check=check, generate=generate)
+    await pipeline.run(call, check=check, retrieve=retrieve, generate=generate)
     outcome = call.outcome
     return ChatCompletion(
         id=completion_id,

@@ -98,12 +98,17 @@ async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResp
         nonlocal where
         where = ctx.where(principal, body.filters)  # a bad filter is a 422, before the call is accepted
 
+    async def retrieve(call: Call) -> None:
+        answerer = await ctx.answerer(route)
+        call.retrieved = await answerer.retrieve(body.question, where=where, k=body.k, context=call.context)
+
     async def generate(call: Call) -> None:
         answerer = await ctx.answerer(route)
-        call.result = await answerer.answer(body.question, where=where, k=body.k, context=call.context)
+        call.result = await answerer.answer(body.question, context=call.context, retrieved=call.retrieved)
         call.outcome.take_answer(call.result)
 
-    await ctx.request_pipeline.run(call, check=check, generate=generate)  # audited however it ends
+    # Audited however it ends.
+    await ctx.request_pipeline.run(call, check=check, retrieve=retrieve, generate=generate)
     result: Answer = call.result
     outcome = call.outcome
     usage = result.usage
