@@ -39,6 +39,17 @@ class BrokenEmbedder:
         raise RuntimeError("a bug in the embedder")
 
 
+class BreaksAfterRetrieval(BrokenEmbedder):
+    """Embeds the question (retrieval, before the stream's head) and the worker's warm-up, then
+    meets a bug on anything else: the extractive model's and the verifier's sentences, which a
+    grounded stream embeds after its head is sent."""
+
+    def embed(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> Vectors:
+        if set(texts) <= {QUESTION, "warm up"}:
+            return self.real.embed(texts)
+        return super().embed(texts, progress=progress)
+
+
 @pytest.fixture
 def upstream() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer(default=Reply(text="one two three", usage=(5, 3))) as server:
@@ -55,9 +66,10 @@ def _gateway(serve: ServerFactory, backend: str, upstream: FakeOpenAIServer, **s
     )
 
 
-def _ask(
-    route: str = "default", content: object = "How long do refunds take?", **body: Any
-) -> dict[str, Any]:
+QUESTION = "How long do refunds take?"
+
+
+def _ask(route: str = "default", content: object = QUESTION, **body: Any) -> dict[str, Any]:
     return {"model": route, "messages": [{"role": "user", "content": content}], **body}
 
 
@@ -178,9 +190,10 @@ class TestMidStreamFailures:
     def test_a_bug_mid_stream_ends_with_an_error_event_and_done(
         self, serve: ServerFactory, embedder: SentenceTransformerEmbedder, backend: str
     ) -> None:
-        api = serve(backend, server_embedder=BrokenEmbedder(embedder))
+        api = serve(backend, server_embedder=BreaksAfterRetrieval(embedder))
         with api.client(api.keys.ops) as c:
-            status, events = _events(c, _ask(stream=True))  # a grounded stream: retrieval fails
+            # A grounded stream retrieves before its head; the bug comes while it answers.
+            status, events = _events(c, _ask(stream=True))
         assert status == 200 and events[-1] == "[DONE]", events
         error = json.loads(events[-2])["error"]
         assert error["code"] == "internal_error" and error["type"] == "server_error"
