@@ -41,7 +41,7 @@ from stanchion.server.schemas import (
     error_responses,
     page_bounds,
 )
-from stanchion.server.uploads import upload_source_name
+from stanchion.server.uploads import upload_job, upload_source_name
 from stanchion.state import AuditRecord, Principal
 
 router = APIRouter(tags=["Documents"])
@@ -363,8 +363,8 @@ def _check_may_change(ctx: ServerContext, principal: Principal, doc: StoredDocum
     document already, so a 403 reveals nothing."""
     if principal.can("admin"):
         return
-    job_id = doc.unit.split("-", 1)[0] if doc.source == upload_source_name(principal.tenant) else ""
-    job = ctx.app.state.job(job_id) if job_id.startswith("job_") else None
+    job_id = upload_job(doc.unit) if doc.source == upload_source_name(principal.tenant) else None
+    job = ctx.app.state.job(job_id) if job_id is not None else None
     if job is None or job.tenant != principal.tenant or job.user != principal.user:
         raise APIError(
             403,

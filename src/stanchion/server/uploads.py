@@ -24,6 +24,7 @@ __all__ = [
     "FILENAME_PATTERN",
     "UPLOAD_SOURCE_PREFIX",
     "clean_filename",
+    "upload_job",
     "upload_source_name",
     "upload_unit",
 ]
@@ -53,6 +54,13 @@ def upload_source_name(tenant: str) -> str:
 def upload_unit(job_id: str, filename: str) -> str:
     """The unit, and so the document id after ``upload.<tenant>:``, of a new upload."""
     return f"{job_id}-{filename}"
+
+
+def upload_job(unit: str) -> str | None:
+    """The id of the job whose upload made ``unit`` (``upload_unit``'s inverse); None for a unit
+    named otherwise (an upload from before job ids were part of the name)."""
+    job_id, sep, _ = unit.partition("-")
+    return job_id if sep and job_id.startswith("job_") else None
 
 
 def clean_filename(name: str) -> str:
