@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import PurePath
 
-__all__ = ["table_as_text", "table_delimiter"]
+__all__ = ["rows_as_text", "table_as_text", "table_delimiter"]
 
 _BY_SUFFIX = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _BY_TYPE = {"text/csv": ",", "text/tab-separated-values": "\t", "text/tsv": "\t"}
@@ -37,19 +38,31 @@ def table_as_text(text: str, delimiter: str) -> str | None:
         rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
     except csv.Error:
         return None
-    rows = [row for row in rows if any(row)]
+    return rows_as_text(rows)
+
+
+def rows_as_text(rows: Sequence[Sequence[str]], *, labelled: bool = False) -> str | None:
+    """Rows already split into cells (the first row the header) as ``column: value; ...`` lines.
+
+    The parsed CSV above and tables found in other formats (PDF pages) share this. ``labelled``
+    says the first column holds row labels, as in a financial statement: each line then reads
+    ``label — column: value; ...``. None when there are fewer than two columns or no data row.
+    """
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
     if len(rows) < 2 or len(rows[0]) < 2:
         return None
-    header = _column_names(rows[0])
+    header = _column_names(list(rows[0]))
     lines = []
     for row in rows[1:]:
         names = header + [f"column {i + 1}" for i in range(len(header), len(row))]
-        pairs = [
-            f"{name}: {' '.join(value.split())}" for name, value in zip(names, row, strict=False) if value
-        ]
-        if pairs:
-            line = "; ".join(pairs)
-            lines.append(line if line[-1] in _SENTENCE_END else line + ".")
+        label = " ".join(row[0].split()) if labelled else ""
+        cells = zip(names[1:], row[1:], strict=False) if labelled else zip(names, row, strict=False)
+        pairs = [f"{name}: {' '.join(value.split())}" for name, value in cells if value.strip()]
+        if not pairs:
+            continue
+        line = "; ".join(pairs)
+        line = f"{label} \u2014 {line}" if label else line
+        lines.append(line if line[-1] in _SENTENCE_END else line + ".")
     return "\n".join(lines) if lines else None
 
 
