@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 import math
 import re
 import time
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -97,7 +98,10 @@ class DedupeResult:
 _NUM_PERM = 128
 _SHINGLE = 5
 _RNG_SEED = 0x5EED
-_BATCH_SHINGLES = 2_000_000  # bounds memory: one uint64 array of this many values per permutation pass
+_BLOCK = 4096  # shingles per vectorised step: a (block x permutations) uint64 array, 4 MiB
+_RNG = np.random.default_rng(_RNG_SEED)
+_MULT = _RNG.integers(1, 2**63, size=_NUM_PERM, dtype=np.uint64) | np.uint64(1)  # odd: a bijection
+_ADD = _RNG.integers(0, 2**63, size=_NUM_PERM, dtype=np.uint64)
 
 
 def _mix(x: U64) -> U64:
@@ -109,34 +113,31 @@ def _mix(x: U64) -> U64:
     return x ^ (x >> np.uint64(31))
 
 
-def _shingle_hashes(word_ids: list[int], weights: U64) -> U64:
+_WEIGHTS = _mix(np.arange(1, _SHINGLE + 1, dtype=np.uint64))
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_id(word: str) -> int:
+    """A stable 64-bit id per word (str hash() is salted per process); no vocabulary to grow."""
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _shingle_hashes(words: list[str]) -> U64:
     """64-bit hashes of every run of ``_SHINGLE`` consecutive words (one shingle for short texts)."""
-    ids = _mix(np.asarray(word_ids, dtype=np.uint64))
+    ids = _mix(np.fromiter(map(_word_id, words), dtype=np.uint64, count=len(words)))
     n = max(1, len(ids) - _SHINGLE + 1)
     acc = np.zeros(n, dtype=np.uint64)
     for j in range(min(_SHINGLE, len(ids))):
-        acc += ids[j : j + n] * weights[j]
+        acc += ids[j : j + n] * _WEIGHTS[j]
     return _mix(acc)
 
 
-def _signatures(shingles: list[U64]) -> U64:
-    """MinHash signatures, one row per document, using multiply-add permutations of the shingle hashes."""
-    rng = np.random.default_rng(_RNG_SEED)
-    mult = rng.integers(1, 2**63, size=_NUM_PERM, dtype=np.uint64) | np.uint64(1)  # odd: a bijection
-    add = rng.integers(0, 2**63, size=_NUM_PERM, dtype=np.uint64)
-    sig = np.empty((len(shingles), _NUM_PERM), dtype=np.uint64)
-    start = 0
-    while start < len(shingles):
-        # Gather documents until the batch holds enough shingles to amortise the per-permutation loop.
-        stop, total = start, 0
-        while stop < len(shingles) and (stop == start or total + len(shingles[stop]) <= _BATCH_SHINGLES):
-            total += len(shingles[stop])
-            stop += 1
-        flat = np.concatenate(shingles[start:stop])
-        offsets = np.cumsum([0] + [len(s) for s in shingles[start : stop - 1]])
-        for k in range(_NUM_PERM):
-            sig[start:stop, k] = np.minimum.reduceat(flat * mult[k] + add[k], offsets)
-        start = stop
+def _signature(shingles: U64) -> U64:
+    """The MinHash signature of one document: per permutation, the least permuted shingle hash."""
+    sig = np.full(_NUM_PERM, np.iinfo(np.uint64).max, dtype=np.uint64)
+    for start in range(0, len(shingles), _BLOCK):
+        block = shingles[start : start + _BLOCK]
+        np.minimum(sig, (block[:, None] * _MULT[None, :] + _ADD[None, :]).min(axis=0), out=sig)
     return sig
 
 
@@ -149,91 +150,111 @@ def _band_shape(threshold: float) -> tuple[int, int]:
     return _NUM_PERM, 1
 
 
-def dedupe_documents(docs: Sequence[Document], near_threshold: float = 0.9) -> DedupeResult:
-    """Drop exact and near-duplicate documents, keeping the first of each group in input order.
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """Why ``Deduper.check`` dropped a document: an ``exact`` or ``near`` copy of document ``of``."""
+
+    kind: Literal["exact", "near"]
+    of: str
+
+
+class Deduper:
+    """Exact and near-duplicate detection one document at a time, in arrival order.
 
     Exact duplicates share a hash of their lower-cased word sequence (so whitespace and punctuation
     differences from two renderings of one page do not matter). Near duplicates are found with
     MinHash over word 5-shingles and LSH banding, which keeps the work about linear in the number
-    of documents, then confirmed by an estimated Jaccard similarity >= ``near_threshold``.
-    Documents without words are kept as they are: there is nothing to compare.
+    of documents, then confirmed by an estimated Jaccard similarity >= ``near_threshold`` with the
+    earliest kept document. This is what lets ingestion stream: what it keeps per document is a
+    16-byte hash and a 1 KiB signature, never the text. Documents without words are kept as they
+    are: there is nothing to compare.
     """
-    if not 0.0 < near_threshold <= 1.0:
-        raise ValueError(f"near_threshold must be in (0, 1], got {near_threshold}")
-    started = time.perf_counter()
-    merged_into: dict[str, str] = {}
-    by_hash: dict[bytes, int] = {}
-    survivors: list[int] = []  # indices into docs that passed the exact stage and have words
-    kept_flags = [True] * len(docs)
-    # Word ids in order of first appearance: deterministic, unlike str hash(), which is salted per process.
-    vocab: defaultdict[str, int] = defaultdict(itertools.count().__next__)
-    word_ids: list[list[int]] = []
-    for i, doc in enumerate(docs):
+
+    def __init__(self, near_threshold: float = 0.9) -> None:
+        if not 0.0 < near_threshold <= 1.0:
+            raise ValueError(f"near_threshold must be in (0, 1], got {near_threshold}")
+        self._threshold = near_threshold
+        self._bands, self._rows = _band_shape(near_threshold)
+        self._band_weights = _mix(np.arange(1, self._rows + 1, dtype=np.uint64))
+        self._by_hash: dict[bytes, str] = {}  # word-sequence hash -> first document with it
+        self._ids: list[str] = []  # per signature row: the kept document it belongs to
+        self._alive: list[bool] = []
+        self._sigs = np.empty((0, _NUM_PERM), dtype=np.uint64)
+        self._buckets: list[dict[int, list[int]]] = [{} for _ in range(self._bands)]
+
+    def check(self, doc: Document) -> Duplicate | None:
+        """None if ``doc`` is kept (and remembered), else the document it duplicates."""
         words = _WORD.findall(doc.text.casefold())
         if not words:
-            continue
+            return None
         digest = hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).digest()
-        first = by_hash.setdefault(digest, i)
-        if first != i:
-            merged_into[doc.id] = docs[first].id
-            kept_flags[i] = False
-            continue
-        survivors.append(i)
-        word_ids.append(list(map(vocab.__getitem__, words)))
-    exact = len(merged_into)
+        first = self._by_hash.setdefault(digest, doc.id)
+        if first != doc.id:
+            return Duplicate("exact", first)
+        if self._threshold >= 1.0:
+            return None
+        sig = _signature(_shingle_hashes(words))
+        keys = (sig[: self._bands * self._rows].reshape(self._bands, self._rows) * self._band_weights).sum(
+            axis=1, dtype=np.uint64
+        )
+        key_list: list[int] = keys.tolist()
+        candidates: set[int] = set()
+        for band, key in enumerate(key_list):
+            candidates.update(self._buckets[band].get(key, ()))
+        ordered = sorted(c for c in candidates if self._alive[c])
+        if ordered:
+            similarity = (self._sigs[ordered] == sig).mean(axis=1)
+            hits = np.flatnonzero(similarity >= self._threshold)
+            if hits.size:
+                return Duplicate("near", self._ids[ordered[int(hits[0])]])
+        row = len(self._ids)
+        if row == len(self._sigs):  # grow by doubling: amortised O(1) per document
+            grown = np.empty((max(64, 2 * row), _NUM_PERM), dtype=np.uint64)
+            grown[:row] = self._sigs
+            self._sigs = grown
+        self._sigs[row] = sig
+        self._ids.append(doc.id)
+        self._alive.append(True)
+        for band, key in enumerate(key_list):
+            self._buckets[band].setdefault(key, []).append(row)
+        return None
 
-    near = 0
-    if near_threshold < 1.0 and len(survivors) > 1:
-        weights = _mix(np.arange(1, _SHINGLE + 1, dtype=np.uint64))
-        sig = _signatures([_shingle_hashes(ids, weights) for ids in word_ids])
-        near = _merge_near(docs, survivors, sig, near_threshold, kept_flags, merged_into)
+    def forget(self, ids: Collection[str]) -> None:
+        """Stop matching against these documents (their file failed, so they were never written)."""
+        if not ids:
+            return
+        for row, doc_id in enumerate(self._ids):
+            if doc_id in ids:
+                self._alive[row] = False
+        for digest in [d for d, doc_id in self._by_hash.items() if doc_id in ids]:
+            del self._by_hash[digest]
 
-    kept = [doc for doc, keep in zip(docs, kept_flags, strict=True) if keep]
+
+def dedupe_documents(docs: Sequence[Document], near_threshold: float = 0.9) -> DedupeResult:
+    """Drop exact and near-duplicate documents, keeping the first of each group in input order
+    (``Deduper`` says how they are found)."""
+    started = time.perf_counter()
+    deduper = Deduper(near_threshold)
+    kept: list[Document] = []
+    merged_into: dict[str, str] = {}
+    counts = {"exact": 0, "near": 0}
+    for doc in docs:
+        verdict = deduper.check(doc)
+        if verdict is None:
+            kept.append(doc)
+        else:
+            merged_into[doc.id] = verdict.of
+            counts[verdict.kind] += 1
     log.info(
         "clean.dedupe",
         extra={
             "documents": len(docs),
             "kept": len(kept),
-            "exact_merged": exact,
-            "near_merged": near,
+            "exact_merged": counts["exact"],
+            "near_merged": counts["near"],
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
-    return DedupeResult(kept=kept, exact_merged=exact, near_merged=near, merged_into=merged_into)
-
-
-def _merge_near(
-    docs: Sequence[Document],
-    survivors: list[int],
-    sig: U64,
-    threshold: float,
-    kept_flags: list[bool],
-    merged_into: dict[str, str],
-) -> int:
-    """Walk documents in input order; merge each into the earliest kept document it nearly duplicates."""
-    bands, rows = _band_shape(threshold)
-    band_weights = _mix(np.arange(1, rows + 1, dtype=np.uint64))
-    # One 64-bit key per (document, band); a collision only costs a Jaccard check.
-    keys = (sig[:, : bands * rows].reshape(len(survivors), bands, rows) * band_weights).sum(
-        axis=2, dtype=np.uint64
+    return DedupeResult(
+        kept=kept, exact_merged=counts["exact"], near_merged=counts["near"], merged_into=merged_into
     )
-    key_rows: list[list[int]] = keys.tolist()
-    buckets: list[dict[int, list[int]]] = [{} for _ in range(bands)]
-    merged = 0
-    for row, doc_index in enumerate(survivors):
-        candidates: set[int] = set()
-        for b, key in enumerate(key_rows[row]):
-            candidates.update(buckets[b].get(key, ()))
-        if candidates:
-            ordered = sorted(candidates)
-            similarity = (sig[ordered] == sig[row]).mean(axis=1)
-            hits = np.flatnonzero(similarity >= threshold)
-            if hits.size:
-                target = survivors[ordered[int(hits[0])]]
-                merged_into[docs[doc_index].id] = docs[target].id
-                kept_flags[doc_index] = False
-                merged += 1
-                continue
-        for b, key in enumerate(key_rows[row]):
-            buckets[b].setdefault(key, []).append(row)
-    return merged
