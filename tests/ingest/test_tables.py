@@ -9,7 +9,7 @@ import pytest
 
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.email import load_email
-from stanchion.ingest.tables import table_as_text, table_delimiter
+from stanchion.ingest.tables import MAX_LINE_CHARS, rows_as_text, table_as_text, table_delimiter
 
 
 def test_each_row_names_its_values_by_column() -> None:
@@ -32,6 +32,62 @@ def test_a_multi_line_cell_becomes_one_line() -> None:
         table_as_text('topic,note\nrefunds,"paid in\n  five days"\n', ",")
         == "topic: refunds; note: paid in five days."
     )
+
+
+def test_a_blank_corner_makes_the_first_column_row_labels() -> None:
+    """A CSV exported with its index column (blank corner) reads as labelled rows."""
+    assert table_as_text(",2018,2017\nRevenue,100,90\n", ",") == "Revenue \u2014 2018: 100; 2017: 90."
+
+
+class TestRowsAsText:
+    """Rows already split into cells (HTML, PDF): header levels, labels, groups, wide rows."""
+
+    def test_header_levels_join_per_column(self) -> None:
+        """A PDF loses colspans: a blank upper header cell continues the one to its left."""
+        rows = [["", "2018", "", "2017", ""], ["", "Q1", "Q2", "Q1", "Q2"], ["Sales", "10", "11", "8", "9"]]
+        assert rows_as_text(rows, header_rows=2) == (
+            "Sales \u2014 2018 / Q1: 10; 2018 / Q2: 11; 2017 / Q1: 8; 2017 / Q2: 9."
+        )
+
+    def test_expanded_spans_are_not_filled_again(self) -> None:
+        """With spans already expanded (HTML), a blank upper cell stays blank."""
+        rows = [
+            ["Item", "Revenue", "Revenue", ""],
+            ["Item", "2018", "2017", "Notes"],
+            ["Tea", "5", "4", "new"],
+        ]
+        assert rows_as_text(rows, header_rows=2, spanned_headers=False) == (
+            "Item: Tea; Revenue / 2018: 5; Revenue / 2017: 4; Notes: new."
+        )
+
+    def test_a_group_row_prefixes_the_labels_below_it(self) -> None:
+        """Sub-heading rows of a statement (a label, no values) name the rows that follow."""
+        rows = [
+            ["", "2018"],
+            ["Investing activities", ""],
+            ["Purchases of property, plant and equipment", "(1,577)"],
+            ["Financing activities", ""],
+            ["Dividends paid", "(4,000)"],
+        ]
+        assert rows_as_text(rows) == (
+            "Investing activities / Purchases of property, plant and equipment \u2014 2018: (1,577).\n"
+            "Financing activities / Dividends paid \u2014 2018: (4,000)."
+        )
+
+    def test_a_very_wide_row_is_cut_into_lines_that_keep_its_label(self) -> None:
+        """Every piece of a row too long for one chunk still says which row it is."""
+        header = ["", *(f"month {i}" for i in range(60))]
+        lines = str(rows_as_text([header, ["Widgets", *(str(1000 + i) for i in range(60))]])).split("\n")
+        assert len(lines) > 1
+        assert all(
+            line.startswith("Widgets \u2014 month ") and len(line) <= MAX_LINE_CHARS + 20 for line in lines
+        )
+        assert "month 59: 1059." in lines[-1]
+
+    def test_without_a_header_values_are_joined_by_bars(self) -> None:
+        """No header row: the cells as they are, after the label when there is one."""
+        assert rows_as_text([["a", "b"], ["c", "d"]], header_rows=0) == "a | b.\nc | d."
+        assert rows_as_text([["Owner", "Alice"]], header_rows=0, labelled=True) == "Owner: Alice."
 
 
 @pytest.mark.parametrize("text", ["just one line, of prose", "a,b\n", "", "single\ncolumn\n", '"a,b\nc,d'])

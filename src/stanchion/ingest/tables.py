@@ -1,13 +1,20 @@
-"""Delimited tables (CSV, TSV) as text that retrieval and answers can use.
+"""Tables (CSV and TSV files, HTML and PDF tables) as text that retrieval and answers can use.
 
 A raw CSV is one long run of commas to a sentence splitter, an embedder and a reader alike: a
 chunk or a quote holding ``LT-001,Rotterdam NL,Lyon FR,FTL,1480`` no longer says what 1480 is.
-Each row becomes one line that names its values by column::
+The same holds for an HTML or PDF table flattened cell by cell. Each row becomes one line that
+names its values by column::
 
     lane_id: LT-001; origin: Rotterdam NL; destination: Lyon FR; mode: FTL; rate_eur: 1480.
 
+and a row with a label (the first column of a financial statement, under a blank or unit
+header cell) leads with it, after the group row above it if there is one::
+
+    Investing activities / Purchases of property, plant and equipment — 2018: (1,577); 2017: (1,440).
+
 so any row, wherever a chunk boundary falls and whichever row an answer quotes, carries its
-header. Empty values are left out; a row longer than the header names its extra values
+headers and label. Several header rows (``2018`` over ``Q1 Q2``) are joined per column as
+``2018 / Q1``. Empty values are left out; a row longer than the header names its extra values
 ``column N``.
 """
 
@@ -23,6 +30,11 @@ __all__ = ["rows_as_text", "table_as_text", "table_delimiter"]
 _BY_SUFFIX = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _BY_TYPE = {"text/csv": ",", "text/tab-separated-values": "\t", "text/tsv": "\t"}
 _SENTENCE_END = ".!?"
+LABEL_SEPARATOR = " \u2014 "  # between a row's label and its named values
+LEVEL_SEPARATOR = " / "  # between header levels, and between a group row and a label
+# A row longer than this is cut into several lines, each with the row's label, so a chunk
+# boundary inside a very wide row still leaves every piece its label (256 MiniLM tokens ~ 900).
+MAX_LINE_CHARS = 600
 
 
 def table_delimiter(filename: str, content_type: str = "") -> str | None:
@@ -35,41 +47,87 @@ def table_as_text(text: str, delimiter: str) -> str | None:
     """The table's rows as ``column: value; ...`` lines, or None when ``text`` is no table
     (fewer than two columns in its first row, no data row, or not parseable as delimited text)."""
     try:
-        rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
+        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     except csv.Error:
         return None
-    return rows_as_text(rows)
+    return rows_as_text(rows, spanned_headers=False)
 
 
-def rows_as_text(rows: Sequence[Sequence[str]], *, labelled: bool = False) -> str | None:
-    """Rows already split into cells (the first row the header) as ``column: value; ...`` lines.
+def rows_as_text(
+    rows: Sequence[Sequence[str]],
+    *,
+    header_rows: int = 1,
+    labelled: bool | None = None,
+    spanned_headers: bool = True,
+) -> str | None:
+    """A table's rows (cells as text, header rows first) as one self-contained line per data row.
 
-    The parsed CSV above and tables found in other formats (PDF pages) share this. ``labelled``
-    says the first column holds row labels, as in a financial statement: each line then reads
-    ``label — column: value; ...``. None when there are fewer than two columns or no data row.
+    ``labelled``: the first column holds row labels rather than values (None: it does when its
+    header cell is blank, as in most financial statements). ``spanned_headers``: a blank cell in
+    an upper header row continues the cell to its left (a PDF's merged "2018" over "Q1 Q2"); pass
+    False when spans are already expanded (HTML) or impossible (CSV). With no header row, values
+    are joined by `` | ``, after the label when ``labelled``.
+
+    Returns None when the rows are no table: fewer than two columns in the first row, or no data
+    row with a value.
     """
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if len(rows) < 2 or len(rows[0]) < 2:
+    cleaned = [[" ".join(str(cell).split()) for cell in row] for row in rows]
+    cleaned = [row for row in cleaned if any(row)]
+    header_rows = max(0, min(header_rows, len(cleaned)))
+    if len(cleaned) <= header_rows or len(cleaned[0]) < 2:
         return None
-    header = _column_names(list(rows[0]))
-    lines = []
-    for row in rows[1:]:
-        names = header + [f"column {i + 1}" for i in range(len(header), len(row))]
-        label = " ".join(row[0].split()) if labelled else ""
-        cells = zip(names[1:], row[1:], strict=False) if labelled else zip(names, row, strict=False)
-        pairs = [f"{name}: {' '.join(value.split())}" for name, value in cells if value.strip()]
-        if not pairs:
+    head, body = cleaned[:header_rows], cleaned[header_rows:]
+    width = max(len(row) for row in cleaned)
+    names = _column_names(head, width, spanned=spanned_headers)
+    if labelled is None:
+        labelled = bool(head) and not any(row[0] for row in head if row)
+    lines: list[str] = []
+    group = ""
+    for row in body:
+        label = row[0] if labelled else ""
+        values = [(names[i], value) for i, value in enumerate(row) if value and (i > 0 or not labelled)]
+        if not values:
+            group = label  # a label with no values heads the rows below it
             continue
-        line = "; ".join(pairs)
-        line = f"{label} \u2014 {line}" if label else line
-        lines.append(line if line[-1] in _SENTENCE_END else line + ".")
+        if group:
+            label = group + LEVEL_SEPARATOR + label if label else group
+        lines.extend(_row_lines(label, values, named=bool(head)))
     return "\n".join(lines) if lines else None
 
 
-def _column_names(first: list[str]) -> list[str]:
-    """The header's cells, with blanks and repeats made unique so every value keeps a name."""
+def _column_names(head: list[list[str]], width: int, *, spanned: bool) -> list[str]:
+    """One name per column: its header cells top to bottom, blanks and repeats made unique."""
+    levels: list[list[str]] = []
+    for depth, row in enumerate(head):
+        cells = row + [""] * (width - len(row))
+        if spanned and depth < len(head) - 1:
+            below = head[depth + 1] + [""] * (width - len(head[depth + 1]))
+            for i in range(1, width):
+                if not cells[i] and below[i] and cells[i - 1]:
+                    cells[i] = cells[i - 1]
+        levels.append(cells)
     names: list[str] = []
-    for i, cell in enumerate(first):
-        name = " ".join(cell.split()) or f"column {i + 1}"
+    for i in range(width):
+        parts: list[str] = []
+        for cells in levels:
+            if cells[i] and (not parts or parts[-1] != cells[i]):
+                parts.append(cells[i])
+        name = LEVEL_SEPARATOR.join(parts) or f"column {i + 1}"
         names.append(name if name not in names else f"{name} ({i + 1})")
     return names
+
+
+def _row_lines(label: str, values: list[tuple[str, str]], *, named: bool) -> list[str]:
+    """The row as a line (several, each with the label, when it is very long)."""
+    pairs = [f"{name}: {value}" if named else value for name, value in values]
+    joiner = "; " if named else " | "
+    lead = label + (LABEL_SEPARATOR if named else ": ") if label else ""
+    lines: list[str] = []
+    current: list[str] = []
+    for pair in pairs:
+        if current and len(lead) + len(joiner.join([*current, pair])) > MAX_LINE_CHARS:
+            lines.append(lead + joiner.join(current))
+            current = []
+        current.append(pair)
+    lines.append(lead + joiner.join(current))
+    return [line if line[-1] in _SENTENCE_END else line + "." for line in lines]
