@@ -394,8 +394,22 @@ class TestCommands:
         )
         assert result.exit_code == 0, result.output
         body = json.loads(result.stdout)
-        assert list(body) == ["answer", "citations", "model", "usage", "cost_usd", "models", "latency_ms"]
+        assert list(body) == [
+            "answer", "citations", "model", "usage", "cost_usd", "models", "latency_ms", "abstained"
+        ]  # fmt: skip
         assert "CFO" in body["answer"] and body["citations"][0]["title"] == "Expenses"
+        assert body["abstained"] is False
+
+    def test_ask_json_says_when_it_abstained(self, spec_file: Path) -> None:
+        """An abstention is a field, not only the abstain text: `abstained` is true, nothing is cited."""
+        result = CliRunner().invoke(
+            self.cli(),
+            ["ask", "What is the boiling point of liquid nitrogen?", "--spec", str(spec_file), "--json"],
+        )
+        assert result.exit_code == 0, result.output
+        body = json.loads(result.stdout)
+        assert body["abstained"] is True and body["citations"] == []
+        assert body["answer"] == AnswerSpec().abstain_text
 
     def test_chat_uses_the_previous_question_for_follow_ups(self, spec_file: Path) -> None:
         """Two turns, the second a follow-up, then exit; both answers are printed with sources."""

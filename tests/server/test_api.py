@@ -10,6 +10,9 @@ import pytest
 from tests.server.conftest import Api, ServerFactory
 
 from stanchion.server.schemas import ChatCompletionChunk
+from stanchion.spec import AnswerSpec
+
+NITROGEN = "What is the boiling point of liquid nitrogen?"  # nothing in the corpus answers it
 
 
 def _search(api: Api, key: str, query: str) -> list[str]:
@@ -108,6 +111,24 @@ def test_answer_endpoint(api: Api) -> None:
         r = c.post("/v1/answer", json={"question": "What is the Q3 marketing budget?"})
     assert r.status_code == 200, r.text
     assert "4.2 million" in r.json()["answer"] and r.json()["citations"]
+
+
+def test_abstention_is_a_field_of_every_grounded_answer(api: Api) -> None:
+    """`abstained` is false on an answer and true on an abstention: in /v1/answer, in a grounded chat
+    completion's `stanchion` object, and on the finishing chunk of a grounded stream."""
+    for question, abstained in (("How long do refunds take?", False), (NITROGEN, True)):
+        with api.client(api.keys.ops) as c:
+            body = c.post("/v1/answer", json={"question": question}).json()
+            assert body["abstained"] is abstained and bool(body["citations"]) is not abstained
+            chat = c.post(
+                "/v1/chat/completions",
+                json={"model": "default", "messages": [{"role": "user", "content": question}]},
+            ).json()
+            assert chat["stanchion"]["abstained"] is abstained
+            _, text, chunks = _stream_chat(c, question)
+        final = next(ch for ch in chunks if ch.get("choices") and ch["choices"][0]["finish_reason"] == "stop")
+        assert final["stanchion"]["abstained"] is abstained  # type: ignore[index]
+        assert (text == AnswerSpec().abstain_text) is abstained
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,21 @@ class TestChat:
         citations = (reply.model_extra or {})["citations"]
         assert citations and all(c["document_id"].startswith("acme-public") for c in citations)
 
+    def test_abstention_is_an_extra_field(self, served: Served) -> None:
+        """Whether a grounded answer abstained rides in the `stanchion` extra field, which the client
+        keeps (streamed too, on the finishing chunk) without breaking its own types."""
+        question: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": "What is the boiling point of liquid nitrogen?"}
+        ]
+        reply = served.client.chat.completions.create(model="default", messages=question)
+        assert (reply.model_extra or {})["stanchion"]["abstained"] is True
+        assert (reply.model_extra or {})["citations"] == []
+        answered = served.client.chat.completions.create(model="default", messages=REFUNDS)
+        assert (answered.model_extra or {})["stanchion"]["abstained"] is False
+        with served.client.chat.completions.create(model="default", messages=question, stream=True) as stream:
+            chunks = list(stream)
+        assert (_finishing(chunks).model_extra or {})["stanchion"]["abstained"] is True
+
     def test_gateway_route_passes_the_upstream_answer(self, served: Served) -> None:
         """A gateway route answers with the upstream's text and usage."""
         reply = served.client.chat.completions.create(
@@ -111,7 +126,7 @@ class TestStream:
         assert extra["citations"] and all(
             c["document_id"].startswith("acme-public") for c in extra["citations"]
         )
-        assert extra["stanchion"]["model"] == "extractive"
+        assert extra["stanchion"]["model"] == "extractive" and extra["stanchion"]["abstained"] is False
         after = chunks[chunks.index(finishing) + 1 :]
         if include_usage:  # OpenAI's last chunk: empty choices and the usage, nothing else
             (usage_chunk,) = after

@@ -93,6 +93,7 @@ class Answer:
             "cost_usd": self.cost_usd,
             "models": [c.as_json() for c in self.costs],
             "latency_ms": dict(self.latency_ms),
+            "abstained": self.abstained,
         }
 
 

@@ -344,11 +344,14 @@ async def _sse(
         extra: dict[str, object] = {}
         if "citations" in outcome.detail:
             extra["citations"] = outcome.detail["citations"]
-        extra["stanchion"] = {
+        ours: dict[str, object] = {
             "model": outcome.model,
             "cost_usd": outcome.cost,
             "models": outcome.models_json(),
         }
+        if "abstained" in outcome.detail:  # a grounded answer's, as the non-streamed reply has it
+            ours["abstained"] = outcome.detail["abstained"]
+        extra["stanchion"] = ours
         last = frames.chunk({}, outcome.finish, **extra)
         if body.stream_options is not None and body.stream_options.include_usage:
             last += frames.usage(_usage_out(outcome.usage).model_dump())

@@ -243,7 +243,11 @@ class ChatCompletion(BaseModel):
     citations: list[CitationOut] = Field(
         default_factory=list, description="grounded routes: the sources cited"
     )
-    stanchion: dict[str, Any] = Field(default_factory=dict, description="model used, cost, per-stage latency")
+    stanchion: dict[str, Any] = Field(
+        default_factory=dict,
+        description="model used, cost, per-stage latency; grounded routes: `abstained` (true when the "
+        "sources did not answer and the text is the abstain sentence)",
+    )
 
 
 class _Exact(BaseModel):
@@ -280,7 +284,9 @@ class ChatCompletionChunk(_Exact):
     choices: list[ChunkChoice] = Field(description="empty on the usage chunk")
     usage: UsageOut | None = Field(None, description="the last chunk, with stream_options.include_usage")
     citations: list[CitationOut] | None = Field(None, description="grounded routes, on the finishing chunk")
-    stanchion: dict[str, Any] | None = Field(None, description="on the finishing chunk: model used, cost")
+    stanchion: dict[str, Any] | None = Field(
+        None, description="on the finishing chunk: model used, cost; grounded routes: `abstained`"
+    )
 
 
 # --- embeddings ------------------------------------------------------------------------------------
@@ -376,7 +382,9 @@ class AnswerResponse(BaseModel):
         default_factory=list, description="every model that produced tokens (a retry may use another)"
     )
     latency_ms: dict[str, float]
-    abstained: bool
+    abstained: bool = Field(
+        description="the sources did not answer: `answer` is the abstain sentence, no citations"
+    )
 
 
 # --- documents and jobs ----------------------------------------------------------------------------
