@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from stanchion.core.filters import SearchFilter
+from stanchion.core.analyze import query_terms
+from stanchion.core.filters import Condition, SearchFilter, build_filter
 from stanchion.errors import StoreError
 from stanchion.index.migrations import DOCUMENT_TENANT
 from stanchion.index.sqlite import SQLiteStore
-from stanchion.testing.store_suite import MODEL, StoreConformance, make_write, unit
+from stanchion.testing.store_suite import MODEL, StoreConformance, ids, make_write, unit
 
 
 class TestSQLiteStore(StoreConformance):
@@ -101,3 +102,64 @@ class TestSQLiteFile:
         finally:
             db.close()
         assert "documents_tenant" in plan and "TEMP B-TREE" not in plan
+
+
+class TestFiltersInMemory:
+    """Filters resolve from metadata columns cached beside the matrix; they must follow the file."""
+
+    def test_rewrite_by_another_connection_is_filtered_by_its_new_groups(self, tmp_path: Path) -> None:
+        """A chunk rewritten elsewhere (its rowid reused, its groups changed) never shows under the old
+        groups, once the reader's filter columns were already loaded."""
+        reader = SQLiteStore(tmp_path / "i.db")
+        writer = SQLiteStore(tmp_path / "i.db")
+        hr, eng = build_filter([], groups=["hr"]), build_filter([], groups=["eng"])
+        writer.write(
+            [
+                make_write("a", ["salary bands"], [unit(1)], metadata={"path": "a.md"}),
+                make_write("z", ["salary bands"], [unit(1)], metadata={"path": "z.md"}, groups=("hr",)),
+            ],
+            model=MODEL,
+        )
+        before = _rowid(tmp_path / "i.db", "z#0")
+        assert _both(reader, hr) == (["a#0", "z#0"], ["a#0", "z#0"])
+        assert _both(reader, build_filter(["path=z.md"])) == (["z#0"], ["z#0"])
+        writer.write(
+            [make_write("z", ["salary bands"], [unit(1)], metadata={"path": "y.md"}, groups=("eng",))],
+            model=MODEL,
+        )
+        assert _rowid(tmp_path / "i.db", "z#0") == before  # the case a stale cache would get wrong
+        assert _both(reader, hr) == (["a#0"], ["a#0"])
+        assert _both(reader, eng) == (["a#0", "z#0"], ["a#0", "z#0"])
+        assert _both(reader, build_filter(["path=z.md"])) == ([], [])
+        assert _both(reader, build_filter(["path=y.md"])) == (["z#0"], ["z#0"])
+        reader.close()
+        writer.close()
+
+    def test_same_values_of_other_types_are_kept_apart(self, tmp_path: Path) -> None:
+        """1, 1.0, True and "1" are equal in Python but select different chunks; a remembered
+        filter on one is never served for another."""
+        store = SQLiteStore(tmp_path / "t.db")
+        values: list[object] = [1, 1.0, True, "1", "1.0", [1, "x"]]
+        store.write(
+            [make_write(f"d{i}", ["freight"], metadata={"v": v}) for i, v in enumerate(values)], model=MODEL
+        )
+        for raw in (1, 1.0, True, "1", "1.0"):
+            where = SearchFilter((Condition("v", "eq", raw),))
+            expected = sorted(f"d{i}#0" for i, v in enumerate(values) if where.admits({"v": v}, ()))
+            assert sorted(ids(store.keyword_search(["freight"], 10, where))) == expected, raw
+            assert sorted(ids(store.vector_search(unit(1), 10, where))) == expected, raw
+        store.close()
+
+
+def _both(store: SQLiteStore, where: SearchFilter) -> tuple[list[str], list[str]]:
+    """Sorted ids that vector search and keyword search (the store's fixed test query) return."""
+    vector = sorted(ids(store.vector_search(unit(1), 10, where)))
+    return vector, sorted(ids(store.keyword_search(query_terms("salary"), 10, where)))
+
+
+def _rowid(path: Path, chunk_id: str) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT rowid FROM chunks WHERE id = ?", (chunk_id,)).fetchone()[0])
+    finally:
+        db.close()

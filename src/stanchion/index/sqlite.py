@@ -8,18 +8,21 @@ ingested). Every write is one transaction, so a crash never leaves half a docume
 Vectors are searched exactly (one matrix product) from a matrix loaded lazily and reloaded when
 any connection commits (``PRAGMA data_version``). Keyword search runs, by default, on an in-memory
 BM25 index built the same way from the FTS5 terms (``bm25.py`` says why); ``keyword_engine="fts5"``
-ranks inside FTS5 instead. Filters are evaluated in SQL and restrict the rows scored, so a filtered
-search can never miss a match nor return one it excludes.
+ranks inside FTS5 instead. Filters restrict the rows scored, so a filtered search can never miss a
+match nor return one it excludes. They are resolved in memory (``filter_index.py``: metadata
+columns loaded per key, from the same snapshot of the file as the matrix or BM25 index they
+restrict), or in SQL when the file keeps changing under a search and for the FTS5 engine.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,11 +32,14 @@ from stanchion.core.filters import Condition, SearchFilter
 from stanchion.core.text import index_text
 from stanchion.errors import StoreError
 from stanchion.index.bm25 import BM25Index
+from stanchion.index.filter_index import FilterIndex, StaleSnapshot, positions
 from stanchion.index.migrations import DOCUMENT_TENANT, migrate
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
 from stanchion.types import Chunk
 
 KeywordEngine = Literal["memory", "fts5"]
+_T = TypeVar("_T", BM25Index, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]])
+log = logging.getLogger(__name__)
 _CHUNK_COLUMNS = "c.id, c.document_id, c.text, c.position, c.metadata, c.access_groups"
 
 
@@ -63,6 +69,7 @@ class SQLiteStore:
             tuple[int, npt.NDArray[np.int64], npt.NDArray[np.object_], npt.NDArray[np.float32]] | None
         ) = None
         self._terms: tuple[int, BM25Index, npt.NDArray[np.object_]] | None = None
+        self._filters: tuple[int, FilterIndex] | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
 
@@ -247,11 +254,57 @@ class SQLiteStore:
         return [Scored(r[0], float(r[1])) for r in rows]
 
     def _memory_keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[Scored]:
-        index, ids = self._load_terms()
-        allowed = None if where.is_empty else self._allowed_positions(index.rowids, where)
-        if allowed is not None and not len(allowed):
-            return []
+        if where.is_empty:
+            index, ids = self._load_terms()[1:]
+            allowed = None
+        else:
+            (index, ids), allowed = self._restricted(self._load_terms, where)
+            if not len(allowed):
+                return []
         return [Scored(str(ids[row]), score) for row, score in index.search(terms, k, allowed)]
+
+    def _restricted(
+        self, load: Callable[[], tuple[int, _T, npt.NDArray[np.object_]]], where: SearchFilter
+    ) -> tuple[tuple[_T, npt.NDArray[np.object_]], npt.NDArray[np.int64]]:
+        """A cache (``load``: its version, its data, its chunk ids) and the positions in it of the
+        chunks ``where`` admits, both read from the same state of the file."""
+        with self._lock:
+            for _ in range(3):
+                version, data, ids = load()
+                try:
+                    filters = self._load_filters()
+                    if filters[0] == version:
+                        return (data, ids), positions(_rowids(data), filters[1].admitted(where))
+                except StaleSnapshot:
+                    pass
+                log.info("index.filter_snapshot_moved", extra={"path": str(self.path)})
+            # Another process keeps committing: evaluate the filter in SQL, as of now.
+            version, data, ids = load()
+            return (data, ids), self._allowed_positions(_rowids(data), where)
+
+    def _load_filters(self) -> tuple[int, FilterIndex]:
+        """Access groups of every chunk now, and metadata columns read on demand (same version)."""
+        with self._lock:
+            version = self._version()
+            if self._filters is None or self._filters[0] != version:
+                rows = self._db.execute("SELECT rowid, access_groups FROM chunks ORDER BY rowid").fetchall()
+                loaded = FilterIndex.build(rows, lambda key: self._column(key, version))
+                self._filters = (version if self._version() == version else -1, loaded)
+            return self._filters
+
+    def _column(self, key: str, version: int) -> list[tuple[int, object]]:
+        """(rowid, value) of every chunk whose metadata has ``key``, as of ``version``."""
+        path = '$."' + key.replace('"', "") + '"'
+        with self._lock:
+            if self._version() != version:
+                raise StaleSnapshot(f"the index changed before reading the metadata key {key!r}")
+            rows = self._db.execute(
+                "SELECT rowid, metadata -> ? FROM chunks WHERE metadata -> ? IS NOT NULL ORDER BY rowid",
+                (path, path),
+            ).fetchall()
+            if self._version() != version:
+                raise StaleSnapshot(f"the index changed while reading the metadata key {key!r}")
+        return [(rowid, json.loads(value)) for rowid, value in rows]
 
     def _allowed_positions(self, rowids: npt.NDArray[np.int64], where: SearchFilter) -> npt.NDArray[np.int64]:
         """Positions in ``rowids`` of the chunks the filter admits, computed in SQL."""
@@ -272,7 +325,11 @@ class SQLiteStore:
         admitted: npt.NDArray[np.int64] = positions[rowids[positions] == allowed]
         return admitted
 
-    def _load_terms(self) -> tuple[BM25Index, npt.NDArray[np.object_]]:
+    def _load_terms(self) -> tuple[int, BM25Index, npt.NDArray[np.object_]]:
+        """(version, the BM25 index, its chunk ids), reloaded when any connection has committed.
+
+        A version of -1 says a commit landed during the load: usable, but never taken as the same
+        state as another cache (and reloaded next time)."""
         with self._lock:
             version = self._version()
             if self._terms is None or self._terms[0] != version:
@@ -281,8 +338,9 @@ class SQLiteStore:
                     " ORDER BY t.rowid"
                 ).fetchall()
                 index = BM25Index((r[0], r[1]) for r in rows)
-                self._terms = (version, index, np.array([r[2] for r in rows], dtype=object))
-            return self._terms[1], self._terms[2]
+                stable = version if self._version() == version else -1
+                self._terms = (stable, index, np.array([r[2] for r in rows], dtype=object))
+            return self._terms
 
     def _version(self) -> int:
         # data_version moves when another connection commits; _writes counts our own commits.
@@ -291,7 +349,11 @@ class SQLiteStore:
     def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[Scored]:
         if k <= 0:
             return []
-        rowids, ids, matrix = self._load_matrix()
+        if where.is_empty:
+            _, (rowids, matrix), ids = self._load_matrix()
+            candidates = None
+        else:
+            ((rowids, matrix), ids), candidates = self._restricted(self._load_matrix, where)
         if not len(rowids):
             return []
         if matrix.shape[1] != vector.shape[0]:
@@ -299,25 +361,29 @@ class SQLiteStore:
                 f"query vector has {vector.shape[0]} dimensions but the index holds {matrix.shape[1]}; "
                 "was the index built with another embedding model?"
             )
-        if where.is_empty:
+        if candidates is None:
             scores = matrix @ vector
             candidates = np.arange(len(rowids))
+        elif not len(candidates):
+            return []
+        elif 3 * len(candidates) > len(rowids):
+            scores = (matrix @ vector)[candidates]  # one product beats copying most of the matrix
         else:
-            candidates = self._allowed_positions(rowids, where)
-            if not len(candidates):
-                return []
             scores = matrix[candidates] @ vector
         top = min(k, len(candidates))
         best = np.argpartition(-scores, top - 1)[:top]
         best = best[np.argsort(-scores[best], kind="stable")]
         return [Scored(str(ids[candidates[i]]), float(scores[i])) for i in best]
 
-    def _load_matrix(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_], npt.NDArray[np.float32]]:
-        """(sorted chunk rowids, their ids, their vectors), cached until any connection commits."""
+    def _load_matrix(
+        self,
+    ) -> tuple[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]], npt.NDArray[np.object_]]:
+        """(version, (sorted chunk rowids, their vectors), their ids), cached until any connection
+        commits; the version is -1 when a commit landed during the load (as in ``_load_terms``)."""
         with self._lock:
             version = self._version()
             if self._matrix is not None and self._matrix[0] == version:
-                return self._matrix[1], self._matrix[2], self._matrix[3]
+                return self._matrix[0], (self._matrix[1], self._matrix[3]), self._matrix[2]
             rows = self._db.execute(
                 "SELECT c.rowid, c.id, e.vector FROM chunks c"
                 " JOIN embeddings e ON e.model = c.model AND e.hash = c.hash ORDER BY c.rowid"
@@ -330,8 +396,9 @@ class SQLiteStore:
                 if rows
                 else np.zeros((0, 0), np.float32)
             )
-            self._matrix = (version, rowids, ids, matrix)
-            return rowids, ids, matrix
+            stable = version if self._version() == version else -1
+            self._matrix = (stable, rowids, ids, matrix)
+            return stable, (rowids, matrix), ids
 
     def _reader(self) -> sqlite3.Connection:
         """A read-only connection per thread, so a BM25 query and a vector search can overlap."""
@@ -386,6 +453,10 @@ class _Transaction:
             self._store._writes += 1
         else:
             db.execute("ROLLBACK")
+
+
+def _rowids(data: BM25Index | tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]) -> npt.NDArray[np.int64]:
+    return data.rowids if isinstance(data, BM25Index) else data[0]
 
 
 def _marks(items: Sequence[object]) -> str:

@@ -209,6 +209,45 @@ class StoreConformance:
         ]
         assert sorted(ids(store.vector_search(unit(1), 10, where))) == ["r0#0", "r1#0", "r2#0"]
 
+    def test_filtered_ranking_is_the_unfiltered_one_restricted(self, store: Store) -> None:
+        """Selective, broad, range and group filters return exactly the admitted chunks with the
+        scores and order they have without the filter; with a small k, the best k of them."""
+        rng = random.Random(11)
+        words = ["freight", "depot", "truck", "manifest", "customs", "invoice", "pallet", "route"]
+        writes = [
+            make_write(
+                f"f{i:02d}",
+                [" ".join(rng.choice(words) for _ in range(rng.randint(3, 14)))],
+                metadata={"path": f"dir/{i % 12}.md", "day": f"2025-01-{1 + i % 28:02d}"},
+                groups=("g1",) if i % 3 == 0 else (),
+            )
+            for i in range(60)
+        ]
+        store.write(writes, model=MODEL)
+        admitted = {c.id: (dict(c.metadata), c.access_groups) for w in writes for c in w.chunks}
+        terms, query = query_terms("freight truck customs"), unit(1, 0.5, -0.2, 0.3)
+        unfiltered = {
+            "bm25": store.keyword_search(terms, 1000, SearchFilter()),
+            "dense": store.vector_search(query, 1000, SearchFilter()),
+        }
+        for where in (
+            build_filter(["path=dir/5.md"]),
+            build_filter(["path!=dir/5.md"]),
+            build_filter(["day>=2025-01-20"]),
+            build_filter([], groups=[]),
+            build_filter(["path=dir/1.md,dir/3.md"], groups=["g1"]),
+        ):
+            for mode, hits in (
+                ("bm25", store.keyword_search(terms, 1000, where)),
+                ("dense", store.vector_search(query, 1000, where)),
+            ):
+                expected = [h for h in unfiltered[mode] if where.admits(*admitted[h.id])]
+                assert _ranked(hits) == _ranked(expected), (mode, where)
+                assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        where = build_filter(["path=dir/5.md"])
+        best = [h for h in unfiltered["dense"] if where.admits(*admitted[h.id])][:2]
+        assert ids(store.vector_search(query, 2, where)) == ids(best)
+
     def test_filter_operators(self, store: Store) -> None:
         """eq, in, ne, numeric and date ranges, and list membership."""
         store.write(
@@ -319,3 +358,8 @@ class StoreConformance:
             )
             assert sorted(ids(store.keyword_search(["share"], 100, where))) == expected
             assert sorted(ids(store.vector_search(unit(1), 100, where))) == expected
+
+
+def _ranked(hits: Sequence[object]) -> list[tuple[float, str]]:
+    """(score, id) best first, ties by id: the same ranking whichever way a backend breaks ties."""
+    return sorted(((round(h.score, 4), h.id) for h in hits), key=lambda p: (-p[0], p[1]))  # type: ignore[attr-defined]
