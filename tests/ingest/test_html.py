@@ -32,6 +32,11 @@ def handbook(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tables(fixtures: Path) -> Document:
+    return _load(fixtures / "html" / "tables.html")
+
+
+@pytest.fixture(scope="module")
 def doc(fixtures: Path) -> Document:
     return _load(fixtures / "html" / "confluence_page.html")
 
@@ -61,15 +66,23 @@ class TestDebianHandbook:
         text = _section(doc, top, "6.2.1. Initialization")
         assert text.startswith("For any work with APT, the list of available packages needs to be updated")
 
-    def test_table_rows_read_as_cells(self, handbook: Path) -> None:
-        """A table renders as "cell | cell" rows, header row first, under its DocBook title."""
+    def test_table_rows_name_their_columns(self, handbook: Path) -> None:
+        """Each row names its values by column, in a section named by the DocBook table title."""
         doc = _load(handbook / "sect.how-to-migrate.html")
-        assert (
-            "Table 3.1. Matching operating system and architecture\n\n"
-            "Operating System | Architecture(s)\n"
-            "DEC Unix (OSF/1) | alpha, mipsel\n"
-            "HP Unix | ia64, hppa\n"
-        ) in doc.text
+        title = "Table 3.1. Matching operating system and architecture"
+        rows = _section(doc, "3.2. How To Migrate", "3.2.4. Installing Debian", title).split("\n")
+        assert rows[:2] == [
+            "Operating System: DEC Unix (OSF/1); Architecture(s): alpha, mipsel.",
+            "Operating System: HP Unix; Architecture(s): ia64, hppa.",
+        ]
+        assert len(rows) == 14
+        assert doc.text.count(title) == 1  # the title names the table; it is not also a paragraph
+
+    def test_callout_tables_stay_prose(self, handbook: Path) -> None:
+        """A callout list laid out as a table (number image, explanation) reads as paragraphs."""
+        doc = _load(handbook / "sect.selinux.html")
+        assert "\n\nThe module must be identified by its name and version number." in doc.text
+        assert "| The module" not in doc.text and ": The module" not in doc.text
 
     def test_chapter_toc_is_dropped(self, handbook: Path) -> None:
         """A chapter page's link-only table of contents is navigation."""
@@ -134,15 +147,63 @@ class TestConfluenceExport:
     def test_table_list_code(self, doc: Document) -> None:
         """Tables as rows, lists as items, code and <br> keep their line breaks."""
         assert _section(doc, "Prerequisites", "Environments").split("\n") == [
-            "Environment | Cluster | Approver",
-            "staging | k8s-stg-1 | any engineer",
-            "production | k8s-prd-2 | on-call lead",
+            "Environment: staging; Cluster: k8s-stg-1; Approver: any engineer.",
+            "Environment: production; Cluster: k8s-prd-2; Approver: on-call lead.",
         ]
         assert "- VPN connected\n- Member of the deployers group" in _section(doc, "Prerequisites")
         steps = _section(doc, "Steps")
         assert "1. Tag the release.\n2. Run the pipeline." in steps
         assert "kubectl rollout status deploy/payments\nkubectl get pods -l app=payments" in steps
         assert "Rollback takes\nabout five minutes." in steps
+
+
+class TestTables:
+    """Data tables become one self-contained line per row; layout tables stay prose."""
+
+    def test_header_levels_and_the_caption(self, tables: Document) -> None:
+        """colspan/rowspan headers join per column; the caption names the table under its
+        heading; a row header and a footer row are rows like the others; prose after the table
+        is back under the heading."""
+        rows = _section(tables, "Quarterly revenue", "Revenue by region (EUR thousands)").split("\n")
+        assert rows == [
+            "Region: EMEA; 2018 / Q1: 1,200; 2018 / Q2: 1,350; 2017 / Q1: 1,010; 2017 / Q2: 1,090.",
+            "Region: Americas; 2018 / Q1: 980; 2018 / Q2: 1,020; 2017 / Q1: 870; 2017 / Q2: 905.",
+            "Region: Total; 2018 / Q1: 2,180; 2018 / Q2: 2,370; 2017 / Q1: 1,880; 2017 / Q2: 1,995.",
+        ]
+        assert _section(tables, "Quarterly revenue") == "Revenue is booked when the invoice is sent."
+
+    def test_statement_rows_carry_label_and_group(self, tables: Document) -> None:
+        """A unit in the corner makes the first column labels; a spanning group row prefixes them."""
+        assert _section(tables, "Cash flow").split("\n") == [
+            "Investing activities / Purchases of property, plant and equipment \u2014 2018: (1,577); 2017: (1,440).",
+            "Investing activities / Proceeds from sale of equipment \u2014 2018: 35; 2017: 12.",
+        ]
+
+    def test_first_row_headers_row_headers_and_rowspans(self, tables: Document) -> None:
+        """<th> in the first row (no thead) are the header; a rowspan value repeats in each row;
+        a vertical table of <th> keys reads "key: value"; bold first-row cells over numbers too."""
+        assert _section(tables, "Settings").split("\n") == [
+            "Setting: max_connections; Default: 100; Notes: Per worker.",
+            "Setting: timeout; Default: 30 s; Notes: Reads.",
+            "Setting: timeout; Default: 120 s; Notes: Uploads.",
+        ]
+        assert _section(tables, "Owners") == "Service: payments-api.\nOwner: Alice Example."
+        assert (
+            _section(tables, "Prices")
+            == "Plan: Starter; Monthly: $29; Seats: 5.\nPlan: Team; Monthly: $99; Seats: 25."
+        )
+
+    def test_layout_table_is_prose(self, tables: Document) -> None:
+        """Icon cell plus a paragraph per row: two paragraphs, no cell separators."""
+        text = _section(tables, "Layout")
+        assert text.startswith("Never restart the primary database during business hours:")
+        assert "\n\nAnnounce maintenance windows" in text
+        assert "|" not in text and ";" not in text
+
+    def test_nested_table_follows_named_by_its_row(self, tables: Document) -> None:
+        """A table inside a cell is a table of its own, after the outer rows, named by its row."""
+        assert _section(tables, "Regions") == "Region: EMEA.\nRegion: Americas; Datacenters: see the US page."
+        assert _section(tables, "Regions", "EMEA") == "Site: Frankfurt; Racks: 42.\nSite: Dublin; Racks: 18."
 
 
 class TestBadInput:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from pathlib import PurePath
 
@@ -35,6 +36,11 @@ LEVEL_SEPARATOR = " / "  # between header levels, and between a group row and a 
 # A row longer than this is cut into several lines, each with the row's label, so a chunk
 # boundary inside a very wide row still leaves every piece its label (256 MiniLM tokens ~ 900).
 MAX_LINE_CHARS = 600
+# A corner cell that gives the unit of the figures ("(in millions)", "$ thousands") names no column.
+_UNIT = re.compile(
+    r"\(.*\)|.{0,24}\b(thousands|millions|billions|000s)\b.{0,24}|[$\u20ac\u00a3]|(?-i:[A-Z]{3})",
+    re.IGNORECASE,
+)
 
 
 def table_delimiter(filename: str, content_type: str = "") -> str | None:
@@ -63,7 +69,7 @@ def rows_as_text(
     """A table's rows (cells as text, header rows first) as one self-contained line per data row.
 
     ``labelled``: the first column holds row labels rather than values (None: it does when its
-    header cell is blank, as in most financial statements). ``spanned_headers``: a blank cell in
+    header cells are blank or give a unit, "(in millions)", as in most financial statements). ``spanned_headers``: a blank cell in
     an upper header row continues the cell to its left (a PDF's merged "2018" over "Q1 Q2"); pass
     False when spans are already expanded (HTML) or impossible (CSV). With no header row, values
     are joined by `` | ``, after the label when ``labelled``.
@@ -80,7 +86,7 @@ def rows_as_text(
     width = max(len(row) for row in cleaned)
     names = _column_names(head, width, spanned=spanned_headers)
     if labelled is None:
-        labelled = bool(head) and not any(row[0] for row in head if row)
+        labelled = bool(head) and all(not row[0] or _UNIT.fullmatch(row[0]) for row in head)
     lines: list[str] = []
     group = ""
     for row in body:

@@ -1,8 +1,9 @@
 """HTML loader for wiki and Confluence exports and generated documentation (Sphinx, DocBook).
 
 Page chrome goes first (navigation, banners, breadcrumbs, sidebars, footers, scripts, forms), then
-the main content is walked in document order: headings open sections, tables become
-"cell | cell" rows, list items "- item" lines (ordered lists "1. item"), and ``pre`` blocks keep
+the main content is walked in document order: headings open sections, a data table becomes one
+self-contained ``column: value; ...`` line per row (see ``stanchion.ingest.tables``) in a section
+named by its caption, a layout table the prose in its cells, list items "- item" lines (ordered lists "1. item"), and ``pre`` blocks keep
 their line breaks and indentation.
 """
 
@@ -21,6 +22,7 @@ from stanchion.errors import IngestError
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.text import SectionBuilder, check_size
 from stanchion.ingest.normalize import normalize_text
+from stanchion.ingest.tables import rows_as_text
 from stanchion.types import Document, MetaValue
 
 log = logging.getLogger(__name__)
@@ -243,6 +245,15 @@ class _Renderer:
         self._inline: list[str] = []
         self._prefix = ""
         self._list_depth = 0
+        self._headings: list[tuple[int, str]] = []  # the builder's heading stack, as it stands
+
+    def _heading(self, level: int, title: str) -> None:
+        if not normalize_text(title):
+            return  # the builder ignores it too
+        while self._headings and self._headings[-1][0] >= level:
+            self._headings.pop()
+        self._headings.append((level, title))
+        self._builder.heading(level, title)
 
     def finish(self) -> SectionBuilder:
         self._flush()
@@ -269,13 +280,14 @@ class _Renderer:
         name = tag.name
         if name in _HEADINGS:
             self._flush()
-            self._builder.heading(int(name[1]), _text(tag))
+            self._heading(int(name[1]), _text(tag))
         elif name == "pre":
             self._flush()
             self._builder.code(tag.get_text(), tight=self._list_depth > 0)  # indentation and all
         elif name == "table":
-            self._flush()
-            self._builder.block(_table(tag))
+            self._table(tag)
+        elif _is_table_title(tag):
+            pass  # named with its table, see _table
         elif name in ("ul", "ol", "menu"):
             self._list(tag, ordered=name == "ol")
         elif name == "li":  # a stray item outside a list
@@ -294,6 +306,44 @@ class _Renderer:
         else:
             self.render(tag)
 
+    def _table(self, table: Tag, context: str = "") -> None:
+        """A data table as one self-contained line per row, in a section named by its caption
+        (under the heading it sits in); a layout table as the prose in its cells.
+
+        Nested tables come after their table's rows, each as a table of its own named by the row
+        it sat in. ``context`` names a nested table that has no caption.
+        """
+        self._flush()
+        caption = _caption(table) or context
+        layout = _is_layout(table)
+        nested: list[tuple[Tag, str]] = []
+        if not layout:
+            for inner in table.find_all("table"):
+                if inner.find_parent("table") is table:
+                    row = inner.find_parent("tr")
+                    first = _cells(row)[0] if isinstance(row, Tag) and _cells(row) else None
+                    name = _text(first) if first is not None and inner not in first.descendants else ""
+                    nested.append((inner.extract(), name))
+        text = None if layout else _table_text(table)
+        if text is None:
+            if not layout and caption:
+                self._builder.block(caption)
+            for row in _own_rows(table):
+                for cell in _cells(row):
+                    self._flush()
+                    self.render(cell)
+                    self._flush()
+        elif caption and self._headings and normalize_text(caption) != normalize_text(self._headings[-1][1]):
+            around = self._headings[-1]
+            self._heading(around[0] + 1, caption)
+            self._builder.block(text)
+            self._heading(*around)
+        else:
+            above = caption if caption and not self._headings else ""
+            self._builder.block(f"{above}\n{text}" if above else text)
+        for inner, name in nested:
+            self._table(inner, name)
+
     def _list(self, tag: Tag, *, ordered: bool) -> None:
         self._flush()
         self._list_depth += 1
@@ -310,20 +360,155 @@ class _Renderer:
         self._list_depth -= 1
 
 
-def _table(table: Tag) -> str:
-    """Rows as "cell | cell" lines, header rows (thead, or all-th rows) first, caption on top."""
-    head: list[str] = []
-    body: list[str] = []
-    for row in table.find_all("tr"):
-        if row.find_parent("table") is not table:
-            continue  # a nested table's row; its text already shows in the enclosing cell
-        cells = row.find_all(("td", "th"), recursive=False)
-        texts = [_text(cell) for cell in cells]
-        if not any(texts):
-            continue
-        line = " | ".join(texts)
-        is_head = row.find_parent("thead") is not None or all(c.name == "th" for c in cells)
-        (head if is_head else body).append(line)
+def _own_rows(table: Tag) -> list[Tag]:
+    """The table's own rows (not a nested table's), footer rows last as they are shown."""
+    rows = [tr for tr in table.find_all("tr") if tr.find_parent("table") is table]
+    return sorted(rows, key=lambda tr: tr.find_parent("tfoot") is not None)
+
+
+def _cells(row: Tag) -> list[Tag]:
+    return row.find_all(("td", "th"), recursive=False)
+
+
+def _span(cell: Tag, name: str, limit: int) -> int:
+    value = str(cell.get(name) or "1").strip()
+    return max(1, min(int(value), limit)) if value.isdigit() else 1
+
+
+def _is_layout(table: Tag) -> bool:
+    """A table used to lay out a page (callout lists, index columns, a bordered note), not data.
+
+    A header cell anywhere makes it data. Without one, a table of one row or one column, one that
+    holds lists, code or other tables in its cells, or one with at most two filled cells per row
+    and long prose in them lays out prose.
+    """
+    if str(table.get("role") or "").lower() in ("presentation", "none"):
+        return True
+    rows = _own_rows(table)
+    if table.find("thead") is not None or any(c.name == "th" for row in rows for c in _cells(row)):
+        return False
+    texts = [[_text(cell) for cell in _cells(row)] for row in rows]
+    texts = [row for row in texts if any(row)]
+    if len(texts) < 2 or max(len(row) for row in texts) < 2:
+        return True
+    if any(cell.find(_LAYOUT_CONTENT) is not None for row in rows for cell in _cells(row)):
+        return True
+    filled = [[t for t in row if t] for row in texts]
+    longest = sum(max(len(t) for t in row) for row in filled) / len(filled)
+    return max(len(row) for row in filled) <= 2 and longest >= _LAYOUT_PROSE_CHARS
+
+
+_LAYOUT_CONTENT = ["ul", "ol", "pre", "table", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"]
+_LAYOUT_PROSE_CHARS = 100  # a cell this long on average is prose, not a value
+_NUMBER = re.compile(r"[(\-\u2212+]?[$\u20ac\u00a3]?\d[\d,.' ]*%?\)?")
+_MAX_SPAN = 1000  # colspan/rowspan beyond this is a typo or an attack, not a layout
+
+
+_GridCell = tuple[str, str, bool]  # text where shown, text in its first column only, is <th>
+
+
+def _grid(table: Tag) -> tuple[list[list[str]], list[list[str]], list[list[bool]], list[bool]]:
+    """The table with spans expanded: each cell's text where it is shown (a colspan repeats it in
+    every column it covers, a rowspan in every row), the same with colspan repeats blank (a body
+    value belongs to one column), whether each cell is a header cell, and whether each row is in
+    ``thead``."""
+    grid: list[list[_GridCell]] = []
+    in_head: list[bool] = []
+    below: dict[int, tuple[_GridCell, int]] = {}  # column -> (cell, rows it still covers)
+    rows = _own_rows(table)
+    for r, tr in enumerate(rows):
+        row: list[_GridCell] = []
+        for cell in _cells(tr):
+            _carry(row, below)
+            text = _text(cell)
+            rowspan = _span(cell, "rowspan", len(rows) - r)
+            for k in range(_span(cell, "colspan", _MAX_SPAN)):
+                placed = (text, text if k == 0 else "", cell.name == "th")
+                if rowspan > 1:
+                    below[len(row)] = (placed, rowspan - 1)
+                row.append(placed)
+        _carry(row, below)
+        grid.append(row)
+        in_head.append(tr.find_parent("thead") is not None)
+    full = [[c[0] for c in row] for row in grid]
+    single = [[c[1] for c in row] for row in grid]
+    is_th = [[c[2] for c in row] for row in grid]
+    return full, single, is_th, in_head
+
+
+def _carry(row: list[_GridCell], below: dict[int, tuple[_GridCell, int]]) -> None:
+    """Fill the columns that cells of rows above still span."""
+    while len(row) in below:
+        cell, left = below.pop(len(row))
+        if left > 1:
+            below[len(row)] = (cell, left - 1)
+        row.append(cell)
+
+
+def _header_rows(full: list[list[str]], is_th: list[list[bool]], in_head: list[bool], table: Tag) -> int:
+    """How many leading rows are headers: thead rows, else rows of header cells only, else a
+    first row that reads as one (bold, or words over columns of numbers) in a table with no <th>."""
+    count = 0
+    while count < len(full) and in_head[count]:
+        count += 1
+    if count:
+        return count
+    while count < len(full) and all(th for th, text in zip(is_th[count], full[count], strict=True) if text):
+        count += 1
+    if count or any(any(row) for row in is_th) or len(full) < 2:
+        return count
+    first = _own_rows(table)[0]
+    names = full[0][1:]
+    if not names or not all(0 < len(name) <= 60 for name in names):
+        return 0
+    bold = all(
+        _text(cell) == " ".join(_text(b) for b in cell.find_all(("b", "strong")))
+        for cell in _cells(first)
+        if _text(cell)
+    )
+    numbers_below = any(_NUMBER.fullmatch(value) for row in full[1:] for value in row[1:])
+    return int(bold or (numbers_below and not any(_NUMBER.fullmatch(name) for name in names)))
+
+
+def _table_text(table: Tag) -> str | None:
+    """The table as one ``column: value; ...`` line per data row (see ``stanchion.ingest.tables``),
+    or None when it is no table of values."""
+    full, single, is_th, in_head = _grid(table)
+    if not full:
+        return None
+    heads = _header_rows(full, is_th, in_head, table)
+    body = range(heads, len(full))
+    labelled: bool | None = None
+    if heads == 0:
+        # A header cell leading every row names it ("Version | 1.2"); so does the key column of a
+        # two-column key/value table.
+        row_heads = all(is_th[r] and is_th[r][0] for r in body)
+        labelled = row_heads or max(len(row) for row in full) == 2
+    rows = [full[r] if r < heads else single[r] for r in range(len(full))]
+    return rows_as_text(rows, header_rows=heads, labelled=labelled, spanned_headers=False)
+
+
+def _caption(table: Tag) -> str:
+    """What names the table: its <caption>, a DocBook title ("Table 3.1. ..."), or its summary."""
     caption = table.find("caption")
-    lines = ([_text(caption)] if isinstance(caption, Tag) and _text(caption) else []) + head + body
-    return "\n".join(lines)
+    if isinstance(caption, Tag) and caption.find_parent("table") is table and (text := _text(caption)):
+        return text
+    for parent in table.parents:
+        if parent.name == "table" or parent.name == "body":
+            break
+        title = parent.find(class_="title", recursive=False)
+        if isinstance(title, Tag) and _is_table_title(title):
+            return _text(title)
+    return " ".join(str(table.get("summary") or "").split())
+
+
+def _is_table_title(tag: Tag) -> bool:
+    """A DocBook table title: class "title" inside a ``div.table`` or ``div.informaltable``."""
+    classes = list(tag.get("class") or [])
+    parent = tag.parent
+    return (
+        "title" in classes
+        and isinstance(parent, Tag)
+        and bool({"table", "informaltable"} & set(parent.get("class") or []))
+        and parent.find("table") is not None
+    )
