@@ -32,7 +32,7 @@ LAYERS: list[list[str]] = [
     ["models"],
     ["index", "state"],
     ["ingest", "retrieve"],
-    ["answer"],
+    ["answer", "tools"],  # grounded answers; the tools a model may call (search, SQL, HTTP, ...)
     ["app"],  # the composition root: build(spec) -> App
     ["pipeline"],
     ["testing"],

@@ -1,7 +1,7 @@
 """Composition root: ``build(spec)`` wires the components the spec names. No globals.
 
 This is the one place components are built from the spec: the store, state, embedder, tokenizer,
-ingest pipeline, retriever, models, rerankers and answerers. The server and the CLI take an
+ingest pipeline, retriever, models, tools, rerankers and answerers. The server and the CLI take an
 ``App`` and add only what is theirs (the server's keys, limits, metrics and audit writer, in
 ``server/context.py``).
 """
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from stanchion.models.registry import ModelRegistry
     from stanchion.retrieve.rerank import Reranker
     from stanchion.state import StateStore
+    from stanchion.tools import Toolbox
 
 
 @dataclass
@@ -108,6 +109,13 @@ class App:
     def retriever(self) -> Retriever:
         r = self.spec.retrieval
         return Retriever(self.store, self.embedder, fusion=r.fusion, candidates=r.candidates)
+
+    @cached_property
+    def tools(self) -> Toolbox:
+        """The tools the spec declares (``tools:``), each built on first use."""
+        from stanchion.tools import Toolbox
+
+        return Toolbox(self.spec.tools, retriever=lambda: self.retriever)
 
     @cached_property
     def models(self) -> ModelRegistry:

@@ -12,6 +12,7 @@
      │    ├── Conflict                a write that another one, still in progress, excludes
      │    └── RedisError              an error reply from Redis (the server is up)
      ├── SearchError          a bad query, mode or filter
+     ├── ToolError            a tool call with arguments its schema refuses (``tool`` names it)
      └── ModelError           a chat model failed (``model`` names which)
           ├── ModelHTTPError      the provider answered with an error status (``status_code``, ``body``)
           │    ├── RateLimited        429; ``retry_after`` seconds when the provider said
@@ -105,6 +106,15 @@ class RedisError(StoreError):
 
 class SearchError(StanchionError):
     """A search request is invalid (unknown mode, malformed filter, k out of range)."""
+
+
+class ToolError(StanchionError):
+    """A tool was called with arguments its schema refuses; ``tool`` names it. The message says
+    which argument is wrong and what is allowed (a model reads it and may correct its call)."""
+
+    def __init__(self, message: str, *, tool: str) -> None:
+        self.tool = tool
+        super().__init__(f"tool {tool}: {message}")
 
 
 class ModelError(StanchionError):

@@ -33,6 +33,7 @@ SPEC_FILENAME = "stanchion.yaml"
 SourceType = Literal["auto", "text", "markdown", "html", "pdf", "beir", "slack", "email", "irc"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The sources of API uploads, one per tenant (``server/uploads.py``); no spec source may take one.
 UPLOAD_SOURCE_PREFIX = "upload."
 
@@ -236,6 +237,25 @@ class AnswerSpec(_Strict):
     abstain_text: str = "I could not find this in the sources."
 
 
+class ToolConfig(_Strict):
+    """A tool a model may call: ``tool`` names its factory, ``options`` are the factory's own."""
+
+    tool: str = Field(description="a registered tool (entry point group stanchion.tools): built in is search")
+    options: dict[str, Any] = Field(default_factory=dict, description="the tool's own settings")
+
+    @field_validator("tool")
+    @classmethod
+    def _registered(cls, tool: str) -> str:
+        registered = plugins.names(plugins.TOOLS)
+        if tool not in registered:
+            raise ValueError(f"unknown tool {tool!r} ({plugins.registered_text(registered)})")
+        return tool
+
+
+def _default_tools() -> dict[str, ToolConfig]:
+    return {"search": ToolConfig(tool="search")}
+
+
 def _default_models() -> dict[str, ModelSpec]:
     return {"extractive": ModelSpec(provider="extractive")}
 
@@ -289,8 +309,18 @@ class Spec(_Strict):
     routes: dict[str, RouteSpec] = Field(default_factory=_default_routes)
     answer: AnswerSpec = AnswerSpec()
     server: ServerSpec = ServerSpec()
+    tools: dict[str, ToolConfig] = Field(default_factory=_default_tools)
     # Where relative paths resolve from: the spec file's folder (not part of the YAML).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names(cls, tools: dict[str, ToolConfig]) -> dict[str, ToolConfig]:
+        for name in tools:
+            if not _TOOL_NAME.fullmatch(name):
+                # What the OpenAI and Anthropic APIs accept as a function name.
+                raise ValueError(f"tool name {name!r}: use 1-64 letters, digits, _ or -")
+        return tools
 
     @field_validator("sources")
     @classmethod

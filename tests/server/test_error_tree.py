@@ -32,6 +32,7 @@ EXAMPLES: dict[type[StanchionError], StanchionError] = {
     errors.Conflict: errors.Conflict("another job holds this document", backend="sqlite"),
     errors.RedisError: errors.RedisError("ERR unknown command"),
     errors.SearchError: errors.SearchError("bad filter"),
+    errors.ToolError: errors.ToolError("k: must be at most 20", tool="search"),
     errors.ModelError: errors.ModelError("failed", model="m"),
     errors.ModelHTTPError: errors.ModelHTTPError("500", model="m", status_code=500, body="internal"),
     errors.RateLimited: errors.RateLimited("429", model="m", retry_after=2.5),

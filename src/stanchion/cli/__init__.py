@@ -212,14 +212,22 @@ def _hits_json(result: object) -> dict[str, object]:
 @eval_app.command("retrieval")
 def eval_retrieval(
     dataset: Annotated[
-        Path, typer.Option("--dataset", "-d", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")
+        Path,
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or a collection folder "
+            "(collection.yaml, queries.jsonl, qrels.tsv), e.g. bench/collections/debian-manuals.",
+        ),
     ],
     split: Annotated[str, typer.Option("--split", help="qrels/SPLIT.tsv to score.")] = "test",
     mode: Annotated[str | None, typer.Option("--mode", "-m", help="bm25, dense or hybrid.")] = None,
     spec: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """nDCG@10, Recall@100, MRR@10 and query latency. The index is cached by corpus content."""
+    """nDCG@10, Recall@100, MRR@10 and query latency; for a collection also page/section hit@k.
+    The index is cached by corpus content."""
+    from stanchion.evals.collection import Collection, is_collection
     from stanchion.evals.retrieval import BeirDataset, run_retrieval_eval
     from stanchion.retrieve.search import MODES
 
@@ -228,7 +236,7 @@ def eval_retrieval(
         chosen = mode or base.retrieval.mode
         if chosen not in MODES:
             raise StanchionError(f"unknown mode {chosen!r}; choose one of {', '.join(MODES)}")
-        data = BeirDataset.load(dataset, split)
+        data = Collection.load(dataset) if is_collection(dataset) else BeirDataset.load(dataset, split)
         with IngestProgressBar(err, enabled=err.is_terminal, queries=len(data.queries)) as bar:
             report = run_retrieval_eval(data, base, mode=chosen, progress=bar, on_query=bar.query_done)
     except StanchionError as exc:
@@ -258,9 +266,11 @@ def demo(
 def _register_answer_commands() -> None:
     from stanchion.cli.answer import register
     from stanchion.cli.server import register as register_server
+    from stanchion.cli.tools import tools_app
 
     register(app, eval_app)
     register_server(app)
+    app.add_typer(tools_app, name="tools")
     try:
         from stanchion.cli.bench import bench_app
     except ImportError:  # pragma: no cover

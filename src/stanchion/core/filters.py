@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from stanchion.errors import SearchError
-from stanchion.types import unstorable
+from stanchion.request_context import RequestContext
+from stanchion.types import TENANT_KEY, unstorable
 
 Op = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte"]
 Scalar = str | int | float | bool
@@ -119,6 +120,15 @@ def build_filter(
 ) -> SearchFilter:
     conditions = tuple(parse_condition(e) for e in exprs) + tuple(extra)
     return SearchFilter(conditions, None if groups is None else frozenset(groups))
+
+
+def caller_filter(context: RequestContext, exprs: Sequence[str] = ()) -> SearchFilter:
+    """What ``context``'s caller may search: its filters AND its tenant, within its groups unless
+    it administers the tenant (scope ``admin``). The one rule for the server's searches and the
+    tools', so a tool a model calls sees no more than its caller would."""
+    tenant = Condition(TENANT_KEY, "eq", context.tenant)
+    groups = None if "admin" in context.scopes else context.groups
+    return SearchFilter((*build_filter(exprs).conditions, tenant), groups)
 
 
 def _unusable(value: Scalar) -> str:

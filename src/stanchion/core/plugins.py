@@ -1,6 +1,7 @@
 """Extension points a user reaches by entry point, as simonw/llm's plugins: a package, not an edit.
 
-A package adds a chat model provider by declaring, in its own ``pyproject.toml``::
+A package adds a tool the same way (group ``stanchion.tools``, see ``tools/registry.py``), and
+a chat model provider by declaring, in its own ``pyproject.toml``::
 
     [project.entry-points."stanchion.providers"]
     myprovider = "my_package.stanchion_provider:build"
@@ -18,9 +19,10 @@ import functools
 import sys
 from importlib.metadata import EntryPoint, entry_points
 
-__all__ = ["PROVIDERS", "PluginNotFound", "load", "names", "registered_text"]
+__all__ = ["PROVIDERS", "TOOLS", "PluginNotFound", "load", "names", "registered_text"]
 
 PROVIDERS = "stanchion.providers"
+TOOLS = "stanchion.tools"  # see tools/registry.py
 
 
 class PluginNotFound(LookupError):

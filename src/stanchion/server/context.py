@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from stanchion.app import App
-from stanchion.core.filters import Condition, SearchFilter, build_filter
+from stanchion.core.filters import SearchFilter, caller_filter
+from stanchion.request_context import RequestContext
 from stanchion.server.audit import AuditWriter
 from stanchion.server.auth import KeyResolver
 from stanchion.server.errors import APIError
@@ -24,7 +25,6 @@ from stanchion.server.jobs import JobLauncher
 from stanchion.server.metrics import Metrics
 from stanchion.server.ratelimit import Limits, RateLimiter, rate_limiter
 from stanchion.state import Principal
-from stanchion.types import TENANT_KEY
 
 if TYPE_CHECKING:
     from stanchion.answer import Answerer
@@ -86,10 +86,9 @@ class ServerContext:
 
     def where(self, principal: Principal, filters: list[str]) -> SearchFilter:
         """The caller's filters AND their tenant; their groups unless they administer the tenant."""
-        user = build_filter(filters)
-        tenant = Condition(TENANT_KEY, "eq", principal.tenant)
-        groups = None if "admin" in principal.scopes else principal.groups
-        return SearchFilter((*user.conditions, tenant), groups)
+        return caller_filter(
+            RequestContext(principal.tenant, principal.user, principal.groups, principal.scopes), filters
+        )
 
     def check_route(self, route: str) -> None:
         if route not in self.app.spec.routes:

@@ -33,6 +33,7 @@ from stanchion.errors import (
     SpecError,
     StanchionError,
     StoreError,
+    ToolError,
 )
 from stanchion.logs import request_id
 from stanchion.state.secrets import redact
@@ -96,7 +97,7 @@ def from_stanchion(exc: StanchionError) -> APIError:
     message and the request id; what the provider or driver said goes to the log (it can name
     internal hosts, SQL or another tenant's values).
     """
-    if isinstance(exc, SearchError | SpecError):
+    if isinstance(exc, SearchError | SpecError | ToolError):
         return APIError(400, "invalid_request", redact(str(exc)))
     if isinstance(exc, IngestError):
         return APIError(422, "unprocessable_document", redact(str(exc)))
