@@ -8,7 +8,15 @@ from typing import ClassVar
 
 import pytest
 
-from stanchion.evals.metrics import evaluate, mrr_at, ndcg_at, recall_at
+from stanchion.evals.metrics import (
+    PASSAGE_METRICS,
+    evaluate,
+    evaluate_passages,
+    hit_at,
+    mrr_at,
+    ndcg_at,
+    recall_at,
+)
 
 
 class TestHandComputed:
@@ -61,3 +69,28 @@ def test_agrees_with_trec_eval() -> None:
     cut = {q: {d: s for d, s in r.items() if s > 90} for q, r in trec_run.items()}
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
     assert ours["mrr@10"] == pytest.approx(sum(m["recip_rank"] for m in rr.values()) / len(qrels), abs=1e-9)
+
+
+class TestPassageMetrics:
+    """hit@k and MRR@10 over ranked passages, on an example worked by hand."""
+
+    def test_hit_at(self) -> None:
+        """The first relevant passage is at rank 3: a miss at 1, a hit at 5 and 10."""
+        ranked = ["p9", "p8", "p2", "p1"]
+        judged = {"p1": 1, "p2": 1, "p0": 0}
+        assert hit_at(ranked, judged, 1) == 0.0
+        assert hit_at(ranked, judged, 3) == 1.0
+        assert hit_at(["p0", "p7"], judged, 10) == 0.0  # judged 0 is not relevant
+
+    def test_evaluate_passages(self) -> None:
+        """q1 hits at rank 1, q2 at rank 6 (only hit@10), q3 never: means over all three."""
+        run = {"q1": ["a", "b"], "q2": ["x1", "x2", "x3", "x4", "x5", "b"], "q3": ["z"]}
+        qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 1}}
+        scores = evaluate_passages(run, qrels)
+        assert scores["hit@1"] == pytest.approx(1 / 3)
+        assert scores["hit@5"] == pytest.approx(1 / 3)
+        assert scores["hit@10"] == pytest.approx(2 / 3)
+        assert scores["mrr@10"] == pytest.approx((1 + 1 / 6) / 3)
+
+    def test_no_judged_queries(self) -> None:
+        assert evaluate_passages({}, {"q": {"a": 0}}) == dict.fromkeys(PASSAGE_METRICS, 0.0)

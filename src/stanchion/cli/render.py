@@ -129,6 +129,10 @@ def render_retrieval_report(
 ) -> None:
     table = Table(title=f"{dataset.name} ({split}, {mode})", show_header=False)
     for name, value in report.as_json().items():
+        if name == "passage_by_tag" and isinstance(value, dict):
+            for tag, scores in value.items():
+                table.add_row(f"passage [{tag}]", ", ".join(f"{k} {v}" for k, v in scores.items()))
+            continue
         shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
         table.add_row(name, str(shown))
     console.print(table)

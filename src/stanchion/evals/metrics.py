@@ -49,3 +49,27 @@ def evaluate(run: Run, qrels: Qrels) -> dict[str, float]:
         totals["recall@100"] += recall_at(ranked, qrels[q], 100)
         totals["mrr@10"] += mrr_at(ranked, qrels[q], 10)
     return {name: total / len(queries) for name, total in totals.items()}
+
+
+def hit_at(ranked: Sequence[str], judged: Mapping[str, int], k: int) -> float:
+    """1.0 when any of the first ``k`` is relevant (success@k), else 0.0."""
+    return 1.0 if any(judged.get(d, 0) > 0 for d in ranked[:k]) else 0.0
+
+
+PASSAGE_METRICS = ("hit@1", "hit@5", "hit@10", "mrr@10")
+
+
+def evaluate_passages(run: Run, qrels: Qrels) -> dict[str, float]:
+    """Mean hit@1, hit@5, hit@10 and MRR@10 over ranked passages (pages, sections).
+
+    An answer usually needs one evidence passage, not all of them, so recall is not reported:
+    a query scores when any of its judged passages ranks high. Queries as in ``evaluate``.
+    """
+    queries = [q for q, judged in qrels.items() if any(g > 0 for g in judged.values())]
+    totals = dict.fromkeys(PASSAGE_METRICS, 0.0)
+    for q in queries:
+        ranked = run.get(q, [])
+        for k in (1, 5, 10):
+            totals[f"hit@{k}"] += hit_at(ranked, qrels[q], k)
+        totals["mrr@10"] += mrr_at(ranked, qrels[q], 10)
+    return {name: total / len(queries) if queries else 0.0 for name, total in totals.items()}
