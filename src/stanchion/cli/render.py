@@ -33,6 +33,8 @@ class IngestProgressBar:
         )
         self._files = self._progress.add_task("files", total=None)
         self._chunks = self._progress.add_task("embedding", total=0)
+        # Documents committed, batch by batch: searchable while the rest is still being read.
+        self._written = self._progress.add_task("searchable", total=None)
         self._queries: TaskID | None = self._progress.add_task("queries", total=queries) if queries else None
 
     def __enter__(self) -> IngestProgressBar:
@@ -56,6 +58,9 @@ class IngestProgressBar:
 
     def embedded(self, count: int) -> None:
         self._progress.advance(self._chunks, count)
+
+    def committed(self, documents: int, chunks: int) -> None:
+        self._progress.advance(self._written, documents)
 
     def query_done(self) -> None:
         if self._queries is not None:

@@ -1,13 +1,25 @@
-"""The ingestion pipeline: units -> Documents -> Chunks -> vectors -> Store, incrementally.
+"""The ingestion pipeline: units -> Documents -> Chunks -> vectors -> Store, streamed in batches.
+
+Streaming, in bounded memory: a reader (a thread of its own, so files are parsed while the model
+embeds) loads each unit lazily, dedupes, chunks, and hands over whole documents, at most
+``READ_AHEAD`` ahead; the writer gathers them into a batch of at most ``batch_chunks`` chunks
+(or one document, if that alone is larger), embeds what the embedding cache lacks, and commits
+the batch, searchable from then on. What is held is one batch, the read-ahead, and per document
+a hash and a 1 KiB MinHash signature for deduplication: never the corpus.
 
 Incremental and idempotent:
 - a unit (file) whose content and spec settings are unchanged is not even read again;
 - a changed unit re-chunks; chunks whose text is unchanged reuse their cached vectors, so only
   new text is embedded;
 - documents that a unit no longer yields, and units gone from the source, are deleted.
-Crash-safe: documents are written in atomic batches of whole documents, and a unit is marked done
-only after all its documents are written, so a killed run leaves the index consistent and the
-next run finishes the job (documents already written are recognised by hash and skipped).
+
+Crash-safe: a document is written whole, in the same transaction that removes its old version,
+so a reader sees the old one or the new one, never both nor part. A unit is marked done only after
+its last document is committed and the documents it no longer yields are deleted, so a killed run
+leaves every committed batch in place and the next run finishes the job (documents already
+written are recognised by hash and skipped). A unit that fits in one batch is committed at once;
+a larger one (a corpus file of thousands of records) spans batches, and if it fails part way the
+documents it already committed stay, whole, and it stays unmarked, to be read again next run.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,9 +40,10 @@ from stanchion.core.text import index_text
 from stanchion.errors import IngestError
 from stanchion.index.store import DocumentWrite, Store
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
-from stanchion.ingest.clean import dedupe_documents
+from stanchion.ingest.clean import Deduper, Duplicate
 from stanchion.ingest.loaders import load_unit
 from stanchion.ingest.loaders.base import LoadContext
+from stanchion.ingest.read_ahead import ReadAhead
 from stanchion.ingest.tokens import Tokenizer
 from stanchion.ingest.units import DEFAULT_GLOBS, Unit, enumerate_units, signature
 from stanchion.spec import SourceSpec, Spec
@@ -38,16 +51,22 @@ from stanchion.types import TENANT_KEY, Chunk, Document, unstorable
 
 log = logging.getLogger(__name__)
 
-# Chunks gathered before one embedding pass + one write transaction. Large enough to keep the
-# model's batches full, small enough that a crash loses little work.
-FLUSH_CHUNKS = 512
+# Chunks embedded and committed together. Large enough to keep the model's batches full and
+# sorted by length, small enough that the first documents are searchable within seconds to a
+# minute, and that a crash loses little work.
+FLUSH_CHUNKS = 256
+# Documents the reader may have loaded and chunked ahead of the writer (0: no reader thread).
+READ_AHEAD = 8
 
 # Bump when a loader, cleaner or chunker changes what an unchanged file turns into: every index
 # then re-processes its sources on the next ingest, instead of keeping what the old code made.
 # Unchanged chunks come back from the embedding cache, so a bump costs reading, not embedding.
 # 2: CSV/TSV attachments as one "column: value" line per row; delimited rows split as sentences.
 # 3: code blocks (HTML <pre>, fenced and indented Markdown) keep their indentation and spacing.
-INGEST_VERSION = 3
+# 4: HTML and PDF tables as one self-contained "column: value" line per row.
+INGEST_VERSION = 4
+
+_NO_VECTORS = np.zeros((0, 0), np.float32)
 
 
 class Progress(Protocol):
@@ -57,6 +76,8 @@ class Progress(Protocol):
     def unit_done(self) -> None: ...
     def to_embed(self, count: int) -> None: ...
     def embedded(self, count: int) -> None: ...
+    def committed(self, documents: int, chunks: int) -> None:
+        """A batch is written: its documents are searchable from now on."""
 
 
 class NoProgress:
@@ -64,6 +85,7 @@ class NoProgress:
     def unit_done(self) -> None: ...
     def to_embed(self, count: int) -> None: ...
     def embedded(self, count: int) -> None: ...
+    def committed(self, documents: int, chunks: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +106,7 @@ class IngestSummary:
     exact_duplicates: int = 0
     near_duplicates: int = 0
     units: int = 0
+    batches: int = 0  # commits of written documents
     failed: list[Failure] = field(default_factory=list)
     # Sources that held nothing to ingest (an empty folder, a glob matching no file): not a failure,
     # but never silent either.
@@ -101,6 +124,7 @@ class IngestSummary:
             "cached": self.cached,
             "duplicates": {"exact": self.exact_duplicates, "near": self.near_duplicates},
             "units": self.units,
+            "batches": self.batches,
             "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
@@ -108,19 +132,62 @@ class IngestSummary:
 
 
 @dataclass(slots=True)
-class _Pending:
+class _Plan:
+    """One source's work in this run: the units to read, and what its index holds now."""
+
+    source: SourceSpec
+    fingerprint: str
+    todo: list[tuple[Unit, str]]  # (unit, signature), shortest path first
+    stored_hashes: dict[str, str]  # document id -> hash as stored
+    indexed: dict[str, tuple[str, str]]  # stored hash -> (document id, unit), for cross-run duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class _UnitEnd:
+    """The reader is through with a unit: what it found, or why it failed."""
+
+    source: str
+    unit: str
+    signature: str
+    ids: frozenset[str]  # every document the unit yields now (duplicates left out)
+    unchanged: int = 0
+    exact: int = 0
+    near: int = 0
+    failure: Failure | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
     writes: list[DocumentWrite] = field(default_factory=list)
     chunks: int = 0
-    # (source, unit, signature, ids of every document the unit yields now)
-    units: list[tuple[str, str, str, set[str]]] = field(default_factory=list)
+    ends: list[_UnitEnd] = field(default_factory=list)  # units complete once the writes are in
 
 
 class Pipeline:
-    def __init__(self, spec: Spec, store: Store, embedder: Embedder, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        store: Store,
+        embedder: Embedder,
+        tokenizer: Tokenizer,
+        *,
+        batch_chunks: int | None = None,
+        read_ahead: int | None = None,
+    ) -> None:
+        """``batch_chunks``: chunks per commit (default ``FLUSH_CHUNKS``); ``read_ahead``: documents
+        the reader thread may prepare ahead (default ``READ_AHEAD``; 0 reads in the calling thread)."""
+        batch_chunks = FLUSH_CHUNKS if batch_chunks is None else batch_chunks
+        read_ahead = READ_AHEAD if read_ahead is None else read_ahead
+        if batch_chunks < 1 or read_ahead < 0:
+            raise ValueError(
+                f"batch_chunks must be >= 1 and read_ahead >= 0, got {batch_chunks}, {read_ahead}"
+            )
         self.spec = spec
         self.store = store
         self.embedder = embedder
         self.tokenizer = tokenizer
+        self.batch_chunks = batch_chunks
+        self.read_ahead = read_ahead
 
     def run(
         self,
@@ -134,12 +201,38 @@ class Pipeline:
         started = time.perf_counter()
         progress = progress or NoProgress()
         summary = IngestSummary()
-        plan = [(s, self._units(s, summary)) for s in (self.spec.sources if sources is None else sources)]
-        progress.units(sum(len(units) for _, units in plan))
-        pending = _Pending()
-        for source, units in plan:
-            self._ingest_source(source, units, summary, pending, progress, prune_missing)
-        self._flush(pending, summary, progress)
+        found = [(s, self._units(s, summary)) for s in (self.spec.sources if sources is None else sources)]
+        progress.units(sum(len(units) for _, units in found))
+        plans = [
+            plan
+            for source, units in found
+            if (plan := self._plan(source, units, summary, progress, prune_missing)) is not None
+        ]
+        reader = self._read(plans)
+        items: Iterator[DocumentWrite | _UnitEnd] = (
+            ReadAhead(reader, self.read_ahead) if self.read_ahead else reader
+        )
+        batch = _Batch()
+        try:
+            for item in items:
+                if isinstance(item, _UnitEnd):
+                    self._unit_end(item, batch, summary, progress)
+                    continue
+                if batch.chunks and batch.chunks + len(item.chunks) > self.batch_chunks:
+                    self._flush(batch, summary, progress)
+                batch.writes.append(item)
+                batch.chunks += len(item.chunks)
+                progress.to_embed(len(item.chunks))
+                # Commit a full batch now; a part-full one too while the reader has nothing ready
+                # (a long file parsing): the model would idle, and the batch can be searchable.
+                if batch.chunks >= self.batch_chunks or (
+                    isinstance(items, ReadAhead) and not items.ready() and batch.chunks >= _MIN_EARLY
+                ):
+                    self._flush(batch, summary, progress)
+            self._flush(batch, summary, progress)
+        finally:
+            if isinstance(items, ReadAhead):
+                items.close()
         prune = getattr(self.store, "prune_embeddings", None)
         if callable(prune):
             prune()
@@ -159,18 +252,18 @@ class Pipeline:
             log.info("ingest.source_empty", extra={"source": source.name, "path": str(root)})
         return units
 
-    def _ingest_source(
+    def _plan(
         self,
         source: SourceSpec,
         units: list[Unit],
         summary: IngestSummary,
-        pending: _Pending,
         progress: Progress,
-        prune_missing: bool = True,
-    ) -> None:
+        prune_missing: bool,
+    ) -> _Plan | None:
+        """Delete units gone from the source; sign the rest and keep those that changed."""
         root = self.spec.resolve(source.path)
         if not root.exists():
-            return  # reported by _units; never delete an index because a mount is missing
+            return None  # reported by _units; never delete an index because a mount is missing
         fingerprint = _fingerprint(source, self.embedder.name)
         stored = self.store.units(source.name)
         present = {u.relpath for u in units}
@@ -179,48 +272,76 @@ class Pipeline:
                 [d.id for d in self.store.documents(source.name, unit=gone)]
             )
             self.store.delete_unit(source.name, gone)
-        loaded: list[tuple[Unit, str, list[Document]]] = []
+        todo: list[tuple[Unit, str]] = []
         for unit in units:
             summary.units += 1
             sig = signature(unit.path, fingerprint)
             if stored.get(unit.relpath) == sig:
                 summary.skipped += 1
                 progress.unit_done()
-                continue
-            try:
-                docs = self._load(source, unit)
-            except IngestError as exc:
-                summary.failed.append(Failure(str(unit.path), exc.reason))
-                progress.unit_done()
-                continue
-            loaded.append((unit, sig, docs))
-        if not loaded:
-            return  # every unit unchanged: the common re-run reads nothing more
+            else:
+                todo.append((unit, sig))
+        if not todo:
+            return None  # every unit unchanged: the common re-run reads nothing more
+        # Shortest path first, so of two identical files the canonical name (not "...-copy") is kept.
+        todo.sort(key=lambda t: (len(t[0].relpath), t[0].relpath))
         # One read of what is indexed, for duplicate checks and change detection alike.
-        stored_hashes = {d.id: d.hash for d in self.store.documents(source.name)}
-        kept_ids = self._dedupe(source, loaded, summary, fingerprint, stored_hashes)
-        for unit, sig, docs in loaded:
-            for doc in docs:
-                if doc.id not in kept_ids:
-                    continue
-                # The fingerprint is part of the stored hash, so a spec change re-indexes the document.
-                stamped = _stamped(doc, fingerprint)
-                if stored_hashes.get(doc.id) == stamped.hash:
-                    summary.unchanged += 1
-                    continue
-                chunks = self._chunk(source, doc)
-                pending.writes.append(
-                    DocumentWrite(stamped, chunks, np.zeros((0, 0), np.float32), unit.relpath)
-                )
-                pending.chunks += len(chunks)
-                progress.to_embed(len(chunks))
-                if pending.chunks >= FLUSH_CHUNKS:
-                    # Safe mid-unit: the unit is marked done only after its last document is written.
-                    self._flush(pending, summary, progress)
-            pending.units.append((source.name, unit.relpath, sig, {d.id for d in docs if d.id in kept_ids}))
-            progress.unit_done()
+        docs = self.store.documents(source.name)
+        return _Plan(
+            source,
+            fingerprint,
+            todo,
+            {d.id: d.hash for d in docs},
+            {d.hash: (d.id, d.unit) for d in docs},
+        )
 
-    def _load(self, source: SourceSpec, unit: Unit) -> list[Document]:
+    def _read(self, plans: list[_Plan]) -> Iterator[DocumentWrite | _UnitEnd]:
+        """Every changed unit, document by document: loaded, deduplicated, chunked (no store access:
+        this runs in the reader thread)."""
+        for plan in plans:
+            source = plan.source
+            deduper = Deduper(source.cleaning.near_duplicate_threshold) if source.cleaning.dedupe else None
+            rereads = {unit.relpath for unit, _ in plan.todo}
+            for unit, sig in plan.todo:
+                kept: list[str] = []
+                counts = {"unchanged": 0, "exact": 0, "near": 0}
+                try:
+                    for doc in self._load(source, unit):
+                        stamped = _stamped(
+                            doc, plan.fingerprint
+                        )  # the fingerprint re-indexes on spec changes
+                        verdict = _duplicate(deduper, doc, stamped, plan, rereads)
+                        if verdict is not None:
+                            counts[verdict.kind] += 1
+                            continue
+                        kept.append(doc.id)
+                        if plan.stored_hashes.get(doc.id) == stamped.hash:
+                            counts["unchanged"] += 1
+                            continue
+                        yield DocumentWrite(stamped, self._chunk(source, doc), _NO_VECTORS, unit.relpath)
+                except IngestError as exc:
+                    if deduper is not None:
+                        deduper.forget(set(kept))  # never written: later copies must not be dropped for them
+                    yield _UnitEnd(
+                        source.name,
+                        unit.relpath,
+                        sig,
+                        frozenset(),
+                        failure=Failure(str(unit.path), exc.reason),
+                    )
+                    continue
+                yield _UnitEnd(
+                    source.name,
+                    unit.relpath,
+                    sig,
+                    frozenset(kept),
+                    unchanged=counts["unchanged"],
+                    exact=counts["exact"],
+                    near=counts["near"],
+                )
+
+    def _load(self, source: SourceSpec, unit: Unit) -> Iterator[Document]:
+        """The unit's documents, one at a time, stamped with the source's settings."""
         ctx = LoadContext(
             source=source.name,
             relpath=unit.relpath,
@@ -236,61 +357,35 @@ class Pipeline:
             )
         if unit.path.is_file() and size == 0:
             raise IngestError(unit.path, "empty file")
+        # A unit writes only ids under its own (``LoadContext.doc_id``): the store replaces a
+        # document by id, so an id outside would overwrite another file's (another user's) document.
+        own = ctx.doc_id()
+        found = 0
         try:
-            docs = list(load_unit(unit.type, unit.path, ctx))
+            for d in load_unit(unit.type, unit.path, ctx):
+                if not d.text.strip():
+                    continue
+                if d.id != own and not d.id.startswith(own + ":"):
+                    raise IngestError(
+                        unit.path, f"{unit.type} loader gave a document id outside its file: {d.id!r}"
+                    )
+                found += 1
+                yield replace(
+                    d,
+                    source=source.name,
+                    path=d.path or unit.relpath,
+                    title=_storable(d.title),
+                    # The tenant is stamped last: no file can claim another tenant.
+                    metadata=_storable({**source.metadata, **d.metadata, TENANT_KEY: source.tenant}),
+                    access_groups=tuple(dict.fromkeys((*source.access_groups, *d.access_groups))),
+                )
         except IngestError:
             raise
         except Exception as exc:  # a loader bug on one odd file must not sink the whole run
             log.exception("ingest.loader_crashed", extra={"path": str(unit.path), "type": unit.type})
             raise IngestError(unit.path, f"{unit.type} loader failed: {type(exc).__name__}: {exc}") from exc
-        docs = [
-            replace(
-                d,
-                source=source.name,
-                path=d.path or unit.relpath,
-                title=_storable(d.title),
-                # The tenant is stamped last: no file can claim another tenant.
-                metadata=_storable({**source.metadata, **d.metadata, TENANT_KEY: source.tenant}),
-                access_groups=tuple(dict.fromkeys((*source.access_groups, *d.access_groups))),
-            )
-            for d in docs
-            if d.text.strip()
-        ]
-        if not docs:
+        if not found:
             raise IngestError(unit.path, "no text found in the file")
-        # A unit writes only ids under its own (``LoadContext.doc_id``): the store replaces a
-        # document by id, so an id outside would overwrite another file's (another user's) document.
-        own = ctx.doc_id()
-        stray = next((d.id for d in docs if d.id != own and not d.id.startswith(own + ":")), None)
-        if stray is not None:
-            raise IngestError(unit.path, f"{unit.type} loader gave a document id outside its file: {stray!r}")
-        return docs
-
-    def _dedupe(
-        self,
-        source: SourceSpec,
-        loaded: list[tuple[Unit, str, list[Document]]],
-        summary: IngestSummary,
-        fingerprint: str,
-        stored_hashes: dict[str, str],
-    ) -> set[str]:
-        # Shortest path first, so of two identical files the canonical name (not "...-copy") is kept.
-        docs = sorted((d for _, _, ds in loaded for d in ds), key=lambda d: (len(d.path), d.path, d.id))
-        if not source.cleaning.dedupe or not docs:
-            return {d.id for d in docs}
-        result = dedupe_documents(docs, source.cleaning.near_duplicate_threshold)
-        summary.exact_duplicates += result.exact_merged
-        summary.near_duplicates += result.near_merged
-        kept = {d.id for d in result.kept}
-        # Exact duplicates of documents already indexed from other units are dropped too.
-        indexed = {h: doc_id for doc_id, h in stored_hashes.items()}
-        loaded_ids = {d.id for d in docs}
-        for doc in result.kept:
-            twin = indexed.get(_stamped(doc, fingerprint).hash)
-            if twin is not None and twin != doc.id and twin not in loaded_ids:
-                kept.discard(doc.id)
-                summary.exact_duplicates += 1
-        return kept
 
     def _chunk(self, source: SourceSpec, doc: Document) -> list[Chunk]:
         spec = source.chunking
@@ -306,17 +401,40 @@ class Pipeline:
         )
         return chunk_document(doc, options, self.tokenizer, embed)
 
-    def _flush(self, pending: _Pending, summary: IngestSummary, progress: Progress) -> None:
-        if pending.writes:
-            all_chunks = [c for w in pending.writes for c in w.chunks]
+    def _unit_end(self, end: _UnitEnd, batch: _Batch, summary: IngestSummary, progress: Progress) -> None:
+        summary.unchanged += end.unchanged
+        summary.exact_duplicates += end.exact
+        summary.near_duplicates += end.near
+        progress.unit_done()
+        if end.failure is None:
+            batch.ends.append(end)
+            return
+        # The failed unit's documents not yet committed are dropped: a unit that fits in one batch
+        # is written whole or not at all (a replaced document keeps its old version).
+        summary.failed.append(end.failure)
+        dropped = [w for w in batch.writes if (w.document.source, w.unit) == (end.source, end.unit)]
+        if dropped:
+            batch.writes = [w for w in batch.writes if (w.document.source, w.unit) != (end.source, end.unit)]
+            lost = sum(len(w.chunks) for w in dropped)
+            batch.chunks -= lost
+            progress.to_embed(-lost)
+
+    def _flush(self, batch: _Batch, summary: IngestSummary, progress: Progress) -> None:
+        started = time.perf_counter()
+        all_chunks = [c for w in batch.writes for c in w.chunks]
+        embedded = 0
+        if batch.writes:
             cached = self.store.cached_vectors(self.embedder.name, [c.hash for c in all_chunks])
             missing = list({c.hash: c for c in all_chunks if c.hash not in cached}.values())
-            summary.cached += len(all_chunks) - len([c for c in all_chunks if c.hash not in cached])
-            progress.embedded(len(all_chunks) - sum(1 for c in all_chunks if c.hash not in cached))
+            from_cache = sum(1 for c in all_chunks if c.hash in cached)
+            summary.cached += from_cache
+            # Cached chunks, and repeats within the batch (embedded once), need no model time.
+            progress.embedded(len(all_chunks) - len(missing))
             if missing:
                 vectors = self.embedder.embed([index_text(c) for c in missing], progress=progress.embedded)
                 cached.update(zip((c.hash for c in missing), vectors, strict=True))
                 summary.embedded += len(missing)
+                embedded = len(missing)
             writes = [
                 replace(
                     w,
@@ -324,18 +442,50 @@ class Pipeline:
                     if w.chunks
                     else np.zeros((0, 1), np.float32),
                 )
-                for w in pending.writes
+                for w in batch.writes
             ]
             self.store.write(writes, model=self.embedder.name)
             summary.documents += len(writes)
             summary.chunks += len(all_chunks)
-        for source, unit, sig, ids in pending.units:
-            stale = [d.id for d in self.store.documents(source, unit=unit) if d.id not in ids]
+            summary.batches += 1
+        for end in batch.ends:
+            stale = [d.id for d in self.store.documents(end.source, unit=end.unit) if d.id not in end.ids]
             summary.deleted += self.store.delete_documents(stale)
-            self.store.set_unit(source, unit, sig)
-        pending.writes.clear()
-        pending.units.clear()
-        pending.chunks = 0
+            self.store.set_unit(end.source, end.unit, end.signature)
+        if batch.writes:
+            progress.committed(len(batch.writes), len(all_chunks))
+            log.info(
+                "ingest.batch",
+                extra={
+                    "documents": len(batch.writes),
+                    "chunks": len(all_chunks),
+                    "embedded": embedded,
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
+        batch.writes.clear()
+        batch.ends.clear()
+        batch.chunks = 0
+
+
+# A part-full batch is committed early, while the reader has nothing ready, once it holds this
+# many chunks: one model batch, so early commits do not cost embedding speed.
+_MIN_EARLY = 32
+
+
+def _duplicate(
+    deduper: Deduper | None, doc: Document, stamped: Document, plan: _Plan, rereads: set[str]
+) -> Duplicate | None:
+    """Whether ``doc`` repeats one read earlier in this run, or one indexed from a unit not read again."""
+    if deduper is None:
+        return None
+    verdict = deduper.check(doc)
+    if verdict is not None:
+        return verdict
+    twin = plan.indexed.get(stamped.hash)
+    if twin is not None and twin[0] != doc.id and twin[1] not in rereads:
+        return Duplicate("exact", twin[0])
+    return None
 
 
 def _nothing_found(source: SourceSpec, root: Path) -> str:

@@ -1,0 +1,193 @@
+"""Streaming ingestion: time to the first searchable document, chunks/s, and peak RSS as the corpus
+grows, for this code and a baseline (another checkout's ``src``), with the same script.
+
+The corpus is N copies of the Debian manuals' PDFs (618 pages) and the Debian Handbook's HTML
+(127 pages) from ../shared/data/docs-debian, linked into a temporary folder and ingested as one
+source (dedupe off, so every copy counts) into a fresh SQLite index. Each measurement runs in a
+child process of its own, so its peak RSS is its own: it puts ``--src`` first on ``sys.path``,
+ingests, and a watcher thread polls the index file from another connection for the first
+committed document. ``--embedder hash`` (a vector from a hash of the text) isolates what the
+pipeline holds from the model; ``minilm`` is the packaged model, for time to first searchable and
+chunks/s as users see them.
+
+    git archive HEAD~1 src | tar -x -C /tmp/base   # the baseline: any revision's src
+    python bench/ingest_stream.py --baseline /tmp/base/src --copies 1 2 4 --embedder hash
+    python bench/ingest_stream.py --baseline /tmp/base/src --copies 1 --embedder minilm
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STANCHION_SHARED_DATA", ROOT.parent / "shared" / "data")) / "docs-debian"
+
+
+def build_corpus(folder: Path, copies: int) -> Path:
+    """``copies`` copies of the PDFs and the handbook, as symbolic links (no disk used)."""
+    for i in range(copies):
+        for sub, pattern, target in (
+            ("pdf", "*.pdf", "pdf"),
+            ("debian-handbook-en-html", "*.html", "handbook"),
+        ):
+            dest = folder / f"copy{i}" / target
+            dest.mkdir(parents=True, exist_ok=True)
+            for file in sorted((DATA / sub).glob(pattern)):
+                (dest / file.name).symlink_to(file)
+    return folder
+
+
+class HashEmbedder:
+    """Unit vectors from a hash of each text: no model time, so the pipeline's own costs show."""
+
+    name = "bench-hash"
+    dim = 384
+
+    def embed(self, texts: Sequence[str], *, progress: Any = None) -> Any:
+        import numpy as np
+
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+            out[i] = np.random.default_rng(seed).standard_normal(self.dim)
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        if progress is not None:
+            progress(len(texts))
+        return out
+
+
+def child(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(Path(args.src).resolve()))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import stanchion
+    from stanchion.app import build
+    from stanchion.ingest import pipeline
+    from stanchion.spec import CleaningSpec, IndexSpec, SourceSpec, Spec
+
+    assert Path(stanchion.__file__).is_relative_to(Path(args.src).resolve()), stanchion.__file__
+    if args.read_ahead is not None and hasattr(pipeline, "READ_AHEAD"):
+        pipeline.READ_AHEAD = args.read_ahead
+    embedder: Any
+    if args.embedder == "minilm":
+        from stanchion.core.embed import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder()
+        embedder.warm_up()
+        embedder.embed(["warm up"] * 64)  # past the numpy budget: torch from the first batch
+    else:
+        embedder = HashEmbedder()
+    with tempfile.TemporaryDirectory(prefix="ingest-stream-") as tmp:
+        index = Path(tmp) / "index.db"
+        spec = Spec(
+            index=IndexSpec(path=str(index)),
+            sources=[SourceSpec(name="debian", path=args.corpus, cleaning=CleaningSpec(dedupe=False))],
+        )
+        app = build(spec, embedder=embedder)
+        first: list[float] = []
+        done = threading.Event()
+        started = time.perf_counter()
+
+        def watch() -> None:
+            conn = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+            while not done.wait(0.2):
+                try:
+                    if conn.execute("SELECT count(*) FROM documents").fetchone()[0] > 0:
+                        first.append(time.perf_counter() - started)
+                        return
+                except sqlite3.Error:
+                    continue  # the schema is still being created
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        summary = app.pipeline.run()
+        seconds = time.perf_counter() - started
+        done.set()
+        watcher.join()
+        app.close()
+    print(
+        json.dumps(
+            {
+                "documents": summary.documents,
+                "chunks": summary.chunks,
+                "embedded": summary.embedded,
+                "seconds": round(seconds, 1),
+                "first_searchable_s": round(first[0], 1) if first else round(seconds, 1),
+                "chunks_per_s": round(summary.chunks / seconds, 1),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "failed": len(summary.failed),
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--baseline", type=Path, help="a baseline checkout's src folder")
+    parser.add_argument("--ours", type=Path, default=ROOT / "src", help="the src folder measured as ours")
+    parser.add_argument("--copies", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--embedder", choices=["hash", "minilm"], default="hash")
+    parser.add_argument("--read-ahead", type=int, default=None, help="override pipeline.READ_AHEAD (ours)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--src", default=str(ROOT / "src"), help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    if not DATA.is_dir():
+        sys.exit(f"needs {DATA} (set STANCHION_SHARED_DATA)")
+    versions = [("ours", args.ours)]
+    if args.baseline:
+        versions.insert(0, ("baseline", args.baseline))
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="ingest-stream-corpus-") as tmp:
+        for copies in args.copies:
+            corpus = build_corpus(Path(tmp) / f"x{copies}", copies)
+            for name, src in versions:
+                command = [sys.executable, __file__, "--child", "--src", str(src), "--corpus", str(corpus)]
+                command += ["--embedder", args.embedder]
+                if args.read_ahead is not None and name == "ours":
+                    command += ["--read-ahead", str(args.read_ahead)]
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    sys.exit(f"{name} x{copies} failed:\n{done.stderr[-3000:]}")
+                rows[name, copies] = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"{name:<9} x{copies}: {rows[name, copies]}", flush=True)
+    print(f"\nembedder {args.embedder}; corpus: copies of 4 PDFs (618 pages) + 127 HTML pages")
+    print(
+        f"{'version':<9} {'copies':>6} {'chunks':>7} {'first (s)':>10} {'total (s)':>10} {'chunks/s':>9} {'peak RSS MB':>12}"
+    )
+    for (name, copies), r in rows.items():
+        print(
+            f"{name:<9} {copies:>6} {r['chunks']:>7} {r['first_searchable_s']:>10} {r['seconds']:>10} "
+            f"{r['chunks_per_s']:>9} {r['peak_rss_mb']:>12}"
+        )
+    if args.baseline:
+        for copies in args.copies:
+            base, ours = rows["baseline", copies], rows["ours", copies]
+            print(
+                f"x{copies}: first searchable {base['first_searchable_s'] / max(ours['first_searchable_s'], 0.1):.1f}x "
+                f"sooner, chunks/s x{ours['chunks_per_s'] / base['chunks_per_s']:.2f}, "
+                f"peak RSS {ours['peak_rss_mb'] - base['peak_rss_mb']:+d} MB"
+            )
+
+
+if __name__ == "__main__":
+    main()
