@@ -3,8 +3,8 @@
 A server worker starts it (at lower CPU priority) when jobs are queued, so embedding never
 competes with queries for the GIL. It claims jobs from the shared state until none is left,
 reporting a heartbeat; if it dies, the job's heartbeat goes stale and another worker re-queues it.
-The pipeline writes whole documents atomically and skips those already written, so a resumed job
-finishes where the dead one stopped and the index is never half-written.
+The pipeline writes whole documents atomically, in batches, and skips those already written, so a
+resumed job finishes where the dead one stopped and the index is never half-written.
 
 The spec arrives as JSON on stdin (never on the command line, where secrets would show in ``ps``).
 """

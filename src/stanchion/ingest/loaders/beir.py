@@ -66,7 +66,8 @@ def load_beir(path: Path, ctx: LoadContext) -> Iterator[Document]:
     Malformed lines (bad JSON, no ``_id``, non-string text, a repeated ``_id``) are skipped and
     counted; if more than 1% of the lines are malformed, or none is valid, ``IngestError`` names the
     first bad line. Because the file is streamed, that error can come after documents were
-    yielded: callers must treat the file as one unit (the pipeline collects it before writing).
+    yielded: the pipeline then drops those not yet committed and leaves the file unmarked, so the
+    next run reads it again.
     A record with an empty text keeps its title as text so that every corpus id stays searchable.
     """
     started = time.perf_counter()
