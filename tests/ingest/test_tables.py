@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
+from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.email import load_email
-from stanchion.ingest.tables import MAX_LINE_CHARS, rows_as_text, table_as_text, table_delimiter
+from stanchion.ingest.tables import MAX_LINE_CHARS, is_row_line, rows_as_text, table_as_text, table_delimiter
+from stanchion.ingest.tokens import tokenizer_for
+from stanchion.types import Document
 
 
 def test_each_row_names_its_values_by_column() -> None:
@@ -120,3 +124,35 @@ def test_a_mailed_csv_attachment_is_indexed_row_by_row() -> None:
         "lane_id: LT-001; origin: Rotterdam NL; destination: Lyon FR; mode: FTL; rate_eur: 1480; "
         "previous_rate_eur: 1395; change_pct: 6.1; transit_days: 2; effective_from: 2026-02-01."
     )
+
+
+class TestTableChunks:
+    """A long table chunks by rows: every line of every chunk is a whole row with its names."""
+
+    def test_every_chunk_line_is_a_whole_row(self) -> None:
+        """With the default overlap no chunk starts with the tail of a row."""
+        years = [str(y) for y in range(2019, 2014, -1)]
+        rows = [["(EUR millions)", *years]]
+        rows += [
+            [f"Line item number {i} of the statement", *(f"({i * 7 + j:,})" for j in range(5))]
+            for i in range(60)
+        ]
+        text = str(rows_as_text(rows))
+        tok = tokenizer_for("all-MiniLM-L6-v2")
+        chunks = chunk_document(Document(id="d", text=text), ChunkingOptions(size=128, overlap=32), tok)
+        assert len(chunks) > 5
+        lines = text.split("\n")
+        for chunk in chunks:
+            assert tok.count(chunk.text) <= 128
+            for line in chunk.text.split("\n"):
+                assert line in lines and is_row_line(line)
+                assert line.startswith("Line item number ") and "2019: " in line
+
+    def test_prose_keeps_its_overlap(self) -> None:
+        """Text that is no table keeps the overlap: each chunk starts inside the one before."""
+        text = " ".join(f"Sentence number {i} talks about retrieval and ranking." for i in range(60))
+        tok = tokenizer_for("all-MiniLM-L6-v2")
+        chunks = chunk_document(Document(id="d", text=text), ChunkingOptions(size=64, overlap=16), tok)
+        assert len(chunks) > 3
+        for before, after in itertools.pairwise(chunks):
+            assert text.find(after.text) < text.find(before.text) + len(before.text)

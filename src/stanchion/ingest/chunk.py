@@ -9,8 +9,8 @@ slice of it, so chunk text is the document's own text, never re-joined or prefix
 
 * ``recursive`` splits a run by paragraphs, then lines, sentences, words and finally tokens, only
   as far as a piece is too big, and packs the pieces greedily. Each chunk after the first in a run
-  starts with up to ``overlap`` tokens copied from the end of the one before, cut at a word start,
-  and the overlap counts against ``size``.
+  starts with up to ``overlap`` tokens copied from the end of the one before, cut at a word start
+  (never inside a table row: it then starts at the next row), and the overlap counts against ``size``.
 * ``semantic`` embeds the run's sentences and cuts where adjacent similarity drops below
   ``semantic_threshold`` (by default an adaptive per-document threshold, see
   ``adaptive_threshold``, mean minus one standard deviation of the document's similarities, each
@@ -57,6 +57,7 @@ from stanchion.core.sentences import (
     trim,
 )
 from stanchion.errors import EmbeddingError, IngestError
+from stanchion.ingest.tables import is_row_line
 from stanchion.ingest.tokens import Tokenizer
 from stanchion.types import Chunk, Document, Section, content_hash
 
@@ -412,8 +413,18 @@ def _overlap_start(text: str, previous: Span, overlap: int, tokens: _TokenSpans)
     for k in inside[max(0, len(inside) - overlap) :] if overlap > 0 else ():
         at = tokens.starts[k]
         if at == previous[0] or text[at - 1].isspace():
-            return at
+            return _past_row_tail(text, at, previous[1], after)
     return after
+
+
+def _past_row_tail(text: str, at: int, end: int, after: int) -> int:
+    """``at``, or the next line when ``at`` falls inside a table row: a row's tail without its
+    label and column names (``ingest/tables.py``) would be a chunk's misleading first line."""
+    begin = text.rfind("\n", 0, at) + 1
+    stop = text.find("\n", at)
+    if at == begin or not is_row_line(text[begin : len(text) if stop < 0 else stop]):
+        return at
+    return _trim_start(text, stop) if 0 <= stop < end else after
 
 
 def _trim_start(text: str, at: int) -> int:

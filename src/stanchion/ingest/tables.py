@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from pathlib import PurePath
 
-__all__ = ["rows_as_text", "table_as_text", "table_delimiter"]
+__all__ = ["is_row_line", "rows_as_text", "table_as_text", "table_delimiter"]
 
 _BY_SUFFIX = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _BY_TYPE = {"text/csv": ",", "text/tab-separated-values": "\t", "text/tsv": "\t"}
@@ -41,6 +41,17 @@ _UNIT = re.compile(
     r"\(.*\)|.{0,24}\b(thousands|millions|billions|000s)\b.{0,24}|[$\u20ac\u00a3]|(?-i:[A-Z]{3})",
     re.IGNORECASE,
 )
+
+
+# A line rows_as_text writes: "name: value; name: value..." or "label — name: value...".
+_ROW_LINE = re.compile(
+    r"[^:;\n]{1,120}: [^;\n]*(?:; [^:;\n]{1,120}: [^;\n]*)+|[^\n]{1,300}?\u2014 [^:;\n]{1,120}: [^\n]*"
+)
+
+
+def is_row_line(line: str) -> bool:
+    """Whether ``line`` reads as a table row written by ``rows_as_text`` (a chunker keeps it whole)."""
+    return _ROW_LINE.fullmatch(line.strip()) is not None
 
 
 def table_delimiter(filename: str, content_type: str = "") -> str | None:
