@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
+import pdf_samples
 import pytest
 from pypdf import PdfReader, PdfWriter
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
+from stanchion.app import build
+from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.errors import IngestError
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.pdf import load_pdf
+from stanchion.spec import IndexSpec, SourceSpec, Spec
 from stanchion.types import Document
 
 CTX = LoadContext(source="manuals", relpath="runbook.pdf")
@@ -35,6 +38,14 @@ def _make_pdf(path: Path, bodies: tuple[str, ...] = BODIES, *, title: str = "Ops
         pdf.drawString(72, 40, f"Page {number} of {len(bodies)}")
         pdf.showPage()
     pdf.save()
+    return path
+
+
+def _encrypt(source: Path, path: Path, user_password: str, algorithm: str) -> Path:
+    """``source`` encrypted with pypdf's writer (AES needs the cryptography package)."""
+    writer = PdfWriter(clone_from=PdfReader(source))
+    writer.encrypt(user_password=user_password, owner_password="owner", algorithm=algorithm)
+    writer.write(path)
     return path
 
 
@@ -79,13 +90,13 @@ class TestGeneratedPdf:
         assert HEADER not in doc.text
         assert doc.metadata["pages"] == 4
 
-    def test_empty_password_encryption_is_opened(self, tmp_path: Path) -> None:
-        """Owner-password-only encryption (a user password of "") is decrypted transparently."""
-        writer = PdfWriter(clone_from=PdfReader(_make_pdf(tmp_path / "plain.pdf")))
-        writer.encrypt(user_password="", owner_password="owner", algorithm="RC4-128")
-        path = tmp_path / "locked.pdf"
-        writer.write(path)
-        assert _load(path).sections[0].text == BODIES[0]
+    @pytest.mark.parametrize("algorithm", ["RC4-128", "AES-128", "AES-256"])
+    def test_empty_password_encryption_is_opened(self, tmp_path: Path, algorithm: str) -> None:
+        """Owner-password-only encryption (a user password of "") is decrypted, AES included."""
+        path = _encrypt(_make_pdf(tmp_path / "plain.pdf"), tmp_path / "locked.pdf", "", algorithm)
+        doc = _load(path)
+        assert [s.text for s in doc.sections] == list(BODIES)
+        assert doc.title == "Ops Runbook"
 
 
 class TestBadPdfs:
@@ -110,19 +121,17 @@ class TestBadPdfs:
         with pytest.raises(IngestError, match="corrupt PDF"):
             _load(path)
 
-    def test_password_protected(self, tmp_path: Path) -> None:
-        """A user password cannot be guessed: the file is reported as encrypted."""
-        writer = PdfWriter(clone_from=PdfReader(_make_pdf(tmp_path / "plain.pdf")))
-        writer.encrypt(user_password="secret", algorithm="RC4-128")
-        buf = io.BytesIO()
-        writer.write(buf)
-        path = tmp_path / "secret.pdf"
-        path.write_bytes(buf.getvalue())
-        with pytest.raises(IngestError, match="encrypted PDF"):
+    @pytest.mark.parametrize("algorithm", ["RC4-128", "AES-256"])
+    def test_password_protected(self, tmp_path: Path, algorithm: str) -> None:
+        """A user password cannot be guessed: the error names the file and how to get it read."""
+        path = _encrypt(_make_pdf(tmp_path / "plain.pdf"), tmp_path / "secret.pdf", "secret", algorithm)
+        with pytest.raises(IngestError, match="encrypted PDF that needs a password") as caught:
             _load(path)
+        assert caught.value.path == str(path)
+        assert "qpdf --decrypt" in caught.value.reason and str(path) in str(caught.value)
 
     def test_not_a_pdf(self, tmp_path: Path) -> None:
-        """A file without the %PDF- header is refused before pypdf sees it."""
+        """A file without the %PDF- header is refused before the PDF library sees it."""
         path = tmp_path / "fake.pdf"
         path.write_text("<html>not a pdf</html>")
         with pytest.raises(IngestError, match="not a PDF file"):
@@ -158,3 +167,97 @@ class TestRealManual:
         assert page.heading_path == ("Debian Developer's Duties",)
         later = next(s for s in manual.sections if s.text.startswith("3.1.3 Manage release-critical bugs"))
         assert later.heading_path[-1] == "Manage release-critical bugs"
+
+
+class TestWordBoundaries:
+    """Words set apart by kerning alone keep their spaces (pypdf ran them together)."""
+
+    def test_real_manual_page_keeps_its_spaces(self, shared_data: Path) -> None:
+        """Debian Policy page 31, set by xdvipdfmx: pypdf gave "ofthepackageshouldbebrieflyexplained"."""
+        path = shared_data / "docs-debian" / "pdf" / "debian-policy.pdf"
+        assert "ofthepackageshouldbe" in PdfReader(path).pages[30].extract_text()  # the old defect
+        page = next(s for s in _load(path, max_pages=31).sections if s.page == 31)
+        assert "of the package should be briefly explained in this file" in page.text
+        assert "allows the package building tools to discover which version" in page.text
+        words = page.text.split()
+        assert not [w for w in words if len(w) > 25 and w.isalpha()], "run-together words"
+
+    def test_generated_justified_lines(self, tmp_path: Path) -> None:
+        """TeX-style lines (words in one TJ array, gaps by kerning) come out word for word."""
+        doc = _load(pdf_samples.justified(tmp_path / "justified.pdf"))
+        assert doc.text.split() == pdf_samples.JUSTIFIED.split()
+
+    def test_two_columns_read_left_then_right(self, tmp_path: Path) -> None:
+        """Side-by-side prose is read column by column, and is not mistaken for a table."""
+        doc = _load(pdf_samples.two_columns(tmp_path / "columns.pdf"))
+        flat = " ".join(doc.text.split())
+        assert flat == f"{pdf_samples.LEFT_COLUMN} {pdf_samples.RIGHT_COLUMN}"
+        assert "tables" not in doc.metadata
+
+
+class TestTables:
+    """Tables become one line per row that carries its column headers and row label."""
+
+    def test_ruled_table(self, tmp_path: Path) -> None:
+        """A gridded table: each row names its cells; caption and surrounding prose stay in order."""
+        doc = _load(pdf_samples.ruled_table(tmp_path / "ruled.pdf"))
+        lines = doc.text.split("\n")
+        caption = lines.index(pdf_samples.RULED_CAPTION)
+        assert lines[caption + 1 : caption + 4] == [
+            "Terminal: Maasvlakte II; Operator: APM Terminals; Throughput (TEU): 2,700,000; Cranes: 14.",
+            "Terminal: Euromax; Operator: Hutchison Ports; Throughput (TEU): 2,300,000; Cranes: 12.",
+            "Terminal: Amazonehaven; Operator: ECT Delta; Throughput (TEU): 1,900,000; Cranes: 11.",
+        ]
+        assert lines[0].startswith("The port's terminals") and lines[-1].startswith("Throughput counts")
+        assert doc.metadata["tables"] == 1
+
+    @pytest.mark.parametrize("leaders", [True, False])
+    def test_unruled_financial_statement(self, tmp_path: Path, leaders: bool) -> None:
+        """Whitespace-aligned year columns: each amount keeps its year, its row label, the group
+        heading above it and the statement's caption; the dot leaders are gone."""
+        doc = _load(pdf_samples.cash_flows(tmp_path / "cash.pdf", leaders=leaders))
+        lines = doc.text.split("\n")
+        assert "Consolidated Statements of Cash Flows (in millions)" in lines
+        assert (
+            "Cash flows from investing activities: Purchases of property, plant and equipment"
+            " \u2014 2018: (1,577); 2017: (1,440)." in lines
+        )
+        assert (
+            "Cash flows from investing activities: Proceeds from sale of investments \u2014 2018: 1,034; 2017: 892."
+            in lines
+        )
+        assert ". . ." not in doc.text
+        assert lines[-1] == "Capital expenditure rose as the group expanded its fulfilment network."
+
+    def test_tables_off_gives_the_raw_lines(self, tmp_path: Path) -> None:
+        """``tables=False`` keeps PDFium's own text of the page."""
+        path = pdf_samples.cash_flows(tmp_path / "cash.pdf", leaders=False)
+        [doc] = list(load_pdf(path, CTX, tables=False))
+        assert "Purchases of property, plant and equipment (1,577) (1,440)" in doc.text
+        assert "tables" not in doc.metadata
+
+    def test_real_manual_table(self, shared_data: Path) -> None:
+        """Debian Reference's table of kernel error levels (page 109): rows keep their headers."""
+        path = shared_data / "docs-debian" / "pdf" / "debian-reference.en.pdf"
+        page = next(s for s in _load(path, max_pages=109).sections if s.page == 109)
+        assert "error level value: 3; error level name: KERN_ERR; meaning: error conditions." in page.text
+
+
+class TestEncryptedInARun:
+    """A PDF that needs a password fails alone; the rest of the run is ingested."""
+
+    def test_run_continues(self, tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+        corpus = tmp_path / "docs"
+        corpus.mkdir()
+        _encrypt(_make_pdf(tmp_path / "a.pdf"), corpus / "locked.pdf", "secret", "AES-256")
+        _encrypt(_make_pdf(tmp_path / "b.pdf"), corpus / "open.pdf", "", "AES-256")
+        spec = Spec(
+            index=IndexSpec(path=str(tmp_path / "index.db")),
+            sources=[SourceSpec(name="manuals", path=str(corpus))],
+            base_dir=tmp_path,
+        )
+        summary = build(spec, embedder=embedder).pipeline.run()
+        assert [(Path(f.path).name, "needs a password" in f.reason) for f in summary.failed] == [
+            ("locked.pdf", True)
+        ]
+        assert summary.documents == 1
