@@ -143,6 +143,16 @@ class TestPromptFormat:
         sentence = CitedSentence("Beta holds [3, 9][1].", "Beta holds.", (3, 9, 1))
         assert render_sentence(sentence, {3: 1, 1: 2}) == "Beta holds [1][2]."
 
+    def test_a_fenced_code_block_is_one_cited_piece(self) -> None:
+        """A code block is one piece whatever full stops and line breaks it holds; it is cited by the
+        markers after its closing fence (``a[0]`` inside it is code), and keeps its lines when rendered."""
+        code = "```\n$ make deb-pkg LOCALVERSION=-falcot. Then\n  echo a[0]\n```"
+        sentences = split_answer(f"Build it as follows: [1]\n\n{code}\n[2]\n\nDone now. [1]")
+        assert [s.numbers for s in sentences] == [(1,), (2,), (1,)]
+        assert sentences[1].body == "$ make deb-pkg LOCALVERSION=-falcot. Then echo a[0]"
+        assert sentences[1].separator == sentences[2].separator == "\n\n"
+        assert render_sentence(sentences[1], {2: 1}) == f"{code}\n[1]"
+
     def test_edge_order(self) -> None:
         """Best first, second best last, weakest in the middle."""
         hits = [hit(str(i), "t", i) for i in range(1, 7)]

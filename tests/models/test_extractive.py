@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from stanchion.answer.prompt import (
+    Source,
     grounded,
     parse_prompt,
     source_block,
@@ -14,10 +15,11 @@ from stanchion.answer.prompt import (
     system_prompt,
     user_prompt,
 )
+from stanchion.answer.verify import Assembly, Verifier
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.models.base import ChatModel
 from stanchion.models.extractive import ExtractiveModel
-from stanchion.types import Grounding, GroundingSource, Message
+from stanchion.types import Chunk, Grounding, GroundingSource, Hit, Message
 
 ABSTAIN = "Sorry, the sources do not say."
 SOURCES = [
@@ -138,3 +140,107 @@ def test_a_list_item_is_read_with_the_line_that_introduces_it(model: ExtractiveM
     assert best.text == "- Rotterdam to Lyon: EUR 1,480 (was EUR 1,395), +6.1%"
     assert best.text in [s.text for s in chosen]
     assert not any("Milano" in s.text for s in chosen)
+
+
+# A long annual report, packed as several chunks of one document: one passage answers, the others
+# share the question's words ("Boeing", "chief", "officer") but not its subject.
+REPORT = [
+    (
+        "Annual report 2022",
+        "The Boeing Company Subsidiaries are listed in Exhibit 21 of this report. "
+        "Boeing officers are elected annually by the Board of Directors. "
+        "Prior to joining Boeing, Ms. Chen served as chief operating officer of a regional airline.",
+    ),
+    (
+        "Annual report 2022",
+        "Brian J. West has served as Executive Vice President and Chief Financial Officer of Boeing since "
+        "August 2022. He leads the company's financial strategy, treasury, tax and accounting. "
+        "Before that he was chief financial officer of Refinitiv.",
+    ),
+    (
+        "Annual report 2022",
+        "Boeing's chief executive officer and chief financial officer certify this report under Section 302. "
+        "The chief information officer of Boeing reports to the chief executive. "
+        "Boeing Capital provides financing to customers of the company.",
+    ),
+]
+
+
+def report_sources() -> list[GroundingSource]:
+    return [GroundingSource(n, title, text) for n, (title, text) in enumerate(REPORT, start=1)]
+
+
+class TestPassageSelection:
+    def test_answers_from_the_answering_passage_only(self, model: ExtractiveModel) -> None:
+        """A long document's unrelated sentences that share the question's words are not stitched in:
+        every quoted sentence comes from the passage that answers."""
+        chosen = model.select("Who is the chief financial officer of Boeing?", report_sources())
+        assert chosen and {s.source for s in chosen} == {2}
+        assert any("Brian J. West" in s.text for s in chosen)
+        assert not any("Prior to joining Boeing" in s.text or "Subsidiaries" in s.text for s in chosen)
+
+    def test_a_contiguous_span_is_kept_together(self, model: ExtractiveModel) -> None:
+        """Sentences taken around the best one are adjacent in its passage and listed in order."""
+        chosen = model.select("Who is the chief financial officer of Boeing?", report_sources())
+        positions = [s.position for s in chosen]
+        assert positions == list(range(positions[0], positions[0] + len(positions)))
+
+
+NETWORK = GroundingSource(
+    1,
+    "Configuring the Network",
+    "A static configuration must indicate network settings in a fixed manner. It includes at least the "
+    "IP address and subnet mask. A router connecting to the exterior is specified as a gateway.\n\n"
+    "Example 8.2. Static configuration\n\n"
+    "auto enp0s31f6\n"
+    "iface enp0s31f6 inet static\n"
+    "  address 192.168.0.3/24\n"
+    "  gateway 192.168.0.1\n\n"
+    "It is possible to associate several IP addresses to a single interface.",
+)
+STATIC_BLOCK = "auto enp0s31f6\niface enp0s31f6 inet static\n  address 192.168.0.3/24\n  gateway 192.168.0.1"
+NFS = GroundingSource(
+    2,
+    "NFS server",
+    "Once /etc/exports has been edited, the NFS server must be restarted with either of the following "
+    "commands:\n\n# exportfs -ra\n\n# systemctl start nfs-kernel-server\n\nNFS clients mount shares with mount.",
+)
+
+
+class TestCodeBlocks:
+    def test_a_code_block_is_quoted_whole_as_a_fenced_block(self, model: ExtractiveModel) -> None:
+        """A how-to question gets the configuration block with every line and its indentation, fenced
+        and cited, never cut at its line breaks or at the full stops of its addresses."""
+        question = "How do I configure a static IP address?"
+        messages = [Message("user", question, grounding=Grounding(question, (NETWORK,), ABSTAIN))]
+        text = asyncio.run(model.complete(messages)).text
+        assert f"```\n{STATIC_BLOCK}\n```\n[1]" in text
+
+    def test_the_command_comes_with_the_sentence_that_introduces_it(self, model: ExtractiveModel) -> None:
+        """'... restarted with either of the following commands:' is quoted with the command after it."""
+        chosen = model.select("How do I restart the NFS server after editing /etc/exports?", [NFS])
+        texts = [s.text for s in chosen]
+        assert any(t.endswith("following commands:") for t in texts)
+        assert "# exportfs -ra" in texts
+
+    def test_a_quoted_code_block_verifies_and_keeps_its_lines(
+        self, model: ExtractiveModel, embedder: SentenceTransformerEmbedder
+    ) -> None:
+        """Through split_answer, verification and assembly, the block stays one cited piece with its
+        line breaks; the sentence after it is still its own."""
+        question = "How do I configure a static IP address?"
+        messages = [Message("user", question, grounding=Grounding(question, (NETWORK,), ABSTAIN))]
+        text = asyncio.run(model.complete(messages)).text
+        sentences = split_answer(text)
+        code = [s for s in sentences if s.text.startswith("```")]
+        assert len(code) == 1 and code[0].numbers == (1,)
+        checks = Verifier(embedder).check(sentences, {1: NETWORK.text})
+        assert all(c.supported for c in checks)
+        out = Assembly({1: Source(1, _hit(NETWORK), NETWORK.text)}, hold_uncited=True)
+        for check in checks:
+            out.add(check)
+        assert f"```\n{STATIC_BLOCK}\n```\n[1]" in out.text
+
+
+def _hit(source: GroundingSource) -> Hit:
+    return Hit(Chunk(id="c1", document_id="d1", text=source.text, position=0), score=1.0, rank=1)

@@ -27,7 +27,8 @@ skipped, the last one cut at a sentence end if need be, ordered best first and s
 
 Answers cite with ``[n]``, ``[1, 2]``, ``[1][2]`` or ``[1-3]``. ``split_answer`` cuts an answer
 into sentences with their citations; a citation written after the full stop ("... fact. [1]")
-belongs to the sentence before it.
+belongs to the sentence before it. A fenced code block is one piece, whatever full stops and line
+breaks it holds, cited by the markers after its closing fence (``[0]`` inside the code is code).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from stanchion.core.analyze import terms
-from stanchion.core.sentences import sentence_spans
+from stanchion.core.sentences import quote_spans, sentence_spans
 from stanchion.errors import SearchError
 from stanchion.models.pricing import TOKENS_PER_MESSAGE, estimate_tokens
 from stanchion.types import Grounding, GroundingSource, Hit, Message
@@ -183,7 +184,7 @@ def split_answer(text: str) -> list[CitedSentence]:
     """The sentences of an answer with the numbers each cites."""
     pieces: list[tuple[str, str]] = []  # (separator, sentence)
     previous_end = 0
-    for a, b in sentence_spans(text):
+    for a, b in quote_spans(text, indented_code=False):
         start = a
         lead = _LEADING_MARKERS.match(text, a, b) if pieces else None
         if lead is not None:
@@ -198,21 +199,53 @@ def split_answer(text: str) -> list[CitedSentence]:
                 continue
         pieces.append((text[previous_end:start], text[start:b]))
         previous_end = b
-    return [
-        CitedSentence(sentence, strip_citations(sentence), tuple(citation_numbers(sentence)), sep or " ")
-        for sep, sentence in pieces
-    ]
+    out = []
+    for sep, sentence in pieces:
+        code, tail = _code_and_tail(sentence)
+        if code:  # its markers are the ones after it; the code itself is claimed word for word
+            inner = code.split("\n", 1)[1].rstrip() if "\n" in code else ""
+            inner = inner[:-3] if inner.endswith(("```", "~~~")) else inner
+            body = " ".join(f"{inner} {strip_citations(tail)}".split())
+            out.append(CitedSentence(sentence, body, tuple(citation_numbers(tail)), sep or " "))
+        else:
+            out.append(
+                CitedSentence(
+                    sentence, strip_citations(sentence), tuple(citation_numbers(sentence)), sep or " "
+                )
+            )
+    return out
 
 
 def render_sentence(sentence: CitedSentence, renumber: Mapping[int, int]) -> str:
-    """The sentence with its markers rewritten through ``renumber``; unmapped numbers are removed."""
+    """The sentence with its markers rewritten through ``renumber``; unmapped numbers are removed.
+    A fenced code block keeps its lines, its markers on the line after its closing fence."""
 
     def rewrite(match: re.Match[str]) -> str:
         numbers = [renumber[n] for n in _group_numbers(match.group(1)) if n in renumber]
         return "".join(f"[{n}]" for n in dict.fromkeys(numbers))
 
+    code, tail = _code_and_tail(sentence.text)
+    if code:
+        markers = " ".join(_MARKER.sub(rewrite, tail).split())
+        return f"{code}\n{markers}" if markers else code
     out = _MARKER.sub(rewrite, sentence.text)
     return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(out.split()))
+
+
+_FENCE_OPEN = re.compile(r"\s*(```|~~~)")
+
+
+def _code_and_tail(sentence: str) -> tuple[str, str]:
+    """``(code, after)`` of a sentence that is a fenced block (to its closing fence, and what follows
+    that fence); ``("", sentence)`` for any other."""
+    opening = _FENCE_OPEN.match(sentence)
+    if opening is None:
+        return "", sentence
+    closing = sentence.rfind(opening.group(1))
+    if closing <= opening.start(1):
+        return sentence.rstrip(), ""
+    end = closing + len(opening.group(1))
+    return sentence[:end].rstrip(), sentence[end:]
 
 
 def _group_numbers(group: str) -> list[int]:

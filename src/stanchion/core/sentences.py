@@ -15,6 +15,11 @@ sentences stay exact slices of the text. Its rules:
   splits, ``approx. three`` and ``wait... then`` do not). Periods inside tokens (``3.50``,
   ``example.com``) are never boundaries because no whitespace follows them.
 * CJK full stops (``。！？``) end a sentence without needing whitespace.
+
+``quote_spans`` is what an answer quotes or cites as one piece: sentences, except that a code
+block (a fenced block, or with ``indented_code`` a paragraph with an indented line or a shell
+prompt ``$ `` / ``# ``) is one piece from its first line to its last, never cut at a full stop or
+a line break inside it.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ __all__ = [
     "adaptive_threshold",
     "adjacent_similarities",
     "group_sentences",
+    "is_code_block",
     "line_spans",
     "line_start",
+    "quote_spans",
     "sentence_spans",
     "split_sentences",
     "trim",
@@ -77,6 +84,83 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[Sp
     spans: list[Span] = []
     for line_a, line_b in line_spans(text, start, end):
         spans.extend(_split_block(text, line_a, line_b))
+    return spans
+
+
+_FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+# A shell prompt and a command: "$ ls -l", "# apt install foo" (not "# Heading" in Markdown: the
+# command word is lower case and something follows it).
+_PROMPT_LINE = re.compile(r"^[$#] [a-z][\w.+-]*(?: |$)")
+
+
+def quote_spans(
+    text: str, start: int = 0, end: int | None = None, *, indented_code: bool = True
+) -> list[Span]:
+    """Spans of ``text[start:end]`` to quote whole: its sentences, with each code block one span.
+
+    A fenced block (```` ``` ```` or ``~~~`` to the closing fence, blank lines and all) is always
+    one span. With ``indented_code`` (source text, whose loaders strip prose lines), so is a
+    paragraph where ``is_code_block`` holds; an answer's text passes False, since a model's nested
+    list is indented too.
+    """
+    end = len(text) if end is None else end
+    spans: list[Span] = []
+    at = start
+    for a, b in _fenced_blocks(text, start, end):
+        spans.extend(_paragraph_quotes(text, at, a, indented_code))
+        spans.append(trim(text, a, b))
+        at = b
+    spans.extend(_paragraph_quotes(text, at, end, indented_code))
+    return [span for span in spans if span[0] < span[1]]
+
+
+def is_code_block(block: str) -> bool:
+    """Whether a paragraph is code: a fenced block, a line of it indented (after the first), or
+    lines that start with a shell prompt."""
+    lines = [line for line in block.strip("\n").split("\n") if line.strip()]
+    if not lines:
+        return False
+    if _FENCE.match(lines[0]):
+        return True
+    if any(line[0] in " \t" for line in lines[1:]):
+        return True
+    return _PROMPT_LINE.match(lines[0].lstrip()) is not None
+
+
+def _fenced_blocks(text: str, start: int, end: int) -> list[Span]:
+    """``(a, b)`` of each fenced block, from its opening fence's line to its closing fence's line
+    (or ``end``, if it is not closed)."""
+    blocks: list[Span] = []
+    at = start
+    while True:
+        opening = _FENCE.search(text, at, end)
+        if opening is None:
+            return blocks
+        line_end = _line_end(text, opening.end(), end)
+        closing = re.compile(rf"^[ \t]*{re.escape(opening.group(1))}", re.MULTILINE).search(
+            text, line_end, end
+        )
+        b = end if closing is None else _line_end(text, closing.end(), end)
+        blocks.append((line_start(text, opening.start()), b))
+        at = b
+
+
+def _paragraph_quotes(text: str, a: int, b: int, indented_code: bool) -> list[Span]:
+    if not indented_code:
+        return sentence_spans(text, a, b)
+    spans: list[Span] = []
+    at = a
+    for m in [*_PARAGRAPH_BREAK.finditer(text, a, b), None]:
+        p_end = b if m is None else m.start()
+        p_a, p_b = trim(text, at, p_end)
+        if p_a < p_b:
+            if is_code_block(text[p_a:p_b]):
+                spans.append((line_start(text, p_a), p_b))
+            else:
+                spans.extend(sentence_spans(text, p_a, p_b))
+        if m is not None:
+            at = m.end()
     return spans
 
 

@@ -1,22 +1,39 @@
-"""``ExtractiveModel``: answers by quoting the best source sentences. No LLM, no network, no keys.
+"""``ExtractiveModel``: answers by quoting the source passage that answers. No LLM, no network, no keys.
 
 It reads the numbered sources and the question from the grounding the answer stage puts on the
-prompt's user message (``Message.grounding``, never the prompt text), scores every source sentence against the question, and answers
-with the best few, each followed by its source number::
+prompt's user message (``Message.grounding``, never the prompt text), and answers with one
+passage quoted from them, each piece followed by its source number::
 
-    Expenses above $5,000 need the CFO's approval. [2] Smaller amounts are approved by the team lead. [1]
+    Expenses above $5,000 need the CFO's approval. [2] Smaller amounts are approved by the team lead. [2]
 
-A sentence's score is the embedding cosine with the question, plus the share of the question's
-content terms it contains (weighted by how rare each term is among the candidate sentences),
-plus a bonus when the question asks for a kind of fact the sentence holds: a number for "how
-many/much/long", a date or year for "when". The best sentence is taken if it clears an absolute
-floor, otherwise the model abstains with the prompt's abstain text. Further sentences are taken,
-best first, while they score within ``relative_threshold`` of the best, say something new (cosine
-below ``redundancy`` with every sentence taken) and fit ``max_sentences`` and ``max_words``. The
-answer lists them in source order.
+**Pieces.** A source is cut into the pieces an answer may quote (``quote_spans``): sentences, and
+each code block whole (a command line, a configuration file, a fenced block), since half a
+command is a wrong answer. A code block is quoted as a fenced block; a list item is read with the
+line that introduces it ("Summary of the lanes (FTL):"), a code block with the sentence before it
+("... restarted with either of the following commands:").
 
-Because every sentence is copied from the source it cites, verification always finds it
-supported; ``capabilities.extractive`` tells the answerer that a corrective retry would change nothing.
+**Scores.** A piece's score is the embedding cosine with the question, plus the share of the
+question's content terms it holds (each weighted by how rare it is among the candidate pieces),
+plus a bonus when the question asks for a kind of fact the piece holds: a number for "how
+many/much/long", a date or year for "when", a code block for "how do I ... / what command".
+
+**Selection.** The best piece is the *anchor*; below an absolute floor the model abstains with
+the prompt's abstain text. The answer then grows around the anchor *inside its own passage*:
+
+1. a code block that the anchor introduces, or the sentence that introduces an anchor that is
+   code ("This can be done with the following command:" and its command come together);
+2. an adjacent piece of the same paragraph while it scores within ``relative_threshold`` of the
+   anchor (a contiguous span reads as one answer; sentences picked from all over a long document,
+   that share words with the question but not its subject, do not).
+
+A piece from elsewhere (another paragraph or source) is added only while the answer is not yet
+complete (it lacks a question term that piece holds, or the kind of fact asked for) and only if it
+scores within ``far_threshold`` of the anchor and is not a near-repeat (cosine ``redundancy``).
+Everything stays within ``max_sentences`` pieces and ``max_words`` words of prose. The answer lists
+the pieces in source order.
+
+Because every piece is copied from the source it cites, verification always finds it supported;
+``capabilities.extractive`` tells the answerer that a corrective retry would change nothing.
 Usage counts words, the only tokenizer-free estimate that is honest about being one.
 """
 
@@ -26,7 +43,7 @@ import asyncio
 import math
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,11 +51,11 @@ import numpy.typing as npt
 
 from stanchion.core.analyze import contextual_query, terms
 from stanchion.core.embed import Embedder
-from stanchion.core.sentences import split_sentences
+from stanchion.core.sentences import is_code_block, quote_spans
 from stanchion.models.base import BaseChatModel, Capabilities, ChatOptions
 from stanchion.types import Completion, GroundingSource, Message, StreamEvent, Usage
 
-__all__ = ["ExtractiveModel", "ScoredSentence"]
+__all__ = ["ExtractiveModel", "ScoredSentence", "SourcePiece", "source_pieces"]
 
 _NO_SOURCES = "I could not find this in the sources."
 # Words that say what kind of answer is wanted, not what it is about.
@@ -59,13 +76,34 @@ _WANTS_NUMBER = re.compile(
     r"number|rate|fraction|share|dose|amount|size|length)\b|\bnumber of\b",
     re.IGNORECASE,
 )
+_WANTS_DATE = re.compile(r"\bwhen\b|\bwhat (year|date|month|day|time)\b|\bwhich (year|date|month)\b", re.I)
+# "How do I ...", "how to ...", "what command ...": a procedure, often a command.
+_WANTS_STEPS = re.compile(
+    r"^\W*how (do|can|could|should|would|may|might) (i|you|we|one)\b|^\W*how to\b|"
+    r"\b(what|which) (command|option|file|setting|package)\b",
+    re.IGNORECASE,
+)
 # A bullet or numbered item.
 _LIST_ITEM = re.compile(r"[-*+\u2022]\s|\d{1,3}[.)]\s")
-_WANTS_DATE = re.compile(r"\bwhen\b|\bwhat (year|date|month|day|time)\b|\bwhich (year|date|month)\b", re.I)
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_MAX_CODE_LINES = 16  # a longer code block (a command and pages of its output) is quoted up to here
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePiece:
+    """What an answer may quote from one source: a sentence, a list item or a whole code block."""
+
+    position: int  # index among the source's pieces
+    paragraph: int  # index of its paragraph (blank-line separated block) in the source
+    text: str
+    reading: str  # what is scored: the text, with the line that introduces it for items and code
+    code: bool
 
 
 @dataclass(frozen=True, slots=True)
 class ScoredSentence:
+    """A candidate piece, scored against the question."""
+
     source: int
     position: int
     text: str
@@ -73,10 +111,12 @@ class ScoredSentence:
     cosine: float
     lexical: float
     vector: npt.NDArray[np.float32] = field(repr=False, compare=False)
+    code: bool = False
+    paragraph: int = 0
 
 
 class ExtractiveModel(BaseChatModel):
-    """A ChatModel that answers from the prompt's sources by sentence selection."""
+    """A ChatModel that answers from the prompt's sources by quoting a passage; see the module docstring."""
 
     capabilities = Capabilities(extractive=True)
 
@@ -88,6 +128,7 @@ class ExtractiveModel(BaseChatModel):
         max_sentences: int = 3,
         max_words: int = 80,
         relative_threshold: float = 0.8,
+        far_threshold: float = 0.9,
         redundancy: float = 0.85,
         min_score: float = 0.75,
         min_cosine: float = 0.3,
@@ -99,6 +140,7 @@ class ExtractiveModel(BaseChatModel):
         self.max_sentences = max_sentences
         self.max_words = max_words
         self.relative_threshold = relative_threshold
+        self.far_threshold = far_threshold
         self.redundancy = redundancy
         self.min_score = min_score
         self.min_cosine = min_cosine
@@ -111,19 +153,22 @@ class ExtractiveModel(BaseChatModel):
 
     async def complete(self, messages: Sequence[Message], options: ChatOptions | None = None) -> Completion:
         pieces = await asyncio.to_thread(self.answer_pieces, messages)
-        text = " ".join(pieces)
+        text = "".join(_joined(pieces))
         return Completion(text=text, model=self._name, usage=_usage(messages, text))
 
     async def stream(
         self, messages: Sequence[Message], options: ChatOptions | None = None
     ) -> AsyncIterator[StreamEvent]:
         pieces = await asyncio.to_thread(self.answer_pieces, messages)
-        for i, piece in enumerate(pieces):
-            yield StreamEvent(text=piece if i == 0 else f" {piece}", model=self._name)
-        yield StreamEvent(usage=_usage(messages, " ".join(pieces)), finish_reason="stop", model=self._name)
+        for delta in _joined(pieces):
+            yield StreamEvent(text=delta, model=self._name)
+        yield StreamEvent(
+            usage=_usage(messages, "".join(_joined(pieces))), finish_reason="stop", model=self._name
+        )
 
     def answer_pieces(self, messages: Sequence[Message]) -> list[str]:
-        """The answer as its sentences, each ``"sentence [n]"``; or the abstain text alone."""
+        """The answer as its pieces, each ``"sentence [n]"`` or a fenced code block then ``[n]``;
+        or the abstain text alone."""
         prompt = next(
             (m.grounding for m in reversed(messages) if m.role == "user" and m.grounding is not None), None
         )
@@ -134,12 +179,15 @@ class ExtractiveModel(BaseChatModel):
         chosen = self.select(prompt.question, prompt.sources, context=context)
         if not chosen:
             return [prompt.abstain_text or _NO_SOURCES]
-        return [f"{_as_sentence(s.text)} [{s.source}]" for s in chosen]
+        return [
+            f"{_as_code(s.text)}\n[{s.source}]" if s.code else f"{_as_sentence(s.text)} [{s.source}]"
+            for s in chosen
+        ]
 
     def select(
         self, question: str, sources: Sequence[GroundingSource], *, context: str = ""
     ) -> list[ScoredSentence]:
-        """The sentences that answer ``question``, in source order; empty when none is good enough."""
+        """The pieces that answer ``question``, in source order; empty when none is good enough."""
         scored = self.score(question, sources, context=context)
         if not scored:
             return []
@@ -147,55 +195,192 @@ class ExtractiveModel(BaseChatModel):
         best = ranked[0]
         if best.score < self.min_score or best.cosine < self.min_cosine:
             return []
+        at = {(s.source, s.position): s for s in scored}
         taken = [best]
-        words = len(best.text.split())
+        # 1. The code block the anchor introduces, or the sentence that introduces an anchor of code.
+        if best.code:
+            intro = at.get((best.source, best.position - 1))
+            if intro is not None and not intro.code and _introduces(intro.text):
+                taken.append(intro)
+        else:
+            follow = at.get((best.source, best.position + 1))
+            if follow is not None and follow.code and (_introduces(best.text) or _wants_steps(question)):
+                taken.append(follow)
+        # 2. Adjacent pieces of the anchor's paragraph, while they score near the anchor.
+        grew = True
+        while grew and len(taken) < self.max_sentences:
+            grew = False
+            lo = min(s.position for s in taken if s.source == best.source)
+            hi = max(s.position for s in taken if s.source == best.source)
+            for neighbour in (at.get((best.source, lo - 1)), at.get((best.source, hi + 1))):
+                if (
+                    neighbour is not None
+                    and neighbour.paragraph == best.paragraph
+                    and neighbour.score >= self.relative_threshold * best.score
+                    and self._fits(taken, neighbour)
+                    and not self._repeats(taken, neighbour)
+                ):
+                    taken.append(neighbour)
+                    grew = True
+                    break
+        # 3. Elsewhere, only what completes the answer.
+        wanted = _wanted_terms(question, context)
         for candidate in ranked[1:]:
-            if len(taken) >= self.max_sentences or candidate.score < self.relative_threshold * best.score:
+            if len(taken) >= self.max_sentences or candidate.score < self.far_threshold * best.score:
                 break
-            size = len(candidate.text.split())
-            if words + size > self.max_words:
+            if candidate in taken or not self._fits(taken, candidate):
                 continue
-            if any(float(candidate.vector @ t.vector) >= self.redundancy for t in taken):
+            if self._repeats(taken, candidate) or not self._adds(question, wanted, taken, candidate):
                 continue
             taken.append(candidate)
-            words += size
         return sorted(taken, key=lambda s: (s.source, s.position))
 
     def score(
         self, question: str, sources: Sequence[GroundingSource], *, context: str = ""
     ) -> list[ScoredSentence]:
-        """Every candidate sentence, scored. ``context`` (a follow-up with the question before it)
+        """Every candidate piece, scored. ``context`` (a follow-up with the question before it)
         is what the embedding compares with; the words still come from ``question`` itself."""
-        candidates: list[tuple[int, int, str]] = []
-        readings: list[str] = []  # what is scored: a list item with the line that introduces it
+        candidates: list[tuple[int, SourcePiece]] = []
         for source in sources:
-            for position, sentence, reading in _readings(source.text):
-                candidates.append((source.number, position, sentence))
-                readings.append(reading)
+            for piece in source_pieces(source.text):
+                if _candidate(piece):
+                    candidates.append((source.number, piece))
         if not candidates:
             return []
+        readings = [piece.reading for _, piece in candidates]
         vectors = self._embedder.embed([context or question, *readings])
         cosines = vectors[1:] @ vectors[0]
-        sentence_terms = [set(terms(text)) for text in readings]
-        wanted = [t for t in dict.fromkeys(terms(question)) if t not in _QUESTION_WORDS] or [
-            t for t in dict.fromkeys(terms(context)) if t not in _QUESTION_WORDS
-        ]
-        df = Counter(t for ts in sentence_terms for t in ts if t in wanted)
+        piece_terms = [set(terms(text)) for text in readings]
+        wanted = _wanted_terms(question, context)
+        df = Counter(t for ts in piece_terms for t in ts if t in wanted)
         idf = {t: math.log(1 + len(candidates) / (1 + df[t])) for t in wanted}
         total = sum(idf.values())
         check_number = _WANTS_NUMBER.search(question) is not None
         check_date = _WANTS_DATE.search(question) is not None
+        check_steps = _wants_steps(question)
         out: list[ScoredSentence] = []
-        for (number, position, text), cosine, ts, vector in zip(
-            candidates, cosines, sentence_terms, vectors[1:], strict=True
+        for (number, piece), cosine, ts, vector in zip(
+            candidates, cosines, piece_terms, vectors[1:], strict=True
         ):
             lexical = sum(idf[t] for t in wanted if t in ts) / total if total else 0.0
+            text = piece.text
             bonus = 0.0
-            if (check_number and _NUMBER.search(text)) or (check_date and _DATE.search(text)):
+            if (
+                (check_number and _NUMBER.search(text))
+                or (check_date and _DATE.search(text))
+                or (check_steps and piece.code)
+            ):
                 bonus = self.type_bonus
             score = float(cosine) + self.lexical_weight * lexical + bonus
-            out.append(ScoredSentence(number, position, text, score, float(cosine), lexical, vector))
+            out.append(
+                ScoredSentence(
+                    number,
+                    piece.position,
+                    text,
+                    score,
+                    float(cosine),
+                    lexical,
+                    vector,
+                    piece.code,
+                    piece.paragraph,
+                )
+            )
         return out
+
+    def _repeats(self, taken: Sequence[ScoredSentence], candidate: ScoredSentence) -> bool:
+        """Whether ``candidate`` says what a taken piece says (cosine ``redundancy`` or more)."""
+        return any(float(candidate.vector @ t.vector) >= self.redundancy for t in taken)
+
+    def _fits(self, taken: Sequence[ScoredSentence], candidate: ScoredSentence) -> bool:
+        """Within ``max_words`` of prose (a code block counts as its first line)."""
+        return sum(_words(s) for s in taken) + _words(candidate) <= self.max_words
+
+    def _adds(
+        self, question: str, wanted: Sequence[str], taken: Sequence[ScoredSentence], candidate: ScoredSentence
+    ) -> bool:
+        """Whether ``candidate`` completes the answer: it holds a question term the answer lacks,
+        or the kind of fact asked for (a number, a date, a command) that the answer lacks."""
+        have = set(terms(" ".join(s.text for s in taken)))
+        offered = set(terms(candidate.text))
+        if any(t in offered and t not in have for t in wanted):
+            return True
+        if _WANTS_NUMBER.search(question) and not any(_NUMBER.search(s.text) for s in taken):
+            return _NUMBER.search(candidate.text) is not None
+        if _WANTS_DATE.search(question) and not any(_DATE.search(s.text) for s in taken):
+            return _DATE.search(candidate.text) is not None
+        if _wants_steps(question) and not any(s.code for s in taken):
+            return candidate.code
+        return False
+
+
+def source_pieces(text: str) -> list[SourcePiece]:
+    """The pieces of one source's text an answer may quote, in order (see ``SourcePiece``)."""
+    pieces: list[SourcePiece] = []
+    lead_in = ""
+    previous = ""
+    paragraph, last_end = 0, 0
+    for position, (a, b) in enumerate(quote_spans(text)):
+        if re.search(r"\n[ \t]*\n", text[last_end:a]):
+            paragraph += 1
+        last_end = b
+        piece = text[a:b]
+        code = is_code_block(piece)
+        item = not code and _LIST_ITEM.match(piece) is not None
+        if code:
+            reading = f"{previous} {_code_reading(piece)}" if previous else _code_reading(piece)
+        elif item and lead_in:
+            reading = f"{lead_in} {piece}"
+        else:
+            reading = piece
+        if not item and not code:
+            lead_in = piece if piece.endswith(":") else ""
+        previous = "" if code else piece
+        pieces.append(SourcePiece(position, paragraph, piece, reading, code))
+    return pieces
+
+
+def _candidate(piece: SourcePiece) -> bool:
+    if piece.code:
+        return any(c.isalpha() for c in piece.text)
+    # A question in a source ("How many days do we get?") restates, it does not answer.
+    text = piece.text
+    return len(text.split()) >= 3 and any(c.isalpha() for c in text) and not text.endswith("?")
+
+
+def _introduces(text: str) -> bool:
+    """A sentence that leads into what follows it ("... with the following commands:")."""
+    return (
+        text.rstrip().endswith(":")
+        or re.search(r"\b(following|below|example|as follows)\b", text, re.I) is not None
+    )
+
+
+def _wants_steps(question: str) -> bool:
+    return _WANTS_STEPS.search(question) is not None
+
+
+def _wanted_terms(question: str, context: str) -> list[str]:
+    return [t for t in dict.fromkeys(terms(question)) if t not in _QUESTION_WORDS] or [
+        t for t in dict.fromkeys(terms(context)) if t not in _QUESTION_WORDS
+    ]
+
+
+def _words(piece: ScoredSentence) -> int:
+    return len(piece.text.split("\n", 1)[0].split()) if piece.code else len(piece.text.split())
+
+
+def _code_reading(code: str) -> str:
+    """What of a code block is embedded and matched: its first lines, flattened."""
+    return " ".join(" ".join(code.split("\n")[:4]).split())
+
+
+def _as_code(text: str) -> str:
+    """A code block as a fenced block, its first ``_MAX_CODE_LINES`` lines as they are."""
+    lines = text.rstrip().split("\n")
+    if _FENCE.match(lines[0]):
+        return text.rstrip()
+    body = "\n".join(lines[:_MAX_CODE_LINES]) + ("\n..." if len(lines) > _MAX_CODE_LINES else "")
+    return f"```\n{body}\n```"
 
 
 def _as_sentence(text: str) -> str:
@@ -204,19 +389,19 @@ def _as_sentence(text: str) -> str:
     return flat if flat.endswith((".", "!", "?", "\u2026", '"', "'", ")")) else f"{flat}."
 
 
+def _joined(pieces: Sequence[str]) -> list[str]:
+    """The pieces as they are sent, each with what separates it from the one before: a code block
+    stands in a paragraph of its own."""
+    out: list[str] = []
+    for i, piece in enumerate(pieces):
+        if i == 0:
+            out.append(piece)
+        elif _FENCE.match(piece) or _FENCE.match(pieces[i - 1]):
+            out.append(f"\n\n{piece}")
+        else:
+            out.append(f" {piece}")
+    return out
+
+
 def _usage(messages: Sequence[Message], text: str) -> Usage:
     return Usage(input_tokens=sum(len(m.content.split()) for m in messages), output_tokens=len(text.split()))
-
-
-def _readings(text: str) -> Iterator[tuple[int, str, str]]:
-    """(position, sentence, reading) of one source's candidate sentences; a list item is read with
-    the line that introduces it, since "Summary of the lanes (FTL):" says what its figures are."""
-    lead_in = ""
-    for position, sentence in enumerate(split_sentences(text)):
-        item = _LIST_ITEM.match(sentence) is not None
-        if not item:
-            lead_in = sentence if sentence.endswith(":") else ""
-        # A question in a source ("How many days do we get?") restates, it does not answer.
-        if len(sentence.split()) < 3 or not any(c.isalpha() for c in sentence) or sentence.endswith("?"):
-            continue
-        yield position, sentence, f"{lead_in} {sentence}" if item and lead_in else sentence
