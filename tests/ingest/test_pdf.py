@@ -219,11 +219,11 @@ class TestTables:
         lines = doc.text.split("\n")
         assert "Consolidated Statements of Cash Flows (in millions)" in lines
         assert (
-            "Cash flows from investing activities: Purchases of property, plant and equipment"
+            "Cash flows from investing activities / Purchases of property, plant and equipment"
             " \u2014 2018: (1,577); 2017: (1,440)." in lines
         )
         assert (
-            "Cash flows from investing activities: Proceeds from sale of investments \u2014 2018: 1,034; 2017: 892."
+            "Cash flows from investing activities / Proceeds from sale of investments \u2014 2018: 1,034; 2017: 892."
             in lines
         )
         assert ". . ." not in doc.text

@@ -34,9 +34,9 @@ class TestFinancialStatement:
         assert table.labelled
         assert table.text().split("\n") == [
             "Segment results (in millions)",
-            "Revenue: Online stores \u2014 2018: 122,987; 2017: 108,354.",
-            "Revenue: Physical stores \u2014 2018: 17,224; 2017: 5,798.",
-            "Revenue: Operating expenses \u2014 2018: (12,421); 2017: (4,106).",
+            "Revenue / Online stores \u2014 2018: 122,987; 2017: 108,354.",
+            "Revenue / Physical stores \u2014 2018: 17,224; 2017: 5,798.",
+            "Revenue / Operating expenses \u2014 2018: (12,421); 2017: (4,106).",
         ]
         assert table.top == 786 + HEIGHT and table.bottom == 730
 
@@ -100,3 +100,32 @@ class TestTextTables:
         )
         [table] = find_tables(page)
         assert "Directory: bin; Description: Essential command binaries." in table.text()
+
+    def test_touching_header_cells_split_by_the_columns_below(self) -> None:
+        """Wide titles of a ruled table nearly touch; the body's columns still name each value."""
+        page = _page(
+            [
+                Segment(78, 736, 115, 745, "Terminal"),
+                Segment(158, 736, 262, 745, "Throughput 2017 (TEU)"),
+                Segment(263, 736, 367, 745, "Throughput 2016 (TEU)"),
+                Segment(368, 736, 420, 745, "Cranes"),
+            ],
+            _row(719, (78, "Westhaven"), (159, "1,480,000"), (264, "1,105,000"), (369, "14")),
+            _row(700, (79, "Eastpier"), (158, "910,000"), (263, "874,000"), (368, "9")),
+            _row(682, (79, "Northquay"), (158, "365,000"), (263, "341,000"), (368, "4")),
+        )
+        [table] = find_tables(page)
+        assert table.text().split("\n")[0] == (
+            "Westhaven \u2014 Throughput 2017 (TEU): 1,480,000; Throughput 2016 (TEU): 1,105,000; Cranes: 14."
+        )
+
+    def test_a_row_with_only_its_first_cell_is_kept(self) -> None:
+        """In a table of words, a row with one filled cell is a row, not a heading to drop."""
+        page = _page(
+            _row(800, (72, "Directory"), (250, "Description")),
+            _row(786, (72, "bin"), (250, "Essential command binaries")),
+            _row(772, (72, "lost+found")),
+            _row(758, (72, "boot"), (250, "Static files of the boot loader")),
+        )
+        [table] = find_tables(page)
+        assert "Directory: lost+found." in table.text().split("\n")

@@ -13,7 +13,7 @@ whitespace-aligned statements of annual reports alike, so no ruling lines are ne
 becomes (``rows_as_text``, the format CSV rows get)::
 
     Consolidated Statements of Cash Flows (in millions)
-    Cash flows from investing activities: Purchases of property, plant and equipment — 2018: (1,577); 2017: (1,440).
+    Cash flows from investing activities / Purchases of property, plant and equipment — 2018: (1,577); 2017: (1,440).
 
 A run of such lines is a table when it has a header row (its value cells are words or years,
 not amounts), at least two rows below it, and short value cells (two columns of prose are not
@@ -45,6 +45,8 @@ _MEAN_VALUE_WORDS = 3.5  # in prose side by side, every column averages more wor
 _CAPTION_CHARS = 120
 _LEADERS = re.compile(r"\s*(?:\.\s*){4,}")
 _AMOUNT = re.compile(r"^[(\-\u2013\u2212]?\s*[$€£¥]?\s*\d[\d,.\s]*%?\s*\)?[%*]?$|^[\-\u2013\u2014]$")
+# A corner cell that says what the figures count: "(in millions)", "EUR thousands".
+_UNIT = re.compile(r"^\(.*\)$|\b(thousands|millions|billions|000s|percent)\b|[$€£¥%]", re.IGNORECASE)
 _YEAR = re.compile(r"^(?:FY\s?)?(?:19|20)\d\d[a-z]?$", re.IGNORECASE)
 
 
@@ -65,7 +67,8 @@ class Segment:
 
 @dataclass(slots=True)
 class _Line:
-    cells: list[Segment] = field(default_factory=list)
+    cells: list[Segment] = field(default_factory=list)  # runs joined across word-sized gaps
+    parts: list[Segment] = field(default_factory=list)  # the runs as the page has them
 
     @property
     def top(self) -> float:
@@ -123,7 +126,9 @@ def _blocks(lines: list[_Line]) -> Iterator[tuple[int, int, list[tuple[float, fl
             multi = [line for line in lines[start:end] if len(line.cells) >= 2]
             if len(multi) < _MIN_DATA_ROWS + 1:
                 break
-            columns = _columns(multi)
+            # A header's cells may touch (a ruled table's wide titles): columns come from the
+            # rows under it when there are enough of them.
+            columns = _columns(multi[1:] if len(multi) > _MIN_DATA_ROWS else multi)
             if columns is not None and len(lines[end - 1].cells) >= 2:
                 yield start, end, columns
                 break
@@ -144,16 +149,17 @@ def _lines(segments: list[Segment]) -> list[_Line]:
         else:
             line.cells.append(seg)
     for line in lines:
+        line.parts = _cells(sorted(line.cells, key=lambda s: s.x0), merge=False)
         line.cells = _cells(sorted(line.cells, key=lambda s: s.x0))
     return [line for line in lines if line.cells]
 
 
-def _cells(parts: list[Segment]) -> list[Segment]:
+def _cells(parts: list[Segment], *, merge: bool = True) -> list[Segment]:
     """Neighbouring segments closer than a cell gap joined; dot leaders split a label from its value."""
     merged: list[Segment] = []
     for seg in parts:
         prev = merged[-1] if merged else None
-        if prev is not None and seg.x0 - prev.x1 < _CELL_GAP * max(prev.height, seg.height):
+        if merge and prev is not None and seg.x0 - prev.x1 < _CELL_GAP * max(prev.height, seg.height):
             joiner = "" if prev.text.endswith((" ", "-", "/")) else " "
             merged[-1] = Segment(
                 prev.x0,
@@ -260,7 +266,7 @@ def _table(lines: list[_Line], start: int, end: int, columns: list[tuple[float, 
     grid: list[list[str]] = []
     for line in block:
         row = [""] * len(columns)
-        for cell in line.cells:
+        for cell in line.parts:
             index = _column_of(columns, cell)
             row[index] = f"{row[index]} {cell.text}".strip()
         grid.append(row)
@@ -279,23 +285,20 @@ def _table(lines: list[_Line], start: int, end: int, columns: list[tuple[float, 
         _numeric_column([row[index] for row in body]) for index in range(1, len(columns))
     )
     rows: list[list[str]] = []
-    group = ""
     for row in body:
-        if not any(row[1:]):
-            group = row[0]  # a label without values heads the rows below it
+        if labelled and not any(row[1:]):
+            # A label without values heads the rows below it (rows_as_text prefixes them).
+            rows.append([row[0].rstrip(":").rstrip(), *row[1:]])
             continue
         if not labelled and not row[0] and rows:
             # A row with an empty first cell continues the one above (its cells wrapped).
             rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], row, strict=True)]
             continue
-        if labelled and group and row[0]:
-            joiner = " " if group.endswith(":") else ": "
-            row = [group + joiner + row[0], *row[1:]]
         rows.append(row)
-    if len(rows) < _MIN_DATA_ROWS:
+    if sum(1 for row in rows if any(row[1:])) < _MIN_DATA_ROWS:
         return None
     caption = _caption(lines, start)
-    if labelled and header[0]:
+    if labelled and _UNIT.search(header[0]):
         caption = f"{caption} {header[0]}".strip()  # "(in millions)" says what the numbers count
     return PageTable(
         top=block[0].top,
