@@ -36,13 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STANCHION_SHARED_DATA", ROOT.parent / "shared" / "data")) / "docs-debian"
 
 
-def build_corpus(folder: Path, copies: int) -> Path:
-    """``copies`` copies of the PDFs and the handbook, as symbolic links (no disk used)."""
+PARTS = {"pdf": ("pdf", "*.pdf"), "handbook": ("debian-handbook-en-html", "*.html")}
+
+
+def build_corpus(folder: Path, copies: int, parts: Sequence[str]) -> Path:
+    """``copies`` copies of the PDFs and/or the handbook, as symbolic links (no disk used)."""
     for i in range(copies):
-        for sub, pattern, target in (
-            ("pdf", "*.pdf", "pdf"),
-            ("debian-handbook-en-html", "*.html", "handbook"),
-        ):
+        for target in parts:
+            sub, pattern = PARTS[target]
             dest = folder / f"copy{i}" / target
             dest.mkdir(parents=True, exist_ok=True)
             for file in sorted((DATA / sub).glob(pattern)):
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--ours", type=Path, default=ROOT / "src", help="the src folder measured as ours")
     parser.add_argument("--copies", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--embedder", choices=["hash", "minilm"], default="hash")
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=["pdf", "handbook"])
     parser.add_argument("--read-ahead", type=int, default=None, help="override pipeline.READ_AHEAD (ours)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--src", default=str(ROOT / "src"), help=argparse.SUPPRESS)
@@ -159,7 +161,7 @@ def main() -> None:
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ingest-stream-corpus-") as tmp:
         for copies in args.copies:
-            corpus = build_corpus(Path(tmp) / f"x{copies}", copies)
+            corpus = build_corpus(Path(tmp) / f"x{copies}", copies, args.parts)
             for name, src in versions:
                 command = [sys.executable, __file__, "--child", "--src", str(src), "--corpus", str(corpus)]
                 command += ["--embedder", args.embedder]
@@ -170,7 +172,8 @@ def main() -> None:
                     sys.exit(f"{name} x{copies} failed:\n{done.stderr[-3000:]}")
                 rows[name, copies] = json.loads(done.stdout.strip().splitlines()[-1])
                 print(f"{name:<9} x{copies}: {rows[name, copies]}", flush=True)
-    print(f"\nembedder {args.embedder}; corpus: copies of 4 PDFs (618 pages) + 127 HTML pages")
+    what = {"pdf": "4 PDFs (618 pages)", "handbook": "127 HTML pages"}
+    print(f"\nembedder {args.embedder}; corpus: copies of " + " + ".join(what[p] for p in args.parts))
     print(
         f"{'version':<9} {'copies':>6} {'chunks':>7} {'first (s)':>10} {'total (s)':>10} {'chunks/s':>9} {'peak RSS MB':>12}"
     )

@@ -2,7 +2,7 @@
 
 Streaming, in bounded memory: a reader (a thread of its own, so files are parsed while the model
 embeds) loads each unit lazily, dedupes, chunks, and hands over whole documents, at most
-``READ_AHEAD`` ahead; the writer gathers them into a batch of at most ``batch_chunks`` chunks
+``READ_AHEAD`` chunks ahead; the writer gathers them into a batch of at most ``batch_chunks`` chunks
 (or one document, if that alone is larger), embeds what the embedding cache lacks, and commits
 the batch, searchable from then on. What is held is one batch, the read-ahead, and per document
 a hash and a 1 KiB MinHash signature for deduplication: never the corpus.
@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 # sorted by length, small enough that the first documents are searchable within seconds to a
 # minute, and that a crash loses little work.
 FLUSH_CHUNKS = 256
-# Documents the reader may have loaded and chunked ahead of the writer (0: no reader thread).
-READ_AHEAD = 8
+# Chunks the reader thread may have ready ahead of the writer (0: no reader thread, files are
+# read between batches). One batch: the next is ready when the model finishes this one.
+READ_AHEAD = FLUSH_CHUNKS
 
 # Bump when a loader, cleaner or chunker changes what an unchanged file turns into: every index
 # then re-processes its sources on the next ingest, instead of keeping what the old code made.
@@ -174,8 +175,8 @@ class Pipeline:
         batch_chunks: int | None = None,
         read_ahead: int | None = None,
     ) -> None:
-        """``batch_chunks``: chunks per commit (default ``FLUSH_CHUNKS``); ``read_ahead``: documents
-        the reader thread may prepare ahead (default ``READ_AHEAD``; 0 reads in the calling thread)."""
+        """``batch_chunks``: chunks per commit (default ``FLUSH_CHUNKS``); ``read_ahead``: chunks the
+        reader thread may have ready (default ``READ_AHEAD``; 0 reads in the calling thread)."""
         batch_chunks = FLUSH_CHUNKS if batch_chunks is None else batch_chunks
         read_ahead = READ_AHEAD if read_ahead is None else read_ahead
         if batch_chunks < 1 or read_ahead < 0:
@@ -210,7 +211,7 @@ class Pipeline:
         ]
         reader = self._read(plans)
         items: Iterator[DocumentWrite | _UnitEnd] = (
-            ReadAhead(reader, self.read_ahead) if self.read_ahead else reader
+            ReadAhead(reader, self.read_ahead, _weight) if self.read_ahead else reader
         )
         batch = _Batch()
         try:
@@ -471,6 +472,11 @@ class Pipeline:
 # A part-full batch is committed early, while the reader has nothing ready, once it holds this
 # many chunks: one model batch, so early commits do not cost embedding speed.
 _MIN_EARLY = 32
+
+
+def _weight(item: DocumentWrite | _UnitEnd) -> int:
+    """What an item costs the read-ahead: its chunks."""
+    return len(item.chunks) if isinstance(item, DocumentWrite) else 1
 
 
 def _duplicate(
