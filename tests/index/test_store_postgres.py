@@ -6,6 +6,7 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import psycopg
@@ -221,8 +222,29 @@ class TestVectorSearch:
             assert len(hnsw_only) < 3  # the HNSW scan alone misses the admitted rows
             hits = store.vector_search(unit(1), 10, where)
             assert sorted(h.id for h in hits) == ["far0#0", "far1#0", "far2#0"]
+            # A stale count that calls the filter broad picks HNSW first: still every admitted row.
+            store._shares.clear()
+            with patch.object(store, "_admitted", return_value=(300, 1.0)):
+                hits = store.vector_search(unit(1), 10, where)
+            assert sorted(h.id for h in hits) == ["far0#0", "far1#0", "far2#0"]
         finally:
             store.close()
+
+    def test_a_stale_filter_count_changes_no_result(self, store: PostgresStore) -> None:
+        """The count that picks a filter's plan is kept a minute; chunks written since are found
+        whichever plan it picks, and a chunk no longer admitted is never returned."""
+        store.write(
+            [make_write(f"a{i}", ["freight"], metadata={"team": "ops"}) for i in range(3)], model=MODEL
+        )
+        where = build_filter(["team=ops"])
+        assert len(store.keyword_search(["freight"], 100, where)) == 3  # counted: 3 chunks, selective
+        store.write(
+            [make_write(f"b{i:03d}", ["freight"], metadata={"team": "ops"}) for i in range(150)], model=MODEL
+        )
+        store.write([make_write("a0", ["freight"], metadata={"team": "hr"})], model=MODEL)
+        expected = sorted([f"a{i}#0" for i in (1, 2)] + [f"b{i:03d}#0" for i in range(150)])
+        assert sorted(h.id for h in store.keyword_search(["freight"], 1000, where)) == expected
+        assert sorted(h.id for h in store.vector_search(unit(1), 1000, where)) == expected
 
     def test_large_k_falls_back_to_exact(self, store: PostgresStore) -> None:
         """k above what HNSW may return (ef_search <= 1000) is answered exactly, in full."""
@@ -284,11 +306,13 @@ class TestAgreement:
             assert sorted(h.id for h in store.keyword_search(["share"], 100, where)) == expected, expr
             assert sorted(h.id for h in store.vector_search(unit(1), 100, where)) == expected, expr
 
+    @pytest.mark.parametrize("lookup_max", [0, 10_000], ids=["window", "lookup"])
     def test_filtered_keyword_ranking_is_exact(
-        self, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+        self, store: PostgresStore, monkeypatch: pytest.MonkeyPatch, lookup_max: int
     ) -> None:
-        """Filtered BM25 top-k equals the unfiltered ranking filtered afterwards, window hit or missed."""
-        monkeypatch.setattr(postgres, "KEYWORD_WINDOW", 1)  # windows of 10 * k: misses are common
+        """Filtered BM25 top-k equals the unfiltered ranking filtered afterwards, by (chunk, term)
+        lookups or through a window of the best matches, hit or missed (windows of ~3k admitted)."""
+        monkeypatch.setattr(postgres, "LOOKUP_MAX", lookup_max)
         rng = random.Random(11)
         writes = [
             make_write(

@@ -172,7 +172,7 @@ class FilterIndex:
 
     def admitted(self, where: SearchFilter) -> Rows:
         """Rowids (ascending) of the chunks ``where`` admits."""
-        key = _memo_key(where)
+        key = filter_key(where)
         found = self._memo.get(key)
         if found is None:
             found = self.rowids[self.mask(where)]
@@ -229,7 +229,7 @@ def positions(target: Rows, admitted: Rows) -> Rows:
     return found
 
 
-def _memo_key(where: SearchFilter) -> object:
+def filter_key(where: SearchFilter) -> object:
     """``where`` with each value's type: ``1``, ``1.0`` and ``True`` are equal in Python, not here."""
     conditions = tuple(
         (c.key, c.op, tuple((type(v), v) for v in (c.value if isinstance(c.value, tuple) else (c.value,))))

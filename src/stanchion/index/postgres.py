@@ -7,12 +7,12 @@ their vector (``vector(dim)``, HNSW cosine index), ``metadata`` (jsonb) and ``ac
 content hash, as in SQLite); ``units``. Every ``write`` is one transaction. Filters become SQL on the
 chunk rows, so they restrict the rows searched rather than filtering results afterwards.
 
-Both searches are exact with respect to filters. A filter first counts the chunks it admits, up
-to ``SELECTIVE`` (the GIN index on metadata answers a file or an equality at once): a selective
-filter is searched on exactly its chunks (BM25 by (chunk, term) lookups, vectors by an exact scan).
-A broad one (the server always adds a tenant condition) searches a bounded candidate set with the
-filter inside (HNSW's ef_search nearest; BM25's best 1000), which is provably the right answer when
-it yields k rows, and otherwise searches every admitted row.
+Both searches are exact with respect to filters. A filter's admitted chunks are counted (once a
+minute per filter: the count only picks the plan). A selective filter is searched on exactly its
+chunks: BM25 by (chunk, term) lookups, vectors by an exact scan. A broad one (the server always
+adds a tenant condition) searches a candidate set sized by its share, with the filter inside
+(HNSW's ef_search nearest; BM25's best matches), which is provably the right answer when it yields
+k rows, and otherwise searches every admitted row.
 
 Safe to share between threads (a connection pool) and between processes (PostgreSQL's MVCC: a
 commit is visible to every other worker's next query).
@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,15 +45,19 @@ from stanchion.core.filters import Condition, Scalar, SearchFilter
 from stanchion.core.text import index_text
 from stanchion.errors import BackendUnavailable, StoreError
 from stanchion.index.bm25 import K1, B
+from stanchion.index.filter_index import filter_key
 from stanchion.index.pg_migrations import DOCUMENT_TENANT, SCHEMA, connect, describe_dsn, migrate, redact_dsn
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
 from stanchion.types import Chunk
 
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
-KEYWORD_WINDOW = 1000  # best keyword matches checked against a filter before checking them all
-# A filter admitting at most this many chunks is searched on exactly those chunks: BM25 by
-# (chunk, term) lookups and vectors by an exact scan, with no HNSW or window pass first.
-SELECTIVE = 2000
+KEYWORD_WINDOW_MAX = 10_000  # best keyword matches checked against a filter before checking them all
+# A filter admitting at most this many chunks ranks them by BM25 through (chunk, term) lookups.
+LOOKUP_MAX = 2000
+# How long a filter's count of admitted chunks is trusted. It only picks a plan: a stale one costs
+# time, never a result (every plan checks the filter on every row it returns).
+SHARE_TTL_S = 60.0
+_SHARES_KEPT = 1024
 _S = SCHEMA
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,8 @@ class PostgresStore:
     ) -> None:
         self.dim = dim
         self.ef_search = ef_search
+        self._shares: dict[object, tuple[float, int, float]] = {}  # filter -> (until, admitted, share)
+        self._shares_lock = threading.Lock()
         self._server = describe_dsn(dsn)
         self._dsn = dsn
         migrate(dsn, dim=dim, connect_timeout=connect_timeout)
@@ -274,20 +283,19 @@ class PostgresStore:
         distinct = list(dict.fromkeys(terms))
         clause, params = _where_sql(where)
         with self._connection("keyword search") as conn:
+            window = k
             if clause:
-                admitted = _count_admitted(conn, clause, params)
+                admitted, share = self._admitted(conn, where, clause, params)
                 if admitted == 0:
                     return []
-                if admitted <= SELECTIVE:
+                if admitted <= LOOKUP_MAX:
                     # Few chunks: score exactly those, a (chunk, term) lookup each, not every match.
-                    rows = conn.execute(
-                        _bm25_sql(clause, None, lookup=True), [distinct, *params, k]
-                    ).fetchall()
-                    return [Scored(r[0], float(r[1])) for r in rows]
-            # Checking the filter on every matching chunk costs a row lookup each (100 ms for 60k
-            # matches), so first check it on the best ``window`` only. If k of them pass, they are
-            # the exact answer: every chunk outside the window ranks below all of them.
-            window = k if not clause else max(KEYWORD_WINDOW, 10 * k)
+                    sql = _bm25_sql(clause, None, lookup=True)
+                    return [Scored(r[0], float(r[1])) for r in conn.execute(sql, [distinct, *params, k])]
+                # Checking the filter on a match costs a row lookup (100 ms for 60k matches), so
+                # check it on the best ``window`` only, sized to hold ~3k admitted chunks. If k of
+                # them pass, they are the exact answer: every chunk outside ranks below them all.
+                window = min(max(k, math.ceil(3 * k / share)), KEYWORD_WINDOW_MAX)
             rows = conn.execute(_bm25_sql(clause, window), [distinct, window, *params, k]).fetchall()
             if clause and len(rows) < k:
                 rows = conn.execute(_bm25_sql(clause, None), [distinct, *params, k]).fetchall()
@@ -307,13 +315,21 @@ class PostgresStore:
         # ef candidates means the k nearest admitted rows are among them). So: HNSW, HNSW with the
         # largest candidate list (~20 ms at 100k chunks), then an exact scan of the admitted rows
         # (~300 ms at 100k chunks unfiltered; cheap when a filter admits few rows).
-        # A selective filter (a file, a small group) goes straight to the exact scan of its rows:
-        # HNSW's candidates would hold too few of them, and the two tries cost ~30 ms for nothing.
-        attempts = sorted({max(self.ef_search, k), MAX_EF_SEARCH})
+        # With a filter, ef is sized so that the candidates hold ~1.5 k admitted rows, and a filter
+        # too selective for even the largest list (a file, a small group) goes straight to the
+        # exact scan: the HNSW tries would cost ~30 ms for nothing.
+        ef = max(self.ef_search, k)
         clause, params = _where_sql(where)
         with self._connection("vector search") as conn:
-            if clause and _count_admitted(conn, clause, params) <= SELECTIVE:
-                attempts = []
+            if clause:
+                admitted, share = self._admitted(conn, where, clause, params)
+                if admitted == 0:
+                    return []
+                if share < 0.99:
+                    ef = min(max(ef, math.ceil(1.5 * k / share)), MAX_EF_SEARCH)
+                if share * MAX_EF_SEARCH < k:
+                    ef = 0  # even the largest candidate list would not hold k admitted rows
+            attempts = sorted({ef, MAX_EF_SEARCH}) if ef else []
             for ef in (ef for ef in attempts if k <= ef <= MAX_EF_SEARCH):
                 conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])  # this transaction
                 rows = conn.execute(*vector_sql(vector, k, where, exact=False)).fetchall()
@@ -322,6 +338,29 @@ class PostgresStore:
             else:
                 rows = conn.execute(*vector_sql(vector, k, where, exact=True)).fetchall()
         return [Scored(r[0], float(r[1])) for r in rows]
+
+    def _admitted(
+        self, conn: psycopg.Connection[Any], where: SearchFilter, clause: str, params: list[object]
+    ) -> tuple[int, float]:
+        """How many chunks ``where`` admits and their share of all chunks (counted, then kept for
+        ``SHARE_TTL_S``: a server repeats its tenant and group filters on every query)."""
+        key = filter_key(where)
+        now = time.monotonic()
+        with self._shares_lock:
+            known = self._shares.get(key)
+        if known is not None and known[0] > now:
+            return known[1], known[2]
+        row = conn.execute(
+            f"SELECT (SELECT count(*) FROM {_S}.chunks c WHERE {clause}), (SELECT chunks FROM {_S}.corpus_stats)",
+            params,
+        ).fetchone()
+        assert row is not None
+        admitted, share = int(row[0]), int(row[0]) / max(int(row[1]), int(row[0]), 1)
+        with self._shares_lock:
+            if len(self._shares) >= _SHARES_KEPT:
+                self._shares.pop(next(iter(self._shares)))
+            self._shares[key] = (now + SHARE_TTL_S, admitted, share)
+        return admitted, share
 
     def ping(self) -> None:
         with self._connection("checking the connection") as conn:
@@ -373,16 +412,6 @@ class PostgresStore:
 
 
 # --- SQL builders ---------------------------------------------------------------------------------
-def _count_admitted(conn: psycopg.Connection[Any], clause: str, params: list[object]) -> int:
-    """How many chunks ``clause`` admits, counted up to ``SELECTIVE + 1`` (it stops there)."""
-    row = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM {_S}.chunks c WHERE {clause} LIMIT %s) a",
-        [*params, SELECTIVE + 1],
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def _bm25_sql(clause: str, window: int | None, *, lookup: bool = False) -> str:
     """BM25 exactly as ``bm25.BM25Index`` scores it, so both backends rank alike.
 
