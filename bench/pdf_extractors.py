@@ -23,7 +23,8 @@ scrambled order all lower it.
 
 Tables: on the generated ruled and cash-flow pages, the rows whose cells come out in order on
 one line (a row split over lines loses its header in any case); for the loader, the rows that
-come out as ``label — column: value`` lines.
+come out as ``label — column: value`` lines. Then the table finders, the rows each recovers cell
+for cell: pdfplumber's ``extract_tables`` (ruling lines, or text alignment) and ours.
 
 Speed: pages per second, each extractor alone over the sampled pages, one process, 2 cores.
 """
@@ -182,6 +183,55 @@ def _labelled_rows(text: str) -> int:
     return sum(f"{label} \u2014 2018: {a}; 2017: {b}" in text for label, a, b in pdf_samples.CASH_ROWS if a)
 
 
+def _plumber_tables(path: Path, strategy: str) -> list[list[str]]:
+    import pdfplumber
+
+    settings = {"vertical_strategy": strategy, "horizontal_strategy": strategy}
+    with pdfplumber.open(path) as pdf:
+        return [[c or "" for c in row] for t in pdf.pages[0].extract_tables(settings) for row in t]
+
+
+def _loader_tables(path: Path) -> list[list[str]]:
+    with loader._open(path) as doc, loader._PDFIUM:
+        page = doc[0]
+        textpage = page.get_textpage()
+        found = loader._tables(textpage)
+        textpage.close()
+        page.close()
+    return [row for table in found for row in [table.header, *table.rows]]
+
+
+def _rows_found(rows: list[list[str]], expected: list[list[str]]) -> int:
+    """Expected rows found as a row whose cells match (leaders dropped; a label may gain its group)."""
+
+    def cells(row: list[str]) -> list[str]:
+        return [" ".join(re.sub(r"(\s*\.){3,}", " ", c).split()) for c in row if c.strip()]
+
+    got = [cells(row) for row in rows]
+    return sum(
+        any(len(g) == len(e) and g[0].endswith(e[0]) and g[1:] == e[1:] for g in got)
+        for e in (cells(row) for row in expected)
+    )
+
+
+def table_finders(samples: dict[str, Path]) -> list[tuple[str, str, str]]:
+    """Rows each table finder recovers cell for cell from the generated ruled and unruled tables."""
+    cash = [[label, a, b] for label, a, b in pdf_samples.CASH_ROWS if a]
+    finders: dict[str, Callable[[Path], list[list[str]]]] = {
+        "pdfplumber extract_tables (lines)": lambda p: _plumber_tables(p, "lines"),
+        "pdfplumber extract_tables (text)": lambda p: _plumber_tables(p, "text"),
+        "loader (ingest/pdf_tables.py)": _loader_tables,
+    }
+    return [
+        (
+            name,
+            f"{_rows_found(find(samples['ruled_table']), pdf_samples.RULED_ROWS)}/{len(pdf_samples.RULED_ROWS)}",
+            f"{_rows_found(find(samples['cash_flows']), cash)}/{len(cash)}",
+        )
+        for name, find in finders.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -256,6 +306,7 @@ def main() -> None:
                 )
             )
             print(f"  {label}: {seconds:.1f} s", file=sys.stderr)
+        finders = table_finders(samples)
 
     print(
         f"Real PDFs: {n_pages} pages (every {args.every}th of {', '.join(PDFS)}); vocabulary {len(judge.known):,} words"
@@ -272,6 +323,11 @@ def main() -> None:
             f"| {label} | {per_k:.2f} | {share:.1%} | {fidelity:.3f} | {recall:.2f} | {'yes' if order else 'no'} "
             f"| {ruled} | {cash} | {speed:.1f} |"
         )
+    print()
+    print("| table finder | ruled table rows, cell for cell | unruled cash-flow rows, cell for cell |")
+    print("|---|---|---|")
+    for name, ruled, cash in finders:
+        print(f"| {name} | {ruled} | {cash} |")
     base = next(r for r in results if r[0] == "pypdf")[-1]
     print()
     print("speed vs pypdf: " + ", ".join(f"{r[0]} {r[-1] / base:.2f}x" for r in results if r[0] != "pypdf"))
