@@ -16,7 +16,6 @@ nested list never matches.
 from __future__ import annotations
 
 import bisect
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -151,24 +150,23 @@ class FilterIndex:
 
     @classmethod
     def build(
-        cls, rows: Iterable[tuple[int, str]], column: Callable[[str], list[tuple[int, object]]]
+        cls,
+        rowids: Iterable[int],
+        acl: Iterable[tuple[int, str]],
+        column: Callable[[str], list[tuple[int, object]]],
     ) -> FilterIndex:
-        """From (rowid, access groups as a JSON list) in rowid order."""
-        rowids: list[int] = []
-        public: list[bool] = []
+        """From every chunk's rowid (any order) and the (rowid, group) pairs of their access groups."""
+        ordered = np.sort(np.fromiter(rowids, dtype=np.int64))
+        pairs = list(acl)
+        rows = np.searchsorted(ordered, np.fromiter((r for r, _ in pairs), dtype=np.int64, count=len(pairs)))
+        public = np.ones(len(ordered), dtype=bool)
         groups: dict[str, list[int]] = {}
-        for row, (rowid, acl) in enumerate(rows):
-            rowids.append(rowid)
-            names = json.loads(acl)
-            public.append(not names)
-            for name in set(names):
+        for row, (rowid, name) in zip(rows.tolist(), pairs, strict=True):
+            if row < len(ordered) and ordered[row] == rowid:  # else the pair came after the rowids
+                public[row] = False
                 groups.setdefault(name, []).append(row)
-        return cls(
-            np.asarray(rowids, dtype=np.int64),
-            np.asarray(public, dtype=bool),
-            {name: np.asarray(members, dtype=np.int64) for name, members in groups.items()},
-            column,
-        )
+        members = {name: np.asarray(found, dtype=np.int64) for name, found in groups.items()}
+        return cls(ordered, public, members, column)
 
     def admitted(self, where: SearchFilter) -> Rows:
         """Rowids (ascending) of the chunks ``where`` admits."""

@@ -287,8 +287,10 @@ class SQLiteStore:
         with self._lock:
             version = self._version()
             if self._filters is None or self._filters[0] != version:
-                rows = self._db.execute("SELECT rowid, access_groups FROM chunks ORDER BY rowid").fetchall()
-                loaded = FilterIndex.build(rows, lambda key: self._column(key, version))
+                # Both from indexes (a covering one for rowids): no pass over the chunks' text.
+                rowids = [r[0] for r in self._db.execute("SELECT rowid FROM chunks")]
+                acl = self._db.execute("SELECT chunk, grp FROM chunk_acl").fetchall()
+                loaded = FilterIndex.build(rowids, acl, lambda key: self._column(key, version))
                 self._filters = (version if self._version() == version else -1, loaded)
             return self._filters
 
