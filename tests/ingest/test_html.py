@@ -205,6 +205,17 @@ class TestTables:
         assert _section(tables, "Regions") == "Region: EMEA.\nRegion: Americas; Datacenters: see the US page."
         assert _section(tables, "Regions", "EMEA") == "Site: Frankfurt; Racks: 42.\nSite: Dublin; Racks: 18."
 
+    def test_spans_cannot_widen_a_table_past_its_cells(self, tmp_path: Path) -> None:
+        """colspan=1000 on every row of a two-column table keeps it two columns wide."""
+        rows = "".join(f'<tr><td colspan="1000">a{i}</td><td>b{i}</td></tr>' for i in range(2000))
+        path = tmp_path / "wide.html"
+        path.write_text(
+            f"<html><body><h1>Wide</h1><table><tr><th>k</th><th>v</th></tr>{rows}</table></body></html>"
+        )
+        lines = _section(_load(path), "Wide").split("\n")
+        assert len(lines) == 2000
+        assert lines[7] == "k: a7."  # the span fills both columns; b7 is past the widest row
+
 
 class TestBadInput:
     """Files that are not usable HTML fail with a short reason."""

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    collection = Collection.load(FOLDER)
+    collection = Collection.load(FOLDER, data_root=FOLDER)
     questions = read_questions(FOLDER)
     embedder = SentenceTransformerEmbedder()
     embedder.warm_up()

@@ -416,13 +416,15 @@ def _grid(table: Tag) -> tuple[list[list[str]], list[list[str]], list[list[bool]
     in_head: list[bool] = []
     below: dict[int, tuple[_GridCell, int]] = {}  # column -> (cell, rows it still covers)
     rows = _own_rows(table)
+    # As wide as its widest row of cells: spans cannot make a 30-byte row a thousand columns wide.
+    width = max((len(_cells(tr)) for tr in rows), default=0)
     for r, tr in enumerate(rows):
         row: list[_GridCell] = []
         for cell in _cells(tr):
             _carry(row, below)
             text = _text(cell)
             rowspan = _span(cell, "rowspan", len(rows) - r)
-            for k in range(_span(cell, "colspan", _MAX_SPAN)):
+            for k in range(min(_span(cell, "colspan", _MAX_SPAN), max(0, width - len(row)))):
                 placed = (text, text if k == 0 else "", cell.name == "th")
                 if rowspan > 1:
                     below[len(row)] = (placed, rowspan - 1)
