@@ -24,6 +24,7 @@ from stanchion.ingest.chunk import chunk_document
 from stanchion.ingest.loaders import load_unit
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.pipeline import IngestSummary, Pipeline
+from stanchion.ingest.read_ahead import ReadAhead
 from stanchion.spec import ChunkingSpec, IndexSpec, SourceSpec, Spec
 from stanchion.types import Document
 
@@ -364,3 +365,48 @@ class TestProgressAndDedupe:
         assert summary.exact_duplicates == 1
         assert run.stored_ids() == ["docs:other.txt", "docs:report.txt"]
         assert Streamed(tmp_path, corpus, monkeypatch, batch_chunks=1, read_ahead=2).run().skipped == 3
+
+
+class TestReadAhead:
+    def test_what_waits_is_bounded_by_weight(self) -> None:
+        """The thread stops producing while the items ready weigh ``limit`` or more."""
+        produced: list[int] = []
+
+        def items() -> Iterator[int]:
+            for i in range(50):
+                produced.append(i)
+                yield i
+
+        ahead = ReadAhead(items(), 5, weight=lambda _: 2)
+        taken = 0
+        for _ in ahead:
+            taken += 1
+            # Ready: at most 3 items (weight 6 = limit - 1 + one item), plus one in the thread's hand.
+            assert len(produced) - taken <= 4
+        assert taken == 50
+
+    def test_error_comes_after_the_items_before_it(self) -> None:
+        def items() -> Iterator[int]:
+            yield 1
+            yield 2
+            raise ValueError("bad file")
+
+        ahead = ReadAhead(items(), 10)
+        assert next(ahead) == 1 and next(ahead) == 2
+        with pytest.raises(ValueError, match="bad file"):
+            next(ahead)
+
+    def test_close_stops_the_thread(self) -> None:
+        """After close, the producer makes at most the item it had in hand."""
+        produced: list[int] = []
+
+        def items() -> Iterator[int]:
+            for i in range(1000):
+                produced.append(i)
+                yield i
+
+        ahead = ReadAhead(items(), 2)
+        next(ahead)
+        ahead.close()
+        ahead._thread.join()
+        assert len(produced) <= 5
