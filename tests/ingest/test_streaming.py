@@ -90,6 +90,7 @@ class Streamed:
         batch_chunks: int,
         read_ahead: int,
         fail_at: str | None = None,
+        store: Any = None,
         **source: Any,
     ) -> None:
         spec = Spec(
@@ -100,7 +101,7 @@ class Streamed:
         self.embedder = HashEmbedder()
         self.app: App = build(spec, embedder=self.embedder)
         self.log: list[tuple[str, Any]] = []
-        self.store = Recorder(self.app.store, self.log)
+        self.store = Recorder(self.app.store if store is None else store, self.log)
         self.fail_at = fail_at
         self.pipeline = Pipeline(
             spec,
@@ -124,7 +125,7 @@ class Streamed:
         return self.pipeline.run(progress=progress)
 
     def stored_ids(self) -> list[str]:
-        return [d.id for d in self.app.store.documents("docs")]
+        return [d.id for d in self.store.inner.documents("docs")]
 
 
 def notes(root: Path, count: int, words: int = 12) -> Path:
@@ -223,6 +224,42 @@ class TestInterruption:
         assert summary.skipped + summary.unchanged == len(stored)  # read again or not, never re-embedded
         assert len(resumed.embedder.texts) == 40 - len(stored)
         assert resumed.run().skipped == 40
+
+    def test_interrupted_run_on_postgres(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_dsn: str
+    ) -> None:
+        """The same on PostgreSQL: committed batches stay whole and searchable, and a re-run resumes."""
+        from stanchion.core.analyze import terms
+        from stanchion.core.filters import SearchFilter
+        from stanchion.index.postgres import PostgresStore
+
+        corpus = notes(tmp_path / "c", 20)
+        store = PostgresStore(pg_dsn, dim=HashEmbedder.dim, pool_size=2)
+        try:
+            run = Streamed(
+                tmp_path,
+                corpus,
+                monkeypatch,
+                batch_chunks=3,
+                read_ahead=3,
+                fail_at="note010.txt",
+                store=store,
+            )
+            with pytest.raises(KeyboardInterrupt):
+                run.run()
+            stored = run.stored_ids()
+            assert stored == [f"docs:note{i:03d}.txt" for i in range(9)]  # three batches of three
+            assert [s.id for s in store.keyword_search(terms("w4x3"), 5, SearchFilter())] == [
+                "docs:note004.txt#0"
+            ]
+            resumed = Streamed(tmp_path, corpus, monkeypatch, batch_chunks=3, read_ahead=3, store=store)
+            summary = resumed.run()
+            assert (
+                summary.failed == [] and summary.skipped + summary.unchanged == 9 and summary.documents == 11
+            )
+            assert len(resumed.stored_ids()) == 20 and len(resumed.embedder.texts) == 11
+        finally:
+            store.close()
 
     def test_bug_in_the_reader_reaches_the_caller(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
