@@ -9,6 +9,8 @@ Used by the PDF loader's tests and by ``bench/pdf_extractors.py``:
 - ``ruled_table``: a gridded table under a caption.
 - ``cash_flows``: an unruled, whitespace-aligned financial statement as annual reports set them,
   with a group heading row, dot leaders and right-aligned year columns.
+- ``income_statement``: a two-line header ("Year Ended December 31," over the years) and
+  currency signs set apart from their amounts, as US filings print them.
 """
 
 from __future__ import annotations
@@ -150,6 +152,39 @@ def cash_flows(path: Path, *, leaders: bool = True) -> Path:
                 pdf.drawRightString(x, y, value)
         y -= 14
     pdf.drawString(72, y - 20, "Capital expenditure rose as the group expanded its fulfilment network.")
+    pdf.showPage()
+    pdf.save()
+    return path
+
+
+INCOME_TITLE = "Consolidated Statements of Operations"
+INCOME_ROWS = [
+    ("Net sales", "$", "232,887", "$", "177,866"),
+    ("Operating income", "", "12,421", "", "4,106"),
+    ("Net income", "$", "10,073", "$", "3,033"),
+    ("Diluted earnings per share", "$", "20.14", "$", "6.15"),
+]
+
+
+def income_statement(path: Path) -> Path:
+    """``INCOME_TITLE``, "Year Ended December 31," over 2018 and 2017, "$" apart from the amounts."""
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    pdf.setFont("Helvetica-Bold", 12)
+    pdf.drawString(72, 790, INCOME_TITLE)
+    pdf.setFont(FONT, 9)
+    pdf.drawCentredString(470, 770, "Year Ended December 31,")
+    pdf.drawString(72, 756, "(in millions, except per share data)")
+    right = (440.0, 520.0)
+    for x, year in zip(right, ("2018", "2017"), strict=True):
+        pdf.drawRightString(x, 756, year)
+    y = 740.0
+    for label, sign_a, a, sign_b, b in INCOME_ROWS:
+        pdf.drawString(72, y, label)
+        for x, sign, value in ((right[0], sign_a, a), (right[1], sign_b, b)):
+            if sign:
+                pdf.drawString(x - 60, y, sign)
+            pdf.drawRightString(x, y, value)
+        y -= 14
     pdf.showPage()
     pdf.save()
     return path

@@ -229,6 +229,17 @@ class TestTables:
         assert ". . ." not in doc.text
         assert lines[-1] == "Capital expenditure rose as the group expanded its fulfilment network."
 
+    def test_two_line_header_and_currency_signs(self, tmp_path: Path) -> None:
+        """A spanning "Year Ended December 31," joins the caption; a "$" set apart joins its amount."""
+        doc = _load(pdf_samples.income_statement(tmp_path / "income.pdf"))
+        assert doc.text.split("\n") == [
+            "Consolidated Statements of Operations Year Ended December 31, (in millions, except per share data)",
+            "Net sales \u2014 2018: $ 232,887; 2017: $ 177,866.",
+            "Operating income \u2014 2018: 12,421; 2017: 4,106.",
+            "Net income \u2014 2018: $ 10,073; 2017: $ 3,033.",
+            "Diluted earnings per share \u2014 2018: $ 20.14; 2017: $ 6.15.",
+        ]
+
     def test_tables_off_gives_the_raw_lines(self, tmp_path: Path) -> None:
         """``tables=False`` keeps PDFium's own text of the page."""
         path = pdf_samples.cash_flows(tmp_path / "cash.pdf", leaders=False)

@@ -43,8 +43,12 @@ _MIN_DATA_ROWS = 2
 _MAX_VALUE_WORDS = 6  # a header cell with more words is a sentence
 _MEAN_VALUE_WORDS = 3.5  # in prose side by side, every column averages more words a cell
 _CAPTION_CHARS = 120
+_CAPTION_LINES = 2
+_CURRENCY = ("$", "€", "£", "¥", "US$", "EUR", "USD")
 _LEADERS = re.compile(r"\s*(?:\.\s*){4,}")
-_AMOUNT = re.compile(r"^[(\-\u2013\u2212]?\s*[$€£¥]?\s*\d[\d,.\s]*%?\s*\)?[%*]?$|^[\-\u2013\u2014]$")
+_AMOUNT = re.compile(
+    r"^[$€£¥]?\s*[(\-\u2013\u2212]?\s*[$€£¥]?\s*\d[\d,.\s]*%?\s*\)?[%*]?$|^[$€£¥]?\s*[\-\u2013\u2014]$"
+)
 # A corner cell that says what the figures count: "(in millions)", "EUR thousands".
 _UNIT = re.compile(r"^\(.*\)$|\b(thousands|millions|billions|000s|percent)\b|[$€£¥%]", re.IGNORECASE)
 _YEAR = re.compile(r"^(?:FY\s?)?(?:19|20)\d\d[a-z]?$", re.IGNORECASE)
@@ -159,7 +163,9 @@ def _cells(parts: list[Segment], *, merge: bool = True) -> list[Segment]:
     merged: list[Segment] = []
     for seg in parts:
         prev = merged[-1] if merged else None
-        if merge and prev is not None and seg.x0 - prev.x1 < _CELL_GAP * max(prev.height, seg.height):
+        close = prev is not None and seg.x0 - prev.x1 < _CELL_GAP * max(prev.height, seg.height)
+        if prev is not None and ((merge and close) or prev.text.strip() in _CURRENCY):
+            # A currency sign set apart from its amount ("$      1,577") belongs to it.
             joiner = "" if prev.text.endswith((" ", "-", "/")) else " "
             merged[-1] = Segment(
                 prev.x0,
@@ -311,11 +317,16 @@ def _table(lines: list[_Line], start: int, end: int, columns: list[tuple[float, 
 
 
 def _caption(lines: list[_Line], start: int) -> str:
-    """The short single-cell line right above the table, if any."""
-    if start == 0:
-        return ""
-    above, first = lines[start - 1], lines[start]
-    if len(above.cells) != 1 or above.bottom - first.top > _ROW_GAP * max(above.height, first.height):
-        return ""
-    text = above.cells[0].text.strip()
-    return text if len(text) <= _CAPTION_CHARS and not text.endswith(".") else ""
+    """The short single-cell lines right above the table (a title, and a spanning header such as
+    "Year ended December 31,"), at most ``_CAPTION_LINES``, top to bottom."""
+    found: list[str] = []
+    below = lines[start]
+    for above in reversed(lines[max(0, start - _CAPTION_LINES) : start]):
+        if len(above.cells) != 1 or above.bottom - below.top > _ROW_GAP * max(above.height, below.height):
+            break
+        text = above.cells[0].text.strip()
+        if len(text) > _CAPTION_CHARS or text.endswith("."):
+            break
+        found.append(text)
+        below = above
+    return " ".join(reversed(found))

@@ -203,8 +203,8 @@ def _read_page(pdf: pdfium.PdfDocument, index: int, *, tables: bool) -> PdfPage:
         parts: list[str] = []
         for table in found:
             above = textpage.get_text_bounded(left, table.top, right, top).rstrip().splitlines()
-            if above and table.caption and table.caption.startswith(above[-1].strip()):
-                above.pop()  # the caption opens the table's own text
+            while table.caption and above and above[-1].strip() and above[-1].strip() in table.caption:
+                above.pop()  # the caption lines open the table's own text
             parts.extend(["\n".join(above), table.text()])
             top = table.bottom
         parts.append(textpage.get_text_bounded(left, bottom, right, top))
