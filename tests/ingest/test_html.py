@@ -119,6 +119,18 @@ class TestDebianPolicy:
         # Source line breaks inside a paragraph are whitespace, not structure.
         assert "package management system, called dpkg." in doc.text
 
+    def test_docbook_tables_become_rows_under_their_titles(self, shared_data: Path) -> None:
+        """The debconf specification's tables: rows with their column names, wrapped cells on one
+        line, each table a section named by its title under the section it sits in."""
+        doc = _load(shared_data / "docs-debian" / "debian-policy" / "debconf_specification.html")
+        codes = _section(doc, "5. Communication with the frontend", "Table 2. Numeric status codes").split(
+            "\n"
+        )
+        assert codes[0] == "Range: 0; Description: success."
+        assert "Range: 30-99; Description: command-specific return codes." in codes
+        types = _section(doc, "3. Templates", "3.1. Template information", "Table 1. Available data types")
+        assert 'Type: boolean; Description: Holds "true" or "false".' in types.split("\n")
+
 
 class TestConfluenceExport:
     """A hand-written page in Confluence's export layout."""
