@@ -11,6 +11,7 @@ import pytest
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.email import load_email
+from stanchion.ingest.loaders.html import load_html
 from stanchion.ingest.tables import MAX_LINE_CHARS, is_row_line, rows_as_text, table_as_text, table_delimiter
 from stanchion.ingest.tokens import tokenizer_for
 from stanchion.types import Document
@@ -156,3 +157,16 @@ class TestTableChunks:
         assert len(chunks) > 3
         for before, after in itertools.pairwise(chunks):
             assert text.find(after.text) < text.find(before.text) + len(before.text)
+
+
+def test_the_readme_example_is_what_the_html_loader_writes(tmp_path: Path) -> None:
+    """The README's table example (Sources and cleaning, Tables) is the loader's real output."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Tables.**") :]
+    html = section[section.index("```html\n") + 8 : section.index("```\n", section.index("```html"))]
+    after = section[section.index("```text\n") + 8 :]
+    expected = after[: after.index("```")].strip()
+    page = tmp_path / "example.html"
+    page.write_text(f"<html><body><h1>Cash flows</h1>{html}</body></html>", encoding="utf-8")
+    (doc,) = load_html(page, LoadContext(source="wiki", relpath="example.html"))
+    assert doc.sections[0].text == expected
