@@ -14,7 +14,7 @@ from stanchion.app import build
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.errors import IngestError
 from stanchion.ingest.loaders.base import LoadContext
-from stanchion.ingest.loaders.pdf import load_pdf
+from stanchion.ingest.loaders.pdf import iter_pages, load_pdf
 from stanchion.spec import IndexSpec, SourceSpec, Spec
 from stanchion.types import Document
 
@@ -272,3 +272,19 @@ class TestEncryptedInARun:
             ("locked.pdf", True)
         ]
         assert summary.documents == 1
+
+
+class TestIterPages:
+    """Pages one at a time, for callers that stream."""
+
+    def test_pages_come_one_by_one(self, tmp_path: Path) -> None:
+        """Each page with its number and text (headers still there); max_pages stops early."""
+        pages = iter_pages(_make_pdf(tmp_path / "runbook.pdf"), max_pages=3)
+        first = next(pages)
+        assert first.number == 1 and BODIES[0] in first.text and HEADER in first.text
+        assert [p.number for p in pages] == [2, 3]
+
+    def test_a_locked_file_fails_on_the_first_page(self, tmp_path: Path) -> None:
+        path = _encrypt(_make_pdf(tmp_path / "plain.pdf"), tmp_path / "secret.pdf", "secret", "AES-256")
+        with pytest.raises(IngestError, match="needs a password"):
+            next(iter_pages(path))

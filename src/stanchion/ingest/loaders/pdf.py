@@ -83,7 +83,7 @@ def load_pdf(
     with _open(path) as pdf:
         total = _page_count(pdf, path)
         count = total if max_pages is None else min(total, max_pages)
-        pages = list(iter_pages(pdf, path, count, tables=tables))
+        pages = list(_pages(pdf, path, count, tables=tables))
         outline = _outline(pdf, path)
         info = _info(pdf)
     raw = [page.text for page in pages]
@@ -172,8 +172,17 @@ def _page_count(pdf: pdfium.PdfDocument, path: Path) -> int:
     return count
 
 
-def iter_pages(pdf: pdfium.PdfDocument, path: Path, count: int, *, tables: bool = True) -> Iterator[PdfPage]:
-    """The first ``count`` pages, one at a time: nothing of a page is kept once it is yielded.
+def iter_pages(path: Path, *, max_pages: int | None = None, tables: bool = True) -> Iterator[PdfPage]:
+    """A PDF's pages one at a time, as PDFium reads them (tables as row lines, running headers
+    not yet stripped): nothing of a page is kept once it is yielded. Raises ``IngestError`` as
+    ``load_pdf`` does for a file that cannot be opened."""
+    with _open(path) as pdf:
+        count = _page_count(pdf, path)
+        yield from _pages(pdf, path, count if max_pages is None else min(count, max_pages), tables=tables)
+
+
+def _pages(pdf: pdfium.PdfDocument, path: Path, count: int, *, tables: bool) -> Iterator[PdfPage]:
+    """The first ``count`` pages, one at a time.
 
     A page PDFium cannot read comes back empty with ``failed`` set: one damaged page should not
     cost the other pages of a long manual.
