@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
@@ -148,6 +151,29 @@ class TestTableChunks:
             for line in chunk.text.split("\n"):
                 assert line in lines and is_row_line(line)
                 assert line.startswith("Line item number ") and "2019: " in line
+
+    def test_semantic_cuts_fall_between_rows(self) -> None:
+        """Sentences inside a row ("Answer: Yes. This allows ...") are never cut apart."""
+        rows = [["Question", "Answer"]]
+        rows += [
+            [f"Setting {i} of the directory?", f"Yes. This allows the usual command {i}. Then more."]
+            for i in range(8)
+        ]
+        text = str(rows_as_text(rows))
+        rng = np.random.default_rng(0)
+
+        def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            vectors = rng.normal(size=(len(texts), 8)).astype(np.float32)
+            return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+        options = ChunkingOptions(
+            strategy="semantic", size=128, overlap=16, min_size=0, semantic_threshold=0.99
+        )
+        chunks = chunk_document(
+            Document(id="d", text=text), options, tokenizer_for("all-MiniLM-L6-v2"), embed
+        )
+        assert len(chunks) == 8  # every row is its own topic here, and stays whole
+        assert [c.text for c in chunks] == text.split("\n")
 
     def test_prose_keeps_its_overlap(self) -> None:
         """Text that is no table keeps the overlap: each chunk starts inside the one before."""

@@ -14,7 +14,7 @@ slice of it, so chunk text is the document's own text, never re-joined or prefix
 * ``semantic`` embeds the run's sentences and cuts where adjacent similarity drops below
   ``semantic_threshold`` (by default an adaptive per-document threshold, see
   ``adaptive_threshold``, mean minus one standard deviation of the document's similarities, each
-  side of a gap averaged over two sentences); groups too big are split as ``recursive`` does, and
+  side of a gap averaged over two sentences; the sentences of one table row count as one); groups too big are split as ``recursive`` does, and
   groups under ``min_size`` join their more similar neighbour where the two fit.
 * ``structure`` keeps sections whole: one chunk per section (a wiki section, a PDF page), or for
   chat-like documents (``channel`` in the document metadata, or an ``author`` on every section)
@@ -238,7 +238,7 @@ def _semantic(
     runs: list[_Run], tokens: list[_TokenSpans], options: ChunkingOptions, embed: SentenceEmbedder
 ) -> RunChunker:
     """Embed every sentence of the document in one call; group per run at whatever budget is asked."""
-    sentences = [sentence_spans(run.text) for run in runs]
+    sentences = [_rows_whole(run.text, sentence_spans(run.text)) for run in runs]
     texts = [run.text[a:b] for run, spans in zip(runs, sentences, strict=True) for a, b in spans]
     vectors = np.asarray(embed(texts), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
@@ -267,6 +267,20 @@ def _semantic(
         return _merge_small(out, size, options.min_size, tokens[r])
 
     return chunk_run
+
+
+def _rows_whole(text: str, spans: list[Span]) -> list[Span]:
+    """Sentences, with those of one table row joined: a cut after "Answer: Yes." would leave the
+    rest of the row without its label and column names."""
+    out: list[Span] = []
+    for a, b in spans:
+        if out and "\n" not in text[out[-1][0] : b]:
+            begin, stop = text.rfind("\n", 0, a) + 1, text.find("\n", a)
+            if is_row_line(text[begin : len(text) if stop < 0 else stop]):
+                out[-1] = (out[-1][0], b)
+                continue
+        out.append((a, b))
+    return out
 
 
 def _merge_small(spans: list[Span], size: int, min_size: int, tokens: _TokenSpans) -> list[Span]:
