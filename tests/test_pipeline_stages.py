@@ -285,6 +285,46 @@ class TestEveryEndpointRunsThroughThePipeline:
             assert r.status_code == 422, r.text  # a grounded route takes no tools: refused at the input check
         assert passed_in_order(seen) == ["admit", "check_input"]
 
+    def test_the_document_endpoints_pass_every_position_with_their_scope(
+        self,
+        start: Start,  # noqa: F811
+        upstream: FakeOpenAIServer,
+        seen: list[Seen],
+    ) -> None:
+        """Upload, list, get and delete reach the index: each passes every position once, in
+        order, as its caller; an upload without the ``ingest`` scope stops at ``admit``."""
+        served = serve_routes(start, upstream)
+        api = served.api
+
+        def passes(records: list[Seen], action: str, user: str) -> None:
+            assert passed_in_order(records) == list(POSITIONS), action
+            assert {(s.action, s.tenant, s.user) for s in records} == {(action, "acme", user)}
+
+        upload = {"filename": "note.md", "text": "The depot opens at six."}
+        with api.client(api.keys.ingest) as client:
+            seen.clear()
+            assert client.post("/v1/documents", json=upload).status_code == 202
+            passes(wait_for(seen, len(POSITIONS)), "documents.upload", "acme-user")
+            seen.clear()
+            listed = client.get("/v1/documents")
+            assert listed.status_code == 200 and listed.json()["data"]
+            passes(wait_for(seen, len(POSITIONS)), "documents.list", "acme-user")
+            document = listed.json()["data"][0]["id"]
+            seen.clear()
+            assert client.get(f"/v1/documents/{document}").status_code == 200
+            passes(wait_for(seen, len(POSITIONS)), "documents.get", "acme-user")
+        with api.client(api.keys.admin) as client:
+            seen.clear()
+            assert client.delete(f"/v1/documents/{document}").status_code == 200
+            passes(wait_for(seen, len(POSITIONS)), "documents.delete", "acme-user")
+            seen.clear()
+            assert client.get(f"/v1/documents/{document}").status_code == 404
+            assert passed_in_order(seen) == ["admit", "check_input", "cache_lookup", "retrieve", "account"]
+        with api.client(api.keys.ops) as client:  # query only
+            seen.clear()
+            assert client.post("/v1/documents", json=upload).status_code == 403
+        assert passed_in_order(seen) == []  # refused by the admit stage, before any stage after it
+
     def test_every_model_call_is_told_whose_request_it_serves(
         self,
         start: Start,  # noqa: F811

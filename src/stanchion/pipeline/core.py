@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 
 from stanchion.pipeline.outcome import Outcome
 from stanchion.request_context import RequestContext
+from stanchion.state.records import Scope
 
 Position = Literal[
     "admit", "check_input", "cache_lookup", "retrieve", "generate", "check_output", "cache_store", "account"
@@ -54,11 +55,15 @@ _SERVED_SKIPS: frozenset[Position] = frozenset({"retrieve", "generate"})
 class Call:
     """One request on its way through the pipeline: who asks (``context``), what, and what came
     of it. ``action`` names the endpoint (``chat.completions``, ``answer``, ``search``,
-    ``embeddings``; ``ask``, ``chat``, ``search`` on the CLI) and is the audit record's action."""
+    ``embeddings``, ``documents.*``; ``ask``, ``chat``, ``search``, ``tools.*`` on the CLI) and is
+    the audit record's action; ``scope`` is what the caller's key needs to be admitted. An
+    endpoint that writes (an upload, a delete) does its write at ``generate``: it is what the
+    call produces."""
 
     context: RequestContext
     action: str
     query: str = ""  # what was asked, as the audit log records it
+    scope: Scope = "query"
     stream: bool = False
     tokens: int = 0  # the reserve it is admitted with
     in_flight: bool = False  # an in-progress audit record while it runs (answers may run long)

@@ -3,8 +3,8 @@ rate-limit admission with the token reserve; closing every accepted call, token 
 metrics, per-stage latency, the rate-limit charge and the audit record.
 
 Every endpoint that reaches a model or the index (chat completions plain and streamed, grounded
-or not, ``/v1/answer``, ``/v1/search``, ``/v1/embeddings``) runs through ``server_pipeline``, so
-each is admitted and counted the same way. Every token is priced by the model that produced it
+or not, ``/v1/answer``, ``/v1/search``, ``/v1/embeddings``, and the documents: upload, list, get,
+delete) runs through ``server_pipeline``, so each is admitted and counted the same way. Every token is priced by the model that produced it
 (``Usage.by_model``): an answer finished by a backup model, or retried on another tier, names
 each model with its own tokens and cost in the response, the metrics and the audit record.
 """
@@ -21,7 +21,7 @@ from stanchion.errors import StanchionError
 from stanchion.logs import request_id
 from stanchion.models.pricing import estimate_message_tokens
 from stanchion.pipeline import Call, Outcome, Pipeline, RequestContext, wiring
-from stanchion.server.errors import from_stanchion
+from stanchion.server.errors import APIError, from_stanchion
 from stanchion.spec import Spec
 from stanchion.state import AuditRecord, Principal
 from stanchion.types import Message
@@ -141,8 +141,9 @@ def principal_of(context: RequestContext) -> Principal:
 
 
 class Admission:
-    """``admit``: the caller's ``query`` scope, then its request and token limits (the call's
-    reserve, ``Call.tokens``); a 429 with Retry-After when one is reached."""
+    """``admit``: the scope the call needs (``Call.scope``: ``query``, or ``ingest`` for a
+    document upload or delete), then the caller's request and token limits (the call's reserve,
+    ``Call.tokens``); a 429 with Retry-After when one is reached."""
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
@@ -150,7 +151,7 @@ class Admission:
     async def __call__(self, call: Call) -> None:
         from stanchion.server.deps import admit
 
-        await admit(self.ctx, principal_of(call.context), "query", tokens=call.tokens)
+        await admit(self.ctx, principal_of(call.context), call.scope, tokens=call.tokens)
 
 
 class Accounts:
@@ -181,6 +182,8 @@ class Accounts:
 
 def _status(exc: Exception) -> int:
     """The status an error gives the audit record: the error handlers' for ours, 500 for a bug."""
+    if isinstance(exc, APIError):  # a route's own refusal (a 404 or 403 while it works)
+        return exc.status
     return from_stanchion(exc).status if isinstance(exc, StanchionError) else 500
 
 

@@ -20,8 +20,9 @@ from pydantic import ValidationError
 
 from stanchion.index.store import StoredDocument
 from stanchion.logs import request_id
+from stanchion.pipeline import Call
 from stanchion.server.context import ServerContext
-from stanchion.server.deps import Caller, Ctx, admit
+from stanchion.server.deps import Caller, Ctx, admit, request_context
 from stanchion.server.errors import APIError, invalid_request
 from stanchion.server.params import NUL_FREE, PageLimit, Storable
 from stanchion.server.schemas import (
@@ -42,7 +43,7 @@ from stanchion.server.schemas import (
     page_bounds,
 )
 from stanchion.server.uploads import upload_job, upload_source_name
-from stanchion.state import AuditRecord, Principal
+from stanchion.state import AuditRecord, Job, Principal
 
 router = APIRouter(tags=["Documents"])
 DocumentId = Annotated[str, Path(min_length=1, max_length=1024), Storable]
@@ -110,57 +111,73 @@ async def upload(
         Storable,
     ] = None,
 ) -> JobOut:
-    await admit(ctx, principal, "ingest")
-    filename, data, metadata, groups = await _read_upload(request)
-    _check_groups(principal, groups)
-    reserved = _RESERVED_METADATA.intersection(metadata)
-    if reserved:
-        raise APIError(
-            422,
-            "invalid_request",
-            f"metadata: {', '.join(sorted(reserved))} is set by the server",
-            param="metadata",
+    call = Call(request_context(principal), "documents.upload", scope="ingest", audited=False)
+    filename, data = "", b""
+    options: dict[str, object] = {}
+    old: StoredDocument | None = None
+    job: Job | None = None
+
+    async def check(call: Call) -> None:
+        nonlocal filename, data, options, old
+        filename, data, metadata, groups = await _read_upload(request)
+        _check_groups(principal, groups)
+        reserved = _RESERVED_METADATA.intersection(metadata)
+        if reserved:
+            raise APIError(
+                422,
+                "invalid_request",
+                f"metadata: {', '.join(sorted(reserved))} is set by the server",
+                param="metadata",
+            )
+        old = (
+            None
+            if replace is None
+            else await asyncio.to_thread(_replaceable, ctx, principal, replace, filename)
         )
-    old = (
-        None if replace is None else await asyncio.to_thread(_replaceable, ctx, principal, replace, filename)
-    )
-    options: dict[str, object] = {
-        "metadata": metadata,
-        "access_groups": groups,
-        # The job names, of what it wrote, only what its uploader may see.
-        "caller_groups": None if _groups(principal) is None else sorted(principal.groups),
-    }
-    if old is not None:
-        options["replace"] = {"document": old.id, "unit": old.unit, "hash": old.hash}
-    job = await asyncio.to_thread(
-        ctx.app.state.create_job,
-        tenant=principal.tenant,
-        user=principal.user,
-        filename=filename,
-        data=data,
-        options=options,
-        # Two replacements of one document never run side by side (the last would silently win):
-        # while one is queued or running, another is a 409.
-        exclusive=None if old is None else f"replace:{principal.tenant}:{old.unit}",
-    )
-    ctx.jobs.nudge()
-    ctx.metrics.job("queued")
-    detail: dict[str, object] = {
-        "job": job.id,
-        "filename": filename,
-        "bytes": len(data),
-        "access_groups": groups,
-    }
-    if old is None:
-        ctx.audit.record(_audit(principal, "documents.upload", detail))
-    else:
-        detail |= {
-            "document": old.id,
-            "old_hash": old.hash,
-            "old_access_groups": list(old.access_groups),
-            "old_chunks": old.chunk_count,
+        options = {
+            "metadata": metadata,
+            "access_groups": groups,
+            # The job names, of what it wrote, only what its uploader may see.
+            "caller_groups": None if _groups(principal) is None else sorted(principal.groups),
         }
-        await ctx.audit.write_now(_audit(principal, "documents.replace", detail))
+        if old is not None:
+            call.action = "documents.replace"
+            options["replace"] = {"document": old.id, "unit": old.unit, "hash": old.hash}
+
+    async def generate(call: Call) -> None:
+        nonlocal job
+        job = created = await asyncio.to_thread(
+            ctx.app.state.create_job,
+            tenant=principal.tenant,
+            user=principal.user,
+            filename=filename,
+            data=data,
+            options=options,
+            # Two replacements of one document never run side by side (the last would silently
+            # win): while one is queued or running, another is a 409.
+            exclusive=None if old is None else f"replace:{principal.tenant}:{old.unit}",
+        )
+        ctx.jobs.nudge()
+        ctx.metrics.job("queued")
+        detail: dict[str, object] = {
+            "job": created.id,
+            "filename": filename,
+            "bytes": len(data),
+            "access_groups": options["access_groups"],
+        }
+        if old is None:
+            ctx.audit.record(_audit(principal, "documents.upload", detail))
+        else:
+            detail |= {
+                "document": old.id,
+                "old_hash": old.hash,
+                "old_access_groups": list(old.access_groups),
+                "old_chunks": old.chunk_count,
+            }
+            await ctx.audit.write_now(_audit(principal, "documents.replace", detail))
+
+    await ctx.request_pipeline.run(call, check=check, generate=generate)
+    assert job is not None
     return JobOut(**job.as_json())
 
 
@@ -267,15 +284,20 @@ async def list_documents(
         Storable,
     ] = None,
 ) -> DocumentList:
-    await admit(ctx, principal, "query")
-    docs = await asyncio.to_thread(
-        ctx.app.store.documents,
-        source,
-        tenant=principal.tenant,
-        groups=_groups(principal),
-        after=after,
-        limit=limit + 1,  # one more tells whether another page follows
-    )
+    call = Call(request_context(principal), "documents.list", audited=False)
+
+    async def retrieve(call: Call) -> None:
+        call.result = await asyncio.to_thread(
+            ctx.app.store.documents,
+            source,
+            tenant=principal.tenant,
+            groups=_groups(principal),
+            after=after,
+            limit=limit + 1,  # one more tells whether another page follows
+        )
+
+    await ctx.request_pipeline.run(call, retrieve=retrieve)
+    docs: list[StoredDocument] = call.result
     page = [_out(d) for d in docs[:limit]]
     return DocumentList(data=page, **page_bounds([item.id for item in page], fetched=len(docs), limit=limit))
 
@@ -287,8 +309,13 @@ async def list_documents(
     responses=error_responses(*AUTHENTICATED, 404),
 )
 async def get_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> DocumentOut:
-    await admit(ctx, principal, "query")
-    return _out(await _find(ctx, principal, document_id))
+    call = Call(request_context(principal), "documents.get", query=document_id, audited=False)
+
+    async def retrieve(call: Call) -> None:
+        call.result = await _find(ctx, principal, document_id)
+
+    await ctx.request_pipeline.run(call, retrieve=retrieve)
+    return _out(call.result)
 
 
 @router.delete(
@@ -298,21 +325,38 @@ async def get_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> 
     responses=error_responses(*AUTHENTICATED, 404),
 )
 async def delete_document(document_id: DocumentId, ctx: Ctx, principal: Caller) -> Deleted:
-    await admit(ctx, principal, "ingest")
-    doc = await _find(ctx, principal, document_id)
-    await asyncio.to_thread(_check_may_change, ctx, principal, doc, "delete")
-    await asyncio.to_thread(_purge, ctx, doc)
-    await ctx.audit.write_now(
-        AuditRecord(
-            "documents.delete",
-            principal.tenant,
-            principal.user,
-            principal.key_id,
-            request_id.get(),
-            200,
-            detail={"document": doc.id, "source": doc.source, "path": doc.path, "chunks": doc.chunk_count},
-        )
+    call = Call(
+        request_context(principal), "documents.delete", query=document_id, scope="ingest", audited=False
     )
+    doc: StoredDocument | None = None
+
+    async def check(call: Call) -> None:
+        nonlocal doc
+        doc = await _find(ctx, principal, document_id)
+        await asyncio.to_thread(_check_may_change, ctx, principal, doc, "delete")
+
+    async def generate(call: Call) -> None:
+        assert doc is not None
+        await asyncio.to_thread(_purge, ctx, doc)
+        await ctx.audit.write_now(
+            AuditRecord(
+                "documents.delete",
+                principal.tenant,
+                principal.user,
+                principal.key_id,
+                request_id.get(),
+                200,
+                detail={
+                    "document": doc.id,
+                    "source": doc.source,
+                    "path": doc.path,
+                    "chunks": doc.chunk_count,
+                },
+            )
+        )
+
+    await ctx.request_pipeline.run(call, check=check, generate=generate)
+    assert doc is not None
     return Deleted(id=doc.id)
 
 
