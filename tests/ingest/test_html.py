@@ -193,13 +193,19 @@ class TestTables:
 
     def test_first_row_headers_row_headers_and_rowspans(self, tables: Document) -> None:
         """<th> in the first row (no thead) are the header; a rowspan value repeats in each row;
-        a vertical table of <th> keys reads "key: value"; bold first-row cells over numbers too."""
+        a vertical table of <th> keys reads "key: value", under its spanning group rows (an infobox); bold
+        first-row cells over numbers are a header too."""
         assert _section(tables, "Settings").split("\n") == [
             "Setting: max_connections; Default: 100; Notes: Per worker.",
             "Setting: timeout; Default: 30 s; Notes: Reads.",
             "Setting: timeout; Default: 120 s; Notes: Uploads.",
         ]
         assert _section(tables, "Owners") == "Service: payments-api.\nOwner: Alice Example."
+        assert _section(tables, "Service card").split("\n") == [
+            "General / Founded: 2019.",
+            "General / Language: Go.",
+            "Operations / On call: #payments-oncall.",
+        ]
         assert (
             _section(tables, "Prices")
             == "Plan: Starter; Monthly: $29; Seats: 5.\nPlan: Team; Monthly: $99; Seats: 25."

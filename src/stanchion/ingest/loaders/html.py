@@ -456,6 +456,8 @@ def _header_rows(full: list[list[str]], is_th: list[list[bool]], in_head: list[b
     if count:
         return count
     while count < len(full) and all(th for th, text in zip(is_th[count], full[count], strict=True) if text):
+        if len(full[count]) > 1 and len(set(full[count])) == 1:
+            break  # one header cell across the table titles the rows below it (an infobox group)
         count += 1
     if count or any(any(row) for row in is_th) or len(full) < 2:
         return count
