@@ -27,6 +27,10 @@ come out as ``label — column: value`` lines. Then the table finders, the rows 
 for cell: pdfplumber's ``extract_tables`` (ruling lines, or text alignment) and ours.
 
 Speed: pages per second, each extractor alone over the sampled pages, one process, 2 cores.
+
+``--retrieval``: page hit@1/5/10 of BM25 (the store's analyser and scoring) over every page of
+the four PDFs as one document each, for the questions of ``bench/collections/debian-manuals``
+whose evidence is a PDF page, all of them and those a table answers.
 """
 
 from __future__ import annotations
@@ -232,12 +236,60 @@ def table_finders(samples: dict[str, Path]) -> list[tuple[str, str, str]]:
     ]
 
 
+def page_retrieval(pdf_dir: Path, names: list[str]) -> list[tuple[str, str, int, dict[int, float]]]:
+    """Page hit@k of BM25 (the store's analyser and scoring) with one document per page of the
+    four PDFs, for the questions of ``bench/collections/debian-manuals`` whose evidence is a page
+    of them: all, and those answered by a table."""
+    import json
+
+    from stanchion.core.analyze import query_terms, terms
+    from stanchion.index.bm25 import BM25Index
+
+    folder = ROOT / "bench" / "collections" / "debian-manuals"
+    queries = {q["_id"]: q for q in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
+    evidence: dict[str, set[tuple[str, int]]] = {}
+    for line in (folder / "qrels.tsv").read_text().splitlines()[1:]:
+        qid, doc, passage, _ = line.split("\t")
+        if doc.endswith(".pdf") and passage.startswith("page:"):
+            evidence.setdefault(qid, set()).add((Path(doc).name, int(passage[5:])))
+    import pypdfium2 as pdfium
+
+    pages = {}
+    for name in PDFS:
+        doc = pdfium.PdfDocument(pdf_dir / name)
+        pages[name] = list(range(len(doc)))
+        doc.close()
+    out = []
+    for label in names:
+        ids: list[tuple[str, int]] = []
+        texts: list[str] = []
+        for name in PDFS:
+            for number, text in zip(pages[name], EXTRACTORS[label](pdf_dir / name, pages[name]), strict=True):
+                ids.append((name, number + 1))
+                texts.append(" ".join(terms(text)))
+        index = BM25Index(enumerate(texts))
+        for tag in ("all", "table"):
+            chosen = [q for q in evidence if tag == "all" or tag in queries[q].get("tags", ())]
+            hits = dict.fromkeys((1, 5, 10), 0.0)
+            for q in chosen:
+                top = [ids[row] for row, _ in index.search(query_terms(queries[q]["text"]), 10)]
+                for k in hits:
+                    hits[k] += any(t in evidence[q] for t in top[:k]) / len(chosen)
+            out.append((label, tag, len(chosen), hits))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--every", type=int, default=4, help="sample every Nth page of the real PDFs")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--retrieval",
+        action="store_true",
+        help="also page hit@k of BM25 on every page (pypdf, pypdfium2, loader)",
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # pdfminer and pypdf warn about odd fonts on every page
     warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)  # the Handbook is XHTML; lxml reads it fine
@@ -328,6 +380,14 @@ def main() -> None:
     print("|---|---|---|")
     for name, ruled, cash in finders:
         print(f"| {name} | {ruled} | {cash} |")
+    if args.retrieval:
+        print()
+        print("| page text from | questions | page hit@1 | hit@5 | hit@10 |")
+        print("|---|---|---|---|---|")
+        for label, tag, n, hits in page_retrieval(
+            pdf_dir, ["pypdf", "pypdfium2", "loader (pypdfium2 + tables)"]
+        ):
+            print(f"| {label} | {tag} ({n}) | {hits[1]:.3f} | {hits[5]:.3f} | {hits[10]:.3f} |")
     base = next(r for r in results if r[0] == "pypdf")[-1]
     print()
     print("speed vs pypdf: " + ", ".join(f"{r[0]} {r[-1] / base:.2f}x" for r in results if r[0] != "pypdf"))
