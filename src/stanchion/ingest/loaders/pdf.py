@@ -204,24 +204,60 @@ def _read_page(pdf: pdfium.PdfDocument, index: int, *, tables: bool) -> PdfPage:
     page = pdf[index]
     textpage = page.get_textpage()
     try:
+        text = textpage.get_text_bounded()
         found = _tables(textpage) if tables else []
-        if not found:
-            return PdfPage(index + 1, _SOFT_HYPHEN.sub("", textpage.get_text_bounded()))
-        # The text between tables as PDFium reads it, each table as its row lines.
-        left, bottom, right, top = page.get_bbox()
-        parts: list[str] = []
-        for table in found:
-            above = textpage.get_text_bounded(left, table.top, right, top).rstrip().splitlines()
-            while table.caption and above and above[-1].strip() and above[-1].strip() in table.caption:
-                above.pop()  # the caption lines open the table's own text
-            parts.extend(["\n".join(above), table.text()])
-            top = table.bottom
-        parts.append(textpage.get_text_bounded(left, bottom, right, top))
-        text = "\n".join(part for part in parts if part.strip())
+        if found:
+            text = _with_tables(page, textpage, text, found)
         return PdfPage(index + 1, _SOFT_HYPHEN.sub("", text), tables=len(found))
     finally:
         textpage.close()
         page.close()
+
+
+def _with_tables(
+    page: pdfium.PdfPage, textpage: pdfium.PdfTextPage, text: str, found: list[PageTable]
+) -> str:
+    """The page's text with each table's lines replaced by its row lines.
+
+    A table's lines are found in the page text as PDFium reads the table's area, so everything
+    else keeps PDFium's order (a footer stays last, where header stripping looks). Where they
+    are not found verbatim, the page is rebuilt from the areas between the tables.
+    """
+    left, bottom, right, top = page.get_bbox()
+    parts: list[str] = []
+    at = 0
+    for table in found:
+        raw = textpage.get_text_bounded(left, table.bottom, right, table.top)
+        start = text.find(raw, at) if raw.strip() else -1
+        if start < 0:
+            return _by_areas(textpage, (left, bottom, right, top), found)
+        parts.extend([_without_caption(text[at:start], table), table.text()])
+        at = start + len(raw)
+    parts.append(text[at:])
+    return "\n".join(part.strip("\r\n") for part in parts if part.strip())
+
+
+def _by_areas(
+    textpage: pdfium.PdfTextPage, box: tuple[float, float, float, float], found: list[PageTable]
+) -> str:
+    """The text of the areas above, between and below the tables, with each table's row lines."""
+    left, bottom, right, top = box
+    parts: list[str] = []
+    for table in found:
+        parts.extend(
+            [_without_caption(textpage.get_text_bounded(left, table.top, right, top), table), table.text()]
+        )
+        top = table.bottom
+    parts.append(textpage.get_text_bounded(left, bottom, right, top))
+    return "\n".join(part.strip("\r\n") for part in parts if part.strip())
+
+
+def _without_caption(before: str, table: PageTable) -> str:
+    """``before`` less its last lines when they are the table's caption, which opens the table's text."""
+    lines = before.rstrip().splitlines()
+    while table.caption and lines and lines[-1].strip() and lines[-1].strip() in table.caption:
+        lines.pop()
+    return "\n".join(lines)
 
 
 def _tables(textpage: pdfium.PdfTextPage) -> list[PageTable]:
