@@ -41,6 +41,9 @@ def _make_pdf(path: Path, bodies: tuple[str, ...] = BODIES, *, title: str = "Ops
     return path
 
 
+PORTS = (("Aalborg", "Bergen", "Cork"), ("Dundee", "Esbjerg", "Flushing"), ("Gdansk", "Hull", "Izmir"))
+
+
 def _encrypt(source: Path, path: Path, user_password: str, algorithm: str) -> Path:
     """``source`` encrypted with pypdf's writer (AES needs the cryptography package)."""
     writer = PdfWriter(clone_from=PdfReader(source))
@@ -239,6 +242,29 @@ class TestTables:
             "Net income \u2014 2018: $ 10,073; 2017: $ 3,033.",
             "Diluted earnings per share \u2014 2018: $ 20.14; 2017: $ 6.15.",
         ]
+
+    def test_running_header_and_footer_go_on_table_pages(self, tmp_path: Path) -> None:
+        """A footer drawn before the table stays at the page edge, where header stripping finds it."""
+        path = tmp_path / "report.pdf"
+        pdf = canvas.Canvas(str(path), pagesize=A4)
+        for number in range(1, 4):
+            pdf.setFont("Helvetica", 9)
+            pdf.drawString(72, 40, f"Page {number} of 3")
+            pdf.drawString(72, 800, HEADER)
+            pdf.drawString(72, 700, "Port")
+            pdf.drawRightString(400, 700, "Calls")
+            for row in range(3):
+                pdf.drawString(72, 686 - 14 * row, PORTS[number - 1][row])
+                pdf.drawRightString(400, 686 - 14 * row, f"{number},{row}00")
+            pdf.drawString(72, 600, BODIES[number])
+            pdf.showPage()
+        pdf.save()
+        doc = _load(path)
+        assert [s.text.split("\n") for s in doc.sections] == [
+            [*(f"{PORTS[n][row]} \u2014 Calls: {n + 1},{row}00." for row in range(3)), BODIES[n + 1]]
+            for n in range(3)
+        ]
+        assert HEADER not in doc.text and "Page" not in doc.text
 
     def test_tables_off_gives_the_raw_lines(self, tmp_path: Path) -> None:
         """``tables=False`` keeps PDFium's own text of the page."""
