@@ -1,0 +1,47 @@
+"""Red team, Dec 6: defects found in today's changes, each shown by a test that fails now.
+
+Every test is ``xfail(strict=True)``: the suite stays green while the defect is there, and the
+test turns into an unexpected pass (a failure) once it is fixed, so the marker gets removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stanchion.core.filters import build_filter
+from stanchion.testing.store_suite import MODEL, make_write, unit
+
+# --- PostgreSQL: a filter's cached count of 0 hides chunks written after it ------------------------
+
+
+@pytest.fixture
+def pg_store(pg_dsn: str) -> Iterator[object]:
+    from stanchion.index.postgres import PostgresStore
+    from stanchion.testing.store_suite import DIM
+
+    s = PostgresStore(pg_dsn, dim=DIM, pool_size=2)
+    yield s
+    s.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="postgres.py _admitted caches a count for SHARE_TTL_S and keyword/vector_search return [] "
+    "when the cached count is 0: chunks written after a first empty search stay unfindable for a minute",
+)
+@pytest.mark.parametrize("mode", ["keyword", "vector"])
+def test_postgres_zero_count_is_not_cached_over_a_write(pg_store, mode: str) -> None:
+    store = pg_store
+    store.write([make_write("other", ["alpha beta"], metadata={"path": "other.txt"})], model=MODEL)
+    where = build_filter(["path=new.txt"])
+
+    def search() -> list[str]:
+        if mode == "keyword":
+            return [h.id for h in store.keyword_search(["alpha"], 5, where)]
+        return [h.id for h in store.vector_search(unit(1.0), 5, where)]
+
+    assert search() == []  # nothing admitted yet: the count 0 is remembered
+    store.write([make_write("new", ["alpha gamma"], metadata={"path": "new.txt"})], model=MODEL)
+    assert search() == ["new#0"]  # the chunk exists and the filter admits it
