@@ -45,3 +45,33 @@ def test_postgres_zero_count_is_not_cached_over_a_write(pg_store, mode: str) -> 
     assert search() == []  # nothing admitted yet: the count 0 is remembered
     store.write([make_write("new", ["alpha gamma"], metadata={"path": "new.txt"})], model=MODEL)
     assert search() == ["new#0"]  # the chunk exists and the filter admits it
+
+
+# --- HTML tables: rowspans over empty rows blow a small file up quadratically ----------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ingest/loaders/html.py _grid bounds colspan by the widest row but rowspan only by the "
+    "row count, and an empty <tr></tr> is 9 bytes: N cells spanning N empty rows make N*N cells "
+    "(79 KB -> 25 MB of text, 380 MB RSS at N=1500)",
+)
+def test_html_rowspan_over_empty_rows_is_bounded(tmp_path) -> None:
+    from stanchion.ingest.loaders.base import LoadContext
+    from stanchion.ingest.loaders.html import load_html
+
+    n = 300
+    html = (
+        "<html><body><h1>Report</h1><table><tr><td></td>"
+        + "".join(f"<td>c{i}</td>" for i in range(n))
+        + "</tr><tr>"
+        + "".join(f"<td rowspan={n}>value{i}</td>" for i in range(n))
+        + "</tr>"
+        + "<tr></tr>" * (n - 1)
+        + "</table></body></html>"
+    )
+    path = tmp_path / "bomb.html"
+    path.write_text(html)
+    text = "".join(d.text for d in load_html(path, LoadContext("s", path.name)))
+    # A real table's rows-as-text is a few times its markup; this one is ~50x (and grows as N^2).
+    assert len(text) < 10 * len(html), f"{len(html)} bytes of HTML became {len(text)} characters"
