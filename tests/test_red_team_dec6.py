@@ -188,3 +188,39 @@ class _HashEmbedder:
         if progress is not None:
             progress(len(texts))
         return out
+
+
+# --- PDF tables: one get_text_bounded per text run makes a dense page quadratic --------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ingest/loaders/pdf.py _tables reads each text run with textpage.get_text_bounded, which "
+    "scans the whole page: O(runs x chars). A 50 KB page of 8,000 numbers takes 12.6 s (0.12 s "
+    "without tables), 98 KB 49 s, all under the process-wide PDFium lock",
+)
+def test_pdf_table_detection_is_not_quadratic_in_the_page(tmp_path) -> None:
+    import time
+
+    from reportlab.pdfgen import canvas
+
+    from stanchion.ingest.loaders.base import LoadContext
+    from stanchion.ingest.loaders.pdf import load_pdf
+
+    rows, cols = 160, 40
+    path = tmp_path / "grid.pdf"
+    width, height = cols * 40 + 100, rows * 12 + 100
+    pdf = canvas.Canvas(str(path), pagesize=(width, height))
+    pdf.setFont("Helvetica", 8)
+    for r in range(rows):
+        for k in range(cols):
+            pdf.drawString(50 + k * 40, height - 50 - r * 12, f"{r * k % 997}" if r else f"Col{k}")
+    pdf.save()
+    ctx = LoadContext("s", path.name)
+    started = time.perf_counter()
+    list(load_pdf(path, ctx, tables=False))
+    plain = time.perf_counter() - started
+    started = time.perf_counter()
+    list(load_pdf(path, ctx))
+    with_tables = time.perf_counter() - started
+    assert with_tables < 20 * plain + 1.0, f"{with_tables:.1f} s with tables, {plain:.2f} s without"
