@@ -280,6 +280,31 @@ class TestAgreement:
         finally:
             sqlite.close()
 
+    def test_document_frequencies_follow_every_write(self, store: PostgresStore, tmp_path: Path) -> None:
+        """Each worker keeps term document frequencies until the next write: a rewrite that keeps
+        the chunk count and total length, a deletion, or another worker's write all refresh them."""
+        other = PostgresStore(store._dsn, dim=DIM, pool_size=1)
+        sqlite = SQLiteStore(tmp_path / "df.db")
+        terms = query_terms("depot dawn")
+        steps: list[tuple[PostgresStore, list[DocumentWrite], list[str]]] = [
+            (store, [make_write("a", ["depot at dawn"]), make_write("b", ["night shift crew"])], []),
+            (store, [make_write("b", ["depot crew shift"])], []),  # same count, same length
+            (other, [make_write("c", ["dawn dawn depot"])], []),
+            (store, [], ["a"]),
+        ]
+        try:
+            for writer, writes, deleted in steps:
+                for target in (writer, sqlite):
+                    target.write(writes, model=MODEL)
+                    target.delete_documents(deleted)
+                want = sqlite.keyword_search(terms, 10, SearchFilter())
+                got = store.keyword_search(terms, 10, SearchFilter())
+                assert [h.id for h in got] == [h.id for h in want]
+                assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-5)
+        finally:
+            other.close()
+            sqlite.close()
+
     def test_filters_match_admits_on_mixed_types(self, store: PostgresStore) -> None:
         """Numbers vs numeric strings, booleans, lists and missing keys filter as ``admits`` says."""
         metas: list[dict[str, object]] = [

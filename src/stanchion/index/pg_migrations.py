@@ -45,6 +45,14 @@ def migrations(dim: int) -> list[Migration]:
                 "postgres": f'CREATE INDEX documents_tenant ON {SCHEMA}.documents ({DOCUMENT_TENANT}, id COLLATE "C")'
             },
         ),
+        # Moves on every write, so a worker may keep each term's document frequency until it does
+        # (counting a common term's postings cost more than the rest of a filtered BM25 query).
+        Migration(
+            "m003_corpus_generation",
+            {
+                "postgres": f"ALTER TABLE {SCHEMA}.corpus_stats ADD COLUMN generation bigint NOT NULL DEFAULT 0"
+            },
+        ),
     ]
 
 

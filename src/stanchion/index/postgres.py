@@ -58,6 +58,7 @@ LOOKUP_MAX = 2000
 # time, never a result (every plan checks the filter on every row it returns).
 SHARE_TTL_S = 60.0
 _SHARES_KEPT = 1024
+_DF_KEPT = 200_000  # terms whose document frequency is kept (per worker, until the next write)
 _S = SCHEMA
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class PostgresStore:
         self.ef_search = ef_search
         self._shares: dict[object, tuple[float, int, float]] = {}  # filter -> (until, admitted, share)
         self._shares_lock = threading.Lock()
+        self._df: tuple[int, dict[str, float]] = (-1, {})  # (corpus generation, term -> df)
+        self._df_lock = threading.Lock()
         self._server = describe_dsn(dsn)
         self._dsn = dsn
         migrate(dsn, dim=dim, connect_timeout=connect_timeout)
@@ -182,17 +185,22 @@ class PostgresStore:
 
     @staticmethod
     def _count(conn: psycopg.Connection[Any], chunks: int, length: int) -> None:
-        if chunks or length:  # the stats row is a lock all writers share: take it last, and only if needed
-            conn.execute(
-                f"UPDATE {_S}.corpus_stats SET chunks = chunks + %s, length = length + %s", [chunks, length]
-            )
+        """Move BM25's N and total length, and the generation that says the postings changed.
+
+        The stats row is a lock all writers share: take it last (each caller does, once)."""
+        conn.execute(
+            f"UPDATE {_S}.corpus_stats SET chunks = chunks + %s, length = length + %s,"
+            " generation = generation + 1",
+            [chunks, length],
+        )
 
     def delete_documents(self, ids: Sequence[str]) -> int:
         if not ids:
             return 0
         with self._connection(f"deleting documents {_names(ids)}") as conn:
             documents, chunks, length = self._delete(conn, list(ids))
-            self._count(conn, -chunks, -length)
+            if documents:
+                self._count(conn, -chunks, -length)
             return documents
 
     def set_unit(self, source: str, unit: str, signature: str) -> None:
@@ -283,6 +291,9 @@ class PostgresStore:
         distinct = list(dict.fromkeys(terms))
         clause, params = _where_sql(where)
         with self._connection("keyword search") as conn:
+            # One snapshot for the whole search: N, the document frequencies and the postings agree.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            stats = [distinct, self._frequencies(conn, distinct)]
             window = k
             if clause:
                 admitted, share = self._admitted(conn, where, clause, params)
@@ -291,14 +302,14 @@ class PostgresStore:
                 if admitted <= LOOKUP_MAX:
                     # Few chunks: score exactly those, a (chunk, term) lookup each, not every match.
                     sql = _bm25_sql(clause, None, lookup=True)
-                    return [Scored(r[0], float(r[1])) for r in conn.execute(sql, [distinct, *params, k])]
+                    return [Scored(r[0], float(r[1])) for r in conn.execute(sql, [*stats, *params, k])]
                 # Checking the filter on a match costs a row lookup (100 ms for 60k matches), so
                 # check it on the best ``window`` only, sized to hold ~3k admitted chunks. If k of
                 # them pass, they are the exact answer: every chunk outside ranks below them all.
                 window = min(max(k, math.ceil(3 * k / share)), KEYWORD_WINDOW_MAX)
-            rows = conn.execute(_bm25_sql(clause, window), [distinct, window, *params, k]).fetchall()
+            rows = conn.execute(_bm25_sql(clause, window), [*stats, window, *params, k]).fetchall()
             if clause and len(rows) < k:
-                rows = conn.execute(_bm25_sql(clause, None), [distinct, *params, k]).fetchall()
+                rows = conn.execute(_bm25_sql(clause, None), [*stats, *params, k]).fetchall()
         return [Scored(r[0], float(r[1])) for r in rows]
 
     def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[Scored]:
@@ -338,6 +349,28 @@ class PostgresStore:
             else:
                 rows = conn.execute(*vector_sql(vector, k, where, exact=True)).fetchall()
         return [Scored(r[0], float(r[1])) for r in rows]
+
+    def _frequencies(self, conn: psycopg.Connection[Any], terms: list[str]) -> list[float]:
+        """Each term's document frequency (BM25's df): counted, then kept until the next write."""
+        row = conn.execute(f"SELECT generation FROM {_S}.corpus_stats").fetchone()
+        assert row is not None
+        generation = int(row[0])
+        with self._df_lock:
+            if self._df[0] != generation or len(self._df[1]) > _DF_KEPT:
+                self._df = (generation, {})
+            known = self._df[1]
+            missing = [t for t in terms if t not in known]
+        if missing:
+            counted = conn.execute(
+                f"SELECT q.term, (SELECT count(*) FROM {_S}.postings WHERE term = q.term)"
+                " FROM unnest(%s::text[]) AS q(term)",
+                [missing],
+            ).fetchall()
+            with self._df_lock:
+                if self._df[0] == generation:
+                    self._df[1].update((term, float(df)) for term, df in counted)
+            known = {**known, **{term: float(df) for term, df in counted}}
+        return [known[t] for t in terms]
 
     def _admitted(
         self, conn: psycopg.Connection[Any], where: SearchFilter, clause: str, params: list[object]
@@ -416,9 +449,10 @@ def _bm25_sql(clause: str, window: int | None, *, lookup: bool = False) -> str:
     """BM25 exactly as ``bm25.BM25Index`` scores it, so both backends rank alike.
 
     With a ``window``, the best ``window`` matches are checked against the filter ``clause``
-    (parameters: terms, window, the filter's, k). Without, the admitted chunks are found first and
-    only they are scored (parameters: terms, the filter's, k). N and the mean length come from
-    ``corpus_stats``; df is counted over all postings (a filter narrows candidates, not statistics).
+    (parameters: terms, their df, window, the filter's, k). Without, the admitted chunks are found
+    first and only they are scored (parameters: terms, their df, the filter's, k). N and the mean
+    length come from ``corpus_stats``; df counts all postings (a filter narrows candidates, not
+    statistics).
 
     A posting scores ``weight * tf / (tf + c0 + c1 * len)`` with the per-query constants
     ``weight = (k1 + 1) * idf``, ``c0 = k1 (1 - b)``, ``c1 = k1 b / avgdl``: the same formula, fewer
@@ -433,10 +467,8 @@ def _bm25_sql(clause: str, window: int | None, *, lookup: bool = False) -> str:
         f"s AS (SELECT chunks::float8 AS n, {K1 * (1 - B)}::float8 AS c0, {K1 * B}::float8"
         " / CASE WHEN chunks > 0 AND length > 0 THEN length::float8 / chunks ELSE 1.0 END AS c1"
         f" FROM {_S}.corpus_stats)",
-        f"w AS MATERIALIZED (SELECT q.term, {K1 + 1}::float8 * ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5)) AS weight"
-        " FROM unnest(%s::text[]) AS q(term) CROSS JOIN s"
-        f" CROSS JOIN LATERAL (SELECT count(*)::float8 AS df FROM {_S}.postings WHERE term = q.term) d"
-        " WHERE d.df > 0)",
+        f"w AS MATERIALIZED (SELECT q.term, {K1 + 1}::float8 * ln(1 + (s.n - q.df + 0.5) / (q.df + 0.5)) AS weight"
+        " FROM unnest(%s::text[], %s::float8[]) AS q(term, df) CROSS JOIN s WHERE q.df > 0)",
     ]
     if prefilter:
         ctes.append(f"admitted AS MATERIALIZED (SELECT c.rowid FROM {_S}.chunks c WHERE {clause})")
@@ -444,7 +476,7 @@ def _bm25_sql(clause: str, window: int | None, *, lookup: bool = False) -> str:
         ctes.append(
             "scored AS (SELECT a.rowid AS chunk, sum(w.weight * p.tf / (p.tf + s.c0 + s.c1 * p.len)) AS score"
             f" FROM admitted a CROSS JOIN w CROSS JOIN s CROSS JOIN LATERAL (SELECT tf, len FROM {_S}.postings"
-            " WHERE chunk = a.rowid AND term = w.term) p GROUP BY a.rowid)"
+            " WHERE chunk = a.rowid AND term = w.term OFFSET 0) p GROUP BY a.rowid)"  # OFFSET 0: a lookup each
         )
         return (
             f"WITH {', '.join(ctes)} SELECT c.id, t.score FROM (SELECT chunk, score FROM scored"
