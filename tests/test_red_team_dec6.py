@@ -224,3 +224,35 @@ def test_pdf_table_detection_is_not_quadratic_in_the_page(tmp_path) -> None:
     list(load_pdf(path, ctx))
     with_tables = time.perf_counter() - started
     assert with_tables < 20 * plain + 1.0, f"{with_tables:.1f} s with tables, {plain:.2f} s without"
+
+
+# --- SQLite filter index: the JSON '->' operator needs SQLite 3.38 ----------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="index/sqlite.py _column reads metadata with 'metadata -> ?', an operator added in SQLite "
+    "3.38.0 (2022-02); Python 3.11 on Ubuntu 22.04 links 3.37.2 (RHEL 9: 3.34): every filtered "
+    "search there (the server adds a tenant filter to all) fails with a syntax error, where "
+    "json_extract worked before; nothing checks the version",
+)
+def test_sqlite_filtered_search_runs_on_sqlite_before_3_38(tmp_path, monkeypatch) -> None:
+    import sqlite3
+
+    from stanchion.errors import StoreError
+    from stanchion.index.sqlite import SQLiteStore
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 37, 2))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.37.2")
+    try:
+        store = SQLiteStore(tmp_path / "index.db")
+    except StoreError as exc:  # refusing an old SQLite up front, by name, is a fix too
+        assert "3.3" in str(exc)
+        return
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.write([make_write("a", ["alpha"], metadata={"tenant": "t1"})], model=MODEL)
+    store.vector_search(unit(1.0), 5, build_filter(["tenant=t1"]))
+    store.close()
+    too_new = [s for s in statements if "->" in s]
+    assert not too_new, f"SQL that SQLite 3.37 cannot parse: {too_new[0][:120]}"
