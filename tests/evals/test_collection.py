@@ -12,6 +12,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 from typer.testing import CliRunner
 
+from stanchion.app import build
 from stanchion.cli import app as cli_app
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.errors import SpecError
@@ -22,7 +23,12 @@ from stanchion.evals.collection import (
     heading_key,
     rank_passages,
 )
-from stanchion.evals.retrieval import run_retrieval_eval
+from stanchion.evals.retrieval import (
+    _reread_if_code_changed,
+    collection_spec,
+    ingest_code_digest,
+    run_retrieval_eval,
+)
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.html import load_html
 from stanchion.spec import Spec
@@ -207,6 +213,29 @@ class TestEndToEnd:
         assert {"ndcg@10", "recall@100", "mrr@10", "queries", "build_seconds", "latency_ms"} < set(out)
         assert out["passage"]["queries"] == 3 and out["passage"]["hit@1"] == pytest.approx(0.6667)
         assert out["passage_by_tag"]["pdf"]["queries"] == 2
+
+    def test_changed_ingestion_code_rereads_every_file(
+        self, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    ) -> None:
+        """An index built by other loader or chunking code forgets its files' signatures, so the next
+        ingest reads them again; the same code leaves them be."""
+        _depot(tmp_path)
+        folder = _collection(tmp_path / "coll", queries=[{"_id": "q1", "text": "tyres"}], qrels="")
+        coll = Collection.load(folder, data_root=tmp_path / "data")
+        run_retrieval_eval(coll, Spec(), mode="bm25", cache_dir=tmp_path / "cache", embedder=embedder)
+        spec = collection_spec(coll, Spec(), tmp_path / "cache")
+        marker = spec.resolve(spec.index.path).with_suffix(".ingest-code")
+        app = build(spec, embedder=embedder)
+        try:
+            assert marker.read_text().strip() == ingest_code_digest()
+            _reread_if_code_changed(app, spec)
+            assert set(app.store.units("manuals")) == {"handbook.pdf"}  # same code: kept
+            marker.write_text("older-code\n")
+            _reread_if_code_changed(app, spec)
+            assert app.store.units("manuals") == {} and app.store.units("wiki") == {}
+            assert marker.read_text().strip() == ingest_code_digest()
+        finally:
+            app.close()
 
 
 class TestDebianCollection:
