@@ -256,3 +256,61 @@ def test_sqlite_filtered_search_runs_on_sqlite_before_3_38(tmp_path, monkeypatch
     store.close()
     too_new = [s for s in statements if "->" in s]
     assert not too_new, f"SQL that SQLite 3.37 cannot parse: {too_new[0][:120]}"
+
+
+# --- Eval collections: collection.yaml names what is written and read ------------------------------
+
+
+def _collection(tmp_path, *, name: str, source_path: str):
+    from stanchion.evals.collection import Collection
+
+    root = tmp_path / "data"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "a.txt").write_text("hello docs about refunds")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "pay.txt").write_text("payroll: secret")
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / "collection.yaml").write_text(
+        f"name: {name}\ndata_root: {root}\nsources:\n  - name: s\n    type: text\n    path: {source_path}\n"
+    )
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "refunds"}\n')
+    (folder / "qrels.tsv").write_text("query-id\tdocument\tpassage\tscore\nq1\tdocs/a.txt\t\t1\n")
+    return Collection.load(folder)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evals/retrieval.py collection_spec puts the index at cache_dir / f'{collection.name}-...db' "
+    "and evals/collection.py never checks the name: 'name: ../../x' writes the index outside the cache",
+)
+def test_collection_name_cannot_place_the_index_outside_the_cache(tmp_path) -> None:
+    from stanchion.errors import SpecError
+    from stanchion.evals.retrieval import collection_spec
+    from stanchion.spec import Spec
+
+    cache = tmp_path / "cache"
+    try:
+        collection = _collection(tmp_path, name="../../escaped", source_path="docs")
+        spec = collection_spec(collection, Spec(), cache_dir=cache)
+    except SpecError:
+        return  # refusing the name is a fix
+    from pathlib import Path
+
+    assert Path(spec.index.path).resolve().is_relative_to(cache.resolve()), spec.index.path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evals/retrieval.py collection_spec: a source path outside the data root ('../secret') "
+    "reaches file.relative_to(root) and the CLI dies with a ValueError traceback "
+    "(stanchion eval retrieval --dataset DIR), not a SpecError naming the source",
+)
+def test_collection_source_outside_the_data_root_is_a_spec_error(tmp_path) -> None:
+    from stanchion.errors import SpecError
+    from stanchion.evals.retrieval import collection_spec
+    from stanchion.spec import Spec
+
+    with pytest.raises(SpecError):
+        collection = _collection(tmp_path, name="c", source_path="../secret")
+        collection_spec(collection, Spec(), cache_dir=tmp_path / "cache")
