@@ -291,8 +291,6 @@ class PostgresStore:
         distinct = list(dict.fromkeys(terms))
         clause, params = _where_sql(where)
         with self._connection("keyword search") as conn:
-            # One snapshot for the whole search: N, the document frequencies and the postings agree.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             stats = [distinct, self._frequencies(conn, distinct)]
             window = k
             if clause:
@@ -351,8 +349,15 @@ class PostgresStore:
         return [Scored(r[0], float(r[1])) for r in rows]
 
     def _frequencies(self, conn: psycopg.Connection[Any], terms: list[str]) -> list[float]:
-        """Each term's document frequency (BM25's df): counted, then kept until the next write."""
-        row = conn.execute(f"SELECT generation FROM {_S}.corpus_stats").fetchone()
+        """Each term's document frequency (BM25's df): counted, then kept until the next write.
+
+        Opens the search's transaction as one snapshot (N, the frequencies and the postings agree),
+        in the same round trip as reading the generation."""
+        cur = conn.execute(
+            f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT generation FROM {_S}.corpus_stats"
+        )
+        cur.nextset()
+        row = cur.fetchone()
         assert row is not None
         generation = int(row[0])
         with self._df_lock:
