@@ -20,7 +20,7 @@ times each query.
 
     python bench/filtered_search.py [--size 100000] [--queries 100] [--backends sqlite postgres]
         [--dir ~/.cache/stanchion/bench-filtered] [--dsn DSN] [--baseline-rev 5bc7ba2]
-        [--reuse-baseline] [--base-index PATH]
+        [--baseline-queries N] [--reuse-baseline] [--base-index PATH]
 
 The indexes are built once and reused from ``--dir`` (PostgreSQL: a pgserver cluster there, or
 the server of ``--dsn``, database ``filtered_<size>``).
@@ -257,9 +257,9 @@ def measure(target: str, backend: str, folder: Path, queries: int, size: int) ->
     return out
 
 
-def run_child(src: Path, backend: str, target: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_child(src: Path, backend: str, target: str, folder: Path, size: int, queries: int) -> dict[str, Any]:
     """``measure`` in a child process whose ``stanchion`` comes from ``src``."""
-    options = ["--dir", str(folder), "--queries", str(args.queries), "--size", str(args.size)]
+    options = ["--dir", str(folder), "--queries", str(queries), "--size", str(size)]
     result = subprocess.run(
         [sys.executable, __file__, "--child", backend, target, *options],
         env={**os.environ, "PYTHONPATH": str(src)},
@@ -277,14 +277,15 @@ def both(
     old: Path, backend: str, target: str, folder: Path, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """Baseline then ours; the baseline's figures are saved, and reused with ``--reuse-baseline``."""
-    saved = folder / f"baseline-{args.baseline_rev}-{backend}-{args.size}-{args.queries}.json"
+    queries = args.baseline_queries or args.queries
+    saved = folder / f"baseline-{args.baseline_rev}-{backend}-{args.size}-{queries}.json"
     if args.reuse_baseline and saved.exists():
         base: dict[str, Any] = json.loads(saved.read_text())
         print(f"(baseline figures reused from {saved})")
     else:
-        base = run_child(old, backend, target, folder, args)
+        base = run_child(old, backend, target, folder, args.size, queries)
         saved.write_text(json.dumps(base))
-    return [base, run_child(ROOT / "src", backend, target, folder, args)]
+    return [base, run_child(ROOT / "src", backend, target, folder, args.size, args.queries)]
 
 
 def baseline_src(rev: str, folder: Path) -> Path:
@@ -342,6 +343,9 @@ def main() -> None:
         help="a Stanchion index to take chunks and vectors from (default: SciFact's eval index)",
     )
     parser.add_argument(
+        "--baseline-queries", type=int, help="fewer queries for the (slow) baseline; default: --queries"
+    )
+    parser.add_argument(
         "--reuse-baseline",
         action="store_true",
         help="reuse the baseline's saved figures (same size and queries)",
@@ -355,7 +359,11 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "src"))
     texts, vectors, queries, _ = base_corpus(folder, args.base_index)
-    print(f"{min(args.queries, len(queries))} SciFact queries; {args.size} chunks grown from {len(texts)}")
+    base_queries = min(args.baseline_queries or args.queries, len(queries))
+    print(
+        f"{min(args.queries, len(queries))} SciFact queries ({base_queries} for the baseline);"
+        f" {args.size} chunks grown from {len(texts)}"
+    )
     old = baseline_src(args.baseline_rev, folder)
     if "sqlite" in args.backends:
         path = str(build_sqlite(folder, args.size, texts, vectors))
