@@ -82,9 +82,11 @@ def test_html_rowspan_over_empty_rows_is_bounded(tmp_path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="index/sqlite.py _restricted compares filters[0] == version, and both _load_matrix and "
-    "_load_filters store -1 when a commit landed during their load: -1 == -1 pairs a matrix and an "
-    "ACL from different states, and a reused rowid makes a group-only chunk visible to a groupless caller",
+    reason="index/sqlite.py _restricted compares filters[0] == version, and _load_matrix and "
+    "_load_filters both store -1 when a commit landed during their load: -1 == -1 pairs a matrix "
+    "and an ACL from different states. An ordinary re-ingest of a group-only document committed "
+    "between the rowid and chunk_acl reads leaves its old rowid with no ACL rows (public), the "
+    "old matrix still maps that rowid to its id, and the groupless caller gets the new chunk",
 )
 def test_sqlite_unstable_snapshots_are_never_paired(tmp_path) -> None:
     import itertools
@@ -95,26 +97,39 @@ def test_sqlite_unstable_snapshots_are_never_paired(tmp_path) -> None:
     path = tmp_path / "index.db"
     writer = SQLiteStore(path)
     writer.write(
-        [make_write("pub", ["alpha public"]), make_write("sec", ["alpha secret"], groups=("hr",))], model=MODEL
+        [
+            make_write("pub", ["alpha public"]),
+            make_write("sec", ["alpha secret"], groups=("hr",)),
+            make_write("tail", ["alpha tail"]),
+        ],
+        model=MODEL,
     )
     reader = SQLiteStore(path)
     ticks = itertools.count(1000)
-    reader._version = lambda: next(ticks)  # another process commits during every load
-    load_filters = reader._load_filters
+    reader._version = lambda: next(ticks)  # an ingest job commits during each load (batches)
 
-    def commits_between_the_loads():  # after the matrix is loaded, before the ACL is
-        writer.delete_documents(["sec"])
-        writer.write([make_write("new", ["alpha other"])], model=MODEL)  # takes sec#0's rowid, public
-        writer.write([make_write("sec", ["alpha secret"], groups=("hr",))], model=MODEL)
-        reader._load_filters = load_filters
-        return load_filters()
+    class Racing:
+        """The reader's connection; the writer commits just before the chunk_acl read."""
 
-    reader._load_filters = commits_between_the_loads
+        def __init__(self, inner) -> None:
+            self.inner, self.done = inner, False
+
+        def execute(self, sql, *args):
+            if sql.startswith("SELECT chunk, grp FROM chunk_acl") and not self.done:
+                self.done = True
+                writer.write([make_write("sec", ["alpha secret v2"], groups=("hr",))], model=MODEL)
+            return self.inner.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    reader._db = Racing(reader._db)
     try:
         hits = reader.vector_search(unit(1.0), 10, SearchFilter((), frozenset()))  # no groups: public only
         seen = {c.id: c.access_groups for c in reader.chunks([h.id for h in hits])}
         assert all(not groups for groups in seen.values()), f"a groupless caller saw {seen}"
     finally:
+        reader._db = reader._db.inner
         reader.close()
         writer.close()
 
