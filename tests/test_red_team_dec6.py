@@ -351,3 +351,33 @@ def test_collection_source_outside_the_data_root_is_a_spec_error(tmp_path) -> No
     with pytest.raises(SpecError):
         collection = _collection(tmp_path, name="c", source_path="../secret")
         collection_spec(collection, Spec(), cache_dir=tmp_path / "cache")
+
+
+# --- Chunking: is_row_line on the whole line at every cut makes a long line quadratic -------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ingest/chunk.py _past_row_tail (and _rows_whole for semantic) run tables.is_row_line on "
+    "the whole line around every cut; a line opening 'Note: ' with no ';' backtracks over all of it "
+    "each time: a 565 KB one-line file chunks in 29 s (2.3 s before today), semantic 93 KB 15.6 s "
+    "(0.4 s before)",
+)
+def test_chunking_a_long_line_that_opens_like_a_row_is_not_quadratic() -> None:
+    import time
+
+    from stanchion.ingest.chunk import ChunkingOptions, chunk_document
+    from stanchion.ingest.tokens import tokenizer_for
+    from stanchion.types import Document
+
+    tokenizer = tokenizer_for("all-MiniLM-L6-v2")
+    body = " ".join(f"This is sentence number {i} of the long line." for i in range(6000))
+
+    def seconds(text: str) -> float:
+        doc = Document(id="s:a.txt", text=text, title="a", source="s")
+        started = time.perf_counter()
+        chunk_document(doc, ChunkingOptions(), tokenizer, None)
+        return time.perf_counter() - started
+
+    plain, note = seconds(body), seconds("Note: " + body)
+    assert note < 3 * plain + 0.5, f"'Note: ' + line: {note:.1f} s, the same line alone: {plain:.1f} s"
