@@ -159,12 +159,6 @@ def test_sqlite_unstable_snapshots_are_never_paired(tmp_path) -> None:
 # --- Streaming ingestion: an early commit splits a one-batch unit, then the unit fails ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/pipeline.py run() commits a part-full batch (>= _MIN_EARLY chunks) whenever the "
-    "reader has nothing ready, even in the middle of a unit: a file that fits in one batch but reads "
-    "slowly and then fails is left half replaced (new versions of its first records, old ones after)",
-)
 def test_slow_unit_that_fails_within_one_batch_writes_nothing(tmp_path, monkeypatch) -> None:
     import json
     import time

@@ -312,6 +312,23 @@ class TestReplace:
         assert hit.chunk.document_id == "docs:corpus.jsonl:r1"
         assert len(run.stored_ids()) == 5
 
+    def test_a_file_that_fits_in_a_batch_is_never_split_across_commits(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file whose documents fit in one batch is committed in one write, even when it comes
+        after others that part-filled the batch."""
+        corpus = tmp_path / "c"
+        for name in ("a", "b", "c"):
+            (corpus / name).mkdir(parents=True)
+            records = {f"{name}{i}": f"Record {name}{i} about pallets." for i in range(3)}
+            (corpus / name / "corpus.jsonl").write_text(beir_lines(records))
+        run = Streamed(tmp_path, corpus, monkeypatch, batch_chunks=4, read_ahead=0, type="beir")
+        assert run.run().documents == 9
+        for batch in run.store.writes:
+            units = {w.unit for w in batch}
+            assert sum(len(w.chunks) for w in batch) <= 4
+            assert all(sum(w.unit == u for w in batch) == 3 for u in units), [w.document.id for w in batch]
+
     def test_file_failing_within_one_batch_keeps_its_old_version(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -213,23 +213,29 @@ class Pipeline:
         items: Iterator[DocumentWrite | _UnitEnd] = (
             ReadAhead(reader, self.read_ahead, _weight) if self.read_ahead else reader
         )
-        batch = _Batch()
+        batch = _Batch()  # documents of units read to the end: committed together
+        unit = _Batch()  # documents of the unit being read: held back until it ends
         try:
             for item in items:
                 if isinstance(item, _UnitEnd):
-                    self._unit_end(item, batch, summary, progress)
+                    self._unit_end(item, batch, unit, summary, progress)
+                    # Commit a full batch; a part-full one too while the reader has nothing ready
+                    # (a long file parsing): the model would idle, and the batch can be searchable.
+                    if batch.chunks >= self.batch_chunks or (
+                        isinstance(items, ReadAhead) and not items.ready() and batch.chunks >= _MIN_EARLY
+                    ):
+                        self._flush(batch, summary, progress)
                     continue
-                if batch.chunks and batch.chunks + len(item.chunks) > self.batch_chunks:
-                    self._flush(batch, summary, progress)
-                batch.writes.append(item)
-                batch.chunks += len(item.chunks)
-                progress.to_embed(len(item.chunks))
-                # Commit a full batch now; a part-full one too while the reader has nothing ready
-                # (a long file parsing): the model would idle, and the batch can be searchable.
-                if batch.chunks >= self.batch_chunks or (
-                    isinstance(items, ReadAhead) and not items.ready() and batch.chunks >= _MIN_EARLY
-                ):
-                    self._flush(batch, summary, progress)
+                size = len(item.chunks)
+                if batch.chunks + unit.chunks + size > self.batch_chunks:
+                    if batch.writes:
+                        self._flush(batch, summary, progress)
+                    if unit.writes and unit.chunks + size > self.batch_chunks:
+                        # A unit larger than a batch: its documents are committed as they come.
+                        self._flush(unit, summary, progress)
+                unit.writes.append(item)
+                unit.chunks += size
+                progress.to_embed(size)
             self._flush(batch, summary, progress)
         finally:
             if isinstance(items, ReadAhead):
@@ -402,23 +408,25 @@ class Pipeline:
         )
         return chunk_document(doc, options, self.tokenizer, embed)
 
-    def _unit_end(self, end: _UnitEnd, batch: _Batch, summary: IngestSummary, progress: Progress) -> None:
+    def _unit_end(
+        self, end: _UnitEnd, batch: _Batch, unit: _Batch, summary: IngestSummary, progress: Progress
+    ) -> None:
+        """A unit is read: its documents join the batch, or, if it failed, are dropped."""
         summary.unchanged += end.unchanged
         summary.exact_duplicates += end.exact
         summary.near_duplicates += end.near
         progress.unit_done()
         if end.failure is None:
+            batch.writes.extend(unit.writes)
+            batch.chunks += unit.chunks
             batch.ends.append(end)
-            return
-        # The failed unit's documents not yet committed are dropped: a unit that fits in one batch
-        # is written whole or not at all (a replaced document keeps its old version).
-        summary.failed.append(end.failure)
-        dropped = [w for w in batch.writes if (w.document.source, w.unit) == (end.source, end.unit)]
-        if dropped:
-            batch.writes = [w for w in batch.writes if (w.document.source, w.unit) != (end.source, end.unit)]
-            lost = sum(len(w.chunks) for w in dropped)
-            batch.chunks -= lost
-            progress.to_embed(-lost)
+        else:
+            # What the failed unit has not committed is dropped: a unit that fits in one batch is
+            # written whole or not at all (a replaced document keeps its old version).
+            summary.failed.append(end.failure)
+            progress.to_embed(-unit.chunks)
+        unit.writes.clear()
+        unit.chunks = 0
 
     def _flush(self, batch: _Batch, summary: IngestSummary, progress: Progress) -> None:
         started = time.perf_counter()
