@@ -192,7 +192,9 @@ def test_slow_unit_that_fails_within_one_batch_writes_nothing(tmp_path, monkeypa
             yield doc
 
     monkeypatch.setattr(pipeline, "load_unit", slow)
-    (corpus / "corpus.jsonl").write_text(lines({k: v.replace("pallets", "crates") for k, v in records.items()}, bad=5))
+    (corpus / "corpus.jsonl").write_text(
+        lines({k: v.replace("pallets", "crates") for k, v in records.items()}, bad=5)
+    )
     summary = app.pipeline.run()  # 40 chunks, well inside one batch of 256
     assert len(summary.failed) == 1 and "malformed" in summary.failed[0].reason
     crates = app.retriever.search("crates", k=50, mode="bm25").hits
