@@ -377,3 +377,34 @@ def test_chunking_a_long_line_that_opens_like_a_row_is_not_quadratic() -> None:
 
     plain, note = seconds(body), seconds("Note: " + body)
     assert note < 3 * plain + 0.5, f"'Note: ' + line: {note:.1f} s, the same line alone: {plain:.1f} s"
+
+
+# --- SQLite filter index: one huge integer in any tenant's metadata breaks that key for everyone ---
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="index/filter_index.py Column does float(item) for every int in the column, which covers "
+    "every tenant's chunks: an upload with metadata {'year': <400-digit int>} (the API's metadata "
+    "takes any int; so does Markdown front matter) makes every tenant's filter on 'year' an "
+    "OverflowError (500); the SQL it replaced read the value as REAL",
+)
+def test_sqlite_huge_integer_in_one_tenant_does_not_break_anothers_filter(tmp_path) -> None:
+    from stanchion.index.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "index.db")
+    store.write(
+        [
+            make_write("a", ["alpha"], metadata={"tenant": "A", "year": 10**400}),  # tenant A's upload
+            make_write("b", ["alpha"], metadata={"tenant": "B", "year": 2021}),
+        ],
+        model=MODEL,
+    )
+    try:
+        where = build_filter(["year>=2020", "tenant=B"])  # tenant B's own search
+        assert [h.id for h in store.vector_search(unit(1.0), 5, where)] == ["b#0"]
+        assert [
+            h.id for h in store.keyword_search(["alpha"], 5, build_filter(["year=2021", "tenant=B"]))
+        ] == ["b#0"]
+    finally:
+        store.close()
