@@ -20,7 +20,7 @@ DEFAULT_TENANT = "default"
 
 # How a keyword ranking and a vector ranking become one (``stanchion.retrieve.fusion``); named here
 # so the spec can name a method without importing retrieval.
-Fusion = Literal["rrf", "minmax", "zscore", "dbsf"]
+Fusion = Literal["rrf", "minmax", "zscore", "dbsf", "weighted"]
 
 
 def content_hash(text: str) -> str:
