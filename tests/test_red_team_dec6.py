@@ -226,12 +226,6 @@ class _HashEmbedder:
 # --- PDF tables: one get_text_bounded per text run makes a dense page quadratic --------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/loaders/pdf.py _tables reads each text run with textpage.get_text_bounded, which "
-    "scans the whole page: O(runs x chars). A 50 KB page of 8,000 numbers takes 12.6 s (0.12 s "
-    "without tables), 98 KB 49 s, all under the process-wide PDFium lock",
-)
 def test_pdf_table_detection_is_not_quadratic_in_the_page(tmp_path) -> None:
     import time
 

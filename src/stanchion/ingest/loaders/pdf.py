@@ -44,6 +44,7 @@ _PAGE_NUMBER = re.compile(
     re.IGNORECASE,
 )
 # PDFium marks a word hyphenated at a line end with \x02 and joins its halves.
+_RUN_LOOKAHEAD = 8  # runs ahead of the current one where a character's centre is looked for
 _SOFT_HYPHEN = re.compile(r"\x02(\r?\n)?")
 _PDF_DATE = re.compile(r"^D:(\d{4})(\d\d)?(\d\d)?(\d\d)?(\d\d)?(\d\d)?([Zz+\-])?(\d\d)?'?(\d\d)?")
 _PASSWORD_HELP = (
@@ -265,10 +266,36 @@ def _tables(textpage: pdfium.PdfTextPage) -> list[PageTable]:
     boxes = [textpage.get_rect(i) for i in range(textpage.count_rects())]
     if not has_cell_gaps([Segment(x0, y0, x1, y1, "") for x0, y0, x1, y1 in boxes]):
         return []
-    segments = [
-        Segment(x0, y0, x1, y1, textpage.get_text_bounded(x0, y0, x1, y1)) for x0, y0, x1, y1 in boxes
-    ]
+    texts = _run_texts(textpage, boxes)
+    segments = [Segment(x0, y0, x1, y1, text) for (x0, y0, x1, y1), text in zip(boxes, texts, strict=True)]
     return find_tables(segments)
+
+
+def _run_texts(textpage: pdfium.PdfTextPage, boxes: list[tuple[float, float, float, float]]) -> list[str]:
+    """The text of each run, in one pass over the page's characters. Asking PDFium for each run's
+    text by its box (``get_text_bounded``) scans the whole page per run: quadratic, 49 s on a dense
+    page of 16,000 numbers. The runs come in character order, so each character's centre is looked
+    for in the current run and the few after it; a space PDFium generated (no box) joins the run
+    it follows."""
+    text = textpage.get_text_range()
+    runs: list[list[str]] = [[] for _ in boxes]
+    at = 0
+    for index in range(min(len(text), textpage.count_chars())):
+        char = text[index]
+        x0, y0, x1, y1 = textpage.get_charbox(index)
+        if x1 <= x0 and y1 <= y0:
+            if char == " " and at < len(runs) and runs[at]:
+                runs[at].append(char)
+            continue
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        for run in range(at, min(at + _RUN_LOOKAHEAD, len(boxes))):
+            left, bottom, right, top = boxes[run]
+            if left <= cx <= right and bottom <= cy <= top:
+                at = run
+                runs[run].append(char)
+                break
+    # PDFium's soft hyphen is U+FFFE in a character range, \x02 in bounded text (_SOFT_HYPHEN).
+    return ["".join(chars).replace("\ufffe", "\x02") for chars in runs]
 
 
 def _drop_page_numbers(page: str) -> str:
