@@ -3,7 +3,8 @@
 Layout (schema ``stanchion_index``, created by ``pg_migrations``): ``documents``; ``chunks`` with
 their vector (``vector(dim)``, HNSW cosine index), ``metadata`` (jsonb) and ``access_groups``
 (text[], GIN); ``postings`` (chunk, term, tf, chunk length) with a B-tree on term;
-``corpus_stats`` (BM25's N and total length); ``embeddings`` (the cache keyed by model and chunk
+``corpus_stats`` (BM25's N and total length, and a generation every write moves: each worker keeps
+term document frequencies until it does); ``embeddings`` (the cache keyed by model and chunk
 content hash, as in SQLite); ``units``. Every ``write`` is one transaction. Filters become SQL on the
 chunk rows, so they restrict the rows searched rather than filtering results afterwards.
 
