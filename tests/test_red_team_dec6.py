@@ -306,11 +306,6 @@ def _collection(tmp_path, *, name: str, source_path: str):
     return Collection.load(folder)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evals/retrieval.py collection_spec puts the index at cache_dir / f'{collection.name}-...db' "
-    "and evals/collection.py never checks the name: 'name: ../../x' writes the index outside the cache",
-)
 def test_collection_name_cannot_place_the_index_outside_the_cache(tmp_path) -> None:
     from stanchion.errors import SpecError
     from stanchion.evals.retrieval import collection_spec
@@ -327,12 +322,6 @@ def test_collection_name_cannot_place_the_index_outside_the_cache(tmp_path) -> N
     assert Path(spec.index.path).resolve().is_relative_to(cache.resolve()), spec.index.path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evals/retrieval.py collection_spec: a source path outside the data root ('../secret') "
-    "reaches file.relative_to(root) and the CLI dies with a ValueError traceback "
-    "(stanchion eval retrieval --dataset DIR), not a SpecError naming the source",
-)
 def test_collection_source_outside_the_data_root_is_a_spec_error(tmp_path) -> None:
     from stanchion.errors import SpecError
     from stanchion.evals.retrieval import collection_spec
@@ -429,13 +418,6 @@ def test_html_odd_span_attribute_does_not_fail_the_page(tmp_path, span: str) -> 
     assert "Pro" in text and "Some prose here." in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evals/collection.py _find_data_root lets $STANCHION_DATA_DIR (which the README sets for "
-    "debian-manuals) override a collection that ships its own documents: `stanchion eval retrieval "
-    "--dataset bench/collections/tables` then fails ('/.../docs: path does not exist'); only "
-    "measure.py was fixed",
-)
 def test_bundled_tables_collection_loads_with_data_dir_set(tmp_path, monkeypatch) -> None:
     from pathlib import Path
 

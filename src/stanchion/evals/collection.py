@@ -12,7 +12,8 @@ page number), ``section:H`` (an HTML heading: the text under it up to the next h
 subsection that also answers is listed on its own line) or empty when the whole document is the
 answer. Documents are judged relevant when any of their passages is.
 
-The data root is ``$STANCHION_DATA_DIR`` when set, else ``data_root`` from the file looked up
+The data root is the collection's own folder when its documents are in it, else
+``$STANCHION_DATA_DIR`` when set, else ``data_root`` from the file looked up
 from the collection folder upwards (``../shared/data`` is found from anywhere in the checkout).
 """
 
@@ -34,6 +35,7 @@ from stanchion.types import Chunk
 
 COLLECTION_FILE = "collection.yaml"
 _KEYS = frozenset({"name", "description", "data_root", "sources"})
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _WS = re.compile(r"\s+")
 
 
@@ -99,13 +101,29 @@ class Collection:
                 file=file,
             )
         root = data_root or _find_data_root(folder, str(raw.get("data_root") or ""), file)
+        name = str(raw.get("name") or folder.name)
+        if not _NAME.fullmatch(name):
+            # The name is part of the cached index's file name: no path of its own.
+            raise SpecError(
+                f"name: {name!r} must be letters, digits, _ . - (starting with a letter or digit)",
+                key_path="name",
+                file=file,
+            )
         sources = parse_spec({"sources": raw.get("sources") or []}, base_dir=root, file=file).sources
         if not sources:
             raise SpecError("sources: a collection needs at least one source", key_path="sources", file=file)
+        for n, source in enumerate(sources):
+            if not (root / source.path).resolve().is_relative_to(root.resolve()):
+                raise SpecError(
+                    f"sources[{n}].path: {source.path!r} is outside the data root {root}; "
+                    "source paths are relative to it and stay under it",
+                    key_path=f"sources[{n}].path",
+                    file=file,
+                )
         queries, tags = _read_queries(folder / "queries.jsonl")
         evidence = _read_qrels(folder / "qrels.tsv", queries)
         return cls(
-            name=str(raw.get("name") or folder.name),
+            name=name,
             folder=folder,
             data_root=root,
             sources=tuple(sources),
@@ -177,6 +195,17 @@ def rank_passages(chunks: Sequence[Chunk], source_paths: Mapping[str, str]) -> l
 
 
 def _find_data_root(folder: Path, declared: str, file: Path) -> Path:
+    """The collection's own documents when it ships them (``data_root`` is its folder or under
+    it), else ``$STANCHION_DATA_DIR`` when set, else ``data_root`` looked up from the folder."""
+    if Path(declared).is_absolute():
+        candidates = [Path(declared)]
+    elif declared:
+        candidates = [parent / declared for parent in folder.resolve().parents]
+    else:
+        candidates = []
+    found = next((c.resolve() for c in candidates if c.is_dir()), None)
+    if found is not None and found.is_relative_to(folder.resolve()):
+        return found
     env = os.environ.get("STANCHION_DATA_DIR")
     if env:
         root = Path(env)
@@ -187,13 +216,8 @@ def _find_data_root(folder: Path, declared: str, file: Path) -> Path:
         raise SpecError(
             "data_root: name the folder the source paths are under", key_path="data_root", file=file
         )
-    if Path(declared).is_absolute():
-        candidates = [Path(declared)]
-    else:
-        candidates = [parent / declared for parent in folder.resolve().parents]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
+    if found is not None:
+        return found
     raise SpecError(
         f"data_root {declared} not found from {folder}; set STANCHION_DATA_DIR to the folder that holds the "
         "sources",
