@@ -15,7 +15,8 @@ line that introduces it ("Summary of the lanes (FTL):"), a code block with the s
 **Scores.** A piece's score is the embedding cosine with the question, plus the share of the
 question's content terms it holds (each weighted by how rare it is among the candidate pieces),
 plus a bonus when the question asks for a kind of fact the piece holds: a number for "how
-many/much/long", a date or year for "when", a code block for "how do I ... / what command".
+many/much/long", a date or year for "when", a code block or a command named in prose ("use the
+dpkg-reconfigure tzdata command", "run atrm", an option such as "-l") for "how do I ...".
 
 **Selection.** The best piece is the *anchor*; below an absolute floor the model abstains with
 the prompt's abstain text. The answer then grows around the anchor *inside its own passage*:
@@ -81,6 +82,17 @@ _WANTS_DATE = re.compile(r"\bwhen\b|\bwhat (year|date|month|day|time)\b|\bwhich 
 _WANTS_STEPS = re.compile(
     r"^\W*how (do|can|could|should|would|may|might) (i|you|we|one)\b|^\W*how to\b|"
     r"\b(what|which) (command|option|file|setting|package)\b",
+    re.IGNORECASE,
+)
+# What says how to do something in prose: a command named or run, an option ("-l", "--purge").
+_COMMAND_CUE = re.compile(
+    r"\b(commands?|run|running|use|using|execute|executing|invoke|type)\b|(?<=\s)--?[a-zA-Z][\w-]*\b",
+    re.IGNORECASE,
+)
+# A sentence that leans on the one before it.
+_REFERS_BACK = re.compile(
+    r"(this|that|these|those|it|its|they|their|such|the latter|the former|then|thus|so|however|"
+    r"therefore|otherwise|instead|also|alternatively)\b",
     re.IGNORECASE,
 )
 # A bullet or numbered item.
@@ -206,6 +218,18 @@ class ExtractiveModel(BaseChatModel):
             follow = at.get((best.source, best.position + 1))
             if follow is not None and follow.code and (_introduces(best.text) or _wants_steps(question)):
                 taken.append(follow)
+        # A sentence that refers back ("This command ...", "It ...") is read with the one before it.
+        first = min(taken, key=lambda t: t.position)
+        before = at.get((best.source, first.position - 1))
+        if _REFERS_BACK.match(first.text) and before is not None and before.paragraph == first.paragraph:
+            taken.append(before)
+        # A how-to answer without a command takes the adjacent piece of its paragraph that names one.
+        if _wants_steps(question) and not any(t.code or _COMMAND_CUE.search(t.text) for t in taken):
+            lo, hi = min(t.position for t in taken), max(t.position for t in taken)
+            for near in (at.get((best.source, hi + 1)), at.get((best.source, lo - 1))):
+                if near is not None and near.paragraph == best.paragraph and _COMMAND_CUE.search(near.text):
+                    taken.append(near)
+                    break
         # 2. Adjacent pieces of the anchor's paragraph, while they score near the anchor.
         grew = True
         while grew and len(taken) < self.max_sentences:
@@ -268,7 +292,7 @@ class ExtractiveModel(BaseChatModel):
             if (
                 (check_number and _NUMBER.search(text))
                 or (check_date and _DATE.search(text))
-                or (check_steps and piece.code)
+                or (check_steps and (piece.code or _COMMAND_CUE.search(text)))
             ):
                 bonus = self.type_bonus
             score = float(cosine) + self.lexical_weight * lexical + bonus
