@@ -244,3 +244,18 @@ class TestCodeBlocks:
 
 def _hit(source: GroundingSource) -> Hit:
     return Hit(Chunk(id="c1", document_id="d1", text=source.text, position=0), score=1.0, rank=1)
+
+
+def test_a_sentence_that_refers_back_comes_with_the_one_before(model: ExtractiveModel) -> None:
+    """'This command ...' answers only with the sentence that names the command."""
+    upgrades = GroundingSource(
+        1,
+        "Regular upgrades",
+        "Regular upgrades are recommended, because they include the latest security updates. "
+        "To upgrade, use apt upgrade after apt update. "
+        "This command looks for installed packages which can be upgraded without removing any packages.\n\n"
+        "Mirrors are listed in sources.list.",
+    )
+    chosen = model.select("How do I upgrade installed packages without removing any packages?", [upgrades])
+    texts = [s.text for s in chosen]
+    assert texts[-1].startswith("This command") and "To upgrade, use apt upgrade after apt update." in texts
