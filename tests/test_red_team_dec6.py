@@ -50,12 +50,6 @@ def test_postgres_zero_count_is_not_cached_over_a_write(pg_store, mode: str) -> 
 # --- HTML tables: rowspans over empty rows blow a small file up quadratically ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/loaders/html.py _grid bounds colspan by the widest row but rowspan only by the "
-    "row count, and an empty <tr></tr> is 9 bytes: N cells spanning N empty rows make N*N cells "
-    "(79 KB -> 25 MB of text, 380 MB RSS at N=1500)",
-)
 def test_html_rowspan_over_empty_rows_is_bounded(tmp_path) -> None:
     from stanchion.ingest.loaders.base import LoadContext
     from stanchion.ingest.loaders.html import load_html
@@ -77,12 +71,6 @@ def test_html_rowspan_over_empty_rows_is_bounded(tmp_path) -> None:
     assert len(text) < 10 * len(html), f"{len(html)} bytes of HTML became {len(text)} characters"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/tables.py rows_as_text repeats every column name in every row line, with no cap on "
-    "a name's length or the table's total: a 5 KB <th> over 2,000 two-cell rows (71 KB of HTML) "
-    "becomes 26 MB of text (368x), 6.6 s and 373 MB RSS, then ~6M tokens to chunk and embed",
-)
 def test_html_long_header_over_many_rows_is_bounded(tmp_path) -> None:
     from stanchion.ingest.loaders.base import LoadContext
     from stanchion.ingest.loaders.html import load_html
@@ -335,13 +323,6 @@ def test_collection_source_outside_the_data_root_is_a_spec_error(tmp_path) -> No
 # --- Chunking: is_row_line on the whole line at every cut makes a long line quadratic -------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/chunk.py _past_row_tail (and _rows_whole for semantic) run tables.is_row_line on "
-    "the whole line around every cut; a line opening 'Note: ' with no ';' backtracks over all of it "
-    "each time: a 565 KB one-line file chunks in 29 s (2.3 s before today), semantic 93 KB 15.6 s "
-    "(0.4 s before)",
-)
 def test_chunking_a_long_line_that_opens_like_a_row_is_not_quadratic() -> None:
     import time
 
@@ -396,12 +377,6 @@ def test_sqlite_huge_integer_in_one_tenant_does_not_break_anothers_filter(tmp_pa
 # --- HTML tables: one odd span attribute fails the whole page ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/loaders/html.py _span checks value.isdigit() then int(value): a superscript digit "
-    "('²' is a digit to isdigit, not to int) or a 5,000-digit span (over Python's 4,300-digit limit) "
-    "raises ValueError, and the whole page fails to ingest ('html loader failed: ValueError')",
-)
 @pytest.mark.parametrize("span", ["\u00b2", "9" * 5000])
 def test_html_odd_span_attribute_does_not_fail_the_page(tmp_path, span: str) -> None:
     from stanchion.ingest.loaders.base import LoadContext
@@ -472,13 +447,6 @@ def test_failed_upload_job_names_or_removes_what_it_committed(tmp_path) -> None:
 # --- HTML tables: a cell past the table's width is dropped, text and all ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/loaders/html.py _grid places at most width - len(row) columns of a cell: in a row "
-    "already full (a rowspan from above plus its own cells, common hand-written HTML that browsers "
-    "show as an extra column) the last cell gets range(0) and its text vanishes from the index; "
-    "before today the table's text was kept",
-)
 def test_html_cell_beyond_the_table_width_keeps_its_text(tmp_path) -> None:
     from stanchion.ingest.loaders.base import LoadContext
     from stanchion.ingest.loaders.html import load_html
@@ -494,12 +462,6 @@ def test_html_cell_beyond_the_table_width_keeps_its_text(tmp_path) -> None:
     assert "555-0199" in text, text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/tables.py rows_as_text takes a label-only row as the group heading of the rows "
-    "below and emits it only with them: a table's last such row (a footnote: 'Figures for 2019 are "
-    "unaudited ...') is silently dropped from HTML, PDF and CSV tables alike",
-)
 def test_table_footnote_row_is_kept(tmp_path) -> None:
     from stanchion.ingest.loaders.base import LoadContext
     from stanchion.ingest.loaders.html import load_html

@@ -224,7 +224,8 @@ class TestTables:
         assert _section(tables, "Regions", "EMEA") == "Site: Frankfurt; Racks: 42.\nSite: Dublin; Racks: 18."
 
     def test_spans_cannot_widen_a_table_past_its_cells(self, tmp_path: Path) -> None:
-        """colspan=1000 on every row of a two-column table keeps it two columns wide."""
+        """colspan=1000 on every row of a two-column table fills its two columns, not a thousand;
+        the cell after it, past the table's width, is kept as one extra column."""
         rows = "".join(f'<tr><td colspan="1000">a{i}</td><td>b{i}</td></tr>' for i in range(2000))
         path = tmp_path / "wide.html"
         path.write_text(
@@ -232,7 +233,37 @@ class TestTables:
         )
         lines = _section(_load(path), "Wide").split("\n")
         assert len(lines) == 2000
-        assert lines[7] == "k: a7."  # the span fills both columns; b7 is past the widest row
+        assert lines[7] == "k: a7; column 3: b7."
+
+    def test_spans_that_would_repeat_the_table_many_times_leave_its_cells(self, tmp_path: Path) -> None:
+        """Rowspans over empty rows would grow as N*N: past the budget the cells are read as
+        prose, each once, and nothing is lost."""
+        n = 200
+        path = tmp_path / "spans.html"
+        path.write_text(
+            "<html><body><h1>Spans</h1><table><tr><td></td>"
+            + "".join(f"<td>c{i}</td>" for i in range(n))
+            + "</tr><tr>"
+            + "".join(f"<td rowspan={n}>value{i}</td>" for i in range(n))
+            + "</tr>"
+            + "<tr></tr>" * (n - 1)
+            + "</table></body></html>"
+        )
+        words = _section(_load(path), "Spans").split()
+        assert words.count("value7") == 1 and "value199" in words and "c199" in words
+        assert len(words) == 2 * n
+
+    @pytest.mark.parametrize("span", ["\u00b2", "9" * 5000, "-2", " 3 "])
+    def test_an_odd_span_is_one_column(self, tmp_path: Path, span: str) -> None:
+        """A span that is no plain number of at most four digits counts as 1 (and " 3 " as 3)."""
+        path = tmp_path / "odd.html"
+        path.write_text(
+            "<html><body><h1>Odd</h1><table><tr><th>k</th><th>v</th><th>w</th></tr>"
+            f'<tr><td colspan="{span}">a</td><td>b</td><td>c</td></tr></table></body></html>',
+            encoding="utf-8",
+        )
+        expected = "k: a; v: b; w: c." if span.strip() != "3" else "k: a; column 4: b; column 5: c."
+        assert _section(_load(path), "Odd") == expected
 
 
 class TestBadInput:

@@ -12,14 +12,16 @@ def test_rows_name_their_values_by_column() -> None:
 
 
 def test_labelled_rows_lead_with_their_label() -> None:
-    """A financial row keeps its label in front of the year columns it belongs to."""
+    """A financial row keeps its label in front of the year columns it belongs to; a last
+    label-only row, with no rows to head, is kept as a line of its own (a footnote)."""
     rows = [
         ["(in millions)", "2018", "2017"],
         ["Purchases of property, plant and equipment", "(1,577)", "(1,440)"],
         ["Investing activities", "", ""],
     ]
     assert rows_as_text(rows, labelled=True) == (
-        "Purchases of property, plant and equipment \u2014 2018: (1,577); 2017: (1,440)."
+        "Purchases of property, plant and equipment \u2014 2018: (1,577); 2017: (1,440).\n"
+        "Investing activities."
     )
 
 

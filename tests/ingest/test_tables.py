@@ -15,7 +15,17 @@ from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.email import load_email
 from stanchion.ingest.loaders.html import load_html
-from stanchion.ingest.tables import MAX_LINE_CHARS, is_row_line, rows_as_text, table_as_text, table_delimiter
+from stanchion.ingest.tables import (
+    BUDGET_FACTOR,
+    BUDGET_FLOOR,
+    MAX_LINE_CHARS,
+    MAX_NAME_CHARS,
+    MAX_ROW_LINE_CHARS,
+    is_row_line,
+    rows_as_text,
+    table_as_text,
+    table_delimiter,
+)
 from stanchion.ingest.tokens import tokenizer_for
 from stanchion.types import Document
 
@@ -81,6 +91,55 @@ class TestRowsAsText:
             "Investing activities / Purchases of property, plant and equipment \u2014 2018: (1,577).\n"
             "Financing activities / Dividends paid \u2014 2018: (4,000)."
         )
+
+    def test_stacked_group_rows_are_joined_and_a_last_one_is_kept(self) -> None:
+        """Two group rows in a row both name the rows below; a label-only row at the end (a
+        footnote) has no rows to head and is kept as a line of its own, in CSV as in HTML/PDF."""
+        rows = [
+            ["", "2019"],
+            ["Assets", ""],
+            ["Current assets", ""],
+            ["Cash", "10"],
+            ["Non-current assets", ""],
+            ["Goodwill", "5"],
+            ["Figures for 2019 are unaudited", ""],
+        ]
+        assert rows_as_text(rows) == (
+            "Assets / Current assets / Cash \u2014 2019: 10.\n"
+            "Non-current assets / Goodwill \u2014 2019: 5.\n"
+            "Figures for 2019 are unaudited."
+        )
+        assert (
+            table_as_text(",2019\nRevenue,10\nUnaudited.,\n", ",") == "Revenue \u2014 2019: 10.\nUnaudited."
+        )
+
+    def test_a_long_column_name_is_cut_in_the_rows_and_given_once_in_full(self) -> None:
+        """A sentence in a header cell is not repeated in every row: cut there, whole above them."""
+        long = " ".join(f"word{i}" for i in range(100))
+        lines = str(rows_as_text([[long, "b"], ["1", "2"], ["3", "4"]])).split("\n")
+        assert lines[0] == f"{long} | b"
+        cut = long[: MAX_NAME_CHARS - 1].rstrip() + "\u2026"
+        assert lines[1:] == [f"{cut}: 1; b: 2.", f"{cut}: 3; b: 4."]
+
+    def test_past_the_budget_rows_are_written_flat(self) -> None:
+        """Lines that would exceed the budget (names repeated over many rows) give way to the
+        cells of each row joined by bars: every value kept, the text no longer than the table."""
+        rows = [["name", "value"], *([f"n{i}", f"v{i}"] for i in range(5))]
+        assert rows_as_text(rows, budget=40) == "name | value\nn0 | v0\nn1 | v1\nn2 | v2\nn3 | v3\nn4 | v4"
+        assert rows_as_text(rows, budget=1000) == "\n".join(f"name: n{i}; value: v{i}." for i in range(5))
+        # By default the budget is BUDGET_FACTOR times the cells' text: ten 80-character names over
+        # 3,000 rows of one-digit values would be ~42 times the table.
+        head = [f"{'measured quantity number ' * 3}{i}"[:MAX_NAME_CHARS] for i in range(10)]
+        table = [head, *(["1"] * 10 for _ in range(3000))]
+        own = sum(len(cell) + 1 for row in table for cell in row)
+        text = str(rows_as_text(table))
+        assert BUDGET_FACTOR * own + BUDGET_FLOOR < len(str(rows_as_text(table[:2]))) * 3000
+        assert len(text) < 2 * own and text.split("\n")[1] == " | ".join(["1"] * 10)
+
+    def test_a_line_too_long_to_keep_whole_is_no_row(self) -> None:
+        """A chunker tests lines around every cut: past MAX_ROW_LINE_CHARS a line is prose."""
+        assert is_row_line("a: 1; b: 2.")
+        assert not is_row_line("a: 1; b: " + "x" * MAX_ROW_LINE_CHARS)
 
     def test_a_very_wide_row_is_cut_into_lines_that_keep_its_label(self) -> None:
         """Every piece of a row too long for one chunk still says which row it is."""

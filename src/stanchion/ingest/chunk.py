@@ -57,7 +57,7 @@ from stanchion.core.sentences import (
     trim,
 )
 from stanchion.errors import EmbeddingError, IngestError
-from stanchion.ingest.tables import is_row_line
+from stanchion.ingest.tables import MAX_ROW_LINE_CHARS, is_row_line
 from stanchion.ingest.tokens import Tokenizer
 from stanchion.types import Chunk, Document, Section, content_hash
 
@@ -274,13 +274,27 @@ def _rows_whole(text: str, spans: list[Span]) -> list[Span]:
     rest of the row without its label and column names."""
     out: list[Span] = []
     for a, b in spans:
-        if out and "\n" not in text[out[-1][0] : b]:
-            begin, stop = text.rfind("\n", 0, a) + 1, text.find("\n", a)
-            if is_row_line(text[begin : len(text) if stop < 0 else stop]):
-                out[-1] = (out[-1][0], b)
-                continue
+        if out and "\n" not in text[out[-1][0] : b] and _in_row_line(text, a):
+            out[-1] = (out[-1][0], b)
+            continue
         out.append((a, b))
     return out
+
+
+def _in_row_line(text: str, at: int) -> bool:
+    """Whether ``at`` lies in a table row line. Only ``MAX_ROW_LINE_CHARS`` around ``at`` are read:
+    a longer line is no row, and reading all of a long line at every cut would be quadratic."""
+    low = max(0, at - MAX_ROW_LINE_CHARS - 1)
+    begin = text.rfind("\n", low, at) + 1
+    if begin == 0 and low > 0:
+        return False
+    high = min(len(text), at + MAX_ROW_LINE_CHARS + 1)
+    stop = text.find("\n", at, high)
+    if stop < 0:
+        if high < len(text):
+            return False
+        stop = len(text)
+    return is_row_line(text[begin:stop])  # no longer than MAX_ROW_LINE_CHARS, or no row
 
 
 def _merge_small(spans: list[Span], size: int, min_size: int, tokens: _TokenSpans) -> list[Span]:
@@ -434,10 +448,9 @@ def _overlap_start(text: str, previous: Span, overlap: int, tokens: _TokenSpans)
 def _past_row_tail(text: str, at: int, end: int, after: int) -> int:
     """``at``, or the next line when ``at`` falls inside a table row: a row's tail without its
     label and column names (``ingest/tables.py``) would be a chunk's misleading first line."""
-    begin = text.rfind("\n", 0, at) + 1
-    stop = text.find("\n", at)
-    if at == begin or not is_row_line(text[begin : len(text) if stop < 0 else stop]):
+    if at == 0 or text[at - 1] == "\n" or not _in_row_line(text, at):
         return at
+    stop = text.find("\n", at)
     return _trim_start(text, stop) if 0 <= stop < end else after
 
 

@@ -15,7 +15,13 @@ header cell) leads with it, after the group row above it if there is one::
 so any row, wherever a chunk boundary falls and whichever row an answer quotes, carries its
 headers and label. Several header rows (``2018`` over ``Q1 Q2``) are joined per column as
 ``2018 / Q1``. Empty values are left out; a row longer than the header names its extra values
-``column N``.
+``column N``. Stacked group rows ("Assets" over "Current assets") are joined; a label-only row
+with no rows below it (a footnote) is kept as a line of its own.
+
+Repeating the names in every row must not turn a small file into a huge text: a column name is
+cut to ``MAX_NAME_CHARS`` in the row lines (the full header then leads the table once), and a
+table whose lines would exceed ``BUDGET_FACTOR`` times its own text (plus ``BUDGET_FLOOR``) is
+written flat instead, one `` | ``-joined line per row.
 """
 
 from __future__ import annotations
@@ -36,6 +42,16 @@ LEVEL_SEPARATOR = " / "  # between header levels, and between a group row and a 
 # A row longer than this is cut into several lines, each with the row's label, so a chunk
 # boundary inside a very wide row still leaves every piece its label (256 MiniLM tokens ~ 900).
 MAX_LINE_CHARS = 600
+# A column name longer than this is cut in the row lines (a sentence in a <th> repeated per row).
+MAX_NAME_CHARS = 80
+# A table's lines may hold this many times its own text (each cell counted with one separator),
+# plus a floor for small tables; past it the table is written flat. Names of up to ~40 characters
+# over one-digit values stay within it.
+BUDGET_FACTOR = 20
+BUDGET_FLOOR = 20_000
+# A row line is never tested longer than this: a line that long cannot be kept whole in a chunk
+# anyway, and testing it at every cut of a long line of prose would be quadratic.
+MAX_ROW_LINE_CHARS = 4 * MAX_LINE_CHARS
 # A corner cell that gives the unit of the figures ("(in millions)", "$ thousands") names no column.
 _UNIT = re.compile(
     r"\(.*\)|.{0,24}\b(thousands|millions|billions|000s)\b.{0,24}|[$\u20ac\u00a3]|(?-i:[A-Z]{3})",
@@ -50,8 +66,11 @@ _ROW_LINE = re.compile(
 
 
 def is_row_line(line: str) -> bool:
-    """Whether ``line`` reads as a table row written by ``rows_as_text`` (a chunker keeps it whole)."""
-    return _ROW_LINE.fullmatch(line.strip()) is not None
+    """Whether ``line`` reads as a table row written by ``rows_as_text`` (a chunker keeps it whole).
+
+    A line longer than ``MAX_ROW_LINE_CHARS`` never does (it is chunked like prose)."""
+    line = line.strip()
+    return len(line) <= MAX_ROW_LINE_CHARS and _ROW_LINE.fullmatch(line) is not None
 
 
 def table_delimiter(filename: str, content_type: str = "") -> str | None:
@@ -76,6 +95,7 @@ def rows_as_text(
     header_rows: int = 1,
     labelled: bool | None = None,
     spanned_headers: bool = True,
+    budget: int | None = None,
 ) -> str | None:
     """A table's rows (cells as text, header rows first) as one self-contained line per data row.
 
@@ -84,6 +104,9 @@ def rows_as_text(
     an upper header row continues the cell to its left (a PDF's merged "2018" over "Q1 Q2"); pass
     False when spans are already expanded (HTML) or impossible (CSV). With no header row, values
     are joined by `` | ``, after the label when ``labelled``.
+
+    ``budget``: the most characters the lines may take (None: ``BUDGET_FACTOR`` times the rows'
+    own text plus ``BUDGET_FLOOR``); past it every row is written flat, its cells joined by `` | ``.
 
     Returns None when the rows are no table: fewer than two columns in the first row, or no data
     row with a value.
@@ -98,18 +121,47 @@ def rows_as_text(
     names = _column_names(head, width, spanned=spanned_headers)
     if labelled is None:
         labelled = bool(head) and all(not row[0] or _UNIT.fullmatch(row[0]) for row in head)
+    if budget is None:
+        budget = BUDGET_FACTOR * sum(len(cell) + 1 for row in cleaned for cell in row) + BUDGET_FLOOR
     lines: list[str] = []
+    if any(len(name) > MAX_NAME_CHARS for name in names):
+        lines.extend(_flat(head))  # the full names once, as the row lines cut them
+    names = [_cut(name) for name in names]
+    names = [name if name not in names[:i] else f"{name} ({i + 1})" for i, name in enumerate(names)]
+    size = sum(len(line) + 1 for line in lines)
     group = ""
+    stacked = False  # the row above was a label with no values too
     for row in body:
         label = row[0] if labelled else ""
         values = [(names[i], value) for i, value in enumerate(row) if value and (i > 0 or not labelled)]
         if not values:
-            group = label  # a label with no values heads the rows below it
+            # A label with no values heads the rows below it, after the one right above it.
+            group = group + LEVEL_SEPARATOR + label if stacked and group else label
+            stacked = True
             continue
+        stacked = False
         if group:
             label = group + LEVEL_SEPARATOR + label if label else group
-        lines.extend(_row_lines(label, values, named=bool(head)))
+        written = _row_lines(label, values, named=bool(head))
+        size += sum(len(line) + 1 for line in written)
+        if size > budget:
+            lines = _flat(cleaned)
+            break
+        lines.extend(written)
+    else:
+        if stacked and group:  # no rows below it: a footnote ("Figures for 2019 are unaudited")
+            lines.append(group if group[-1] in _SENTENCE_END else group + ".")
     return "\n".join(lines) if lines else None
+
+
+def _cut(name: str) -> str:
+    """A column name as the row lines repeat it: at most ``MAX_NAME_CHARS``."""
+    return name if len(name) <= MAX_NAME_CHARS else name[: MAX_NAME_CHARS - 1].rstrip() + "\u2026"
+
+
+def _flat(rows: list[list[str]]) -> list[str]:
+    """Rows as plain lines, their filled cells joined by `` | ``."""
+    return [" | ".join(cell for cell in row if cell) for row in rows if any(row)]
 
 
 def _column_names(head: list[list[str]], width: int, *, spanned: bool) -> list[str]:

@@ -22,7 +22,7 @@ from stanchion.errors import IngestError
 from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.loaders.text import SectionBuilder, check_size
 from stanchion.ingest.normalize import normalize_text
-from stanchion.ingest.tables import rows_as_text
+from stanchion.ingest.tables import BUDGET_FACTOR, BUDGET_FLOOR, rows_as_text
 from stanchion.types import Document, MetaValue
 
 log = logging.getLogger(__name__)
@@ -371,8 +371,9 @@ def _cells(row: Tag) -> list[Tag]:
 
 
 def _span(cell: Tag, name: str, limit: int) -> int:
+    """A colspan or rowspan, 1 unless it is a plain number ("²" and 5,000 digits are not)."""
     value = str(cell.get(name) or "1").strip()
-    return max(1, min(int(value), limit)) if value.isdigit() else 1
+    return max(1, min(int(value), limit)) if value.isascii() and value.isdigit() and len(value) <= 4 else 1
 
 
 def _is_layout(table: Tag) -> bool:
@@ -402,34 +403,45 @@ _LAYOUT_CONTENT = ["ul", "ol", "pre", "table", "h1", "h2", "h3", "h4", "h5", "h6
 _LAYOUT_PROSE_CHARS = 100  # a cell this long on average is prose, not a value
 _NUMBER = re.compile(r"[(\-\u2212+]?[$\u20ac\u00a3]?\d[\d,.' ]*%?\)?")
 _MAX_SPAN = 1000  # colspan/rowspan beyond this is a typo or an attack, not a layout
+# Spans may repeat a table's cells this many times over (each cell counted as its text plus one),
+# plus a floor; a table whose expansion would exceed it (rowspans over empty rows) reads as prose.
+_GRID_FACTOR = 10
+_GRID_FLOOR = 10_000
 
 
 _GridCell = tuple[str, str, bool]  # text where shown, text in its first column only, is <th>
 
 
-def _grid(table: Tag) -> tuple[list[list[str]], list[list[str]], list[list[bool]], list[bool]]:
+def _grid(table: Tag) -> tuple[list[list[str]], list[list[str]], list[list[bool]], list[bool]] | None:
     """The table with spans expanded: each cell's text where it is shown (a colspan repeats it in
     every column it covers, a rowspan in every row), the same with colspan repeats blank (a body
     value belongs to one column), whether each cell is a header cell, and whether each row is in
-    ``thead``."""
+    ``thead``. None when the spans would repeat the table's text more than ``_GRID_FACTOR`` times.
+
+    A cell past the table's width (a row already full of cells and rowspans from above, which a
+    browser shows as an extra column) takes one extra column."""
     grid: list[list[_GridCell]] = []
     in_head: list[bool] = []
     below: dict[int, tuple[_GridCell, int]] = {}  # column -> (cell, rows it still covers)
     rows = _own_rows(table)
+    cells = [[(cell, _text(cell)) for cell in _cells(tr)] for tr in rows]
+    budget = _GRID_FACTOR * sum(len(text) + 1 for row in cells for _, text in row) + _GRID_FLOOR
     # As wide as its widest row of cells: spans cannot make a 30-byte row a thousand columns wide.
-    width = max((len(_cells(tr)) for tr in rows), default=0)
+    width = max((len(row) for row in cells), default=0)
     for r, tr in enumerate(rows):
         row: list[_GridCell] = []
-        for cell in _cells(tr):
+        for cell, text in cells[r]:
             _carry(row, below)
-            text = _text(cell)
             rowspan = _span(cell, "rowspan", len(rows) - r)
-            for k in range(min(_span(cell, "colspan", _MAX_SPAN), max(0, width - len(row)))):
+            for k in range(max(1, min(_span(cell, "colspan", _MAX_SPAN), width - len(row)))):
                 placed = (text, text if k == 0 else "", cell.name == "th")
                 if rowspan > 1:
                     below[len(row)] = (placed, rowspan - 1)
                 row.append(placed)
         _carry(row, below)
+        budget -= sum(len(c[0]) + 1 for c in row)
+        if budget < 0:
+            return None
         grid.append(row)
         in_head.append(tr.find_parent("thead") is not None)
     full = [[c[0] for c in row] for row in grid]
@@ -477,9 +489,10 @@ def _header_rows(full: list[list[str]], is_th: list[list[bool]], in_head: list[b
 def _table_text(table: Tag) -> str | None:
     """The table as one ``column: value; ...`` line per data row (see ``stanchion.ingest.tables``),
     or None when it is no table of values."""
-    full, single, is_th, in_head = _grid(table)
-    if not full:
+    grid = _grid(table)
+    if grid is None or not grid[0]:
         return None
+    full, single, is_th, in_head = grid
     heads = _header_rows(full, is_th, in_head, table)
     body = range(heads, len(full))
     labelled: bool | None = None
@@ -489,7 +502,10 @@ def _table_text(table: Tag) -> str | None:
         row_heads = all(is_th[r] and is_th[r][0] for r in body)
         labelled = row_heads or max(len(row) for row in full) == 2
     rows = [full[r] if r < heads else single[r] for r in range(len(full))]
-    return rows_as_text(rows, header_rows=heads, labelled=labelled, spanned_headers=False)
+    # The budget is the table's own text, not the text its spans repeat.
+    own = sum(len(_text(cell)) + 1 for tr in _own_rows(table) for cell in _cells(tr))
+    budget = BUDGET_FACTOR * own + BUDGET_FLOOR
+    return rows_as_text(rows, header_rows=heads, labelled=labelled, spanned_headers=False, budget=budget)
 
 
 def _caption(table: Tag) -> str:
