@@ -338,6 +338,7 @@ class TestAgreement:
         """Filtered BM25 top-k equals the unfiltered ranking filtered afterwards, by (chunk, term)
         lookups or through a window of the best matches, hit or missed (windows of ~3k admitted)."""
         monkeypatch.setattr(postgres, "LOOKUP_MAX", lookup_max)
+        monkeypatch.setattr(postgres, "KEYWORD_WINDOW", 1)  # windows of ~3k admitted: misses are common
         rng = random.Random(11)
         writes = [
             make_write(

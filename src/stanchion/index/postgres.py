@@ -52,7 +52,8 @@ from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreSt
 from stanchion.types import Chunk
 
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
-KEYWORD_WINDOW_MAX = 10_000  # best keyword matches checked against a filter before checking them all
+KEYWORD_WINDOW = 1000  # best keyword matches checked against a broad filter before checking them all
+KEYWORD_WINDOW_MAX = 10_000
 # A filter admitting at most this many chunks ranks them by BM25 through (chunk, term) lookups.
 LOOKUP_MAX = 2000
 # How long a filter's count of admitted chunks is trusted. It only picks a plan: a stale one costs
@@ -303,9 +304,11 @@ class PostgresStore:
                     sql = _bm25_sql(clause, None, lookup=True)
                     return [Scored(r[0], float(r[1])) for r in conn.execute(sql, [*stats, *params, k])]
                 # Checking the filter on a match costs a row lookup (100 ms for 60k matches), so
-                # check it on the best ``window`` only, sized to hold ~3k admitted chunks. If k of
-                # them pass, they are the exact answer: every chunk outside ranks below them all.
-                window = min(max(k, math.ceil(3 * k / share)), KEYWORD_WINDOW_MAX)
+                # check it on the best ``window`` only, sized to hold ~3k admitted chunks (at least
+                # 1000: every match is scored before the limit anyway, so a smaller one saves
+                # little). If k of them pass, they are the exact answer: every chunk outside the
+                # window ranks below them all.
+                window = min(max(KEYWORD_WINDOW, 10 * k, math.ceil(3 * k / share)), KEYWORD_WINDOW_MAX)
             rows = conn.execute(_bm25_sql(clause, window), [*stats, window, *params, k]).fetchall()
             if clause and len(rows) < k:
                 rows = conn.execute(_bm25_sql(clause, None), [*stats, *params, k]).fetchall()
