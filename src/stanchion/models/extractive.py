@@ -139,7 +139,7 @@ class ExtractiveModel(BaseChatModel):
         *,
         max_sentences: int = 3,
         max_words: int = 80,
-        relative_threshold: float = 0.8,
+        relative_threshold: float = 0.7,
         far_threshold: float = 0.9,
         redundancy: float = 0.85,
         min_score: float = 0.75,
