@@ -407,13 +407,6 @@ def test_bundled_tables_collection_loads_with_data_dir_set(tmp_path, monkeypatch
 # --- Upload jobs: a failed job hides the documents a large file already committed ------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/ingest_job.py run_job assumes a failed file left nothing in the index ('a replaced "
-    "document keeps its old version') and reports document_ids []; streaming commits a file larger "
-    "than a batch as it goes, so a .jsonl upload failing at its end leaves 256 searchable documents "
-    "that the job disowns (a retry, under a new unit, indexes them twice)",
-)
 def test_failed_upload_job_names_or_removes_what_it_committed(tmp_path) -> None:
     import json
 

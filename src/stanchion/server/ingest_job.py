@@ -3,8 +3,9 @@
 A server worker starts it (at lower CPU priority) when jobs are queued, so embedding never
 competes with queries for the GIL. It claims jobs from the shared state until none is left,
 reporting a heartbeat; if it dies, the job's heartbeat goes stale and another worker re-queues it.
-The pipeline writes whole documents atomically, in batches, and skips those already written, so a
-resumed job finishes where the dead one stopped and the index is never half-written.
+An upload is written in one commit, once the whole file has been read and embedded: a file that
+fails part way (a malformed line near its end) leaves nothing, and a replacement is all new or all
+old. A resumed job starts its file again.
 
 The spec arrives as JSON on stdin (never on the command line, where secrets would show in ``ps``).
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from stanchion.app import App, build
 from stanchion.errors import IngestError, StanchionError
 from stanchion.index.store import Store
+from stanchion.ingest.pipeline import Pipeline
 from stanchion.ingest.units import EXTENSION_TYPES, sniff_type
 from stanchion.logs import configure_logging
 from stanchion.server.uploads import clean_filename, upload_source_name, upload_unit
@@ -31,6 +33,7 @@ from stanchion.state import Job, StateStore
 
 log = logging.getLogger(__name__)
 NICE = 10
+_WHOLE_FILE = 1 << 40  # chunks per commit: never reached, so a file commits once, when read whole
 
 
 def run_job(app: App, state: StateStore, job: Job, worker: str) -> None:
@@ -106,7 +109,11 @@ def _ingest(app: App, state: StateStore, job: Job) -> tuple[dict[str, object], b
             # another upload, which may be another user's.
             cleaning=CleaningSpec(dedupe=False),
         )
-        summary = app.pipeline.run([source], prune_missing=False)
+        # One commit for the whole file: an upload is written entirely or not at all (a file that
+        # fails part way, or a replacement, never leaves part of itself in the index). Memory is
+        # bounded by the upload limit (server.max_upload_mb), not by a batch.
+        whole = Pipeline(app.spec, app.store, app.embedder, app.tokenizer, batch_chunks=_WHOLE_FILE)
+        summary = whole.run([source], prune_missing=False)
     docs = app.store.documents(source_name, unit=unit, tenant=job.tenant)
     seen = app.store.documents(source_name, unit=unit, tenant=job.tenant, groups=viewer)
     return {**summary.as_json(), "document_ids": [d.id for d in seen]}, bool(docs)
