@@ -16,6 +16,7 @@ nested list never matches.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -90,10 +91,10 @@ class Column:
                 if isinstance(item, bool):
                     self._boolean.add(item, row)
                 elif isinstance(item, int | float):
-                    numbers.append(float(item))
+                    numbers.append(_float(item))
                     number_texts.append(str(item))
                     number_rows.append(row)
-                    self._number.add(float(item), row)
+                    self._number.add(_float(item), row)
                     self._number_text.add(str(item), row)
                 elif isinstance(item, str):
                     texts.append(item)
@@ -234,3 +235,12 @@ def filter_key(where: SearchFilter) -> object:
         for c in where.conditions
     )
     return conditions, where.groups
+
+
+def _float(number: int | float) -> float:
+    """A number as a float; an integer too large for one is infinite (as SQL reads it), so one
+    tenant's huge value cannot break another tenant's filter on the key."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf

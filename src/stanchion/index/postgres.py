@@ -398,6 +398,10 @@ class PostgresStore:
         ).fetchone()
         assert row is not None
         admitted, share = int(row[0]), int(row[0]) / max(int(row[1]), int(row[0]), 1)
+        if admitted == 0:
+            # Not kept: "none" ends a search early, so a kept zero would hide an upload that
+            # lands within the TTL (a count only picks a plan; zero would pick the result).
+            return admitted, share
         with self._shares_lock:
             if len(self._shares) >= _SHARES_KEPT:
                 self._shares.pop(next(iter(self._shares)))

@@ -273,7 +273,9 @@ class SQLiteStore:
                 version, data, ids = load()
                 try:
                     filters = self._load_filters()
-                    if filters[0] == version:
+                    # -1 is "a commit landed during the load" for both: never the same snapshot
+                    # (a row of one paired with the groups of another would leak a chunk).
+                    if version != -1 and filters[0] == version:
                         return (data, ids), positions(_rowids(data), filters[1].admitted(where))
                 except StaleSnapshot:
                     pass
@@ -300,13 +302,16 @@ class SQLiteStore:
         with self._lock:
             if self._version() != version:
                 raise StaleSnapshot(f"the index changed before reading the metadata key {key!r}")
+            # json_type/json_extract, not the '->' operator: that needs SQLite 3.38 (2022), and
+            # Ubuntu 22.04's Python links 3.37.
             rows = self._db.execute(
-                "SELECT rowid, metadata -> ? FROM chunks WHERE metadata -> ? IS NOT NULL ORDER BY rowid",
-                (path, path),
+                "SELECT rowid, json_type(metadata, ?), json_extract(metadata, ?) FROM chunks "
+                "WHERE json_type(metadata, ?) IS NOT NULL ORDER BY rowid",
+                (path, path, path),
             ).fetchall()
             if self._version() != version:
                 raise StaleSnapshot(f"the index changed while reading the metadata key {key!r}")
-        return [(rowid, json.loads(value)) for rowid, value in rows]
+        return [(rowid, _json_value(kind, value)) for rowid, kind, value in rows]
 
     def _allowed_positions(self, rowids: npt.NDArray[np.int64], where: SearchFilter) -> npt.NDArray[np.int64]:
         """Positions in ``rowids`` of the chunks the filter admits, computed in SQL."""
@@ -539,3 +544,14 @@ def _condition_sql(cond: Condition) -> tuple[str, list[object]]:
     body = " OR ".join(tests)
     exists = f"EXISTS (SELECT 1 FROM json_each(c.metadata, ?) j WHERE {body})"
     return (f"NOT {exists}" if cond.op == "ne" else exists), params
+
+
+def _json_value(kind: str, value: object) -> object:
+    """A metadata value as ``json.loads`` gives it, from SQLite's ``json_type`` and ``json_extract``."""
+    if kind in ("array", "object"):
+        return json.loads(str(value))
+    if kind == "true":
+        return True
+    if kind == "false":
+        return False
+    return value  # text, integer, real; None for a JSON null
