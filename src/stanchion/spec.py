@@ -56,6 +56,23 @@ def _no_credentials(url: str) -> str:
 BaseUrl = Annotated[str, AfterValidator(_no_credentials)]
 
 
+def _registered_in(group: str, kind: str) -> AfterValidator:
+    """A check that a name is registered in the entry point ``group`` (a ValueError listing the
+    names that are), when the spec is read."""
+
+    def check(name: str) -> str:
+        registered = plugins.names(group)
+        if name not in registered:
+            raise ValueError(f"unknown {kind} {name!r} ({plugins.registered_text(registered)})")
+        return name
+
+    return AfterValidator(check)
+
+
+ProviderName = Annotated[str, _registered_in(plugins.PROVIDERS, "provider")]
+ToolName = Annotated[str, _registered_in(plugins.TOOLS, "tool")]
+
+
 class CleaningSpec(_Strict):
     strip_boilerplate: bool = Field(True, description="drop lines repeated on most pages (running headers)")
     dedupe: bool = Field(True, description="merge exact and near-duplicate documents")
@@ -153,7 +170,7 @@ class PriceSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    provider: str = Field(
+    provider: ProviderName = Field(
         description="a registered provider (entry point group stanchion.providers): built in are "
         "openai, anthropic, llamacpp and extractive"
     )
@@ -169,14 +186,6 @@ class ModelSpec(_Strict):
     context_window: int = Field(8192, ge=256)
     max_output_tokens: int = Field(512, ge=1)
     price: PriceSpec = PriceSpec()
-
-    @field_validator("provider")
-    @classmethod
-    def _registered(cls, provider: str) -> str:
-        registered = plugins.names(plugins.PROVIDERS)
-        if provider not in registered:
-            raise ValueError(f"unknown provider {provider!r} ({plugins.registered_text(registered)})")
-        return provider
 
 
 class RuleSpec(_Strict):
@@ -240,16 +249,10 @@ class AnswerSpec(_Strict):
 class ToolConfig(_Strict):
     """A tool a model may call: ``tool`` names its factory, ``options`` are the factory's own."""
 
-    tool: str = Field(description="a registered tool (entry point group stanchion.tools): built in is search")
+    tool: ToolName = Field(
+        description="a registered tool (entry point group stanchion.tools): built in is search"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="the tool's own settings")
-
-    @field_validator("tool")
-    @classmethod
-    def _registered(cls, tool: str) -> str:
-        registered = plugins.names(plugins.TOOLS)
-        if tool not in registered:
-            raise ValueError(f"unknown tool {tool!r} ({plugins.registered_text(registered)})")
-        return tool
 
 
 def _default_tools() -> dict[str, ToolConfig]:

@@ -7,12 +7,11 @@ A provider from another package is installed for real: a module and a ``*.dist-i
 from __future__ import annotations
 
 import asyncio
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.plugin_packages import installed_package
 
 from stanchion.core import plugins
 from stanchion.core.embed import Embedder
@@ -43,27 +42,16 @@ def no_embedder() -> Embedder:
 @pytest.fixture
 def echo_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An installed package ``stanchion-echo`` registering the providers ``echo`` and ``broken``."""
-    site = tmp_path / "site-packages"
-    site.mkdir()
-    (site / "stanchion_echo_provider.py").write_text(PROVIDER_MODULE, encoding="utf-8")
-    dist = site / "stanchion_echo-0.1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: stanchion-echo\nVersion: 0.1.0\n", encoding="utf-8"
-    )
-    (dist / "entry_points.txt").write_text(
-        textwrap.dedent(
-            """\
-            [stanchion.providers]
-            echo = stanchion_echo_provider:build
-            broken = stanchion_echo_provider:broken
-            """
-        ),
-        encoding="utf-8",
-    )
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("stanchion_echo_provider", None)
+    entry_points = "[stanchion.providers]\necho = stanchion_echo_provider:build\nbroken = stanchion_echo_provider:broken\n"
+    with installed_package(
+        tmp_path / "site-packages",
+        monkeypatch,
+        name="stanchion-echo",
+        module="stanchion_echo_provider",
+        source=PROVIDER_MODULE,
+        entry_points=entry_points,
+    ) as site:
+        yield site
 
 
 class TestBuiltIns:

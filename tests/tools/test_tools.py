@@ -9,12 +9,11 @@ installed for real, as pip would lay it out, in a temporary folder on ``sys.path
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.plugin_packages import installed_package
 from typer.testing import CliRunner
 
 from stanchion.app import App, build
@@ -174,27 +173,18 @@ def broken(name, options, *, retriever):
 @pytest.fixture
 def clock_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An installed package ``stanchion-clock`` registering the tools ``clock`` and ``broken``."""
-    site = tmp_path / "site-packages"
-    site.mkdir()
-    (site / "stanchion_clock_tool.py").write_text(TOOL_MODULE, encoding="utf-8")
-    dist = site / "stanchion_clock-0.1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: stanchion-clock\nVersion: 0.1.0\n", encoding="utf-8"
+    entry_points = (
+        "[stanchion.tools]\nclock = stanchion_clock_tool:build\nbroken = stanchion_clock_tool:broken\n"
     )
-    (dist / "entry_points.txt").write_text(
-        textwrap.dedent(
-            """\
-            [stanchion.tools]
-            clock = stanchion_clock_tool:build
-            broken = stanchion_clock_tool:broken
-            """
-        ),
-        encoding="utf-8",
-    )
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("stanchion_clock_tool", None)
+    with installed_package(
+        tmp_path / "site-packages",
+        monkeypatch,
+        name="stanchion-clock",
+        module="stanchion_clock_tool",
+        source=TOOL_MODULE,
+        entry_points=entry_points,
+    ) as site:
+        yield site
 
 
 class TestToolsFromOtherPackages:
