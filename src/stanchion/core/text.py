@@ -15,4 +15,7 @@ def index_text(chunk: Chunk) -> str:
     if headings and title and headings[0] == title:
         headings = headings[1:]
     header = " > ".join([title, *headings] if title else headings)
-    return f"{header}\n{chunk.text}" if header else chunk.text
+    if not header or chunk.text.strip() == header:
+        # A record that is only its title (a BEIR line with no text) is indexed once, not twice.
+        return chunk.text
+    return f"{header}\n{chunk.text}"
