@@ -15,7 +15,17 @@ from typing import Annotated
 
 import typer
 
-from stanchion.cli.common import JsonOption, SpecOption, empty_index_hint, err, fail, load_app, operator, out
+from stanchion.cli.common import (
+    JsonOption,
+    SpecOption,
+    empty_index_hint,
+    err,
+    fail,
+    load_app,
+    opened_app,
+    operator,
+    out,
+)
 from stanchion.cli.render import (
     IngestProgressBar,
     render_hits,
@@ -163,8 +173,7 @@ def search(
     from stanchion.core.filters import build_filter
     from stanchion.pipeline import Call, local_context, wiring
 
-    stanchion = load_app(spec)
-    try:
+    with opened_app(spec) as stanchion:
         where = build_filter(filters or [], groups=group)
         call = Call(local_context(user=operator(), groups=group), "search", query=query)
 
@@ -176,10 +185,6 @@ def search(
         asyncio.run(wiring.pipeline_for(stanchion).run(call, retrieve=retrieve))
         result = call.result
         hint = "" if result.hits else empty_index_hint(stanchion)
-    except StanchionError as exc:
-        raise fail(exc) from None
-    finally:
-        stanchion.close()
     if as_json:
         print(json.dumps({**_hits_json(result), **({"hint": hint} if hint else {})}))
     else:

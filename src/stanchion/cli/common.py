@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +41,19 @@ def load_app(spec_file: Path | None) -> App:
         return build(load_spec(spec_file))
     except StanchionError as exc:
         raise fail(exc) from None
+
+
+@contextmanager
+def opened_app(spec_file: Path | None) -> Iterator[App]:
+    """The spec's App for one command, closed when the command is done; a StanchionError inside
+    is printed and becomes the exit code (``fail``)."""
+    app = load_app(spec_file)
+    try:
+        yield app
+    except StanchionError as exc:
+        raise fail(exc) from None
+    finally:
+        app.close()
 
 
 def operator() -> str:

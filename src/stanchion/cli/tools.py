@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from stanchion.cli.common import JsonOption, SpecOption, err, fail, load_app, operator, out
-from stanchion.errors import StanchionError
+from stanchion.cli.common import JsonOption, SpecOption, err, opened_app, operator, out
 
 __all__ = ["tools_app"]
 
@@ -23,13 +22,8 @@ tools_app = typer.Typer(
 @tools_app.command("list")
 def list_tools(spec: SpecOption = None, as_json: JsonOption = False) -> None:
     """Each tool the spec declares: its name, what it does and its arguments' JSON schema."""
-    stanchion = load_app(spec)
-    try:
+    with opened_app(spec) as stanchion:
         specs = stanchion.tools.specs()
-    except StanchionError as exc:
-        raise fail(exc) from None
-    finally:
-        stanchion.close()
     if as_json:
         print(
             json.dumps(
@@ -68,8 +62,7 @@ def call_tool(
     except json.JSONDecodeError as exc:
         err.print(f"[bold red]error:[/] arguments are not JSON ({escape(str(exc))})", highlight=False)
         raise typer.Exit(2) from None
-    stanchion = load_app(spec)
-    try:
+    with opened_app(spec) as stanchion:
         call = Call(local_context(user=operator(), groups=group), f"tools.{name}", query=arguments)
 
         async def generate(call: Call) -> None:
@@ -77,10 +70,6 @@ def call_tool(
 
         asyncio.run(wiring.pipeline_for(stanchion).run(call, generate=generate))
         result = call.result
-    except StanchionError as exc:
-        raise fail(exc) from None
-    finally:
-        stanchion.close()
     if as_json:
         print(
             json.dumps(
