@@ -26,11 +26,11 @@ PACKAGE = Path(stanchion.__file__).parent
 # at the top the edges (HTTP server, evals, benchmarks, CLI) and the package's public face.
 LAYERS: list[list[str]] = [
     ["errors"],
-    ["types", "logs", "tracing", "request_context", "migrations"],
+    ["types", "logs", "tracing", "request_context", "migrations", "redis_client"],
     ["core"],  # shared vocabulary: filters, text analysis, sentences, embedders, packaged models
     ["spec"],
     ["models"],
-    ["index", "state"],
+    ["index", "state", "cache"],  # storage: the index, control-plane state, the response cache
     ["ingest", "retrieve"],
     ["answer", "tools"],  # grounded answers; the tools a model may call (search, SQL, HTTP, ...)
     ["app"],  # the composition root: build(spec) -> App

@@ -82,7 +82,7 @@ class TestTheTree:
 
     def test_the_redis_client_raises_members_of_the_tree(self) -> None:
         """The rate limiter's Redis errors are store errors: a 503, not a 500."""
-        from stanchion.server import redis_client
+        from stanchion import redis_client
 
         assert issubclass(redis_client.RedisError, errors.StoreError)
         assert issubclass(redis_client.RedisUnavailable, errors.BackendUnavailable)

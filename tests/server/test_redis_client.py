@@ -1,4 +1,4 @@
-"""server/redis_client.py: the rate limiter's Redis client, against a real redis-server."""
+"""redis_client.py: the Redis client of the rate limiter and the cache, against a real redis-server."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import uuid
 
 import pytest
 
-from stanchion.server.ratelimit import Limits, RateLimitBackendDown, RedisRateLimiter
-from stanchion.server.redis_client import (
+from stanchion.redis_client import (
     RedisAddress,
     RedisClient,
     RedisError,
@@ -18,6 +17,7 @@ from stanchion.server.redis_client import (
     encode,
     parse,
 )
+from stanchion.server.ratelimit import Limits, RateLimitBackendDown, RedisRateLimiter
 from stanchion.testing.services import free_port
 
 

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from stanchion.errors import RateLimitBackendDown, RedisError, RedisUnavailable
 from stanchion.migrations import Ledger, Migration, SQLiteTarget, Tx, migrate
-from stanchion.server.redis_client import RedisClient, RespValue
+from stanchion.redis_client import RedisClient, RespValue
 
 __all__ = [
     "WINDOW_S",
@@ -225,7 +225,7 @@ class RedisRateLimiter:
     """Budgets in Redis hashes ``{key_prefix}{key_id}``, expiring two windows after last use.
 
     Each check is one ``EVALSHA`` of the script above over ``RedisClient`` (one pipelined
-    connection per worker; ``redis_client.py`` says why not redis-py's pool). A dead or silent
+    connection per worker; ``stanchion/redis_client.py`` says why not redis-py's pool). A dead or silent
     Redis fails the request within ``timeout_s`` (503), after one retry on a fresh connection.
     """
 

@@ -1,4 +1,4 @@
-"""A lean Redis client for the rate limiter: one pipelined connection per worker, RESP2.
+"""A lean Redis client (the rate limiter, the response cache): one pipelined connection per worker, RESP2.
 
 The limiter makes one Redis call at the start of every request, so the call's latency is
 request latency. Through redis-py's asyncio pool (8.x: a pool condition, a health read and
