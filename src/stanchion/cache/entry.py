@@ -101,4 +101,5 @@ class CacheBackend(Protocol):
     async def ping(self) -> None:
         """Raise ``StoreError`` (``RedisUnavailable`` for Redis) unless the backend answers."""
 
-    async def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections (sync, so ``App.close`` can close it like the index)."""
