@@ -1,0 +1,178 @@
+"""What both cache backends share: checking an entry before it is stored, its fields as bytes and
+back, and the local vector indexes a worker keeps per (tenant, partition)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stanchion.cache.entry import CacheEntry, Candidate, Dependency, Vector
+from stanchion.cache.vector_index import DEFAULT_DEPTH, VectorIndex
+
+__all__ = [
+    "TENANT_PATTERN",
+    "LocalIndexes",
+    "PartitionIndex",
+    "check_entry",
+    "check_tenant",
+    "decode_dependencies",
+    "decode_response",
+    "decode_vector",
+    "encode_dependencies",
+    "encode_response",
+    "encode_vector",
+    "nearest_live",
+]
+
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def check_tenant(tenant: str) -> str:
+    if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
+        raise ValueError(f"a cache tenant is 1-128 of A-Z a-z 0-9 _ -, not {tenant!r}")
+    return tenant
+
+
+def check_entry(entry: CacheEntry, max_entries: int) -> None:
+    """Refuse an entry no backend could store faithfully, naming what is wrong."""
+    check_tenant(entry.tenant)
+    if not entry.id:
+        raise ValueError("a cache entry needs an id")
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+        raise ValueError(f"max_entries must be a positive integer, not {max_entries!r}")
+    for name in ("created", "expires", "cost_usd"):
+        if not math.isfinite(float(getattr(entry, name))):
+            raise ValueError(f"cache entry {entry.id}: {name} must be a finite number")
+    if entry.vector is not None:
+        v = np.asarray(entry.vector)
+        if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)) or not np.any(v):
+            raise ValueError(f"cache entry {entry.id}: the vector must be one non-zero row of finite numbers")
+
+
+def encode_vector(vector: Vector | None) -> bytes:
+    """float32, little-endian; b"" for no vector."""
+    if vector is None:
+        return b""
+    return np.asarray(vector, dtype="<f4").reshape(-1).tobytes()
+
+
+def decode_vector(data: bytes | None) -> Vector | None:
+    if not data:
+        return None
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def encode_response(response: Mapping[str, Any]) -> str:
+    return json.dumps(response, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_response(data: str | bytes) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(data)
+    return value
+
+
+def encode_dependencies(dependencies: Sequence[Dependency]) -> str:
+    return json.dumps([[d.chunk_id, d.hash] for d in dependencies], ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_dependencies(data: str | bytes) -> tuple[Dependency, ...]:
+    return tuple(Dependency(chunk_id, hash_) for chunk_id, hash_ in json.loads(data))
+
+
+@dataclass
+class PartitionIndex:
+    """One partition's vectors as this worker knows them, one index per dimension (a partition
+    whose embedding model changed holds two), and how far it has read the partition's log
+    (``position``: a SQLite seq, a Redis stream id)."""
+
+    depth: int = DEFAULT_DEPTH
+    position: Any = None
+    by_dim: dict[int, VectorIndex] = field(default_factory=dict)
+
+    def add(self, ids: Sequence[str], vectors: Sequence[Vector]) -> None:
+        groups: dict[int, tuple[list[str], list[Vector]]] = {}
+        for entry_id, vector in zip(ids, vectors, strict=True):
+            group = groups.setdefault(int(vector.shape[0]), ([], []))
+            group[0].append(entry_id)
+            group[1].append(vector)
+        for dim, (group_ids, group_vectors) in groups.items():
+            if dim not in self.by_dim:
+                self.by_dim[dim] = VectorIndex(dim, depth=self.depth)
+            self.by_dim[dim].add(group_ids, np.stack(group_vectors))
+
+    def remove(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        for index in self.by_dim.values():
+            index.remove(ids)
+
+    def __len__(self) -> int:
+        return sum(len(index) for index in self.by_dim.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(index.nbytes for index in self.by_dim.values())
+
+
+class LocalIndexes:
+    """Every partition index of one worker, by (tenant, partition)."""
+
+    def __init__(self, depth: int = DEFAULT_DEPTH) -> None:
+        self.depth = depth
+        self._partitions: dict[tuple[str, str], PartitionIndex] = {}
+
+    def get(self, tenant: str, partition: str) -> PartitionIndex:
+        key = (tenant, partition)
+        found = self._partitions.get(key)
+        if found is None:
+            found = self._partitions[key] = PartitionIndex(self.depth)
+        return found
+
+    def reset(self, tenant: str, partition: str) -> PartitionIndex:
+        self._partitions[(tenant, partition)] = fresh = PartitionIndex(self.depth)
+        return fresh
+
+    def remove(self, tenant: str, ids: Sequence[str]) -> None:
+        for (owner, _), index in self._partitions.items():
+            if owner == tenant:
+                index.remove(ids)
+
+    def drop(self, tenant: str | None) -> None:
+        if tenant is None:
+            self._partitions.clear()
+        else:
+            for key in [key for key in self._partitions if key[0] == tenant]:
+                del self._partitions[key]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self._partitions.values())
+
+
+async def nearest_live(
+    index: PartitionIndex,
+    vector: Vector,
+    k: int,
+    fetch: Callable[[list[str]], Awaitable[dict[str, CacheEntry]]],
+) -> list[Candidate]:
+    """The ``k`` nearest of ``index`` that ``fetch`` still finds live (by id); those it does not
+    find (expired, evicted, deleted by another worker) leave the index, and the search is
+    repeated until ``k`` live ones are found or the index runs out."""
+    q = np.asarray(vector, dtype=np.float32).reshape(-1)
+    local = index.by_dim.get(int(q.shape[0]))
+    if local is None or k < 1:
+        return []
+    while True:
+        hits = local.search(q, k)
+        if not hits:
+            return []
+        entries = await fetch([entry_id for entry_id, _ in hits])
+        gone = [entry_id for entry_id, _ in hits if entry_id not in entries]
+        if not gone:
+            return [Candidate(entries[entry_id], score) for entry_id, score in hits if entry_id in entries]
+        index.remove(gone)
