@@ -270,11 +270,13 @@ def demo(
 
 def _register_answer_commands() -> None:
     from stanchion.cli.answer import register
+    from stanchion.cli.eval_cache import register as register_eval_cache
     from stanchion.cli.server import register as register_server
     from stanchion.cli.tools import tools_app
 
     register(app, eval_app)
     register_server(app)
+    register_eval_cache(eval_app)
     app.add_typer(tools_app, name="tools")
     try:
         from stanchion.cli.bench import bench_app
