@@ -34,8 +34,10 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from functools import lru_cache
 from importlib.resources import files
+from itertools import pairwise
 from typing import Any
 
 from stanchion.cache.match_words import (
@@ -118,6 +120,8 @@ class _Parsed:
     entities: frozenset[str]  # lower case
     qtype: str  # "" when not a question of a known kind
     length: int
+    plain: tuple[str, ...]  # the words and numbers, in order
+    bigrams: frozenset[tuple[str, str]]
 
 
 def _stem(word: str) -> str:
@@ -209,6 +213,7 @@ def _parse(text: str) -> _Parsed:
         if word in QUESTION_WORDS:
             qtype = QUESTION_WORDS[word]
             break
+    plain = tuple(w for w in words if w.isalnum())
     content = frozenset(
         _stem(w) for w in words if w not in STOPWORDS and w not in NEGATORS and w.isalpha() and len(w) > 1
     )
@@ -222,6 +227,8 @@ def _parse(text: str) -> _Parsed:
         entities=frozenset(entities - units),
         qtype=qtype,
         length=len(words),
+        plain=plain,
+        bigrams=frozenset(pairwise(plain)),
     )
 
 
@@ -300,6 +307,8 @@ FEATURES = (
     "entity_missing",
     "number_diff",
     "date_diff",
+    "bigram_jaccard",
+    "sequence_ratio",
 )
 
 
@@ -321,6 +330,8 @@ def features(asked: str, cached: str, similarity: float) -> list[float]:
         float(len(_missing(a.entities, b)) + len(_missing(b.entities, a))),
         float(len(a.numbers ^ b.numbers)),
         float(len(a.dates ^ b.dates)),
+        len(a.bigrams & b.bigrams) / max(1, len(a.bigrams | b.bigrams)),
+        SequenceMatcher(None, a.plain, b.plain, autojunk=False).ratio(),
     ]
 
 
