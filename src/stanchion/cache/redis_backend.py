@@ -33,6 +33,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from stanchion.cache.codec import (
     LocalIndexes,
     PartitionIndex,
@@ -54,7 +56,7 @@ from stanchion.redis_client import RedisClient, RespValue
 __all__ = ["RedisCacheBackend"]
 
 _FIELDS = ("i", "t", "p", "k", "q", "r", "c", "x", "v", "d", "n", "u")  # id ... cost, as _entry reads them
-_CATCH_UP_BATCH = 2000  # stream records read per script call
+_CATCH_UP_BATCH = 500  # records per catch-up call: ~10 ms of Redis, which serves no one meanwhile
 _SCAN_COUNT = 1000
 
 _DROP = """
@@ -103,7 +105,10 @@ return 1
 )
 
 # KEYS: stream, mark. ARGV: base, the last record seen ('0-0': none), how many.
-# Reply: {reload (0/1), mark or '', sid, id, vector or '', sid, id, vector or '', ...}
+# Reply: {reload (0/1), mark or '', record ids joined by ',', entry ids as "<length>:<id>" one after
+# another, vector lengths in bytes joined by ',' (0: none, or the record is stale), the vectors
+# concatenated}. Six values whatever the batch size: a large reply is a few bulk strings, which
+# the client reads in one pass, not thousands of small ones.
 _CATCH_UP = """
 local function newer(a, b)
   local am, as = string.match(a, '(%d+)-(%d+)')
@@ -118,14 +123,21 @@ if mark and after ~= '0-0' and newer(mark, after) then
 end
 local start = '-'
 if after ~= '0-0' then start = '(' .. after end
-local out = {reload, mark or ''}
+local sids, ids, lengths, vectors = {}, {}, {}, {}
 for _, record in ipairs(redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', tonumber(ARGV[3]))) do
-  local f = redis.call('HMGET', ARGV[1] .. 'e:' .. record[2][2], 's', 'v')
-  out[#out + 1] = record[1]
-  out[#out + 1] = record[2][2]
-  if f[1] == record[1] and f[2] then out[#out + 1] = f[2] else out[#out + 1] = '' end
+  local eid = record[2][2]
+  local f = redis.call('HMGET', ARGV[1] .. 'e:' .. eid, 's', 'v')
+  sids[#sids + 1] = record[1]
+  ids[#ids + 1] = string.len(eid) .. ':' .. eid
+  if f[1] == record[1] and f[2] then
+    lengths[#lengths + 1] = string.len(f[2])
+    vectors[#vectors + 1] = f[2]
+  else
+    lengths[#lengths + 1] = 0
+  end
 end
-return out
+return {reload, mark or '', table.concat(sids, ','), table.concat(ids), table.concat(lengths, ','),
+        table.concat(vectors)}
 """
 
 # KEYS: entry hashes. Reply: each one's fields (nils when it is gone).
@@ -297,30 +309,38 @@ class RedisCacheBackend:
             reply = await self._script(
                 _CATCH_UP, [f"{base}s:{h}", f"{base}m:{h}"], [base, index.position or "0-0", _CATCH_UP_BATCH]
             )
-            if not isinstance(reply, list) or len(reply) < 2:
-                raise RedisError(f"unexpected reply to the cache's catch-up script: {reply!r}")
+            if not isinstance(reply, list) or len(reply) != 6:
+                raise RedisError(f"unexpected reply to the cache's catch-up script: {reply!r:.200}")
             if reply[0] == 1:  # records it never saw were trimmed: start again from the stream
                 index = self.indexes.reset(tenant, partition)
                 stream = self._streams[(tenant, partition)] = _Stream()
             mark = _text(reply[1])
             if mark:
                 self._drop_trimmed(index, stream, _sid(mark))
-            records = reply[2:]
-            ids: list[str] = []
-            vectors: list[Vector] = []
-            for i in range(0, len(records) - 2, 3):
-                sid, entry_id, blob = _sid(_text(records[i])), _text(records[i + 1]), records[i + 2]
-                index.remove([entry_id])  # an id stored again: its newest vector
-                vector = decode_vector(blob) if isinstance(blob, bytes) else None
-                if vector is not None:
-                    ids.append(entry_id)
-                    vectors.append(vector)
-                    stream.records.append((sid, entry_id))
-                    stream.latest[entry_id] = sid
-            index.add(ids, vectors)
-            if records:
-                index.position = _text(records[-3])
-            if len(records) < 3 * _CATCH_UP_BATCH:
+            sids = [s for s in _text(reply[2]).split(",") if s]
+            if not sids:
+                return index
+            entry_ids = _netstrings(reply[3] if isinstance(reply[3], bytes) else b"")
+            lengths = [int(n) for n in _text(reply[4]).split(",")]
+            blob = reply[5] if isinstance(reply[5], bytes) else b""
+            if not len(sids) == len(entry_ids) == len(lengths):
+                raise RedisError(
+                    "the cache's catch-up script gave records, ids and vectors that do not match"
+                )
+            index.remove(entry_ids)  # an id stored again: only its newest vector counts
+            latest: dict[str, tuple[tuple[int, int], Vector]] = {}
+            offset = 0
+            for sid, entry_id, length in zip(sids, entry_ids, lengths, strict=True):
+                if length:
+                    vector = np.frombuffer(blob, dtype="<f4", count=length // 4, offset=offset)
+                    latest[entry_id] = (_sid(sid), vector.astype(np.float32))
+                    offset += length
+            index.add(list(latest), [vector for _, vector in latest.values()])
+            for entry_id, (sid_key, _) in latest.items():
+                stream.records.append((sid_key, entry_id))
+                stream.latest[entry_id] = sid_key
+            index.position = sids[-1]
+            if len(sids) < _CATCH_UP_BATCH:
                 return index
 
     @staticmethod
@@ -392,6 +412,18 @@ def _text(value: RespValue) -> str:
     if value is None:
         return ""
     return str(value)
+
+
+def _netstrings(data: bytes) -> list[str]:
+    """``b"3:abc2:de"`` -> ``["abc", "de"]``."""
+    out: list[str] = []
+    at = 0
+    while at < len(data):
+        colon = data.index(b":", at)
+        size = int(data[at:colon])
+        out.append(data[colon + 1 : colon + 1 + size].decode())
+        at = colon + 1 + size
+    return out
 
 
 def _sid(text: str) -> tuple[int, int]:
