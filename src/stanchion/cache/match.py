@@ -44,6 +44,7 @@ from stanchion.cache.match_words import (
     CAP_COMMON,
     COMPARATIVE,
     COMPATIBLE,
+    MODIFIERS,
     MONTHS,
     NEGATORS,
     NUMBER_WORDS,
@@ -141,6 +142,13 @@ def _number(text: str) -> str:
     return str(int(text)) if text.isdigit() else text
 
 
+def _date_word(word: str) -> str:
+    """The day or period ``word`` names on its own (Q3, March, Monday, today), else ""."""
+    if re.fullmatch(r"q[1-4]", word) or word in RELATIVE_DAYS:
+        return word
+    return MONTHS.get(word) or WEEKDAYS.get(word) or ""
+
+
 def _parse(text: str) -> _Parsed:
     raw = _TOKEN_RE.findall(text)
     lowered = " ".join(t.lower() for t in raw)
@@ -174,16 +182,10 @@ def _parse(text: str) -> _Parsed:
             word == "one" and i + 1 < len(words) and words[i + 1] in ("of", "more")
         ):
             numbers.add(NUMBER_WORDS[word])
-        elif re.fullmatch(r"q[1-4]", word):
-            dates.add(word)
-        elif word in MONTHS:
-            dates.add(MONTHS[word])
-        elif word in WEEKDAYS:
-            dates.add(WEEKDAYS[word])
-        elif word in RELATIVE_DAYS:
-            dates.add(word)
-        elif word in RELATIVE_PERIODS and i > 0 and words[i - 1] in ("last", "next", "this", "previous"):
-            dates.add(f"{words[i - 1]}-{word}")
+        elif (day := _date_word(word)) or (word in RELATIVE_PERIODS and i > 0 and words[i - 1] in MODIFIERS):
+            # "next weekend" and "this weekend", "last Monday" and "Monday" are different days.
+            modifier = words[i - 1] if i > 0 and words[i - 1] in MODIFIERS else ""
+            dates.add(f"{modifier}-{day or word}" if modifier else day)
         if word in UNITS:
             units.add(UNITS[word])
         if "@" in word or word.startswith(("http", "www.")):

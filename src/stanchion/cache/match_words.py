@@ -285,6 +285,7 @@ MONTHS.pop("may")  # "may" is far more often the verb; the month is caught when 
 WEEKDAYS = {d: d[:3] for d in ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]}
 RELATIVE_DAYS = frozenset(["today", "tomorrow", "yesterday", "tonight", "weekend"])
 RELATIVE_PERIODS = frozenset(["week", "month", "year", "quarter"])
+MODIFIERS = frozenset(["last", "next", "this", "previous", "coming", "past"])
 
 UNITS = {
     # length
@@ -298,7 +299,7 @@ UNITS = {
     "gb": "gb", "gib": "gb", "gigabyte": "gb", "gigabytes": "gb",
     "tb": "tb", "tib": "tb", "terabyte": "tb", "terabytes": "tb",
     "byte": "byte", "bytes": "byte", "bit": "bit", "bits": "bit",
-    "mbps": "mbps", "gbps": "gbps",
+    "mbps": "mbps", "gbps": "gbps", "mph": "mph", "kph": "kmh", "kmh": "kmh",
     # money
     "$": "usd", "usd": "usd", "dollar": "usd", "dollars": "usd", "us$": "usd",
     "€": "eur", "eur": "eur", "euro": "eur", "euros": "eur",
