@@ -15,7 +15,7 @@ from stanchion.cache.entry import CacheBackend
 from stanchion.cache.redis_backend import RedisCacheBackend
 from stanchion.cache.sqlite_backend import SQLiteCacheBackend
 from stanchion.errors import RedisUnavailable, StoreError
-from stanchion.testing.cache_suite import CacheBackendConformance, ids_near, make_entry, unit
+from stanchion.testing.cache_suite import CacheBackendConformance, ids_near, make_entry, unit, wait_for
 from stanchion.testing.services import free_port
 
 
@@ -32,28 +32,39 @@ class TestRedisCacheBackend(CacheBackendConformance):
         return lambda: RedisCacheBackend(redis_url, prefix=prefix)
 
 
-class TestRedisOnly:
-    def test_a_worker_that_fell_behind_the_trim_reloads_the_partition(self, redis_url: str) -> None:
+@pytest.fixture(params=["sqlite", "redis"])
+def two_workers(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[], SQLiteCacheBackend | RedisCacheBackend]:
+    if request.param == "sqlite":
+        return lambda: SQLiteCacheBackend(tmp_path / "cache.db")
+    url = request.getfixturevalue("redis_url")
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    return lambda: RedisCacheBackend(url, prefix=prefix)
+
+
+class TestLocalIndexesStayBounded:
+    """A worker's in-process index drops what was evicted or expired through other workers, not
+    only what turns up as a candidate: a long-running worker's memory follows the live entries."""
+
+    def test_entries_evicted_by_another_worker_leave_the_index(
+        self, two_workers: Callable[[], SQLiteCacheBackend | RedisCacheBackend]
+    ) -> None:
         """Worker two indexes the partition; worker one then adds so many entries that everything
-        two saw is trimmed away: two's index ends up holding exactly the live entries."""
-        prefix = f"test:{uuid.uuid4().hex[:8]}:"
+        two saw is evicted (for Redis: trimmed before two read the records, so two reloads)."""
 
         async def scenario() -> None:
-            one, two = (
-                RedisCacheBackend(redis_url, prefix=prefix),
-                RedisCacheBackend(redis_url, prefix=prefix),
-            )
+            one, two = two_workers(), two_workers()
             try:
                 for i in range(5):
                     await one.put(make_entry(f"old{i}", vector=unit(1, i)), max_entries=5)
                 assert len(await ids_near(two, unit(1))) == 5
                 for i in range(8):
                     await one.put(make_entry(f"new{i}", vector=unit(1, i)), max_entries=5)
-                assert sorted(await ids_near(two, unit(1))) == [f"new{i}" for i in range(3, 8)]
+                assert sorted(await ids_near(two, unit(1), k=1)) == ["new3"]
                 assert len(two.indexes.get("acme", "route-a")) == 5
-                # Trimmed records it had seen leave its index too, without a reload.
                 await one.put(make_entry("newest", vector=unit(1)), max_entries=5)
-                assert (await ids_near(two, unit(1), k=1)) == ["newest"]
+                assert await ids_near(two, unit(0, 1), k=1) == ["new7"]
                 assert len(two.indexes.get("acme", "route-a")) == 5
             finally:
                 one.close()
@@ -61,6 +72,30 @@ class TestRedisOnly:
 
         asyncio.run(scenario())
 
+    def test_expired_entries_leave_the_index(
+        self, two_workers: Callable[[], SQLiteCacheBackend | RedisCacheBackend]
+    ) -> None:
+        async def scenario() -> None:
+            one, two = two_workers(), two_workers()
+            try:
+                for i in range(4):
+                    await one.put(make_entry(f"brief{i}", vector=unit(1, i), ttl_s=0.3), max_entries=10)
+                await one.put(make_entry("lasting", vector=unit(0, 1)), max_entries=10)
+                assert len(await ids_near(two, unit(0, 1))) == 5
+
+                async def forgotten() -> bool:
+                    await two.nearest("acme", "route-a", unit(0, 1), 1)  # far from the brief ones
+                    return len(two.indexes.get("acme", "route-a")) == 1
+
+                assert await wait_for(forgotten)
+            finally:
+                one.close()
+                two.close()
+
+        asyncio.run(scenario())
+
+
+class TestRedisOnly:
     def test_keys_of_one_prefix_are_never_touched_by_another(self, redis_url: str) -> None:
         """clear() empties its own prefix only."""
         a = f"test:{uuid.uuid4().hex[:8]}:"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,23 +89,52 @@ def decode_dependencies(data: str | bytes) -> tuple[Dependency, ...]:
 @dataclass
 class PartitionIndex:
     """One partition's vectors as this worker knows them, one index per dimension (a partition
-    whose embedding model changed holds two), and how far it has read the partition's log
-    (``position``: a SQLite seq, a Redis stream id)."""
+    whose embedding model changed holds two); how far it has read the partition's log
+    (``position``: a SQLite seq, a Redis stream id); and the entries it holds in log order (``log``:
+    position key, id, expiry), so that those evicted or expired since leave it from the front
+    without waiting to turn up as candidates (a long-running worker's memory stays bounded)."""
 
     depth: int = DEFAULT_DEPTH
     position: Any = None
     by_dim: dict[int, VectorIndex] = field(default_factory=dict)
+    log: deque[tuple[Any, str, float]] = field(default_factory=deque)
+    latest: dict[str, Any] = field(default_factory=dict)  # id -> the position key of its newest record
 
-    def add(self, ids: Sequence[str], vectors: Sequence[Vector]) -> None:
+    def extend(self, records: Sequence[tuple[Any, str, float, Vector | None]]) -> None:
+        """Records read from the partition's log, in order: (position key, id, expiry, vector or
+        None: no vector, or the record is stale). An id seen again keeps only its newest vector."""
+        newest: dict[str, tuple[Any, float, Vector]] = {}
+        for key, entry_id, expires, vector in records:
+            newest.pop(entry_id, None)
+            if vector is not None:
+                newest[entry_id] = (key, expires, vector)
+        self.remove(entry_id for _, entry_id, _, _ in records)
         groups: dict[int, tuple[list[str], list[Vector]]] = {}
-        for entry_id, vector in zip(ids, vectors, strict=True):
+        for entry_id, (key, expires, vector) in newest.items():
             group = groups.setdefault(int(vector.shape[0]), ([], []))
             group[0].append(entry_id)
             group[1].append(vector)
+            self.log.append((key, entry_id, expires))
+            self.latest[entry_id] = key
         for dim, (group_ids, group_vectors) in groups.items():
             if dim not in self.by_dim:
                 self.by_dim[dim] = VectorIndex(dim, depth=self.depth)
             self.by_dim[dim].add(group_ids, np.stack(group_vectors))
+
+    def forget(self, *, through: Any, now: float) -> None:
+        """Drop, from the front of the log, the entries at or before ``through`` (trimmed or
+        evicted; None: none) and those expired by ``now``, up to the first that is neither."""
+        gone: list[str] = []
+        while self.log:
+            key, entry_id, expires = self.log[0]
+            if not ((through is not None and key <= through) or expires <= now):
+                break
+            self.log.popleft()
+            if self.latest.get(entry_id) == key:
+                del self.latest[entry_id]
+                gone.append(entry_id)
+        if gone:
+            self.remove(gone)
 
     def remove(self, ids: Iterable[str]) -> None:
         ids = list(ids)

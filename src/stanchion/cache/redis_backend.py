@@ -29,9 +29,7 @@ import hashlib
 import math
 import re
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -107,7 +105,7 @@ return 1
 # KEYS: stream, mark. ARGV: base, the last record seen ('0-0': none), how many.
 # Reply: {reload (0/1), mark or '', record ids joined by ',', entry ids as "<length>:<id>" one after
 # another, vector lengths in bytes joined by ',' (0: none, or the record is stale), the vectors
-# concatenated}. Six values whatever the batch size: a large reply is a few bulk strings, which
+# concatenated, expiries (epoch seconds) joined by ','}. Six values whatever the batch size: a large reply is a few bulk strings, which
 # the client reads in one pass, not thousands of small ones.
 _CATCH_UP = """
 local function newer(a, b)
@@ -123,21 +121,23 @@ if mark and after ~= '0-0' and newer(mark, after) then
 end
 local start = '-'
 if after ~= '0-0' then start = '(' .. after end
-local sids, ids, lengths, vectors = {}, {}, {}, {}
+local sids, ids, lengths, vectors, expiries = {}, {}, {}, {}, {}
 for _, record in ipairs(redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', tonumber(ARGV[3]))) do
   local eid = record[2][2]
-  local f = redis.call('HMGET', ARGV[1] .. 'e:' .. eid, 's', 'v')
+  local f = redis.call('HMGET', ARGV[1] .. 'e:' .. eid, 's', 'v', 'x')
   sids[#sids + 1] = record[1]
   ids[#ids + 1] = string.len(eid) .. ':' .. eid
   if f[1] == record[1] and f[2] then
     lengths[#lengths + 1] = string.len(f[2])
     vectors[#vectors + 1] = f[2]
+    expiries[#expiries + 1] = f[3]
   else
     lengths[#lengths + 1] = 0
+    expiries[#expiries + 1] = '0'
   end
 end
 return {reload, mark or '', table.concat(sids, ','), table.concat(ids), table.concat(lengths, ','),
-        table.concat(vectors)}
+        table.concat(vectors), table.concat(expiries, ',')}
 """
 
 # KEYS: entry hashes. Reply: each one's fields (nils when it is gone).
@@ -170,14 +170,6 @@ return 1
 """
 
 
-@dataclass
-class _Stream:
-    """Which records of a partition's stream a worker's index holds (to drop trimmed ones)."""
-
-    records: deque[tuple[tuple[int, int], str]] = field(default_factory=deque)
-    latest: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-
 class RedisCacheBackend:
     """Cache entries in the Redis at ``url`` under keys starting with ``prefix``.
 
@@ -200,7 +192,6 @@ class RedisCacheBackend:
         self.prefix = prefix
         self._redis = RedisClient(url, timeout_s=timeout_s)
         self.indexes = LocalIndexes(depth)
-        self._streams: dict[tuple[str, str], _Stream] = {}
         self._shas: dict[str, str] = {}
 
     # --- the protocol ---------------------------------------------------------------------------
@@ -258,8 +249,6 @@ class RedisCacheBackend:
             removed += sum(1 for key in keys if self._parse(key)[1].startswith("e:"))
             await self._redis.call("UNLINK", *keys)
         self.indexes.drop(tenant)
-        for key in [key for key in self._streams if tenant is None or key[0] == tenant]:
-            del self._streams[key]
         return removed
 
     async def count(self, tenant: str, counters: Mapping[str, float]) -> None:
@@ -301,58 +290,30 @@ class RedisCacheBackend:
     # --- keeping the local index in step -----------------------------------------------------
 
     async def _caught_up(self, tenant: str, partition: str) -> PartitionIndex:
-        """This partition's local index, after reading the stream records it has not seen."""
+        """This partition's local index, after reading the stream records it has not seen and
+        dropping the entries trimmed or expired since."""
         base, h = self._base(tenant), _hash(partition)
-        index = self.indexes.get(tenant, partition)
-        stream = self._streams.setdefault((tenant, partition), _Stream())
         while True:
+            index = self.indexes.get(tenant, partition)
+            before = index.position
             reply = await self._script(
-                _CATCH_UP, [f"{base}s:{h}", f"{base}m:{h}"], [base, index.position or "0-0", _CATCH_UP_BATCH]
+                _CATCH_UP, [f"{base}s:{h}", f"{base}m:{h}"], [base, before or "0-0", _CATCH_UP_BATCH]
             )
-            if not isinstance(reply, list) or len(reply) != 6:
+            if self.indexes.get(tenant, partition) is not index or index.position != before:
+                continue  # another lookup of this worker moved it on meanwhile: read from there
+            if not isinstance(reply, list) or len(reply) != 7:
                 raise RedisError(f"unexpected reply to the cache's catch-up script: {reply!r:.200}")
             if reply[0] == 1:  # records it never saw were trimmed: start again from the stream
                 index = self.indexes.reset(tenant, partition)
-                stream = self._streams[(tenant, partition)] = _Stream()
+            records = _records(reply[2:])
+            index.extend(records)
+            if records:
+                index.position = _text(reply[2]).rpartition(",")[2]
+            if len(records) == _CATCH_UP_BATCH:
+                continue
             mark = _text(reply[1])
-            if mark:
-                self._drop_trimmed(index, stream, _sid(mark))
-            sids = [s for s in _text(reply[2]).split(",") if s]
-            if not sids:
-                return index
-            entry_ids = _netstrings(reply[3] if isinstance(reply[3], bytes) else b"")
-            lengths = [int(n) for n in _text(reply[4]).split(",")]
-            blob = reply[5] if isinstance(reply[5], bytes) else b""
-            if not len(sids) == len(entry_ids) == len(lengths):
-                raise RedisError(
-                    "the cache's catch-up script gave records, ids and vectors that do not match"
-                )
-            index.remove(entry_ids)  # an id stored again: only its newest vector counts
-            latest: dict[str, tuple[tuple[int, int], Vector]] = {}
-            offset = 0
-            for sid, entry_id, length in zip(sids, entry_ids, lengths, strict=True):
-                if length:
-                    vector = np.frombuffer(blob, dtype="<f4", count=length // 4, offset=offset)
-                    latest[entry_id] = (_sid(sid), vector.astype(np.float32))
-                    offset += length
-            index.add(list(latest), [vector for _, vector in latest.values()])
-            for entry_id, (sid_key, _) in latest.items():
-                stream.records.append((sid_key, entry_id))
-                stream.latest[entry_id] = sid_key
-            index.position = sids[-1]
-            if len(sids) < _CATCH_UP_BATCH:
-                return index
-
-    @staticmethod
-    def _drop_trimmed(index: PartitionIndex, stream: _Stream, mark: tuple[int, int]) -> None:
-        gone: list[str] = []
-        while stream.records and stream.records[0][0] <= mark:
-            sid, entry_id = stream.records.popleft()
-            if stream.latest.get(entry_id) == sid:
-                del stream.latest[entry_id]
-                gone.append(entry_id)
-        if gone:
-            index.remove(gone)
+            index.forget(through=_sid(mark) if mark else None, now=time.time())
+            return index
 
     # --- Redis ----------------------------------------------------------------------------------
 
@@ -412,6 +373,26 @@ def _text(value: RespValue) -> str:
     if value is None:
         return ""
     return str(value)
+
+
+def _records(parts: Sequence[RespValue]) -> list[tuple[tuple[int, int], str, float, Vector | None]]:
+    """The catch-up script's records: (stream id, entry id, expiry, vector or None)."""
+    sids = [s for s in _text(parts[0]).split(",") if s]
+    ids = _netstrings(parts[1] if isinstance(parts[1], bytes) else b"")
+    lengths = [int(n) for n in _text(parts[2]).split(",") if n]
+    blob = parts[3] if isinstance(parts[3], bytes) else b""
+    expiries = [float(x) for x in _text(parts[4]).split(",") if x]
+    if not len(sids) == len(ids) == len(lengths) == len(expiries):
+        raise RedisError("the cache's catch-up script gave records, ids and vectors that do not match")
+    out: list[tuple[tuple[int, int], str, float, Vector | None]] = []
+    offset = 0
+    for sid, entry_id, length, expires in zip(sids, ids, lengths, expiries, strict=True):
+        vector = None
+        if length:
+            vector = np.frombuffer(blob, dtype="<f4", count=length // 4, offset=offset).astype(np.float32)
+            offset += length
+        out.append((_sid(sid), entry_id, expires, vector))
+    return out
 
 
 def _netstrings(data: bytes) -> list[str]:

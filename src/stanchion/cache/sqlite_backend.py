@@ -80,6 +80,7 @@ _MIGRATIONS = [
                 tenant TEXT NOT NULL,
                 partition TEXT NOT NULL,
                 entries INTEGER NOT NULL,
+                evicted_through INTEGER NOT NULL DEFAULT 0,
                 PRIMARY KEY (tenant, partition)
             ) WITHOUT ROWID;
             CREATE TABLE cache_counters (
@@ -183,17 +184,21 @@ class SQLiteCacheBackend:
                 return  # stored already expired: it only replaces what its key held
             db.execute(f"INSERT INTO cache_entries ({_COLUMNS}) VALUES ({','.join('?' * 12)})", row)
             held = db.execute(
-                "INSERT INTO cache_partitions VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET entries = entries + 1"
+                "INSERT INTO cache_partitions (tenant, partition, entries) VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET entries = entries + 1"
                 " RETURNING entries",
                 (entry.tenant, entry.partition),
             ).fetchone()[0]
             if held > max_entries:
                 evicted = db.execute(
                     "DELETE FROM cache_entries WHERE seq IN (SELECT seq FROM cache_entries"
-                    " WHERE tenant = ? AND partition = ? ORDER BY seq LIMIT ?) RETURNING tenant, partition",
+                    " WHERE tenant = ? AND partition = ? ORDER BY seq LIMIT ?) RETURNING seq",
                     (entry.tenant, entry.partition, held - max_entries),
                 ).fetchall()
-                _uncount(db, evicted)
+                db.execute(
+                    "UPDATE cache_partitions SET entries = entries - ?, evicted_through = max(evicted_through, ?)"
+                    " WHERE tenant = ? AND partition = ?",
+                    (len(evicted), max(seq for (seq,) in evicted), entry.tenant, entry.partition),
+                )
 
         await self._write(body)
 
@@ -285,23 +290,32 @@ class SQLiteCacheBackend:
     # --- keeping the local index in step -----------------------------------------------------
 
     async def _caught_up(self, tenant: str, partition: str) -> PartitionIndex:
-        """This partition's local index, after adding the rows committed since it last looked."""
-        index = self.indexes.get(tenant, partition)
+        """This partition's local index, after adding the rows committed since it last looked and
+        dropping those evicted or expired since."""
         while True:
+            index = self.indexes.get(tenant, partition)
+            before = index.position
             rows = await self._read(
-                "SELECT seq, id, vector FROM cache_entries WHERE tenant = ? AND partition = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (tenant, partition, index.position or 0, _CATCH_UP_BATCH),
+                "SELECT seq, id, vector, expires FROM cache_entries WHERE tenant = ? AND partition = ?"
+                " AND seq > ? ORDER BY seq LIMIT ?",
+                (tenant, partition, before or 0, _CATCH_UP_BATCH),
             )
-            if not rows:
-                return index
-            with_vectors = [(entry_id, decode_vector(blob)) for _, entry_id, blob in rows if blob]
-            index.remove(entry_id for _, entry_id, _ in rows)  # an id stored again: its newest vector
-            index.add([i for i, _ in with_vectors], [v for _, v in with_vectors if v is not None])
-            index.position = rows[-1][0]
-            if len(rows) < _CATCH_UP_BATCH:
-                return index
-            await asyncio.sleep(0)  # a long catch-up lets the other requests of this worker run
+            if self.indexes.get(tenant, partition) is not index or index.position != before:
+                continue  # another lookup of this worker moved it on meanwhile: read from there
+            index.extend(
+                [(seq, entry_id, expires, decode_vector(blob)) for seq, entry_id, blob, expires in rows]
+            )
+            if rows:
+                index.position = rows[-1][0]
+            if len(rows) == _CATCH_UP_BATCH:
+                await asyncio.sleep(0)  # a long catch-up lets the other requests of this worker run
+                continue
+            mark = await self._read(
+                "SELECT evicted_through FROM cache_partitions WHERE tenant = ? AND partition = ?",
+                (tenant, partition),
+            )
+            index.forget(through=mark[0][0] if mark else None, now=self._now())
+            return index
 
     # --- running statements ---------------------------------------------------------------------
 
