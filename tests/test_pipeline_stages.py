@@ -72,7 +72,7 @@ def recording(seen: list[Seen]) -> Pipeline:
 def seen(monkeypatch: pytest.MonkeyPatch) -> list[Seen]:
     """What the recording stages saw; every pipeline built from the spec (server and CLI) has them."""
     records: list[Seen] = []
-    monkeypatch.setattr(wiring, "pipeline_for", lambda app: recording(records))
+    monkeypatch.setattr(wiring, "pipeline_for", lambda app, **_: recording(records))
     return records
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from stanchion.core.embed import Embedder, SentenceTransformerEmbedder
+from stanchion.core.embed import Embedder, RecentQueries, SentenceTransformerEmbedder
 from stanchion.core.packaged import MINILM_NAME
 from stanchion.errors import SpecError
 from stanchion.index.sqlite import SQLiteStore
@@ -24,7 +24,7 @@ from stanchion.spec import PriceSpec, Spec
 
 if TYPE_CHECKING:
     from stanchion.answer import Answerer
-    from stanchion.core.openai_embed import OpenAIEmbedder
+    from stanchion.cache.entry import CacheBackend
     from stanchion.models.base import ChatModel
     from stanchion.models.registry import ModelRegistry
     from stanchion.retrieve.rerank import Reranker
@@ -32,12 +32,16 @@ if TYPE_CHECKING:
     from stanchion.tools import Toolbox
 
 
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass
 class App:
     """The wired system. Components are built on first use, so ``stanchion --help`` stays instant."""
 
     spec: Spec
-    _closers: list[Store | StateStore | OpenAIEmbedder] = field(default_factory=list)
+    _closers: list[_Closeable] = field(default_factory=list)
 
     @cached_property
     def store(self) -> Store:
@@ -69,6 +73,16 @@ class App:
             state = open_state(sqlite_path=self.spec.resolve(self.spec.server.state_path))
         self._closers.append(state)
         return state
+
+    @cached_property
+    def cache_backend(self) -> CacheBackend:
+        """Where the response cache lives: Redis when ``server.redis_url`` is set, else a SQLite
+        file beside the server's state (``cache/backends.py``)."""
+        from stanchion.cache.backends import open_cache_backend
+
+        backend = open_cache_backend(self.spec)
+        self._closers.append(backend)
+        return backend
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -106,9 +120,15 @@ class App:
         return Pipeline(self.spec, self.store, self.embedder, self.tokenizer)
 
     @cached_property
+    def query_embedder(self) -> RecentQueries:
+        """The embedder for questions: retrieval and the response cache share it, so a question
+        is embedded once per request however many of them need its vector."""
+        return RecentQueries(self.embedder)
+
+    @cached_property
     def retriever(self) -> Retriever:
         r = self.spec.retrieval
-        return Retriever(self.store, self.embedder, fusion=r.fusion, candidates=r.candidates)
+        return Retriever(self.store, self.query_embedder, fusion=r.fusion, candidates=r.candidates)
 
     @cached_property
     def tools(self) -> Toolbox:

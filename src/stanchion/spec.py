@@ -204,6 +204,24 @@ class RuleSpec(_Strict):
         return pattern
 
 
+class CacheSpec(_Strict):
+    """A route's response cache: an exact tier (the same normalised request) and a semantic tier
+    (a question that means the same, checked for near-misses), scoped to the tenant or the user."""
+
+    exact: bool = Field(True, description="serve the same normalised request from the cache")
+    semantic: bool = Field(True, description="serve a paraphrase of a cached question")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="semantic tier: the cosine floor (default: the matcher's own)"
+    )
+    ttl_s: float = Field(86_400.0, gt=0, description="how long an entry may be served")
+    max_entries: int = Field(
+        100_000, ge=1, le=10_000_000, description="per tenant and partition; oldest dropped"
+    )
+    scope: Literal["tenant", "user"] = Field(
+        "tenant", description="who shares entries: every caller of a tenant, or each user alone"
+    )
+
+
 class RouteSpec(_Strict):
     """A route is a fallback chain (``models``) or, for automatic routing, ``tiers`` of chains."""
 
@@ -223,6 +241,7 @@ class RouteSpec(_Strict):
         description="chat completions on this route answer from the index with citations; "
         "false passes the conversation straight to the models (a gateway route)",
     )
+    cache: CacheSpec | None = Field(None, description="the response cache (off when absent)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> RouteSpec:
@@ -281,6 +300,12 @@ class ServerSpec(_Strict):
     )
     redis_url: str | None = Field(
         None, description="rate limits and shared state in Redis, e.g. ${STANCHION_REDIS_URL}"
+    )
+    cache_redis_url: str | None = Field(
+        None,
+        description="the response cache's Redis (default: redis_url; without either, a SQLite file). "
+        "A Redis of its own may evict under memory pressure (maxmemory-policy allkeys-lru) "
+        "without touching rate limits",
     )
     rate_limits: RateLimitSpec = RateLimitSpec()
     max_body_mb: float = Field(1.0, gt=0, description="largest JSON request body")

@@ -270,6 +270,7 @@ def demo(
 
 def _register_answer_commands() -> None:
     from stanchion.cli.answer import register
+    from stanchion.cli.cache import cache_app
     from stanchion.cli.eval_cache import register as register_eval_cache
     from stanchion.cli.server import register as register_server
     from stanchion.cli.tools import tools_app
@@ -278,6 +279,7 @@ def _register_answer_commands() -> None:
     register_server(app)
     register_eval_cache(eval_app)
     app.add_typer(tools_app, name="tools")
+    app.add_typer(cache_app, name="cache")
     try:
         from stanchion.cli.bench import bench_app
     except ImportError:  # pragma: no cover

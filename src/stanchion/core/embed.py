@@ -148,3 +148,41 @@ def warm_for_serving(embedder: Embedder) -> None:
     if isinstance(embedder, SentenceTransformerEmbedder):
         embedder.warm_up()
     embedder.embed(["warm up"])
+
+
+class RecentQueries:
+    """An embedder that remembers the vectors of the last ``size`` single texts it embedded.
+
+    A request embeds its question twice when the response cache looks it up and retrieval then
+    searches for it: with both on one ``RecentQueries`` the second is a dictionary read (~10 ms
+    of CPU saved per cache miss here). Batches (ingestion) pass straight through."""
+
+    def __init__(self, inner: Embedder, *, size: int = 1024) -> None:
+        self.inner = inner
+        self.size = size
+        self._recent: dict[str, Vectors] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> Vectors:
+        if len(texts) != 1:
+            return self.inner.embed(texts, progress=progress)
+        text = texts[0]
+        with self._lock:
+            known = self._recent.get(text)
+        if known is None:
+            known = self.inner.embed(texts, progress=progress)
+            with self._lock:
+                self._recent[text] = known
+                while len(self._recent) > self.size:
+                    del self._recent[next(iter(self._recent))]  # the oldest (insertion order)
+        elif progress is not None:
+            progress(1)
+        return known.copy()

@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from stanchion.cache.keys import CacheRequest
+from stanchion.cache.result import CacheResult
 from stanchion.pipeline.outcome import Outcome
 from stanchion.request_context import RequestContext
 from stanchion.state.records import Scope
@@ -76,6 +78,13 @@ class Call:
     retrieved: Any = None  # what a grounded answer's retrieve place found (answer.Retrieved)
     events: AsyncIterator[Any] | None = None  # a stream, set at generate
     served: bool = False  # answered by a stage before retrieve (a cache hit): result or events set
+    # The request's identity in the response cache, set by its endpoint's input check (None: the
+    # endpoint is not cached), and what the cache did with it.
+    cache: CacheRequest | None = None
+    cache_result: CacheResult | None = None
+    # The answer holds values restored from masked PII: it is never stored (the cache keeps only
+    # what may be shown to anyone who asks the same).
+    pii_restored: bool = False
 
 
 class Stage(Protocol):

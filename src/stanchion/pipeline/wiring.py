@@ -1,21 +1,34 @@
 """The request pipeline a spec declares: the stages every caller runs, server and CLI alike.
 
-No stage is declared by the spec yet. The cache (lookup at ``cache_lookup``, store at
-``cache_store``) and the guards (``check_input``, ``check_output``) will be built here from
-``app.spec``; the server adds its admission and accounting around them
-(``server/accounting.server_pipeline``), the CLI runs them as they are.
+The response cache (``pipeline/cache_stage.py``: lookup at ``cache_lookup``, store at
+``cache_store``) is placed when any route declares ``cache:``; the guards (``check_input``,
+``check_output``) will be built here from ``app.spec`` too. The server adds its admission and
+accounting around them (``server/accounting.server_pipeline``), the CLI runs them as they are.
 """
 
 from __future__ import annotations
 
 from stanchion.app import App
-from stanchion.pipeline.core import Pipeline
+from stanchion.pipeline.cache_stage import ResponseCache
+from stanchion.pipeline.core import Pipeline, Position, Stage
 from stanchion.request_context import DEFAULT_TENANT, RequestContext
 
 
-def pipeline_for(app: App) -> Pipeline:
-    """The stages ``app.spec`` declares, each in its place."""
-    return Pipeline()
+def pipeline_for(app: App, *, background: bool = False) -> Pipeline:
+    """The stages ``app.spec`` declares, each in its place. ``background``: a long-running
+    process (a server worker) writes cache entries after answering, not before."""
+    stages: list[tuple[Position, Stage]] = []
+    cache = response_cache(app, background=background)
+    if cache is not None:
+        stages += [("cache_lookup", cache.lookup), ("cache_store", cache.store)]
+    return Pipeline(stages)
+
+
+def response_cache(app: App, *, background: bool = False) -> ResponseCache | None:
+    """The cache stages over ``app``'s cache backend, when any route caches."""
+    if not any(route.cache is not None for route in app.spec.routes.values()):
+        return None
+    return ResponseCache(app.cache_backend, app.query_embedder, app.store.chunks, background=background)
 
 
 def local_context(*, user: str, route: str = "", groups: list[str] | None = None) -> RequestContext:

@@ -69,6 +69,7 @@ async def account(
     route: str,
     started: float,
     audited: bool = True,
+    cache: str | None = None,
 ) -> None:
     """Count metrics, queue the audit record (unless not ``audited``) and charge the tokens. A charge the rate limiter
     cannot take is logged, counted and audited (``CHARGE_FAILED``); it never fails the response,
@@ -100,7 +101,10 @@ async def account(
                 output_tokens=usage.output_tokens,
                 cost_usd=outcome.cost,
                 latency_ms=(time.perf_counter() - started) * 1000,
-                detail={"models": outcome.models_json()} if outcome.costs else {},
+                detail={
+                    **({"models": outcome.models_json()} if outcome.costs else {}),
+                    **({"cache": cache} if cache else {}),
+                },
             )
         )
     if usage.total_tokens:
@@ -168,6 +172,8 @@ class Accounts:
             )
 
     async def end(self, call: Call) -> None:
+        if call.cache_result is not None:
+            self.ctx.metrics.cache(call.context.route, call.context.tenant, call.cache_result)
         await account(
             self.ctx,
             principal_of(call.context),
@@ -177,6 +183,7 @@ class Accounts:
             route=call.context.route,
             started=call.started,
             audited=call.audited,
+            cache=call.cache_result.header if call.cache_result is not None else None,
         )
 
 
@@ -190,7 +197,7 @@ def _status(exc: Exception) -> int:
 def server_pipeline(ctx: ServerContext) -> Pipeline:
     """The request pipeline of a server worker: admission first, then the stages the spec
     declares (``pipeline.wiring``), accounting last."""
-    declared = wiring.pipeline_for(ctx.app)
+    declared = wiring.pipeline_for(ctx.app, background=True)
     return Pipeline(
         [("admit", Admission(ctx)), *declared.stages], accounting=Accounts(ctx), status_of=_status
     )

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -71,7 +72,8 @@ class GatewayStreams:
         scope.setdefault("state", {})["principal"] = principal
         scope["route"] = self.route
         try:
-            response = await self.endpoint(body, self.ctx, principal)
+            # No Response to set headers on: a stream's headers go on its EventStreamResponse.
+            response = await self.endpoint(body, self.ctx, principal, Request(scope), Response())
         except APIError as exc:
             return error_response(exc)
         except StanchionError as exc:

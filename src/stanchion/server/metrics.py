@@ -36,6 +36,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from stanchion.cache.result import CacheResult
+
 __all__ = [
     "MULTIPROC_ENV",
     "UNMATCHED_ROUTE",
@@ -105,6 +107,36 @@ class Metrics:
             "Tokens used but not charged to an API key because the rate limiter failed.",
             registry=registry,
         )
+        self._cache_lookups = Counter(
+            "stanchion_cache_lookups",
+            "Response cache lookups by result: hit-exact, hit-semantic, miss, bypass, unavailable.",
+            ["route", "result", "tenant"],
+            registry=registry,
+        )
+        self._cache_near_misses = Counter(
+            "stanchion_cache_near_misses",
+            "Similar cached questions the near-miss check refused, by reason (negation, number, ...).",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self._cache_stale = Counter(
+            "stanchion_cache_stale",
+            "Cached answers refused because a chunk behind them changed or was deleted.",
+            ["route"],
+            registry=registry,
+        )
+        self._cache_tokens_saved = Counter(
+            "stanchion_cache_tokens_saved",
+            "Model tokens (prompt + completion) the cached answers served would have cost.",
+            ["route", "tenant"],
+            registry=registry,
+        )
+        self._cache_cost_saved = Counter(
+            "stanchion_cache_cost_saved_usd",
+            "Model cost in US dollars the cached answers served saved.",
+            ["route", "tenant"],
+            registry=registry,
+        )
         self._upstream = Histogram(
             "stanchion_upstream_seconds",
             "Time of one call to a model provider.",
@@ -142,6 +174,16 @@ class Metrics:
         self._tokens.labels(model, "in", tenant).inc(input)
         self._tokens.labels(model, "out", tenant).inc(output)
         self._cost.labels(model, tenant).inc(cost_usd)
+
+    def cache(self, route: str, tenant: str, result: CacheResult) -> None:
+        self._cache_lookups.labels(route, result.header, tenant).inc()
+        for reason in result.near_misses:
+            self._cache_near_misses.labels(route, reason).inc()
+        if result.stale:
+            self._cache_stale.labels(route).inc(result.stale)
+        if result.status == "hit":
+            self._cache_tokens_saved.labels(route, tenant).inc(result.tokens_saved)
+            self._cache_cost_saved.labels(route, tenant).inc(result.cost_saved_usd)
 
     def error(self, code: str) -> None:
         self._errors.labels(code).inc()

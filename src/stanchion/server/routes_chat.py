@@ -17,14 +17,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from stanchion.answer import AnswerEvent, contextual_query
+from stanchion.cache.keys import gateway_request, grounded_request
+from stanchion.cache.result import HEADER as CACHE_HEADER
 from stanchion.errors import StanchionError
 from stanchion.models.base import ChatOptions, Piece, aclose_quietly, stream_pieces
 from stanchion.models.pricing import ModelCost, estimate_tokens
 from stanchion.pipeline import Call, Pipeline, RequestContext
 from stanchion.server.accounting import token_reserve
+from stanchion.server.cache_io import bypass_requested, cache_json
 from stanchion.server.chunks import DONE, ChunkFramer
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit, request_context
@@ -92,7 +95,7 @@ MAX_EMBED_CHARS = 32_000
     responses={200: _SSE, **error_responses(*WITH_BODY, 404, 502, 504)},
 )
 async def chat_completions(
-    body: ChatCompletionRequest, ctx: Ctx, principal: Caller
+    body: ChatCompletionRequest, ctx: Ctx, principal: Caller, request: Request, response: Response
 ) -> ChatCompletion | EventStreamResponse:
     ctx.check_route(body.model)
     messages = _messages(body.messages)
@@ -106,7 +109,9 @@ async def chat_completions(
         tokens=reserve,
         in_flight=True,
     )
-    grounded = ctx.app.spec.routes[body.model].grounded
+    route = ctx.app.spec.routes[body.model]
+    grounded = route.grounded
+    bypass = bypass_requested(request, body.cache)
     question = ""
     ask: dict[str, Any] = {}  # a grounded route's Answerer arguments
     options = ChatOptions()
@@ -128,8 +133,30 @@ async def chat_completions(
                 "search_query": query,
                 "context": call.context,
             }
+            if route.cache is not None:
+                call.cache = grounded_request(
+                    route=body.model,
+                    settings=route.cache,
+                    tenant=principal.tenant,
+                    user=principal.user,
+                    question=question,
+                    history=history,
+                    params={"k": body.k, "filters": sorted(body.filters)},
+                    where=ask["where"],
+                    bypass=bypass,
+                )
         else:
             options = _options(body, call.context)
+            if route.cache is not None:
+                call.cache = gateway_request(
+                    route=body.model,
+                    settings=route.cache,
+                    tenant=principal.tenant,
+                    user=principal.user,
+                    messages=messages,
+                    params=_cached_params(options),
+                    bypass=bypass,
+                )
 
     async def retrieve(call: Call) -> None:
         if grounded:
@@ -158,8 +185,11 @@ async def chat_completions(
     if body.stream:
         await pipeline.start(call, check=check, retrieve=retrieve, generate=generate)
         assert call.events is not None
-        return EventStreamResponse(_sse(ctx, pipeline, call, body, completion_id, call.events))
+        headers = {CACHE_HEADER: call.cache_result.header} if call.cache_result is not None else None
+        return EventStreamResponse(_sse(ctx, pipeline, call, body, completion_id, call.events), headers)
     await pipeline.run(call, check=check, retrieve=retrieve, generate=generate)
+    if call.cache_result is not None:
+        response.headers[CACHE_HEADER] = call.cache_result.header
     outcome = call.outcome
     return ChatCompletion(
         id=completion_id,
@@ -181,6 +211,7 @@ async def chat_completions(
             "cost_usd": outcome.cost,
             "models": outcome.models_json(),
             **outcome.detail,
+            **cache_json(call),
         },
     )
 
@@ -351,6 +382,7 @@ async def _sse(
         }
         if "abstained" in outcome.detail:  # a grounded answer's, as the non-streamed reply has it
             ours["abstained"] = outcome.detail["abstained"]
+        ours.update(cache_json(call))
         extra["stanchion"] = ours
         last = frames.chunk({}, outcome.finish, **extra)
         if body.stream_options is not None and body.stream_options.include_usage:
@@ -426,6 +458,18 @@ def _options(body: ChatCompletionRequest, context: RequestContext) -> ChatOption
         tool_choice=choice if tools else None,
         context=context,
     )
+
+
+def _cached_params(options: ChatOptions) -> dict[str, Any]:
+    """What besides the messages changes a gateway's answer: two requests share a cached one
+    only when all of it is equal."""
+    return {
+        "temperature": options.temperature,
+        "max_tokens": options.max_tokens,
+        "stop": list(options.stop),
+        "tools": [[t.name, t.description, t.parameters] for t in options.tools],
+        "tool_choice": options.tool_choice,
+    }
 
 
 def _usage_out(usage: Usage) -> UsageOut:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
-from stanchion.answer import Answer
+from stanchion.cache.keys import grounded_request
+from stanchion.cache.result import HEADER as CACHE_HEADER
 from stanchion.core.filters import SearchFilter
 from stanchion.models.pricing import estimate_tokens
 from stanchion.pipeline import Call
 from stanchion.retrieve.search import SearchResult
 from stanchion.server.accounting import token_reserve
+from stanchion.server.cache_io import bypass_requested
 from stanchion.server.deps import Caller, Ctx, request_context
 from stanchion.server.schemas import (
     WITH_BODY,
@@ -81,9 +84,12 @@ async def search(body: SearchRequest, ctx: Ctx, principal: Caller) -> SearchResp
     summary="A grounded answer with citations",
     responses=error_responses(*WITH_BODY, 404, 502, 504),
 )
-async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResponse:
+async def answer(
+    body: AnswerRequest, ctx: Ctx, principal: Caller, request: Request, response: Response
+) -> AnswerResponse:
     route = body.route or ctx.app.spec.answer.route
     ctx.check_route(route)
+    cache = ctx.app.spec.routes[route].cache
     reserve = token_reserve(ctx.app.spec, route, [Message("user", body.question)])
     call = Call(
         request_context(principal, route=route, budget=reserve),
@@ -97,6 +103,18 @@ async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResp
     async def check(call: Call) -> None:
         nonlocal where
         where = ctx.where(principal, body.filters)  # a bad filter is a 422, before the call is accepted
+        if cache is not None:
+            call.cache = grounded_request(
+                route=route,
+                settings=cache,
+                tenant=principal.tenant,
+                user=principal.user,
+                question=body.question,
+                history=(),
+                params={"k": body.k, "filters": sorted(body.filters)},
+                where=where,
+                bypass=bypass_requested(request, body.cache),
+            )
 
     async def retrieve(call: Call) -> None:
         answerer = await ctx.answerer(route)
@@ -109,16 +127,25 @@ async def answer(body: AnswerRequest, ctx: Ctx, principal: Caller) -> AnswerResp
 
     # Audited however it ends.
     await ctx.request_pipeline.run(call, check=check, retrieve=retrieve, generate=generate)
-    result: Answer = call.result
+    # From the outcome, not the Answer: a cache hit has no Answer, only what it replays.
     outcome = call.outcome
-    usage = result.usage
+    usage = outcome.usage
+    if call.cache_result is not None:
+        response.headers[CACHE_HEADER] = call.cache_result.header
+    latency = outcome.detail.get("latency_ms")
     return AnswerResponse(
-        answer=result.text,
-        citations=[CitationOut(**c.as_json()) for c in result.citations],
-        model=result.model,
+        answer=outcome.text,
+        citations=[CitationOut(**c) for c in _citations(outcome.detail)],
+        model=outcome.model,
         usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
-        cost_usd=result.cost_usd,
+        cost_usd=outcome.cost,
         models=outcome.models_json(),
-        latency_ms=dict(result.latency_ms),
-        abstained=result.abstained,
+        latency_ms=dict(latency) if isinstance(latency, dict) else {},
+        abstained=bool(outcome.detail.get("abstained", False)),
+        cache=call.cache_result.as_json() if call.cache_result is not None else None,
     )
+
+
+def _citations(detail: dict[str, object]) -> list[dict[str, Any]]:
+    citations = detail.get("citations", [])
+    return [c for c in citations if isinstance(c, dict)] if isinstance(citations, list) else []

@@ -185,6 +185,9 @@ class ChatCompletionRequest(_OpenAI):
     # Stanchion extensions (OpenAI clients pass them with extra_body=...).
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
     k: int | None = Field(None, ge=1, le=50, description="sources packed into the prompt (grounded routes)")
+    cache: bool | None = Field(
+        None, description="false: do not answer from the response cache (the fresh answer is still stored)"
+    )
 
     @field_validator("stop", "user", "tools", "tool_choice")
     @classmethod
@@ -361,6 +364,9 @@ class AnswerRequest(_Strict):
     route: str | None = Field(None, max_length=128, description="default: the spec's answer.route")
     k: StrictInt | None = Field(None, ge=1, le=50)  # strict: JSON true is not 1
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
+    cache: bool | None = Field(
+        None, description="false: do not answer from the response cache (the fresh answer is still stored)"
+    )
 
 
 class ModelUsageOut(BaseModel):
@@ -384,6 +390,9 @@ class AnswerResponse(BaseModel):
     latency_ms: dict[str, float]
     abstained: bool = Field(
         description="the sources did not answer: `answer` is the abstain sentence, no citations"
+    )
+    cache: dict[str, Any] | None = Field(
+        None, description="routes with a cache: hit or miss, the tier, tokens and cost saved"
     )
 
 

@@ -1,0 +1,130 @@
+"""Which requests may share a cached response: the partition, the exact key, the question.
+
+Two requests share an answer only inside one tenant and one *partition*: the same route, the same
+model parameters, the same earlier turns, the same filters (and the same user when the route's
+cache is per user). Within it the exact tier matches the normalised last message; the semantic
+tier compares the question (a grounded route's question, a gateway's last user message).
+
+What a grounded entry may be served to is not part of any key: the caller's right to read the
+chunks behind it is checked against the index at lookup (``pipeline/cache_stage.py``). Keys copy
+no group list, so a caller who loses a group loses the hit at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stanchion.core.filters import SearchFilter
+from stanchion.spec import CacheSpec
+from stanchion.types import Message
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """NFKC, whitespace collapsed, ends trimmed: what two typings of one request share. Case and
+    punctuation are kept ("US" is not "us"; "3.5" is not "35")."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def _digest(value: object) -> str:
+    encoded = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """A message as the keys see it: its role, normalised text, tool calls and their ids."""
+    return {
+        "role": message.role,
+        "content": normalise(message.content),
+        "tool_calls": [
+            [c.id, c.name, c.raw_arguments or json.dumps(dict(c.arguments), sort_keys=True)]
+            for c in message.tool_calls
+        ],
+        "tool_call_id": message.tool_call_id,
+        "name": message.name,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRequest:
+    """One request's identity in the cache, made by its endpoint when its input is checked.
+
+    ``question`` is what the semantic tier compares ("" keeps the request to the exact tier);
+    ``where`` (grounded routes) is what the caller may read: every chunk behind an entry must pass
+    it. ``bypass``: the caller asked for a fresh answer (it is still stored)."""
+
+    route: str
+    tenant: str
+    partition: str
+    exact_key: str
+    question: str
+    settings: CacheSpec
+    grounded: bool
+    where: SearchFilter | None = None
+    bypass: bool = False
+
+
+def grounded_request(
+    *,
+    route: str,
+    settings: CacheSpec,
+    tenant: str,
+    user: str,
+    question: str,
+    history: Sequence[Message],
+    params: Mapping[str, Any],
+    where: SearchFilter,
+    bypass: bool = False,
+) -> CacheRequest:
+    """A grounded route's request: ``params`` holds what changes retrieval or generation besides
+    the question (k, the caller's own filters); the caller's tenant and groups are in ``where``."""
+    partition = _digest(
+        {
+            "kind": "grounded",
+            "route": route,
+            "user": user if settings.scope == "user" else None,
+            "history": [message_json(m) for m in history],
+            "params": params,
+        }
+    )
+    text = normalise(question)
+    return CacheRequest(
+        route, tenant, partition, _digest([partition, text]), text, settings, True, where, bypass
+    )
+
+
+def gateway_request(
+    *,
+    route: str,
+    settings: CacheSpec,
+    tenant: str,
+    user: str,
+    messages: Sequence[Message],
+    params: Mapping[str, Any],
+    bypass: bool = False,
+) -> CacheRequest:
+    """A gateway route's request: every turn before the last is part of the partition, with the
+    model parameters (``params``: temperature, limits, stop, tools); the last turn is the key.
+    Only a last user message, with no tools offered, is compared in the semantic tier: a tool
+    call's arguments name things a paraphrase may not."""
+    *earlier, last = messages
+    partition = _digest(
+        {
+            "kind": "gateway",
+            "route": route,
+            "user": user if settings.scope == "user" else None,
+            "earlier": [message_json(m) for m in earlier],
+            "params": params,
+        }
+    )
+    semantic = last.role == "user" and not params.get("tools") and not last.tool_calls
+    question = normalise(last.content) if semantic else ""
+    exact_key = _digest([partition, message_json(last)])
+    return CacheRequest(route, tenant, partition, exact_key, question, settings, False, None, bypass)

@@ -1,0 +1,29 @@
+"""The response cache at the HTTP edge: how a client skips it, and how a response says what it did.
+
+A client skips the lookup with the body field ``"cache": false`` (OpenAI clients:
+``extra_body={"cache": False}``), the header ``X-Stanchion-Cache: bypass``, or
+``Cache-Control: no-cache``; the fresh answer is still stored. Every response of a cached route
+carries ``X-Stanchion-Cache`` (``hit-exact``, ``hit-semantic``, ``miss``, ``bypass``,
+``unavailable``) and a ``cache`` object in its ``stanchion`` field.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from stanchion.cache.result import HEADER
+from stanchion.pipeline import Call
+
+
+def bypass_requested(request: Request, body_cache: bool | None) -> bool:
+    if body_cache is False:
+        return True
+    if request.headers.get(HEADER, "").strip().lower() == "bypass":
+        return True
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    return "no-cache" in directives
+
+
+def cache_json(call: Call) -> dict[str, object]:
+    """``{"cache": {...}}`` for a call of a cached route, else nothing."""
+    return {"cache": call.cache_result.as_json()} if call.cache_result is not None else {}
