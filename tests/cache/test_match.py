@@ -48,6 +48,20 @@ class TestNearMisses:
             ("Is the attachment limit 25 MB?", "Is the attachment limit 25 GB?", "unit"),
             ("Can I pay in USD?", "Can I pay in EUR?", "unit"),
             ("Is the trial 14 days long?", "Is the trial 14 weeks long?", "unit"),
+            ("Why is the ticket assigned?", "Why is the ticket unassigned?", "negation"),
+            ("Which expenses are billable?", "Which expenses are non-billable?", "negation"),
+            (
+                "How do I migrate from MySQL to PostgreSQL?",
+                "How do I migrate from PostgreSQL to MySQL?",
+                "order",
+            ),
+            ("How do I convert USD to EUR?", "How do I convert EUR to USD?", "order"),
+            ("Is shipping from Canada to the US free?", "Is shipping from the US to Canada free?", "order"),
+            (
+                "Is the Team plan better than the Pro plan?",
+                "Is the Pro plan better than the Team plan?",
+                "order",
+            ),
             ("How do I reset my Outlook password?", "How do I reset my Gmail password?", "entity"),
             ("How do I deploy to AWS?", "How do I deploy to Azure?", "entity"),
             ("Reset the password of jane@example.com", "Reset the password of john@example.com", "entity"),
@@ -71,6 +85,7 @@ class TestNearMisses:
             "number",
             "date",
             "unit",
+            "order",
             "entity",
             "low_score",
         }
@@ -105,6 +120,10 @@ class TestParaphrases:
         assert PairMatcher().judge("How do I export data?", "how do I export data? ", 0.99) == Verdict(
             True, 1.0, ""
         )
+
+    def test_direction_phrasings_agree(self) -> None:
+        """ "to B from A" and "from A to B" name the same direction: no order rule."""
+        assert rule_reason("Move data to PostgreSQL from MySQL", "Migrate from MySQL to PostgreSQL") == ""
 
     def test_number_spellings_agree(self) -> None:
         """30 and thirty, 1,000 and 1000, 10% and 10 percent are the same value and unit."""

@@ -8,8 +8,8 @@ a few tens of microseconds, with no model call:
 1. ``below_threshold``: the cosine is under the route's floor.
 2. Rules that reject a near-miss, each with a stable reason name:
 
-   - ``negation``: one side is negated and the other not ("can" / "cannot", "with" /
-     "without"), or the two take opposite sides of a polar pair ("enable" / "disable",
+   - ``negation``: one side is negated and the other not ("can" / "cannot", "assigned" /
+     "unassigned"), or the two take opposite sides of a polar pair ("enable" / "disable",
      "before" / "after", "increase" / "decrease", "allowed" / "forbidden", ...);
    - ``comparative``: opposite comparatives or superlatives ("cheapest" / "most expensive");
    - ``question_type``: they ask for different things ("who" / "when", "how many" / "how long");
@@ -17,6 +17,8 @@ a few tens of microseconds, with no model call:
      $5,000, 10% vs 15%, "three" vs "four");
    - ``date``: a year, quarter, month, weekday or relative day differs (Q3 2024 vs Q3 2023);
    - ``unit``: different units or currencies (km / miles, GB / MB, USD / EUR, days / weeks);
+   - ``order``: the same things the other way round ("from MySQL to PostgreSQL" / "from
+     PostgreSQL to MySQL", "USD to EUR" / "EUR to USD", "A better than B" / "B better than A");
    - ``entity``: a name, product, identifier, e-mail or URL on one side is not on the other.
 
 3. ``low_score``: a small logistic model over cheap features (the cosine, overlap of content
@@ -44,8 +46,10 @@ from stanchion.cache.match_words import (
     CAP_COMMON,
     COMPARATIVE,
     COMPATIBLE,
+    CONNECTORS,
     MODIFIERS,
     MONTHS,
+    NEGATIVE_PREFIXES,
     NEGATORS,
     NUMBER_WORDS,
     PHRASES,
@@ -69,6 +73,7 @@ REASONS = (
     "number",
     "date",
     "unit",
+    "order",
     "entity",
     "low_score",
 )
@@ -123,6 +128,7 @@ class _Parsed:
     length: int
     plain: tuple[str, ...]  # the words and numbers, in order
     bigrams: frozenset[tuple[str, str]]
+    directions: frozenset[tuple[str, str]]  # (from, to) of "A to B", "from A to B", "A than B"
 
 
 def _stem(word: str) -> str:
@@ -196,7 +202,7 @@ def _parse(text: str) -> _Parsed:
         dates.add("may")
     for position, token in enumerate(raw):
         low = token.lower()
-        if low in CAP_COMMON or low in STOPWORDS or len(token) < 2:
+        if low in CAP_COMMON or (low in STOPWORDS and not token.isupper()) or len(token) < 2:  # US, IT
             continue
         if (
             (token.isupper() and token.isalpha() and len(token) <= 6 and low not in UNITS)
@@ -231,7 +237,30 @@ def _parse(text: str) -> _Parsed:
         length=len(words),
         plain=plain,
         bigrams=frozenset(pairwise(plain)),
+        directions=_directions(words, entities),
     )
+
+
+def _directions(words: tuple[str, ...], entities: set[str]) -> frozenset[tuple[str, str]]:
+    """Which named thing, number, unit or date goes before which connector and which after:
+    "from MySQL to PostgreSQL" and "to PostgreSQL from MySQL" both give (mysql, postgresql)."""
+    slots = [
+        i
+        for i, w in enumerate(words)
+        if w in entities or w in UNITS or w in NUMBER_WORDS or _date_word(w) or _NUMBER_UNIT_RE.match(w)
+    ]
+    cuts = [k for k, w in enumerate(words) if w in CONNECTORS]
+    if not slots or not cuts:
+        return frozenset()
+    found = set()
+    bounds = [-1, *cuts, len(words)]
+    for n, k in enumerate(cuts):
+        before = [words[i] for i in slots if bounds[n] < i < k]
+        after = [words[i] for i in slots if k < i < bounds[n + 2]]
+        for x in before:
+            for y in after:
+                found.add((y, x) if words[k] == "from" else (x, y))
+    return frozenset(found)
 
 
 @lru_cache(maxsize=4096)
@@ -268,7 +297,12 @@ _POLAR_STEMS = [(_stem(x), _stem(y)) for x, y in POLAR]
 def _rule(a: _Parsed, b: _Parsed) -> str:
     """The first near-miss rule the pair breaks, or ""."""
     aw, bw = _with_parts(a.words), _with_parts(b.words)
-    if a.negated != b.negated or _opposed(aw, bw, POLAR) or _opposed(a.content, b.content, _POLAR_STEMS):
+    if (
+        a.negated != b.negated
+        or _opposed(aw, bw, POLAR)
+        or _opposed(a.content, b.content, _POLAR_STEMS)
+        or _prefixed(frozenset(a.words) - frozenset(b.words), frozenset(b.words) - frozenset(a.words))
+    ):
         return "negation"
     if _opposed(aw, bw, COMPARATIVE):
         return "comparative"
@@ -282,6 +316,8 @@ def _rule(a: _Parsed, b: _Parsed) -> str:
         return "date"
     if _swapped(a.units, b.units):
         return "unit"
+    if any((y, x) in b.directions and (x, y) not in b.directions for x, y in a.directions - b.directions):
+        return "order"  # from A to B / from B to A
     only_a, only_b = _missing(a.entities, b), _missing(b.entities, a)
     if only_a and only_b:
         # One name put in another's place, the rest alike ("reset my Outlook password" vs "... Gmail
@@ -290,6 +326,15 @@ def _rule(a: _Parsed, b: _Parsed) -> str:
         if len((a.content ^ b.content) - named) <= SUBSTITUTION_SLACK:
             return "entity"
     return ""
+
+
+def _prefixed(only_a: frozenset[str], only_b: frozenset[str]) -> bool:
+    """A word on one side is a negative-prefixed word on the other (assigned / unassigned)."""
+    for one, other in ((only_a, only_b), (only_b, only_a)):
+        for word in one:
+            if len(word) >= 4 and any(prefix + word in other for prefix in NEGATIVE_PREFIXES):
+                return True
+    return False
 
 
 def _swapped(a: frozenset[str], b: frozenset[str]) -> bool:

@@ -498,3 +498,7 @@ CAP_COMMON = frozenset(
         "quote",
     ]
 )
+
+# Words that put what comes before them in relation to what comes after (direction, comparison).
+CONNECTORS = frozenset(["to", "into", "than", "from", "->"])
+NEGATIVE_PREFIXES = ("un", "non", "non-", "dis", "in", "im")
