@@ -189,16 +189,27 @@ class SQLiteCacheBackend:
                 (entry.tenant, entry.partition),
             ).fetchone()[0]
             if held > max_entries:
-                evicted = db.execute(
-                    "DELETE FROM cache_entries WHERE seq IN (SELECT seq FROM cache_entries"
-                    " WHERE tenant = ? AND partition = ? ORDER BY seq LIMIT ?) RETURNING seq",
-                    (entry.tenant, entry.partition, held - max_entries),
-                ).fetchall()
-                db.execute(
-                    "UPDATE cache_partitions SET entries = entries - ?, evicted_through = max(evicted_through, ?)"
-                    " WHERE tenant = ? AND partition = ?",
-                    (len(evicted), max(seq for (seq,) in evicted), entry.tenant, entry.partition),
-                )
+                evicted = [
+                    seq
+                    for (seq,) in db.execute(
+                        "DELETE FROM cache_entries WHERE seq IN (SELECT seq FROM cache_entries"
+                        " WHERE tenant = ? AND partition = ? ORDER BY seq LIMIT ?) RETURNING seq",
+                        (entry.tenant, entry.partition, held - max_entries),
+                    )
+                ]
+                if len(evicted) == held - max_entries:
+                    db.execute(
+                        "UPDATE cache_partitions SET entries = entries - ?,"
+                        " evicted_through = max(evicted_through, ?) WHERE tenant = ? AND partition = ?",
+                        (len(evicted), max(evicted), entry.tenant, entry.partition),
+                    )
+                else:  # the count had drifted from the rows (a file edited by hand?): count again
+                    db.execute(
+                        "UPDATE cache_partitions SET entries = (SELECT count(*) FROM cache_entries"
+                        " WHERE tenant = ?1 AND partition = ?2), evicted_through = max(evicted_through, ?3)"
+                        " WHERE tenant = ?1 AND partition = ?2",
+                        (entry.tenant, entry.partition, max(evicted, default=0)),
+                    )
 
         await self._write(body)
 
