@@ -11,6 +11,7 @@ from importlib.resources import files
 import pytest
 
 from stanchion.cache.match import DEFAULT_THRESHOLD, REASONS, PairMatcher, Verdict, rule_reason
+from stanchion.errors import SpecError
 
 HIGH = 0.95  # a cosine well above the threshold: only the rules and the scorer decide
 
@@ -147,7 +148,7 @@ class TestThreshold:
         assert PairMatcher().threshold == DEFAULT_THRESHOLD
 
     def test_out_of_range_threshold_is_refused(self) -> None:
-        with pytest.raises(ValueError, match="cosine"):
+        with pytest.raises(SpecError, match="cosine"):
             PairMatcher(threshold=1.5)
 
     def test_low_score_rejects_a_distant_rewording(self) -> None:

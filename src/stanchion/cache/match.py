@@ -62,6 +62,7 @@ from stanchion.cache.match_words import (
     UNITS,
     WEEKDAYS,
 )
+from stanchion.errors import SpecError, StanchionError
 
 DEFAULT_THRESHOLD = 0.80  # the cosine floor a route's semantic cache uses unless its spec says otherwise
 
@@ -388,7 +389,7 @@ def _model() -> dict[str, Any]:
         files("stanchion.cache").joinpath("match_model.json").read_text("utf-8")
     )
     if list(data["features"]) != list(FEATURES):
-        raise ValueError("match_model.json was fit on other features; rerun bench/train_cache_matcher.py")
+        raise StanchionError("match_model.json was fit on other features; rerun bench/train_cache_matcher.py")
     return data
 
 
@@ -397,7 +398,7 @@ class PairMatcher:
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, score_floor: float | None = None) -> None:
         if not -1.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold {threshold} is not a cosine (between -1 and 1)")
+            raise SpecError(f"cache threshold {threshold} is not a cosine: give a value between -1 and 1")
         self.threshold = threshold
         model = _model()
         self._weights: list[float] = [float(w) for w in model["weights"]]
