@@ -93,3 +93,30 @@ class TestFiles:
 def test_openai_embeddings_need_a_base_url() -> None:
     msg = error_of({"embedding": {"provider": "openai", "model": "text-embedding-3-small"}})
     assert msg.startswith("embedding.base_url: the openai embedding provider needs a base_url")
+
+
+def test_a_route_cache_is_checked_key_by_key() -> None:
+    routes = {"default": {"models": ["extractive"], "cache": {"ttl": 60}}}
+    assert error_of({"routes": routes}).startswith("routes.default.cache.ttl: unknown key 'ttl'")
+    routes["default"]["cache"] = {"threshold": 1.5}
+    assert error_of({"routes": routes}).startswith("routes.default.cache.threshold:")
+    routes["default"]["cache"] = {"scope": "group"}
+    assert error_of({"routes": routes}).startswith("routes.default.cache.scope:")
+    spec = parse_spec({"routes": {"default": {"models": ["extractive"], "cache": {}}}})
+    cache = spec.routes["default"].cache
+    assert cache is not None and cache.exact and cache.semantic and cache.scope == "tenant"
+    assert parse_spec({}).routes["default"].cache is None  # off unless asked for
+
+
+def test_the_templates_commented_routes_are_valid_when_uncommented() -> None:
+    from importlib.resources import files
+
+    import yaml
+
+    text = files("stanchion").joinpath("templates/stanchion.yaml").read_text()
+    block = text[text.index("# routes:") : text.index("# The HTTP API")]
+    routes = yaml.safe_load("\n".join(line.removeprefix("# ") for line in block.splitlines()))
+    models = {"extractive": {"provider": "extractive"}, "gpt": {"provider": "extractive"},
+              "local": {"provider": "extractive"}}  # fmt: skip
+    spec = parse_spec({"models": models, **routes})
+    assert spec.routes["gateway"].cache is not None and spec.routes["gateway"].cache.scope == "user"
