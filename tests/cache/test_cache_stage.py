@@ -187,3 +187,37 @@ def test_cache_stats_and_clear_on_the_command_line(tmp_path: Path, stage: Respon
     assert cleared.exit_code == 0 and json.loads(cleared.output) == {"removed": 2, "tenant": "acme"}
     after = json.loads(runner.invoke(cli, ["cache", "stats", "--spec", str(spec), "--json"]).output)
     assert after["tenants"].get("acme", {"entries": 0})["entries"] == 0
+
+
+def test_any_tenant_name_an_api_key_may_carry_is_cached_apart(stage: ResponseCache) -> None:
+    """Key tenants are free text; the backends take plain names only, so others are hashed."""
+    names = ("Acme Corp.", "acme:corp", "acme")
+    requests = [_gateway("Where is the office?", tenant=name) for name in names]
+    assert len({r.tenant for r in requests}) == 3 and requests[2].tenant == "acme"
+    for request in requests:
+        call = Call(RequestContext("x", "u1", None), "chat.completions")
+        call.cache = request
+
+        async def generate(c: Call) -> None:
+            c.outcome.text = "fresh"
+
+        pipeline = Pipeline([("cache_lookup", stage.lookup), ("cache_store", stage.store)])
+        asyncio.run(pipeline.run(call, generate=generate))
+        assert call.cache_result is not None and call.cache_result.status == "miss"  # no name sees another's
+
+
+def test_a_failing_backend_never_fails_the_request(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(SQLiteCacheBackend):
+        async def get_exact(self, tenant: str, partition: str, exact_key: str) -> None:
+            raise ValueError("a bug in a backend")
+
+    stage = ResponseCache(
+        Broken(tmp_path / "c.db"), RecentQueries(embedder), lambda ids: [], background=False
+    )
+    with caplog.at_level("WARNING", logger="stanchion.cache"):
+        call = _answered(stage, "Hello?")
+    assert call.outcome.text == "fresh" and call.cache_result is not None
+    assert call.cache_result.status == "unavailable"
+    assert any(r.exc_info for r in caplog.records)  # a bug is logged with its traceback

@@ -20,11 +20,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stanchion.cache.codec import TENANT_PATTERN
 from stanchion.core.filters import SearchFilter
 from stanchion.spec import CacheSpec
 from stanchion.types import Message
 
 _SPACE = re.compile(r"\s+")
+
+
+def cache_tenant(tenant: str) -> str:
+    """The tenant as the backends key it: the name itself when it is a plain name (letters,
+    digits, ``_``, ``-``), else a hash of it. Tenants come from API keys, which allow any name;
+    the backends allow only those characters, so that no name can forge another's keys."""
+    if TENANT_PATTERN.fullmatch(tenant):
+        return tenant
+    return "_" + hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:40]
 
 
 def normalise(text: str) -> str:
@@ -96,7 +106,15 @@ def grounded_request(
     )
     text = normalise(question)
     return CacheRequest(
-        route, tenant, partition, _digest([partition, text]), text, settings, True, where, bypass
+        route,
+        cache_tenant(tenant),
+        partition,
+        _digest([partition, text]),
+        text,
+        settings,
+        True,
+        where,
+        bypass,
     )
 
 
@@ -127,4 +145,6 @@ def gateway_request(
     semantic = last.role == "user" and not params.get("tools") and not last.tool_calls
     question = normalise(last.content) if semantic else ""
     exact_key = _digest([partition, message_json(last)])
-    return CacheRequest(route, tenant, partition, exact_key, question, settings, False, None, bypass)
+    return CacheRequest(
+        route, cache_tenant(tenant), partition, exact_key, question, settings, False, None, bypass
+    )

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from stanchion.cache.entry import CacheStats
+from stanchion.cache.keys import cache_tenant
 from stanchion.cli.common import JsonOption, SpecOption, opened_app, out
 
 __all__ = ["cache_app"]
@@ -42,7 +43,7 @@ def stats(tenant: TenantOption = None, spec: SpecOption = None, as_json: JsonOpt
     stale entries refused, and the tokens and cost the hits saved."""
     with opened_app(spec) as stanchion:
         backend = stanchion.cache_backend
-        result = asyncio.run(backend.stats(tenant))
+        result = asyncio.run(backend.stats(cache_tenant(tenant) if tenant else None))
         name = backend.name
     if as_json:
         print(json.dumps(_stats_json(result, name)))
@@ -62,7 +63,7 @@ def stats(tenant: TenantOption = None, spec: SpecOption = None, as_json: JsonOpt
 def clear(tenant: TenantOption = None, spec: SpecOption = None, as_json: JsonOption = False) -> None:
     """Remove the cached answers (of one tenant with --tenant, else all) and their counters."""
     with opened_app(spec) as stanchion:
-        removed = asyncio.run(stanchion.cache_backend.clear(tenant))
+        removed = asyncio.run(stanchion.cache_backend.clear(cache_tenant(tenant) if tenant else None))
     if as_json:
         print(json.dumps({"removed": removed, "tenant": tenant}))
     else:

@@ -92,7 +92,7 @@ class ResponseCache:
             return
         try:
             result = await self._lookup(call, request)
-        except (StanchionError, TimeoutError, OSError) as exc:
+        except Exception as exc:  # a backend down, or a bug of ours: never the request's failure
             self._failed(exc)
             call.cache_result = CacheResult("unavailable")
             return
@@ -267,7 +267,7 @@ class ResponseCache:
             )
             await self._call(self.backend.put(entry, max_entries=settings.max_entries))
             self._count(request.tenant, {"stored": 1.0})
-        except (StanchionError, TimeoutError, OSError) as exc:
+        except Exception as exc:
             self._failed(exc)
 
     # --- plumbing --------------------------------------------------------------------------------
@@ -296,6 +296,8 @@ class ResponseCache:
                     "backend": getattr(self.backend, "name", "?"),
                     "error": f"{type(exc).__name__}: {exc}",
                 },
+                # Not an outage we expect: the traceback, so a bug is not mistaken for one.
+                exc_info=None if isinstance(exc, StanchionError | TimeoutError | OSError) else exc,
             )
 
     def _count(self, tenant: str, values: Mapping[str, float]) -> None:
@@ -311,7 +313,7 @@ class ResponseCache:
         for tenant, values in counts.items():
             try:
                 await self._call(self.backend.count(tenant, values))
-            except (StanchionError, TimeoutError, OSError) as exc:
+            except Exception as exc:
                 self._failed(exc)
                 return
 
