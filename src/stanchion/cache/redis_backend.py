@@ -1,7 +1,8 @@
 """The shared cache backend: entries in Redis, seen by every worker at once.
 
-Keys, for ``prefix`` P, tenant T (``[A-Za-z0-9_-]``, so the braces delimit it) and partition hash H
-(sha1 of the partition, fixed length)::
+Keys, for ``prefix`` P, tenant T (percent-encoded: only ``[A-Za-z0-9_.~%-]`` remain, so the
+braces delimit it and a SCAN pattern matches it literally) and partition hash H (sha1 of the
+partition, fixed length)::
 
     P{T}:e:<entry id>        hash: the entry's fields; expires with the entry (PEXPIREAT)
     P{T}:x:H:<exact key>     the id of the entry stored under that key; expires with it
@@ -30,6 +31,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -243,7 +245,7 @@ class RedisCacheBackend:
         return int(reply) if isinstance(reply, int) else 0
 
     async def clear(self, tenant: str | None = None) -> int:
-        pattern = _glob(self.prefix) + ("{" + self._tenant(tenant) + "}:*" if tenant is not None else "{*")
+        pattern = _glob(self.prefix) + ("{" + _tenant_key(tenant) + "}:*" if tenant is not None else "{*")
         removed = 0
         async for keys in self._scan(pattern):
             removed += sum(1 for key in keys if self._parse(key)[1].startswith("e:"))
@@ -262,7 +264,7 @@ class RedisCacheBackend:
 
     async def stats(self, tenant: str | None = None) -> CacheStats:
         glob_prefix = _glob(self.prefix)
-        tenant_glob = "{" + self._tenant(tenant) + "}" if tenant is not None else "{*}"
+        tenant_glob = "{" + _tenant_key(tenant) + "}" if tenant is not None else "{*}"
         entries: dict[str, int] = {tenant: 0} if tenant is not None else {}
         async for keys in self._scan(f"{glob_prefix}{tenant_glob}:e:*"):
             for key in keys:
@@ -348,14 +350,15 @@ class RedisCacheBackend:
         """(tenant, the rest) of one of this backend's keys."""
         inner = key[len(self.prefix) + 1 :]
         tenant, _, rest = inner.partition("}:")
-        return tenant, rest
+        return unquote(tenant), rest
 
     def _base(self, tenant: str) -> str:
-        return f"{self.prefix}{{{self._tenant(tenant)}}}:"
+        return f"{self.prefix}{{{_tenant_key(tenant)}}}:"
 
-    @staticmethod
-    def _tenant(tenant: str | None) -> str:
-        return check_tenant(tenant or "")
+
+def _tenant_key(tenant: str) -> str:
+    """The tenant as it stands in keys: percent-encoded, one-to-one, no braces or glob characters."""
+    return quote(check_tenant(tenant), safe="")
 
 
 def _hash(partition: str) -> str:

@@ -197,6 +197,34 @@ class CacheBackendConformance:
 
         self.run(open_backend, scenario)
 
+    def test_tenant_names_with_any_characters_stay_apart(
+        self, open_backend: Callable[[], CacheBackend]
+    ) -> None:
+        """Dots, globs, braces, colons and percent signs in tenant names neither cross tenants
+        nor widen a clear."""
+
+        names = ["acme", "acme.eu", "ac*me", "a}:e:x", "%7D", "}", "Ünï"]
+
+        async def scenario(cache: CacheBackend) -> None:
+            for tenant in names:
+                await cache.put(
+                    make_entry("e", tenant=tenant, key="k", vector=unit(1), response={"t": tenant}),
+                    max_entries=5,
+                )
+            for tenant in names:
+                found = await cache.get_exact(tenant, "route-a", "k")
+                assert found is not None and found.response == {"t": tenant}
+                [near] = await cache.nearest(tenant, "route-a", unit(1), 5)
+                assert near.entry.tenant == tenant
+            assert (await cache.stats()).entries == dict.fromkeys(names, 1)
+            assert await cache.clear("ac*me") == 1
+            assert await cache.clear("}") == 1
+            assert (await cache.stats()).entries == dict.fromkeys(
+                [n for n in names if n not in ("ac*me", "}")], 1
+            )
+
+        self.run(open_backend, scenario)
+
     def test_partitions_never_see_each_other(self, open_backend: Callable[[], CacheBackend]) -> None:
         async def scenario(cache: CacheBackend) -> None:
             await cache.put(make_entry("a", partition="p1", key="k", vector=unit(1)), max_entries=10)
@@ -214,13 +242,13 @@ class CacheBackendConformance:
     ) -> None:
         async def scenario(cache: CacheBackend) -> None:
             with pytest.raises(ValueError, match="tenant"):
-                await cache.put(make_entry("x", tenant="a:b"), max_entries=10)
+                await cache.put(make_entry("x", tenant=""), max_entries=10)
             with pytest.raises(ValueError, match="max_entries"):
                 await cache.put(make_entry("x"), max_entries=0)
             with pytest.raises(ValueError, match="vector"):
                 await cache.put(make_entry("x", vector=np.zeros(DIM, dtype=np.float32)), max_entries=10)
             with pytest.raises(ValueError, match="tenant"):
-                await cache.get_exact("*", "route-a", "k")
+                await cache.get_exact("", "route-a", "k")
             assert (await cache.stats()).entries == {}
 
         self.run(open_backend, scenario)
