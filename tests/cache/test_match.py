@@ -50,6 +50,9 @@ class TestNearMisses:
             ("Can I pay in USD?", "Can I pay in EUR?", "unit"),
             ("Is the trial 14 days long?", "Is the trial 14 weeks long?", "unit"),
             ("Why is the ticket assigned?", "Why is the ticket unassigned?", "negation"),
+            ("Is MFA mandatory for contractors?", "Is MFA optional for contractors?", "negation"),
+            ("Are logs retained after deletion?", "Are logs deleted after deletion?", "negation"),
+            ("Does the policy cover client dinners?", "Does the policy exclude client dinners?", "negation"),
             ("Which expenses are billable?", "Which expenses are non-billable?", "negation"),
             (
                 "How do I migrate from MySQL to PostgreSQL?",

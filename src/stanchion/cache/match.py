@@ -54,6 +54,7 @@ from stanchion.cache.match_words import (
     NUMBER_WORDS,
     PHRASES,
     POLAR,
+    POLAR_MORE,
     QUESTION_WORDS,
     RELATIVE_DAYS,
     RELATIVE_PERIODS,
@@ -135,7 +136,7 @@ class _Parsed:
 def _stem(word: str) -> str:
     """A crude suffix stripper: enough for "approved" and "approve" to meet."""
     for suffix in SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith(("eed", "ss")):
             word = word[: -len(suffix)] + ("y" if suffix in ("ies", "ied") else "")
             break
     return word[:-1] if word.endswith("e") and len(word) > 4 else word
@@ -292,7 +293,8 @@ def _with_parts(words: tuple[str, ...]) -> frozenset[str]:
     return frozenset(words) | {part for w in words if "-" in w for part in w.split("-")}
 
 
-_POLAR_STEMS = [(_stem(x), _stem(y)) for x, y in POLAR]
+_POLAR_ALL = [*POLAR, *POLAR_MORE]
+_POLAR_STEMS = [(_stem(x), _stem(y)) for x, y in _POLAR_ALL]
 
 
 def _rule(a: _Parsed, b: _Parsed) -> str:
@@ -300,7 +302,7 @@ def _rule(a: _Parsed, b: _Parsed) -> str:
     aw, bw = _with_parts(a.words), _with_parts(b.words)
     if (
         a.negated != b.negated
-        or _opposed(aw, bw, POLAR)
+        or _opposed(aw, bw, _POLAR_ALL)
         or _opposed(a.content, b.content, _POLAR_STEMS)
         or _prefixed(frozenset(a.words) - frozenset(b.words), frozenset(b.words) - frozenset(a.words))
     ):
