@@ -174,7 +174,9 @@ class RecentQueries:
     def embed(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> Vectors:
         if len(texts) != 1:
             return self.inner.embed(texts, progress=progress)
-        text = texts[0]
+        # The tokenizer splits on any run of whitespace, so texts that differ only there have one
+        # vector: " How  do I?" and "How do I?" share it.
+        text = " ".join(texts[0].split())
         with self._lock:
             known = self._recent.get(text)
         if known is None:
