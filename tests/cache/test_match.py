@@ -60,6 +60,11 @@ class TestNearMisses:
                 "order",
             ),
             ("How do I convert USD to EUR?", "How do I convert EUR to USD?", "order"),
+            (
+                "Forward calls from my desk phone to my mobile",
+                "Forward calls from my mobile to my desk phone",
+                "order",
+            ),
             ("Is shipping from Canada to the US free?", "Is shipping from the US to Canada free?", "order"),
             (
                 "Is the Team plan better than the Pro plan?",
@@ -67,6 +72,7 @@ class TestNearMisses:
                 "order",
             ),
             ("How do I reset my Outlook password?", "How do I reset my Gmail password?", "entity"),
+            ("Can I book a room in Building A?", "Can I book a room in Building B?", "entity"),
             ("How do I deploy to AWS?", "How do I deploy to Azure?", "entity"),
             ("Reset the password of jane@example.com", "Reset the password of john@example.com", "entity"),
             ("Why is db-prod-01 down?", "Why is db-prod-02 down?", "entity"),

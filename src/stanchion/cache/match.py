@@ -204,6 +204,15 @@ def _parse(text: str) -> _Parsed:
         dates.add("may")
     for position, token in enumerate(raw):
         low = token.lower()
+        if (
+            position > 0
+            and token != "I"
+            and len(token) == 1
+            and token.isupper()
+            and raw[position - 1][:1].isupper()
+        ):
+            entities.add(f"{raw[position - 1].lower()}-{low}")  # Building A, Plan B
+            continue
         if low in CAP_COMMON or (low in STOPWORDS and not token.isupper()) or len(token) < 2:  # US, IT
             continue
         if (
@@ -244,12 +253,20 @@ def _parse(text: str) -> _Parsed:
 
 
 def _directions(words: tuple[str, ...], entities: set[str]) -> frozenset[tuple[str, str]]:
-    """Which named thing, number, unit or date goes before which connector and which after:
-    "from MySQL to PostgreSQL" and "to PostgreSQL from MySQL" both give (mysql, postgresql)."""
+    """Which words go before which connector and which after: "from MySQL to PostgreSQL" and
+    "to PostgreSQL from MySQL" both give (mysql, postgresql)."""
+    # Names, numbers, units and dates; any content word where the text says "from" (a move from one
+    # place to another), not for "connect A to B", which is "link B to A".
+    general = "from" in words
     slots = [
         i
         for i, w in enumerate(words)
-        if w in entities or w in UNITS or w in NUMBER_WORDS or _date_word(w) or _NUMBER_UNIT_RE.match(w)
+        if w in entities
+        or w in UNITS
+        or w in NUMBER_WORDS
+        or _date_word(w)
+        or _NUMBER_UNIT_RE.match(w)
+        or (general and w not in STOPWORDS and w[0].isalnum())
     ]
     cuts = [k for k, w in enumerate(words) if w in CONNECTORS]
     if not slots or not cuts:
