@@ -26,21 +26,44 @@ from stanchion.spec import CacheSpec
 from stanchion.types import Message
 
 _SPACE = re.compile(r"\s+")
+SEMANTIC_MAX_WORDS = 64  # longer questions are looked up in the exact tier only
 
 
 def cache_tenant(tenant: str) -> str:
     """The tenant as the backends key it: the name itself when it is a plain name (letters,
     digits, ``_``, ``-``), else a hash of it. Tenants come from API keys, which allow any name;
     the backends allow only those characters, so that no name can forge another's keys."""
-    if TENANT_PATTERN.fullmatch(tenant):
+    if TENANT_PATTERN.fullmatch(tenant) and not tenant.startswith("_"):
         return tenant
+    # Hashed names start with "_", so a plain name that does too is hashed as well: else the
+    # tenant "_<those 40 hex digits>" would hold the keys of the odd name they hash.
     return "_" + hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:40]
 
 
 def normalise(text: str) -> str:
-    """NFKC, whitespace collapsed, ends trimmed: what two typings of one request share. Case and
-    punctuation are kept ("US" is not "us"; "3.5" is not "35")."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    """NFC, whitespace collapsed, ends trimmed: what two typings of one question share. Case and
+    punctuation are kept ("US" is not "us"; "3.5" is not "35"); so are compatibility characters,
+    which NFKC would fold ("10²" is not "102")."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def exact_text(text: str) -> str:
+    """What the exact tier compares: ``normalise`` within each line, but line breaks and each
+    line's indentation kept (in code, YAML or a table they change what is asked)."""
+    lines = unicodedata.normalize("NFC", text).splitlines()
+    kept = [line[: len(line) - len(line.lstrip(" \t"))] + _SPACE.sub(" ", line).strip() for line in lines]
+    return "\n".join(line for line in kept if line.strip()).strip()
+
+
+def semantic_question(text: str) -> str:
+    """The question the semantic tier compares by meaning, or "" (exact tier only): a prompt of
+    several lines (code, a table, a pasted document) or of more than ``SEMANTIC_MAX_WORDS`` words is
+    not a question a paraphrase can stand for, and its embedding and the near-miss check see
+    mostly the text it shares with another prompt, not what it asks."""
+    if len(text.strip().splitlines()) > 1:
+        return ""
+    question = normalise(text)
+    return question if len(question.split(" ")) <= SEMANTIC_MAX_WORDS else ""
 
 
 def _digest(value: object) -> str:
@@ -52,7 +75,7 @@ def message_json(message: Message) -> dict[str, Any]:
     """A message as the keys see it: its role, normalised text, tool calls and their ids."""
     return {
         "role": message.role,
-        "content": normalise(message.content),
+        "content": exact_text(message.content),
         "tool_calls": [
             [c.id, c.name, c.raw_arguments or json.dumps(dict(c.arguments), sort_keys=True)]
             for c in message.tool_calls
@@ -104,13 +127,12 @@ def grounded_request(
             "params": params,
         }
     )
-    text = normalise(question)
     return CacheRequest(
         route,
         cache_tenant(tenant),
         partition,
-        _digest([partition, text]),
-        text,
+        _digest([partition, exact_text(question)]),
+        semantic_question(question),
         settings,
         True,
         where,
@@ -143,7 +165,7 @@ def gateway_request(
         }
     )
     semantic = last.role == "user" and not params.get("tools") and not last.tool_calls
-    question = normalise(last.content) if semantic else ""
+    question = semantic_question(last.content) if semantic else ""
     exact_key = _digest([partition, message_json(last)])
     return CacheRequest(
         route, cache_tenant(tenant), partition, exact_key, question, settings, False, None, bypass

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from stanchion.cache.entry import CacheStats
 from stanchion.cache.keys import cache_tenant
-from stanchion.cli.common import JsonOption, SpecOption, opened_app, out
+from stanchion.cli.common import JsonOption, SpecOption, fail, opened_app, out
+from stanchion.errors import SpecError
 
 __all__ = ["cache_app"]
 
@@ -41,9 +42,10 @@ COUNTERS = (
 def stats(tenant: TenantOption = None, spec: SpecOption = None, as_json: JsonOption = False) -> None:
     """Entries held and, summed over every worker: hits per tier, misses, near-miss rejections,
     stale entries refused, and the tokens and cost the hits saved."""
+    key = _tenant_key(tenant)
     with opened_app(spec) as stanchion:
         backend = stanchion.cache_backend
-        result = asyncio.run(backend.stats(cache_tenant(tenant) if tenant else None))
+        result = asyncio.run(backend.stats(key))
         name = backend.name
     if as_json:
         print(json.dumps(_stats_json(result, name)))
@@ -62,13 +64,24 @@ def stats(tenant: TenantOption = None, spec: SpecOption = None, as_json: JsonOpt
 @cache_app.command("clear")
 def clear(tenant: TenantOption = None, spec: SpecOption = None, as_json: JsonOption = False) -> None:
     """Remove the cached answers (of one tenant with --tenant, else all) and their counters."""
+    key = _tenant_key(tenant)
     with opened_app(spec) as stanchion:
-        removed = asyncio.run(stanchion.cache_backend.clear(cache_tenant(tenant) if tenant else None))
+        removed = asyncio.run(stanchion.cache_backend.clear(key))
     if as_json:
         print(json.dumps({"removed": removed, "tenant": tenant}))
     else:
-        who = f"tenant {escape(tenant)}" if tenant else "every tenant"
+        who = f"tenant {escape(tenant)}" if tenant is not None else "every tenant"
         out.print(f"removed {removed} cached answers of {who}", highlight=False)
+
+
+def _tenant_key(tenant: str | None) -> str | None:
+    """The backends' name for ``--tenant`` (None: every tenant). An empty one is an error, not
+    every tenant: `--tenant "$T"` with T unset must not clear them all."""
+    if tenant is None:
+        return None
+    if not tenant:
+        raise fail(SpecError("--tenant: give a tenant name, or leave the option out for every tenant"))
+    return cache_tenant(tenant)
 
 
 def _rows(stats: CacheStats) -> list[tuple[str, int, dict[str, float], float | None]]:
