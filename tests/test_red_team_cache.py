@@ -215,6 +215,60 @@ def test_cache_clear_with_an_empty_tenant_is_an_error_not_every_tenant(tmp_path:
         backend.close()
 
 
+def _cache_spec(tmp_path: Path) -> Path:
+    spec = tmp_path / "stanchion.yaml"
+    spec.write_text(
+        f"server: {{state_path: {tmp_path / 'state.db'}}}\nroutes: {{default: {{models: [extractive], cache: {{}}}}}}\n"
+    )
+    return spec
+
+
+def test_an_unreadable_cache_file_is_named_with_its_cause(tmp_path: Path) -> None:
+    spec = _cache_spec(tmp_path)
+    (tmp_path / "state.cache.db").write_text("not a database, a text file written over it\n" * 20)
+    r = CliRunner().invoke(cli, ["cache", "stats", "--spec", str(spec)])
+    assert r.exit_code == 2
+    flat = " ".join(r.output.split())
+    assert "state.cache.db" in flat and "not a database" in flat and "move the file away" in flat
+
+
+def test_stats_for_a_tenant_with_an_odd_name_shows_that_name(tmp_path: Path) -> None:
+    """API keys allow any tenant name; the backends hash odd ones, the command shows the name."""
+    import asyncio
+    import json
+
+    from stanchion.cache.entry import CacheEntry
+    from stanchion.cache.sqlite_backend import SQLiteCacheBackend
+
+    spec = _cache_spec(tmp_path)
+    backend = SQLiteCacheBackend(tmp_path / "state.cache.db")
+    entry = CacheEntry(
+        "e1", cache_tenant("Acme Corp."), "p", "k", "q?", {"text": "a"}, created=0.0, expires=4e9
+    )
+    asyncio.run(backend.put(entry, max_entries=10))
+    backend.close()
+    r = CliRunner().invoke(cli, ["cache", "stats", "--tenant", "Acme Corp.", "--spec", str(spec), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["tenants"] == {"Acme Corp.": {"entries": 1, "counters": {}, "hit_rate": None}}
+
+
+def test_a_broken_cache_file_degrades_with_a_warning_that_says_why(
+    serve: ServerFactory,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    with FakeOpenAIServer(default=Reply(text="still answered", usage=(5, 1))) as upstream:
+        api = _gateway(serve, upstream)
+        (api.spec.base_dir / "state.cache.db").write_text("not a database\n" * 50)
+        with caplog.at_level(logging.WARNING, logger="stanchion.cache"), api.client(api.keys.ops) as c:
+            r = _ask(c, "Are you there?")
+            assert r.headers[HEADER] == "unavailable"
+            assert r.json()["choices"][0]["message"]["content"] == "still answered"
+        (warning,) = [rec for rec in caplog.records if "cache.unavailable" in rec.getMessage()]
+        assert "not a database" in warning.error  # type: ignore[attr-defined]
+
+
 # --- the near-miss matcher (cache/match.py): wrong hits it accepts ----------------------------------
 
 MATCHER_WRONG_HITS = [

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from stanchion.cache.backends import cache_path
 from stanchion.cache.entry import CacheStats
 from stanchion.cache.keys import cache_tenant
 from stanchion.cli.common import JsonOption, SpecOption, fail, opened_app, out
-from stanchion.errors import SpecError
+from stanchion.errors import SpecError, StoreError
+from stanchion.spec import Spec
 
 __all__ = ["cache_app"]
+
+_T = TypeVar("_T")
 
 cache_app = typer.Typer(
     help="The response cache (routes with `cache:`): Redis when the server has one, else a SQLite file.",
@@ -45,8 +50,13 @@ def stats(tenant: TenantOption = None, spec: SpecOption = None, as_json: JsonOpt
     key = _tenant_key(tenant)
     with opened_app(spec) as stanchion:
         backend = stanchion.cache_backend
-        result = asyncio.run(backend.stats(key))
+        result = _run(stanchion.spec, backend.stats(key))
         name = backend.name
+    if tenant is not None and key is not None and key != tenant:  # hashed: shown as it was asked for
+        result = CacheStats(
+            {tenant: result.entries.get(key, 0)},
+            {tenant: result.counters[key]} if key in result.counters else {},
+        )
     if as_json:
         print(json.dumps(_stats_json(result, name)))
         return
@@ -66,12 +76,27 @@ def clear(tenant: TenantOption = None, spec: SpecOption = None, as_json: JsonOpt
     """Remove the cached answers (of one tenant with --tenant, else all) and their counters."""
     key = _tenant_key(tenant)
     with opened_app(spec) as stanchion:
-        removed = asyncio.run(stanchion.cache_backend.clear(key))
+        removed = _run(stanchion.spec, stanchion.cache_backend.clear(key))
     if as_json:
         print(json.dumps({"removed": removed, "tenant": tenant}))
     else:
         who = f"tenant {escape(tenant)}" if tenant is not None else "every tenant"
         out.print(f"removed {removed} cached answers of {who}", highlight=False)
+
+
+def _run(spec: Spec, work: Coroutine[Any, Any, _T]) -> _T:
+    """``work``'s result; an error of the embedded cache names its file and the cause."""
+    try:
+        return asyncio.run(work)
+    except StoreError as exc:
+        if exc.backend != "sqlite" or not exc.detail:
+            raise
+        raise StoreError(
+            f"{exc} ({cache_path(spec)}: {exc.detail}); it holds nothing that cannot be rebuilt:"
+            " move the file away to start with an empty cache",
+            backend=exc.backend,
+            detail=exc.detail,
+        ) from exc
 
 
 def _tenant_key(tenant: str | None) -> str | None:

@@ -294,7 +294,9 @@ class ResponseCache:
                 _RETRY_S,
                 extra={
                     "backend": getattr(self.backend, "name", "?"),
-                    "error": f"{type(exc).__name__}: {exc}",
+                    # A store error's driver message says why (a file that is not a database).
+                    "error": f"{type(exc).__name__}: {exc}"
+                    + (f" ({detail})" if (detail := getattr(exc, "detail", "")) else ""),
                 },
                 # Not an outage we expect: the traceback, so a bug is not mistaken for one.
                 exc_info=None if isinstance(exc, StanchionError | TimeoutError | OSError) else exc,
