@@ -32,7 +32,12 @@ from stanchion.types import Message
 HEADER = "x-stanchion-cache"
 
 
-def _gateway(serve: ServerFactory, upstream: FakeOpenAIServer, **cache: Any) -> Api:  # noqa: F811
+def _gateway(
+    serve: ServerFactory,  # noqa: F811
+    upstream: FakeOpenAIServer,
+    backend: str = "sqlite",
+    **cache: Any,
+) -> Api:
     models = {
         "up": {"provider": "openai", "model": "fake-model", "base_url": upstream.url, "max_retries": 0},
         "extractive": {"provider": "extractive"},
@@ -41,7 +46,7 @@ def _gateway(serve: ServerFactory, upstream: FakeOpenAIServer, **cache: Any) -> 
         "gw": {"models": ["up"], "grounded": False, "cache": cache},
         "default": {"models": ["extractive"]},
     }
-    return serve("sqlite", models=models, routes=routes)
+    return serve(backend, models=models, routes=routes)
 
 
 def _ask(c: httpx.Client, text: str) -> httpx.Response:
@@ -151,6 +156,26 @@ def test_the_semantic_tier_keeps_short_one_line_questions() -> None:
     assert question(" ".join(["word"] * SEMANTIC_MAX_WORDS)) != ""
     assert question(" ".join(["word"] * (SEMANTIC_MAX_WORDS + 1))) == ""
     assert question("Line one\nline two") == ""
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("backend", "ttl_s"), [("sqlite", float("inf")), ("postgres", 1e18)])
+def test_a_ttl_of_forever_caches_instead_of_turning_the_cache_off(
+    serve: ServerFactory,  # noqa: F811
+    backend: str,
+    ttl_s: float,
+) -> None:
+    """``ttl_s: .inf`` passes the spec (YAML's infinity is a float); every store then failed (an
+    infinite expiry, or one past what Redis takes), and each failure turned the cache off for all
+    routes for a while, a traceback logged each time."""
+    with FakeOpenAIServer(default=Reply(text="kept", usage=(5, 1))) as upstream:
+        api = _gateway(serve, upstream, backend, ttl_s=ttl_s)
+        with api.client(api.keys.ops) as c:
+            assert _ask(c, "How long do you keep this?").headers[HEADER] == "miss"
+            _until(lambda: _ask(c, "How long do you keep this?"), "hit-exact")
+        assert len(upstream.requests) == 1
 
 
 # --- tenants ---------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ _RETRY_S = 5.0  # after a failure, the cache is left alone this long
 _QUIET_S = 30.0  # at most one warning per this long
 _FLUSH_S = 1.0  # counters are summed here and written to the backend at most this often
 _REPLAY_WORDS = 4  # a replayed stream sends the text a few words at a time, as a model would
+# A longer ttl_s (YAML's .inf included) keeps entries this long: an expiry every backend can store.
+_MAX_TTL_S = 10 * 365.25 * 86_400.0
 
 Check = Literal["ok", "stale", "forbidden"]
 
@@ -259,7 +261,7 @@ class ResponseCache:
                 question=request.question,
                 response=response,
                 created=now,
-                expires=now + settings.ttl_s,
+                expires=now + min(settings.ttl_s, _MAX_TTL_S),
                 vector=vector if request.question else None,
                 dependencies=dependencies,
                 tokens=call.outcome.usage.total_tokens,
