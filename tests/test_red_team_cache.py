@@ -158,6 +158,32 @@ def test_the_semantic_tier_keeps_short_one_line_questions() -> None:
     assert question("Line one\nline two") == ""
 
 
+# --- what a miss tells a caller --------------------------------------------------------------------
+
+
+def test_a_miss_does_not_tell_a_caller_what_others_outside_its_groups_asked(
+    serve: ServerFactory,  # noqa: F811
+) -> None:
+    """A grounded entry is stored only when the sources answered it, and a miss reported the
+    cosine of the nearest entry, readable or not: 1.0 told an ops caller that a finance caller
+    asked exactly this and that a document it may not read answers it."""
+    api = serve("sqlite", routes={"default": {"models": ["extractive"], "cache": {}}})
+    question = "What is the Q3 marketing budget?"
+
+    def ask(key: str) -> httpx.Response:
+        with api.client(key) as c:
+            r = c.post("/v1/answer", json={"question": question})
+        assert r.status_code == 200, r.text
+        return r
+
+    assert "4.2 million" in ask(api.keys.finance).json()["answer"]
+    _until(lambda: ask(api.keys.finance), "hit-exact")
+    for key in (api.keys.ops, api.keys.globex):
+        r = ask(key)
+        assert r.headers[HEADER] == "miss"
+        assert r.json()["cache"] == {"hit": False, "status": "miss"}
+
+
 # --- settings ---------------------------------------------------------------------------------------
 
 

@@ -43,6 +43,8 @@ class CacheResult:
             out["tier"] = self.tier
             out["tokens_saved"] = self.tokens_saved
             out["cost_saved_usd"] = self.cost_saved_usd
-        if self.similarity is not None:
-            out["similarity"] = round(self.similarity, 4)
+            if self.similarity is not None:
+                out["similarity"] = round(self.similarity, 4)
+        # Not on a miss: the nearest entry may be one the caller may not read, and its cosine
+        # would say that someone outside the caller's groups asked this and was answered.
         return out
