@@ -320,6 +320,35 @@ def test_a_broken_cache_file_degrades_with_a_warning_that_says_why(
         assert "not a database" in warning.error  # type: ignore[attr-defined]
 
 
+# --- a worker's memory (cache/codec.py LocalIndexes) ---------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LocalIndexes keeps an index (~1.1 KB) for every partition ever looked up, never dropped",
+)
+def test_a_worker_does_not_keep_an_index_for_every_partition_it_ever_looked_up(tmp_path: Path) -> None:
+    """Every multi-turn conversation is a partition of its own (its earlier turns), and so is each
+    temperature or stop list a client sends: a semantic lookup on each made a local index that is
+    never dropped, so a worker's memory grows with every such request (1.1 KB each, measured)."""
+    import asyncio
+
+    from stanchion.cache.sqlite_backend import SQLiteCacheBackend
+
+    backend = SQLiteCacheBackend(tmp_path / "cache.db")
+    vector = np.full(384, 1 / np.sqrt(384), dtype=np.float32)
+
+    async def lookups() -> None:
+        for n in range(3000):
+            assert await backend.nearest("acme", f"conversation-{n}", vector, 5) == []
+
+    try:
+        asyncio.run(lookups())
+        assert len(backend.indexes._partitions) < 100
+    finally:
+        backend.close()
+
+
 # --- the near-miss matcher (cache/match.py): wrong hits it accepts ----------------------------------
 
 MATCHER_WRONG_HITS = [
