@@ -7,7 +7,10 @@ straight at the fake upstream and then through the gateway's pass-through route,
     report["added_ms"]["p99"]  # gateway minus direct, at the 99th percentile
 
 ``backend="postgres"`` runs PostgreSQL (pgserver) and redis-server beside the gateway, as a
-multi-worker deployment would; ``sqlite`` keeps state in a file. The upstream runs in its own
+multi-worker deployment would; ``sqlite`` keeps state in a file. ``cache="exact"`` or
+``"semantic"`` (exact and semantic tiers) puts the response cache on the route, in Redis or in a
+SQLite file by the same backend; with the cache on, every request asks a question of its own
+(``unique_prompts``), so what is measured is what a cache *miss* adds. The upstream runs in its own
 process and the gateway in its own, so the load generator here keeps this process's core.
 """
 
@@ -34,9 +37,11 @@ from stanchion.bench.loadgen import LoadConfig, LoadResult, Percentiles, raise_f
 from stanchion.bench.upstream import UpstreamConfig, UpstreamServer
 from stanchion.errors import StanchionError
 
-__all__ = ["BenchError", "run_gateway_bench"]
+__all__ = ["CACHE_MODES", "BenchError", "CacheMode", "run_gateway_bench"]
 
 Backend = Literal["sqlite", "postgres"]
+CacheMode = Literal["off", "exact", "semantic"]
+CACHE_MODES: tuple[CacheMode, ...] = ("off", "exact", "semantic")
 _ROUTE = "passthrough"
 # Runs the CLI with this interpreter, whatever PATH says.
 _CLI = [sys.executable, "-c", "from stanchion.cli import main; main()"]
@@ -59,9 +64,13 @@ def run_gateway_bench(
     warmup_s: float = 3.0,
     upstream: UpstreamConfig | None = None,
     startup_timeout_s: float = 180.0,
+    cache: CacheMode = "off",
+    unique_prompts: bool | None = None,
 ) -> dict[str, Any]:
-    """Measure direct and through-the-gateway load; returns the report (see ``_report`` for its keys)."""
+    """Measure direct and through-the-gateway load; returns the report (see ``_report`` for its keys).
+    ``unique_prompts`` defaults to on with the cache, off without."""
     upstream = upstream or UpstreamConfig()
+    unique = cache != "off" if unique_prompts is None else unique_prompts
     raise_fd_limit(users * _FD_PER_USER + _FD_HEADROOM)  # the servers we start inherit it
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stanchion-bench-")))
@@ -70,7 +79,7 @@ def run_gateway_bench(
         )
         dsn, redis_url = stack.enter_context(_backing_services(backend, workdir))
         port = _free_port()
-        spec = _write_spec(workdir, up.url, upstream.model, port, workers, dsn, redis_url)
+        spec = _write_spec(workdir, up.url, upstream.model, port, workers, dsn, redis_url, cache)
         key = _create_key(spec)
         gateway_url = stack.enter_context(_gateway(spec, port, workers, workdir, startup_timeout_s))
         _check_route(gateway_url, key)
@@ -78,13 +87,14 @@ def run_gateway_bench(
         def load(url: str, model: str, api_key: str | None) -> LoadResult:
             config = LoadConfig(
                 url=url, users=users, duration_s=duration_s, warmup_s=warmup_s, stream=stream,
-                model=model, api_key=api_key,
+                model=model, api_key=api_key, unique_prompts=unique,
             )  # fmt: skip
             return run_load(config)
 
         direct = load(up.url, upstream.model, None)
         through = load(gateway_url, _ROUTE, key)
-    return _report(direct, through, backend=backend, workers=workers, stream=stream, upstream=upstream)
+    report = _report(direct, through, backend=backend, workers=workers, stream=stream, upstream=upstream)
+    return report | {"cache": cache, "unique_prompts": unique}
 
 
 def _report(
@@ -162,8 +172,10 @@ def _write_spec(
     workers: int,
     dsn: str | None,
     redis_url: str | None,
+    cache: CacheMode = "off",
 ) -> Path:
-    """A spec whose ``passthrough`` route forwards to the upstream, with limits no benchmark reaches."""
+    """A spec whose ``passthrough`` route forwards to the upstream, with limits no benchmark reaches,
+    and the response cache on that route unless ``cache`` is ``off``."""
     server: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": port,
@@ -192,13 +204,20 @@ def _write_spec(
                 "max_output_tokens": 64,
             }
         },
-        "routes": {_ROUTE: {"models": ["upstream"], "grounded": False}, "default": {"models": ["upstream"]}},
+        "routes": {_ROUTE: _route(cache), "default": {"models": ["upstream"]}},
         "answer": {"route": "default"},
         "server": server,
     }
     path = workdir / "stanchion.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _route(cache: CacheMode) -> dict[str, Any]:
+    route: dict[str, Any] = {"models": ["upstream"], "grounded": False}
+    if cache != "off":
+        route["cache"] = {"exact": True, "semantic": cache == "semantic"}
+    return route
 
 
 def _create_key(spec: Path) -> str:

@@ -21,17 +21,26 @@ ended in the window, failed or not; latency and TTFT percentiles cover successfu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import resource
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-__all__ = ["LoadConfig", "LoadResult", "Percentiles", "raise_fd_limit", "run_load", "run_load_async"]
+__all__ = [
+    "LoadConfig",
+    "LoadResult",
+    "Percentiles",
+    "raise_fd_limit",
+    "run_load",
+    "run_load_async",
+    "unique_prompt",
+]
 
 _DEFAULT_PROMPT = "In two sentences, what does a stanchion do?"
 # After a failure a user waits this long before retrying, so a dead target does not spin the client.
@@ -54,6 +63,9 @@ class LoadConfig:
     prompt: str = _DEFAULT_PROMPT
     max_tokens: int | None = None
     timeout_s: float = 60.0
+    # Each request asks "Ticket N: <prompt>" with its own N, so no two requests are the same (a
+    # response cache in front then misses every time); otherwise every user sends one prompt.
+    unique_prompts: bool = False
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.duration_s <= 0 or self.warmup_s < 0 or self.timeout_s <= 0:
@@ -134,9 +146,31 @@ def raise_fd_limit(wanted: int) -> int:
 
 @dataclass(frozen=True)
 class _Target:
+    """Where the users connect, and the request they send: encoded once, or per request with
+    ``unique_prompts``."""
+
     host: str
     port: int
     request: bytes
+    config: LoadConfig
+    path: str
+    numbers: Iterator[int] = field(default_factory=itertools.count)
+
+    def next_request(self) -> bytes:
+        if not self.config.unique_prompts:
+            return self.request
+        return _encode(
+            self.config,
+            self.host,
+            self.port,
+            self.path,
+            unique_prompt(self.config.prompt, next(self.numbers)),
+        )
+
+
+def unique_prompt(prompt: str, n: int) -> str:
+    """The ``n``-th request's prompt under ``unique_prompts``."""
+    return f"Ticket {10_000 + n}: {prompt}"
 
 
 def _target(config: LoadConfig) -> _Target:
@@ -148,7 +182,12 @@ def _target(config: LoadConfig) -> _Target:
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
     port = parts.port or 80
-    body: dict[str, Any] = {"model": config.model, "messages": [{"role": "user", "content": config.prompt}]}
+    request = _encode(config, parts.hostname, port, path, config.prompt)
+    return _Target(parts.hostname, port, request, config, path)
+
+
+def _encode(config: LoadConfig, host: str, port: int, path: str, prompt: str) -> bytes:
+    body: dict[str, Any] = {"model": config.model, "messages": [{"role": "user", "content": prompt}]}
     if config.stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     if config.max_tokens is not None:
@@ -156,14 +195,14 @@ def _target(config: LoadConfig) -> _Target:
     payload = json.dumps(body).encode()
     head = [
         f"POST {path} HTTP/1.1",
-        f"Host: {parts.hostname}:{port}",
+        f"Host: {host}:{port}",
         "Content-Type: application/json",
         f"Accept: {'text/event-stream' if config.stream else 'application/json'}",
         f"Content-Length: {len(payload)}",
     ]
     if config.api_key:
         head.append(f"Authorization: Bearer {config.api_key}")
-    return _Target(parts.hostname, port, ("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,7 +481,7 @@ class _Run:
             try:
                 if conn is None or not conn.open:
                     conn = await self._connect()
-                outcome = await conn.exchange(self.target.request, self.config.timeout_s)
+                outcome = await conn.exchange(self.target.next_request(), self.config.timeout_s)
                 error = _outcome_error(outcome, self.config.stream)
                 ttft = outcome.ttft
             except (OSError, _ProtocolError) as exc:  # TimeoutError is an OSError

@@ -7,7 +7,7 @@ Exit codes: 0 every request succeeded, 1 some requests failed (the figures are s
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from stanchion.cli.common import JsonOption, err, fail, out
 from stanchion.errors import StanchionError
+
+if TYPE_CHECKING:
+    from stanchion.bench.gateway import CacheMode
 
 bench_app = typer.Typer(
     help="Load benchmarks: drive an OpenAI-compatible endpoint, or measure the gateway's added latency.",
@@ -85,6 +88,23 @@ def gateway(
     ] = 1,
     warmup: WarmupOption = 3.0,
     stream: StreamOption = True,
+    cache: Annotated[
+        str,
+        typer.Option(
+            "--cache",
+            help="Response cache on the route: off, exact, or semantic (exact + semantic tiers); "
+            "in Redis with --backend postgres, else SQLite.",
+        ),
+    ] = "off",
+    unique_prompts: Annotated[
+        bool | None,
+        typer.Option(
+            "--unique-prompts/--same-prompt",
+            help="A question of its own per request (every cache lookup misses), or one for all. "
+            "Default: unique with --cache, the same without.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Same load straight at a fake upstream, then through `stanchion serve`; reports the added latency."""
@@ -92,11 +112,16 @@ def gateway(
     from stanchion.testing.services import ServiceUnavailable
 
     chosen = _backend(backend)
+    cache_mode = _cache_mode(cache)
     err.print(
-        f"{users} users x 2 runs of {warmup:g} s warm-up + {duration:g} s ({chosen}, {workers} workers)"
+        f"{users} users x 2 runs of {warmup:g} s warm-up + {duration:g} s ({chosen}, {workers} workers, "
+        f"cache {cache_mode})"
     )
     try:
-        report = run_gateway_bench(users, duration, chosen, workers, stream, warmup_s=warmup)
+        report = run_gateway_bench(
+            users, duration, chosen, workers, stream, warmup_s=warmup, cache=cache_mode,
+            unique_prompts=unique_prompts,
+        )  # fmt: skip
     except StanchionError as exc:
         raise fail(exc) from None
     except (ServiceUnavailable, ValueError) as exc:
@@ -115,6 +140,15 @@ def _backend(name: str) -> Literal["sqlite", "postgres"]:
     if name == "postgres":
         return "postgres"
     raise _usage_error(f"--backend must be sqlite or postgres, not {name!r}")
+
+
+def _cache_mode(name: str) -> CacheMode:
+    from stanchion.bench.gateway import CACHE_MODES
+
+    for mode in CACHE_MODES:
+        if name == mode:
+            return mode
+    raise _usage_error(f"--cache must be one of {', '.join(CACHE_MODES)}, not {name!r}")
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -158,7 +192,9 @@ def _render_load(report: dict[str, Any]) -> None:
 
 
 def _render_gateway(report: dict[str, Any]) -> None:
-    table = _percentile_table(f"gateway ({report['backend']}, {report['workers']} workers)")
+    prompts = "unique prompts" if report.get("unique_prompts") else "one prompt"
+    title = f"gateway ({report['backend']}, {report['workers']} workers, cache {report.get('cache', 'off')}, {prompts})"
+    table = _percentile_table(title)
     _percentile_row(table, "direct", report["direct_ms"])
     _percentile_row(table, "through gateway", report["gateway_ms"])
     _percentile_row(table, "added", report["added_ms"])
