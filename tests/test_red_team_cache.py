@@ -184,6 +184,39 @@ def test_a_miss_does_not_tell_a_caller_what_others_outside_its_groups_asked(
         assert r.json()["cache"] == {"hit": False, "status": "miss"}
 
 
+# --- a client that asks that nothing be kept ----------------------------------------------------------
+
+
+def test_cache_control_no_store_keeps_nothing_for_others_to_be_served(serve: ServerFactory) -> None:  # noqa: F811
+    """A tenant-scoped cache serves one user's answer to the others: a client sending something
+    private must be able to keep it out, as HTTP's ``Cache-Control: no-store`` says."""
+    with FakeOpenAIServer(default=Reply(text="your salary is 91,000", usage=(5, 1))) as upstream:
+        api = serve(
+            "sqlite",
+            models={"up": {"provider": "openai", "model": "m", "base_url": upstream.url, "max_retries": 0},
+                    "extractive": {"provider": "extractive"}},
+            routes={"gw": {"models": ["up"], "grounded": False, "cache": {}},
+                    "default": {"models": ["extractive"], "cache": {}}},
+        )  # fmt: skip
+        private = {"Cache-Control": "no-store"}
+        with api.client(api.keys.ops) as c:
+            for stream in (False, True):
+                body = {
+                    "model": "gw",
+                    "stream": stream,
+                    "messages": [{"role": "user", "content": "My salary?"}],
+                }
+                assert c.post("/v1/chat/completions", json=body, headers=private).headers[HEADER] == "miss"
+            r = c.post("/v1/answer", json={"question": "What is the refund policy?"}, headers=private)
+            assert r.status_code == 200 and "30 days" in r.json()["answer"]
+            time.sleep(0.5)  # entries are written after the answer: give a wrong write its time
+        with api.client(api.keys.ingest) as colleague:
+            assert _ask(colleague, "My salary?").headers[HEADER] == "miss"
+            r = colleague.post("/v1/answer", json={"question": "What is the refund policy?"})
+            assert r.headers[HEADER] == "miss"
+        assert len(upstream.requests) == 3
+
+
 # --- settings ---------------------------------------------------------------------------------------
 
 

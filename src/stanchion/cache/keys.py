@@ -91,7 +91,8 @@ class CacheRequest:
 
     ``question`` is what the semantic tier compares ("" keeps the request to the exact tier);
     ``where`` (grounded routes) is what the caller may read: every chunk behind an entry must pass
-    it. ``bypass``: the caller asked for a fresh answer (it is still stored)."""
+    it. ``bypass``: the caller asked for a fresh answer (it is still stored); ``store=False``: the
+    caller asked that nothing of this request be kept (``Cache-Control: no-store``)."""
 
     route: str
     tenant: str
@@ -102,6 +103,7 @@ class CacheRequest:
     grounded: bool
     where: SearchFilter | None = None
     bypass: bool = False
+    store: bool = True
 
 
 def grounded_request(
@@ -115,6 +117,7 @@ def grounded_request(
     params: Mapping[str, Any],
     where: SearchFilter,
     bypass: bool = False,
+    store: bool = True,
 ) -> CacheRequest:
     """A grounded route's request: ``params`` holds what changes retrieval or generation besides
     the question (k, the caller's own filters); the caller's tenant and groups are in ``where``."""
@@ -137,6 +140,7 @@ def grounded_request(
         True,
         where,
         bypass,
+        store,
     )
 
 
@@ -149,6 +153,7 @@ def gateway_request(
     messages: Sequence[Message],
     params: Mapping[str, Any],
     bypass: bool = False,
+    store: bool = True,
 ) -> CacheRequest:
     """A gateway route's request: every turn before the last is part of the partition, with the
     model parameters (``params``: temperature, limits, stop, tools); the last turn is the key.
@@ -168,5 +173,5 @@ def gateway_request(
     question = semantic_question(last.content) if semantic else ""
     exact_key = _digest([partition, message_json(last)])
     return CacheRequest(
-        route, cache_tenant(tenant), partition, exact_key, question, settings, False, None, bypass
+        route, cache_tenant(tenant), partition, exact_key, question, settings, False, None, bypass, store
     )

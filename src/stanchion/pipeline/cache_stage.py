@@ -12,7 +12,8 @@ answers the call (``served``): its text, citations and tool calls, or a replayed
 Store, after a call that succeeded and was not served: the response with its question's vector
 and the chunks it was built from, in the background so it never delays the answer. Not stored:
 abstentions (nothing to invalidate them when documents arrive), answers holding values restored
-from masked PII, calls whose lookup found the backend down.
+from masked PII, calls whose lookup found the backend down, requests sent with
+``Cache-Control: no-store``.
 
 The cache never fails a request: a backend or embedding error is logged (once per
 ``_QUIET_S``), the call goes on without the cache, and the cache is not tried again for
@@ -204,7 +205,7 @@ class ResponseCache:
 
     async def store(self, call: Call) -> None:
         request, looked = call.cache, call.cache_result
-        if request is None or looked is None or call.served or call.pii_restored:
+        if request is None or looked is None or call.served or call.pii_restored or not request.store:
             return
         if looked.status == "unavailable" or call.outcome.status != 200:
             return

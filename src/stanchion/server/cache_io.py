@@ -2,7 +2,8 @@
 
 A client skips the lookup with the body field ``"cache": false`` (OpenAI clients:
 ``extra_body={"cache": False}``), the header ``X-Stanchion-Cache: bypass``, or
-``Cache-Control: no-cache``; the fresh answer is still stored. Every response of a cached route
+``Cache-Control: no-cache``; the fresh answer is still stored. ``Cache-Control: no-store`` keeps
+nothing of the request (its answer is not stored for anyone; it may still be answered from the cache). Every response of a cached route
 carries ``X-Stanchion-Cache`` (``hit-exact``, ``hit-semantic``, ``miss``, ``bypass``,
 ``unavailable``) and a ``cache`` object in its ``stanchion`` field.
 """
@@ -22,6 +23,12 @@ def bypass_requested(request: Request, body_cache: bool | None) -> bool:
         return True
     directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
     return "no-cache" in directives
+
+
+def store_allowed(request: Request) -> bool:
+    """False when the client asked that nothing of this request be kept (``no-store``)."""
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    return "no-store" not in directives
 
 
 def cache_json(call: Call) -> dict[str, object]:

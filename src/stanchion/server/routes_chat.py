@@ -27,7 +27,7 @@ from stanchion.models.base import ChatOptions, Piece, aclose_quietly, stream_pie
 from stanchion.models.pricing import ModelCost, estimate_tokens
 from stanchion.pipeline import Call, Pipeline, RequestContext
 from stanchion.server.accounting import token_reserve
-from stanchion.server.cache_io import bypass_requested, cache_json
+from stanchion.server.cache_io import bypass_requested, cache_json, store_allowed
 from stanchion.server.chunks import DONE, ChunkFramer
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit, request_context
@@ -144,6 +144,7 @@ async def chat_completions(
                     params={"k": body.k, "filters": sorted(body.filters)},
                     where=ask["where"],
                     bypass=bypass,
+                    store=store_allowed(request),
                 )
         else:
             options = _options(body, call.context)
@@ -156,6 +157,7 @@ async def chat_completions(
                     messages=messages,
                     params=_cached_params(options),
                     bypass=bypass,
+                    store=store_allowed(request),
                 )
 
     async def retrieve(call: Call) -> None:

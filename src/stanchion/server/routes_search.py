@@ -15,7 +15,7 @@ from stanchion.models.pricing import estimate_tokens
 from stanchion.pipeline import Call
 from stanchion.retrieve.search import SearchResult
 from stanchion.server.accounting import token_reserve
-from stanchion.server.cache_io import bypass_requested
+from stanchion.server.cache_io import bypass_requested, store_allowed
 from stanchion.server.deps import Caller, Ctx, request_context
 from stanchion.server.schemas import (
     WITH_BODY,
@@ -114,6 +114,7 @@ async def answer(
                 params={"k": body.k, "filters": sorted(body.filters)},
                 where=where,
                 bypass=bypass_requested(request, body.cache),
+                store=store_allowed(request),
             )
 
     async def retrieve(call: Call) -> None:
