@@ -392,6 +392,8 @@ MATCHER_WRONG_HITS = [
     ("Give me a SQL query that deletes all rows", "Give me a SQL query that deletes duplicate rows"),
     ("Is version 2 backwards compatible?", "Is version 2 forwards compatible?"),
     ("Is the IT department open?", "Is the it department open?"),
+    ("Which employees joined in the last quarter?", "Which employees left in the last quarter?"),
+    ("What's the interest rate for savings accounts?", "What's the interest rate for checking accounts?"),
     # A one-sentence shared preamble (under SEMANTIC_MAX_WORDS) and two different questions.
     (CONTRACT + "What is the liability cap?", CONTRACT + "When are payments due?"),
     (CONTRACT * 2 + "Is the warranty transferable?", CONTRACT * 2 + "Can Initech terminate early?"),
