@@ -197,3 +197,16 @@ class TestShippedSet:
         rows = list(csv.reader(text.splitlines()[1:], delimiter="\t", quoting=csv.QUOTE_NONE))
         missed = [r for r in rows if r[0] == "0" and r[1] != "topic" and not rule_reason(r[2], r[3])]
         assert missed == []
+
+
+def test_numbers_are_compared_as_a_multiset() -> None:
+    """A number put in another's place is seen even when the new one occurs elsewhere in the text
+    ("2 backups for 2 days" / "for 7 days"): as plain sets, {2} and {2, 7}, it was not."""
+    matcher = PairMatcher()
+    for asked, cached in (
+        ("Can we keep 2 backups for 2 days?", "Can we keep 2 backups for 7 days?"),
+        ("Can I add 3 users to a team of two?", "Can I add 2 users to a team of two?"),
+        ("Ticket 2: in two sentences, what is it?", "Ticket 1: in two sentences, what is it?"),
+    ):
+        assert matcher.judge(asked, cached, 0.95).reason == "number"
+    assert matcher.judge("Keep 2 backups for 2 days?", "Keep two backups for 2 days?", 0.97).hit

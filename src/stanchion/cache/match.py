@@ -122,7 +122,7 @@ class _Parsed:
     words: tuple[str, ...]  # lower case, phrases folded
     content: frozenset[str]  # stems of content words
     negated: bool
-    numbers: frozenset[str]
+    numbers: frozenset[str]  # a multiset: the second "2" of a text is "2#2"
     dates: frozenset[str]
     units: frozenset[str]
     entities: frozenset[str]  # lower case
@@ -157,6 +157,15 @@ def _date_word(word: str) -> str:
     return MONTHS.get(word) or WEEKDAYS.get(word) or ""
 
 
+def _count_in(numbers: set[str], value: str) -> None:
+    """Add ``value`` as a multiset member: "2 backups for 2 days" and "2 backups for 7 days" hold
+    different numbers, which as plain sets ({2} and {2, 7}) they would not."""
+    n = 1
+    while (f"{value}#{n}" if n > 1 else value) in numbers:
+        n += 1
+    numbers.add(f"{value}#{n}" if n > 1 else value)
+
+
 def _parse(text: str) -> _Parsed:
     raw = _TOKEN_RE.findall(text)
     lowered = " ".join(t.lower() for t in raw)
@@ -178,18 +187,18 @@ def _parse(text: str) -> _Parsed:
         if match:
             digits, suffix = match.groups()
             if ordinal := _ORDINAL_RE.match(word):
-                numbers.add(f"{ordinal.group(1)}th")
+                _count_in(numbers, f"{ordinal.group(1)}th")
             elif re.fullmatch(r"(19|20)\d\d", digits) and not suffix:
                 dates.add(digits)
             else:
-                numbers.add(_number(digits))
+                _count_in(numbers, _number(digits))
                 if suffix:
                     units.add(UNITS.get(suffix, suffix))
             continue
         if word in NUMBER_WORDS and not (
             word == "one" and i + 1 < len(words) and words[i + 1] in ("of", "more")
         ):
-            numbers.add(NUMBER_WORDS[word])
+            _count_in(numbers, NUMBER_WORDS[word])
         elif (day := _date_word(word)) or (word in RELATIVE_PERIODS and i > 0 and words[i - 1] in MODIFIERS):
             # "next weekend" and "this weekend", "last Monday" and "Monday" are different days.
             modifier = words[i - 1] if i > 0 and words[i - 1] in MODIFIERS else ""
