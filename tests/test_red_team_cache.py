@@ -384,23 +384,49 @@ def test_a_worker_does_not_keep_an_index_for_every_partition_it_ever_looked_up(t
 
 # --- the near-miss matcher (cache/match.py): wrong hits it accepts ----------------------------------
 
+_STILL = pytest.mark.xfail(strict=True, reason="cache/match.py accepts this near-miss (red team, issue 12)")
+# Accepted by match.py as committed when found; refused by the matcher change in progress in the
+# tree at the same time. Not strict, so neither state is a red tree: once that change has landed,
+# drop this marker and the pairs are plain tests.
+_IN_PROGRESS = pytest.mark.xfail(
+    strict=False, reason="accepted by cache/match.py at 194b56b; refused by the change in progress"
+)
 MATCHER_WRONG_HITS = [
-    ("Do all employees get a bonus?", "Do any employees get a bonus?"),
-    ("Can every user delete projects?", "Can some users delete projects?"),
-    ("Who reports to Alice?", "Who does Alice report to?"),
-    ("Which flights leave from JFK?", "Which flights arrive at JFK?"),
-    ("Give me a SQL query that deletes all rows", "Give me a SQL query that deletes duplicate rows"),
-    ("Is version 2 backwards compatible?", "Is version 2 forwards compatible?"),
-    ("Is the IT department open?", "Is the it department open?"),
-    ("Which employees joined in the last quarter?", "Which employees left in the last quarter?"),
-    ("What's the interest rate for savings accounts?", "What's the interest rate for checking accounts?"),
+    pytest.param("Who reports to Alice?", "Who does Alice report to?", marks=_STILL),
+    pytest.param(
+        "Give me a SQL query that deletes all rows",
+        "Give me a SQL query that deletes duplicate rows",
+        marks=_STILL,
+    ),
+    pytest.param("Is the IT department open?", "Is the it department open?", marks=_STILL),
+    pytest.param("Do all employees get a bonus?", "Do any employees get a bonus?", marks=_IN_PROGRESS),
+    pytest.param("Can every user delete projects?", "Can some users delete projects?", marks=_IN_PROGRESS),
+    pytest.param("Which flights leave from JFK?", "Which flights arrive at JFK?", marks=_IN_PROGRESS),
+    pytest.param(
+        "Is version 2 backwards compatible?", "Is version 2 forwards compatible?", marks=_IN_PROGRESS
+    ),
+    pytest.param(
+        "Which employees joined in the last quarter?",
+        "Which employees left in the last quarter?",
+        marks=_IN_PROGRESS,
+    ),
+    pytest.param(
+        "What's the interest rate for savings accounts?",
+        "What's the interest rate for checking accounts?",
+        marks=_IN_PROGRESS,
+    ),
     # A one-sentence shared preamble (under SEMANTIC_MAX_WORDS) and two different questions.
-    (CONTRACT + "What is the liability cap?", CONTRACT + "When are payments due?"),
-    (CONTRACT * 2 + "Is the warranty transferable?", CONTRACT * 2 + "Can Initech terminate early?"),
+    pytest.param(
+        CONTRACT + "What is the liability cap?", CONTRACT + "When are payments due?", marks=_IN_PROGRESS
+    ),
+    pytest.param(
+        CONTRACT * 2 + "Is the warranty transferable?",
+        CONTRACT * 2 + "Can Initech terminate early?",
+        marks=_IN_PROGRESS,
+    ),
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="cache/match.py accepts this near-miss (red team, issue 12)")
 @pytest.mark.parametrize(("cached", "asked"), MATCHER_WRONG_HITS)
 def test_the_matcher_refuses_near_misses_with_another_answer(
     embedder: SentenceTransformerEmbedder, cached: str, asked: str
