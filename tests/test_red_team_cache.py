@@ -3,8 +3,8 @@ attacking a live server (the fake upstream, the two-tenant corpus of ``tests/ser
 and the near-miss matcher with realistic pairs.
 
 Each test is a defect that was found: those fixed in the keys, the stages or the CLI pass; those
-in the matcher are ``xfail(strict=True)`` until it is fixed (a strict xfail that starts passing
-fails, so the marker is removed with the fix).
+in the matcher that remain are ``xfail(strict=True)`` until it is fixed (a strict xfail that
+starts passing fails, so the marker is removed with the fix).
 """
 
 from __future__ import annotations
@@ -356,10 +356,6 @@ def test_a_broken_cache_file_degrades_with_a_warning_that_says_why(
 # --- a worker's memory (cache/codec.py LocalIndexes) ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LocalIndexes keeps an index (~1.1 KB) for every partition ever looked up, never dropped",
-)
 def test_a_worker_does_not_keep_an_index_for_every_partition_it_ever_looked_up(tmp_path: Path) -> None:
     """Every multi-turn conversation is a partition of its own (its earlier turns), and so is each
     temperature or stop list a client sends: a semantic lookup on each made a local index that is
@@ -385,12 +381,6 @@ def test_a_worker_does_not_keep_an_index_for_every_partition_it_ever_looked_up(t
 # --- the near-miss matcher (cache/match.py): wrong hits it accepts ----------------------------------
 
 _STILL = pytest.mark.xfail(strict=True, reason="cache/match.py accepts this near-miss (red team, issue 12)")
-# Accepted by match.py as committed when found; refused by the matcher change in progress in the
-# tree at the same time. Not strict, so neither state is a red tree: once that change has landed,
-# drop this marker and the pairs are plain tests.
-_IN_PROGRESS = pytest.mark.xfail(
-    strict=False, reason="accepted by cache/match.py at 194b56b; refused by the change in progress"
-)
 MATCHER_WRONG_HITS = [
     pytest.param("Who reports to Alice?", "Who does Alice report to?", marks=_STILL),
     pytest.param(
@@ -399,30 +389,23 @@ MATCHER_WRONG_HITS = [
         marks=_STILL,
     ),
     pytest.param("Is the IT department open?", "Is the it department open?", marks=_STILL),
-    pytest.param("Do all employees get a bonus?", "Do any employees get a bonus?", marks=_IN_PROGRESS),
-    pytest.param("Can every user delete projects?", "Can some users delete projects?", marks=_IN_PROGRESS),
-    pytest.param("Which flights leave from JFK?", "Which flights arrive at JFK?", marks=_IN_PROGRESS),
-    pytest.param(
-        "Is version 2 backwards compatible?", "Is version 2 forwards compatible?", marks=_IN_PROGRESS
-    ),
+    pytest.param("Do all employees get a bonus?", "Do any employees get a bonus?"),
+    pytest.param("Can every user delete projects?", "Can some users delete projects?"),
+    pytest.param("Which flights leave from JFK?", "Which flights arrive at JFK?"),
+    pytest.param("Is version 2 backwards compatible?", "Is version 2 forwards compatible?"),
     pytest.param(
         "Which employees joined in the last quarter?",
         "Which employees left in the last quarter?",
-        marks=_IN_PROGRESS,
     ),
     pytest.param(
         "What's the interest rate for savings accounts?",
         "What's the interest rate for checking accounts?",
-        marks=_IN_PROGRESS,
     ),
     # A one-sentence shared preamble (under SEMANTIC_MAX_WORDS) and two different questions.
-    pytest.param(
-        CONTRACT + "What is the liability cap?", CONTRACT + "When are payments due?", marks=_IN_PROGRESS
-    ),
+    pytest.param(CONTRACT + "What is the liability cap?", CONTRACT + "When are payments due?"),
     pytest.param(
         CONTRACT * 2 + "Is the warranty transferable?",
         CONTRACT * 2 + "Can Initech terminate early?",
-        marks=_IN_PROGRESS,
     ),
 ]
 

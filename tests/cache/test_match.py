@@ -97,6 +97,8 @@ class TestNearMisses:
             "unit",
             "order",
             "entity",
+            "quantifier",
+            "different_question",
             "low_score",
         }
 
@@ -210,3 +212,28 @@ def test_numbers_are_compared_as_a_multiset() -> None:
     ):
         assert matcher.judge(asked, cached, 0.95).reason == "number"
     assert matcher.judge("Keep 2 backups for 2 days?", "Keep two backups for 2 days?", 0.97).hit
+
+
+def test_quantifiers_directions_and_a_shared_preamble_are_near_misses() -> None:
+    """Wrong hits the red team found (issue 12): each now refused by a rule."""
+    matcher = PairMatcher()
+    contract = "The supplier agreement between Acme Corp and Initech runs for three years. "
+    for asked, cached, reason in (
+        ("Do any employees get a bonus?", "Do all employees get a bonus?", "quantifier"),
+        ("Can some users delete projects?", "Can every user delete projects?", "quantifier"),
+        ("Which flights arrive at JFK?", "Which flights leave from JFK?", "negation"),
+        (
+            "Which employees left in the last quarter?",
+            "Which employees joined in the last quarter?",
+            "negation",
+        ),
+        ("Is version 2 forwards compatible?", "Is version 2 backwards compatible?", "negation"),
+        (
+            contract + "Is the warranty transferable?",
+            contract + "Can Initech terminate early?",
+            "different_question",
+        ),
+    ):
+        assert matcher.judge(asked, cached, 0.95).reason == reason, asked
+    same = contract + "What is the liability cap?"
+    assert matcher.judge(same, contract + "What's the liability cap?", 0.97).hit

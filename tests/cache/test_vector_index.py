@@ -127,3 +127,15 @@ class TestChanges:
         index.clear()
         assert len(index) == 0 and "a" not in index
         assert index.search([1.0, 0, 0, 0], 1) == []
+
+
+def test_a_worker_keeps_at_most_max_partitions_the_least_recently_used_go_first() -> None:
+    from stanchion.cache.codec import LocalIndexes
+
+    indexes = LocalIndexes(max_partitions=3)
+    for name in ("a", "b", "c"):
+        indexes.get("t", name).log.append((1, name, 4e9))  # each holds an entry
+    indexes.get("t", "a")  # used again: now the most recent
+    indexes.get("t", "d")
+    kept = {p for _, p in indexes._partitions}
+    assert kept == {"a", "c", "d"}  # "b", the least recently used, was forgotten

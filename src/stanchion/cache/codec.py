@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,18 +152,33 @@ class PartitionIndex:
         return sum(index.nbytes for index in self.by_dim.values())
 
 
-class LocalIndexes:
-    """Every partition index of one worker, by (tenant, partition)."""
+MAX_PARTITIONS = 1024  # partition indexes a worker keeps; the least recently used go first
 
-    def __init__(self, depth: int = DEFAULT_DEPTH) -> None:
+
+class LocalIndexes:
+    """Every partition index of one worker, by (tenant, partition), most recently used last.
+
+    Every conversation is a partition of its own (its earlier turns are in the key), so a worker
+    looks up far more partitions than hold anything. When it opens a new one it forgets those it
+    found empty, and past ``MAX_PARTITIONS`` the least recently used: a forgotten partition is
+    read again from the store when next looked up, so nothing is lost but that read."""
+
+    def __init__(self, depth: int = DEFAULT_DEPTH, *, max_partitions: int = MAX_PARTITIONS) -> None:
         self.depth = depth
-        self._partitions: dict[tuple[str, str], PartitionIndex] = {}
+        self.max_partitions = max_partitions
+        self._partitions: OrderedDict[tuple[str, str], PartitionIndex] = OrderedDict()
 
     def get(self, tenant: str, partition: str) -> PartitionIndex:
         key = (tenant, partition)
         found = self._partitions.get(key)
-        if found is None:
-            found = self._partitions[key] = PartitionIndex(self.depth)
+        if found is not None:
+            self._partitions.move_to_end(key)
+            return found
+        for stale in [k for k, index in self._partitions.items() if not index.log]:
+            del self._partitions[stale]
+        while len(self._partitions) >= self.max_partitions:
+            self._partitions.popitem(last=False)
+        found = self._partitions[key] = PartitionIndex(self.depth)
         return found
 
     def reset(self, tenant: str, partition: str) -> PartitionIndex:

@@ -54,7 +54,9 @@ from stanchion.cache.match_words import (
     NUMBER_WORDS,
     PHRASES,
     POLAR,
+    POLAR_DIRECTIONS,
     POLAR_MORE,
+    QUANTIFIERS,
     QUESTION_WORDS,
     RELATIVE_DAYS,
     RELATIVE_PERIODS,
@@ -77,6 +79,8 @@ REASONS = (
     "unit",
     "order",
     "entity",
+    "quantifier",
+    "different_question",
     "low_score",
 )
 
@@ -319,7 +323,7 @@ def _with_parts(words: tuple[str, ...]) -> frozenset[str]:
     return frozenset(words) | {part for w in words if "-" in w for part in w.split("-")}
 
 
-_POLAR_ALL = [*POLAR, *POLAR_MORE]
+_POLAR_ALL = [*POLAR, *POLAR_MORE, *POLAR_DIRECTIONS]
 _POLAR_STEMS = [(_stem(x), _stem(y)) for x, y in _POLAR_ALL]
 
 
@@ -335,6 +339,8 @@ def _rule(a: _Parsed, b: _Parsed) -> str:
         return "negation"
     if _opposed(aw, bw, COMPARATIVE):
         return "comparative"
+    if _opposed(aw, bw, QUANTIFIERS):
+        return "quantifier"
     if a.qtype and b.qtype and a.qtype != b.qtype:
         compatible = b.qtype in COMPATIBLE.get(a.qtype, ()) or a.qtype in COMPATIBLE.get(b.qtype, ())
         if not compatible:
@@ -437,7 +443,7 @@ class PairMatcher:
             return Verdict(False, 0.0, "below_threshold")
         if asked.strip().lower() == cached.strip().lower():
             return Verdict(True, 1.0, "")
-        reason = _rule(_parsed(asked), _parsed(cached))
+        reason = _rule(_parsed(asked), _parsed(cached)) or _last_sentences_differ(asked, cached)
         if reason:
             return Verdict(False, 0.0, reason)
         score = self.score(asked, cached, similarity)
@@ -453,4 +459,25 @@ class PairMatcher:
 
 def rule_reason(asked: str, cached: str) -> str:
     """The near-miss rule the pair breaks ("" if none), threshold and scorer aside (for evals)."""
-    return _rule(_parsed(asked), _parsed(cached))
+    return _rule(_parsed(asked), _parsed(cached)) or _last_sentences_differ(asked, cached)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+
+
+def _last_sentences_differ(asked: str, cached: str) -> str:
+    """Two texts of several sentences sharing a preamble ask what their last sentences ask: a
+    long shared context makes any two such texts similar, so the questions are judged alone
+    (a rule they break, or little in common: ``different_question``)."""
+    a_parts, b_parts = _SENTENCE_END.split(asked.strip()), _SENTENCE_END.split(cached.strip())
+    if len(a_parts) < 2 or len(b_parts) < 2:
+        return ""
+    a_last, b_last = a_parts[-1], b_parts[-1]
+    if a_last.strip().lower() == b_last.strip().lower():
+        return ""
+    a, b = _parsed(a_last), _parsed(b_last)
+    if reason := _rule(a, b):
+        return reason
+    union = a.content | b.content
+    shared = len(a.content & b.content) / len(union) if union else 1.0
+    return "different_question" if shared < 0.5 else ""

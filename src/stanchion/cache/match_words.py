@@ -751,3 +751,44 @@ POLAR_MORE = [
     ("recover", "delete"),
     ("recovered", "deleted"),
 ]
+
+# Quantifiers: "do all employees get a bonus" is not "do any employees get a bonus".
+QUANTIFIERS = [
+    ("all", "any"),
+    ("all", "some"),
+    ("all", "most"),
+    ("all", "few"),
+    ("every", "any"),
+    ("every", "some"),
+    ("each", "any"),
+    ("each", "some"),
+    ("most", "some"),
+    ("most", "few"),
+    ("always", "sometimes"),
+    ("always", "usually"),
+    ("usually", "rarely"),
+    ("often", "rarely"),
+]
+
+# Opposite directions and roles the red team found missing (issue 12).
+POLAR_DIRECTIONS = [
+    ("leave", "arrive"),
+    ("depart", "arrive"),
+    ("departure", "arrival"),
+    ("join", "leave"),
+    ("joined", "left"),
+    ("backward", "forward"),
+    ("backwards", "forwards"),
+    ("upstream", "downstream"),
+    ("inbound", "outbound"),
+    ("incoming", "outgoing"),
+    ("import", "export"),
+    ("upload", "download"),
+    ("sender", "recipient"),
+    ("buy", "sell"),
+    ("hire", "fire"),
+    ("credit", "debit"),
+    ("savings", "checking"),
+    ("lend", "borrow"),
+    ("push", "pull"),
+]
