@@ -61,6 +61,7 @@ PARAMS: dict[str, Any] = {
 
 def _request(question: str, settings: CacheSpec) -> Any:
     return gateway_request(
+        config="",
         route="support", settings=settings, tenant=TENANT, user="u",
         messages=[Message(role="user", content=question)], params=PARAMS,
     )  # fmt: skip
@@ -104,7 +105,7 @@ def _backend(name: str, workdir: Path) -> Iterator[CacheBackend]:
 async def measure(
     backend: CacheBackend, embedder: Embedder, stored: Sequence[str], asked: Sequence[str]
 ) -> dict[str, Any]:
-    both, exact_only = CacheSpec(), CacheSpec(semantic=False)
+    both, exact_only = CacheSpec(semantic=True), CacheSpec(semantic=False)
     cache = ResponseCache(backend, embedder, read_chunks=lambda ids: [], background=False)
     vectors = np.asarray(embedder.embed(list(stored)), dtype=np.float32)
     now = time.time()

@@ -1,7 +1,7 @@
 """The response cache end to end: a stream of support questions replayed through ``stanchion serve``.
 
 ``stanchion serve`` runs as a subprocess (as ``stanchion bench gateway`` runs it) with one gateway
-route, ``support``, cached (exact and semantic tiers, the defaults), in front of a fake
+route, ``support``, cached (exact and semantic tiers: `cache: {semantic: true}`), in front of a fake
 OpenAI-compatible upstream (``stanchion.testing.fake_openai``, in this process). The cache lives in
 a SQLite file, or in a real ``redis-server`` (``server.cache_redis_url``).
 
@@ -227,7 +227,7 @@ def write_spec(workdir: Path, upstream_url: str, port: int, cache_redis_url: str
             }
         },
         "routes": {
-            ROUTE: {"models": ["upstream"], "grounded": False, "cache": {}},
+            ROUTE: {"models": ["upstream"], "grounded": False, "cache": {"semantic": True}},
             "default": {"models": ["upstream"]},
         },
         "answer": {"route": "default"},

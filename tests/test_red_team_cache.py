@@ -100,7 +100,13 @@ def test_whitespace_inside_a_line_still_makes_one_request() -> None:
 
     def key(text: str) -> str:
         return gateway_request(
-            route="gw", settings=spec, tenant="t", user="u", messages=[Message("user", text)], params={}
+            config="",
+            route="gw",
+            settings=spec,
+            tenant="t",
+            user="u",
+            messages=[Message("user", text)],
+            params={},
         ).exact_key
 
     assert key("  How do I  reset it? \r\n") == key("How do I reset it?")
@@ -145,11 +151,17 @@ def test_a_long_or_multi_line_prompt_is_never_a_semantic_hit(
 
 
 def test_the_semantic_tier_keeps_short_one_line_questions() -> None:
-    spec = CacheSpec()
+    spec = CacheSpec(semantic=True)
 
     def question(text: str) -> str:
         return gateway_request(
-            route="gw", settings=spec, tenant="t", user="u", messages=[Message("user", text)], params={}
+            config="",
+            route="gw",
+            settings=spec,
+            tenant="t",
+            user="u",
+            messages=[Message("user", text)],
+            params={},
         ).question
 
     assert question("How do I reset my password?\n") == "How do I reset my password?"

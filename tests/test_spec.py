@@ -104,7 +104,8 @@ def test_a_route_cache_is_checked_key_by_key() -> None:
     assert error_of({"routes": routes}).startswith("routes.default.cache.scope:")
     spec = parse_spec({"routes": {"default": {"models": ["extractive"], "cache": {}}}})
     cache = spec.routes["default"].cache
-    assert cache is not None and cache.exact and cache.semantic and cache.scope == "tenant"
+    assert cache is not None and cache.exact and cache.scope == "tenant"
+    assert cache.semantic is None  # by route kind: on for grounded routes, off for gateway routes
     assert parse_spec({}).routes["default"].cache is None  # off unless asked for
 
 

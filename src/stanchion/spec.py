@@ -209,7 +209,12 @@ class CacheSpec(_Strict):
     (a question that means the same, checked for near-misses), scoped to the tenant or the user."""
 
     exact: bool = Field(True, description="serve the same normalised request from the cache")
-    semantic: bool = Field(True, description="serve a paraphrase of a cached question")
+    semantic: bool | None = Field(
+        None,
+        description="serve a paraphrase of a cached question; default: on for grounded routes "
+        "(retrieval embeds the question anyway), off for gateway routes (a miss would first embed "
+        "the question, ~15 ms of CPU)",
+    )
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="semantic tier: the cosine floor (default: the matcher's own)"
     )

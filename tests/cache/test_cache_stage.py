@@ -20,17 +20,40 @@ from stanchion.pipeline.cache_stage import ResponseCache
 from stanchion.spec import CacheSpec
 from stanchion.types import Message, ToolCall, Usage
 
-SETTINGS = CacheSpec()
+SETTINGS = CacheSpec(semantic=True)  # a gateway route's semantic tier is opt-in
 
 
 def _gateway(text: str, *, user: str = "u1", tenant: str = "acme", **params: object) -> CacheRequest:
     return gateway_request(
+        config="",
         route="gw", settings=SETTINGS, tenant=tenant, user=user,
         messages=[Message("user", text)], params={"temperature": None, **params},
     )  # fmt: skip
 
 
 class TestKeys:
+    def test_a_changed_route_or_model_setting_is_another_partition(self) -> None:
+        """After a deploy that changes a route's model or its settings, the old answers are not
+        served: the route's configuration is part of every key."""
+        from stanchion.cache.keys import route_config
+        from stanchion.spec import parse_spec
+
+        raw = {"models": {"up": {"provider": "openai", "model": "m1", "base_url": "http://127.0.0.1:9/v1"}},
+               "routes": {"gw": {"models": ["up"], "grounded": False, "cache": {}},
+                          "default": {"models": ["up"]}}}  # fmt: skip
+        base = route_config(parse_spec(raw), "gw")
+        assert route_config(parse_spec(raw), "gw") == base
+        raw["models"]["up"]["model"] = "m2"
+        assert route_config(parse_spec(raw), "gw") != base
+        raw["models"]["up"]["model"] = "m1"
+        raw["routes"]["gw"]["cache"] = {"ttl_s": 60}  # the cache's own settings are not the answer's
+        assert route_config(parse_spec(raw), "gw") == base
+        raw["answer"] = {"k": 3}  # the answer settings matter to grounded routes only
+        assert route_config(parse_spec(raw), "gw") == base
+        assert route_config(parse_spec(raw), "default") != route_config(
+            parse_spec({**raw, "answer": {}}), "default"
+        )
+
     def test_whitespace_and_unicode_forms_are_one_request(self) -> None:
         assert normalise("  How   do I\u00a0reset\nit? ") == "How do I reset it?"
         assert _gateway("How do I  reset it?").exact_key == _gateway("How do I reset it?").exact_key
@@ -46,7 +69,13 @@ class TestKeys:
         scoped = CacheSpec(scope="user")
         a, b = (
             gateway_request(
-                route="gw", settings=scoped, tenant="t", user=u, messages=[Message("user", "hi")], params={}
+                config="",
+                route="gw",
+                settings=scoped,
+                tenant="t",
+                user=u,
+                messages=[Message("user", "hi")],
+                params={},
             )
             for u in ("a", "b")
         )
@@ -57,7 +86,7 @@ class TestKeys:
 
         def key(groups: frozenset[str]) -> tuple[str, str]:
             where = caller_filter(RequestContext("acme", "u", groups))
-            r = grounded_request(route="default", settings=SETTINGS, tenant="acme", user="u",
+            r = grounded_request(config="", route="default", settings=SETTINGS, tenant="acme", user="u",
                                  question="What is the budget?", history=[], params={"k": None}, where=where)  # fmt: skip
             return r.partition, r.exact_key
 
@@ -68,6 +97,7 @@ class TestKeys:
         assert _gateway("What is the weather?", tools=[["weather", "", {}]]).question == ""
         call = ToolCall("c1", "weather", {"city": "Paris"})
         after_tool = gateway_request(
+            config="",
             route="gw", settings=SETTINGS, tenant="t", user="u", params={},
             messages=[Message("user", "Weather?"), Message("assistant", "", tool_calls=(call,)),
                       Message("tool", "22 C", tool_call_id="c1")],
@@ -120,7 +150,7 @@ class TestWhatIsStored:
     def test_a_bypass_skips_the_lookup_but_refreshes_the_entry(self, stage: ResponseCache) -> None:
         _answered(stage, "Status?")
         call = Call(RequestContext("acme", "u1", None), "chat.completions")
-        call.cache = gateway_request(route="gw", settings=SETTINGS, tenant="acme", user="u1",
+        call.cache = gateway_request(config="", route="gw", settings=SETTINGS, tenant="acme", user="u1",
                                      messages=[Message("user", "Status?")], params={"temperature": None},
                                      bypass=True)  # fmt: skip
 
@@ -150,7 +180,7 @@ def test_grounded_entries_without_sources_are_never_served(stage: ResponseCache)
     can invalidate it) is refused and dropped."""
     from stanchion.cache.entry import CacheEntry
 
-    request = grounded_request(route="default", settings=SETTINGS, tenant="acme", user="u",
+    request = grounded_request(config="", route="default", settings=SETTINGS, tenant="acme", user="u",
                                question="What is the budget?", history=[], params={}, where=SearchFilter())  # fmt: skip
     entry = CacheEntry("e1", "acme", request.partition, request.exact_key, request.question,
                        {"text": "4.2 million"}, created=0.0, expires=4e9)  # fmt: skip

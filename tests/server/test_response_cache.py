@@ -38,7 +38,7 @@ def _gateway(
         "extractive": {"provider": "extractive"},
     }  # fmt: skip
     routes = {
-        "gw": {"models": ["up"], "grounded": False, "cache": cache},
+        "gw": {"models": ["up"], "grounded": False, "cache": {"semantic": True, **cache}},
         "default": {"models": ["extractive"], "cache": {}},
     }
     return serve(backend, models=models, routes=routes)
@@ -313,3 +313,24 @@ def test_redis_going_away_degrades_to_no_cache_with_a_warning(
         assert len(upstream.requests) == 4
         warnings = [rec for rec in caplog.records if "cache.unavailable" in rec.getMessage()]
         assert len(warnings) == 1  # once, not once per request
+
+
+def test_a_gateway_routes_semantic_tier_is_opt_in(serve: ServerFactory) -> None:
+    """`cache: {}` on a gateway route is the exact tier alone: a miss embeds nothing (a semantic
+    miss would embed the question first). A grounded route's is on (retrieval embeds it anyway)."""
+    with FakeOpenAIServer(default=Reply(text="ok", usage=(5, 1))) as upstream:
+        models = {"up": {"provider": "openai", "model": "m", "base_url": upstream.url, "max_retries": 0}}
+        api = serve(models=models, routes={"gw": {"models": ["up"], "grounded": False, "cache": {}},
+                                           "default": {"models": ["up"], "grounded": False}})  # fmt: skip
+        with api.client(api.keys.ops) as c:
+            _ask(c, "How do I reset my password?")
+            _until(lambda: _ask(c, "How do I reset my password?"), "hit-exact")
+            assert _ask(c, "How can I reset my password?").headers[HEADER] == "miss"
+
+
+def test_a_grounded_routes_semantic_tier_is_on_by_default(serve: ServerFactory) -> None:
+    grounded = _grounded(serve)
+    with grounded.client(grounded.keys.ops) as c:
+        _ask(c, "What is the refund policy?", model="default")
+        _until(lambda: _ask(c, "What is the refund policy?", model="default"), "hit-exact")
+        assert _ask(c, "What's the refund policy?", model="default").headers[HEADER] == "hit-semantic"

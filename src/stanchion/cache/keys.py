@@ -22,7 +22,7 @@ from typing import Any
 
 from stanchion.cache.codec import TENANT_PATTERN
 from stanchion.core.filters import SearchFilter
-from stanchion.spec import CacheSpec
+from stanchion.spec import CacheSpec, Spec
 from stanchion.types import Message
 
 _SPACE = re.compile(r"\s+")
@@ -106,9 +106,28 @@ class CacheRequest:
     store: bool = True
 
 
+def route_config(spec: Spec, route: str) -> str:
+    """The digest of what a route's answers depend on besides the request: the route, its
+    models' settings (a new model or prompt setting must not be served the old one's answers)
+    and, for a grounded route, the answer, retrieval and embedding settings. It goes into every
+    partition, so a changed spec starts from an empty cache instead of serving stale answers."""
+    chosen = spec.routes[route]
+    names = [*chosen.models, *(n for chain in chosen.tiers.values() for n in chain)]
+    config: dict[str, Any] = {
+        "route": chosen.model_dump(mode="json", exclude={"cache"}),
+        "models": {n: spec.models[n].model_dump(mode="json") for n in names if n in spec.models},
+    }
+    if chosen.grounded:
+        config["answer"] = spec.answer.model_dump(mode="json")
+        config["retrieval"] = spec.retrieval.model_dump(mode="json")
+        config["embedding"] = spec.embedding.model_dump(mode="json", include={"provider", "model"})
+    return _digest(config)
+
+
 def grounded_request(
     *,
     route: str,
+    config: str,
     settings: CacheSpec,
     tenant: str,
     user: str,
@@ -125,6 +144,7 @@ def grounded_request(
         {
             "kind": "grounded",
             "route": route,
+            "config": config,
             "user": user if settings.scope == "user" else None,
             "history": [message_json(m) for m in history],
             "params": params,
@@ -135,7 +155,7 @@ def grounded_request(
         cache_tenant(tenant),
         partition,
         _digest([partition, exact_text(question)]),
-        semantic_question(question),
+        semantic_question(question) if settings.semantic is not False else "",
         settings,
         True,
         where,
@@ -147,6 +167,7 @@ def grounded_request(
 def gateway_request(
     *,
     route: str,
+    config: str,
     settings: CacheSpec,
     tenant: str,
     user: str,
@@ -164,12 +185,17 @@ def gateway_request(
         {
             "kind": "gateway",
             "route": route,
+            "config": config,
             "user": user if settings.scope == "user" else None,
             "earlier": [message_json(m) for m in earlier],
             "params": params,
         }
     )
-    semantic = last.role == "user" and not params.get("tools") and not last.tool_calls
+    # Off unless the route asks for it: a gateway miss would embed the question before asking the
+    # model (~15 ms of CPU), where a grounded route's retrieval embeds it anyway.
+    semantic = (
+        settings.semantic is True and last.role == "user" and not params.get("tools") and not last.tool_calls
+    )
     question = semantic_question(last.content) if semantic else ""
     exact_key = _digest([partition, message_json(last)])
     return CacheRequest(

@@ -122,7 +122,7 @@ class ResponseCache:
                 if check == "ok":
                     return self._serve(call, entry, "exact", None)
                 stale += await self._drop_if_stale(entry, check)
-        if not (settings.semantic and request.question):
+        if not request.question:  # the keys decided: the tier is off, or the text is not a question
             return CacheResult("miss", stale=stale)
         vector = await self._embed(request.question)
         near: list[str] = []
@@ -251,7 +251,7 @@ class ResponseCache:
     ) -> None:
         settings = request.settings
         try:
-            if vector is None and settings.semantic and request.question:
+            if vector is None and request.question:
                 vector = await self._embed(request.question)
             now = self.clock()
             entry = CacheEntry(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from stanchion.app import App
+from stanchion.cache.keys import route_config
 from stanchion.core.filters import SearchFilter, caller_filter
 from stanchion.request_context import RequestContext
 from stanchion.server.audit import AuditWriter
@@ -42,6 +43,7 @@ class ServerContext:
     limits: Limits
     worker_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:6]}")
     _answerers: dict[str, Answerer] = field(default_factory=dict)
+    _cache_configs: dict[str, str] = field(default_factory=dict)
     _answerer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Every request that reaches a model or the index runs through it (``server/accounting.py``).
     request_pipeline: Pipeline = field(init=False)
@@ -83,6 +85,12 @@ class ServerContext:
                 if route not in self._answerers:
                     self._answerers[route] = await asyncio.to_thread(self.app.answerer, route)
         return self._answerers[route]
+
+    def cache_config(self, route: str) -> str:
+        """The digest of the spec settings a route's cached answers depend on (``cache.keys``)."""
+        if route not in self._cache_configs:
+            self._cache_configs[route] = route_config(self.app.spec, route)
+        return self._cache_configs[route]
 
     def where(self, principal: Principal, filters: list[str]) -> SearchFilter:
         """The caller's filters AND their tenant; their groups unless they administer the tenant."""

@@ -136,6 +136,7 @@ async def chat_completions(
             if route.cache is not None:
                 call.cache = grounded_request(
                     route=body.model,
+                    config=ctx.cache_config(body.model),
                     settings=route.cache,
                     tenant=principal.tenant,
                     user=principal.user,
@@ -151,6 +152,7 @@ async def chat_completions(
             if route.cache is not None:
                 call.cache = gateway_request(
                     route=body.model,
+                    config=ctx.cache_config(body.model),
                     settings=route.cache,
                     tenant=principal.tenant,
                     user=principal.user,

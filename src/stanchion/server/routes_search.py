@@ -106,6 +106,7 @@ async def answer(
         if cache is not None:
             call.cache = grounded_request(
                 route=route,
+                config=ctx.cache_config(route),
                 settings=cache,
                 tenant=principal.tenant,
                 user=principal.user,
