@@ -50,3 +50,18 @@ def test_a_union_and_another_field_count_as_two() -> None:
 def test_no_errors_still_answers_422() -> None:
     error = invalid_request([])
     assert error.status == 422 and error.param is None
+
+
+@pytest.mark.parametrize("model", ["AnswerRequest", "SearchRequest"])
+def test_k_takes_a_whole_number_as_json_schema_does_but_not_a_boolean(model: str) -> None:
+    """49.0 is the integer 49 in JSON Schema (a schema-driven client may send it); true is not 1."""
+    from pydantic import ValidationError
+
+    from stanchion.server import schemas
+
+    cls = getattr(schemas, model)
+    field = "question" if model == "AnswerRequest" else "query"
+    assert cls.model_validate({field: "refunds", "k": 49.0}).k == 49
+    for bad in (True, 2.5, "3"):
+        with pytest.raises(ValidationError):
+            cls.model_validate({field: "refunds", "k": bad})

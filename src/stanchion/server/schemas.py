@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, StrictInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictInt,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from stanchion.server.params import NUL_FREE, Storable, storable
@@ -50,6 +59,19 @@ FilterExpr = Annotated[
 _Stored = Annotated[str, Storable]
 # Metadata keys the server sets on every document; an upload may not.
 RESERVED_METADATA = (TENANT_KEY, "_fingerprint")
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 49.0 is the integer 49 (JSON Schema says so too, and schema-driven
+    clients send it), while ``true`` is not 1 and 49.5 is no count."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole_number)]
 
 
 class _Strict(BaseModel):
@@ -332,7 +354,7 @@ class SearchRequest(_Strict):
     query: Annotated[str, Field(min_length=1, max_length=4096, pattern=NOT_BLANK), Storable] = Field(
         json_schema_extra={"pattern": NOT_BLANK_STORABLE}
     )
-    k: StrictInt | None = Field(None, ge=1, le=100, description="default: the spec's `retrieval.k`")
+    k: WholeNumber | None = Field(None, ge=1, le=100, description="default: the spec's `retrieval.k`")
     mode: Literal["bm25", "dense", "hybrid"] | None = Field(
         None, description="default: the spec's `retrieval.mode`"
     )
@@ -362,7 +384,7 @@ class AnswerRequest(_Strict):
         json_schema_extra={"pattern": NOT_BLANK_STORABLE}
     )
     route: str | None = Field(None, max_length=128, description="default: the spec's answer.route")
-    k: StrictInt | None = Field(None, ge=1, le=50)  # strict: JSON true is not 1
+    k: WholeNumber | None = Field(None, ge=1, le=50)
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
     cache: bool | None = Field(
         None, description="false: do not answer from the response cache (the fresh answer is still stored)"
