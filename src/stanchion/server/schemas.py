@@ -71,7 +71,8 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-WholeNumber = Annotated[StrictInt, BeforeValidator(_whole_number)]
+Count50 = Annotated[StrictInt, Field(ge=1, le=50), BeforeValidator(_whole_number)]
+Count100 = Annotated[StrictInt, Field(ge=1, le=100), BeforeValidator(_whole_number)]
 
 
 class _Strict(BaseModel):
@@ -354,7 +355,7 @@ class SearchRequest(_Strict):
     query: Annotated[str, Field(min_length=1, max_length=4096, pattern=NOT_BLANK), Storable] = Field(
         json_schema_extra={"pattern": NOT_BLANK_STORABLE}
     )
-    k: WholeNumber | None = Field(None, ge=1, le=100, description="default: the spec's `retrieval.k`")
+    k: Count100 | None = Field(None, description="default: the spec's `retrieval.k`")
     mode: Literal["bm25", "dense", "hybrid"] | None = Field(
         None, description="default: the spec's `retrieval.mode`"
     )
@@ -384,7 +385,7 @@ class AnswerRequest(_Strict):
         json_schema_extra={"pattern": NOT_BLANK_STORABLE}
     )
     route: str | None = Field(None, max_length=128, description="default: the spec's answer.route")
-    k: WholeNumber | None = Field(None, ge=1, le=50)
+    k: Count50 | None = None
     filters: list[FilterExpr] = Field(default_factory=list, max_length=32)
     cache: bool | None = Field(
         None, description="false: do not answer from the response cache (the fresh answer is still stored)"
