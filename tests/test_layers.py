@@ -30,7 +30,7 @@ LAYERS: list[list[str]] = [
     ["core"],  # shared vocabulary: filters, text analysis, sentences, embedders, packaged models
     ["spec"],
     ["models"],
-    ["index", "state", "cache"],  # storage: the index, control-plane state, the response cache
+    ["index", "state", "cache", "guards"],  # storage (index, state, response cache); guards (PII, injection)
     ["ingest", "retrieve"],
     ["answer", "tools"],  # grounded answers; the tools a model may call (search, SQL, HTTP, ...)
     ["app"],  # the composition root: build(spec) -> App
