@@ -286,7 +286,7 @@ class TestAnswerer:
         model = PromptModel(lambda p, _: f"{HOTEL} [{number(p, 'Travel policy')}] {CHEESE} [1]")
         answer = ask(answerer(app, model), "What is the hotel cap?")
         assert len(model.calls) == 2
-        assert CHEESE in model.calls[1][-1].content and "<correction>" in model.calls[1][-1].content
+        assert CHEESE in model.calls[1][-1].content and "<correction-" in model.calls[1][-1].content
         assert answer.text == f"{HOTEL} [1]" and answer.unsupported == (CHEESE,) and answer.retried
 
     def test_unsupported_sentence_abstains_when_the_spec_says_so(self, app: App) -> None:
