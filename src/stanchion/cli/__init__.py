@@ -272,12 +272,14 @@ def _register_answer_commands() -> None:
     from stanchion.cli.answer import register
     from stanchion.cli.cache import cache_app
     from stanchion.cli.eval_cache import register as register_eval_cache
+    from stanchion.cli.eval_injection import register as register_eval_injection
     from stanchion.cli.server import register as register_server
     from stanchion.cli.tools import tools_app
 
     register(app, eval_app)
     register_server(app)
     register_eval_cache(eval_app)
+    register_eval_injection(eval_app)
     app.add_typer(tools_app, name="tools")
     app.add_typer(cache_app, name="cache")
     try:
