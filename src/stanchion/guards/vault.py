@@ -26,9 +26,9 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from stanchion.guards.fakes import fake_value
 
@@ -141,6 +141,46 @@ class PseudonymVault:
     @property
     def fakes(self) -> frozenset[str]:
         return frozenset(self._fakes)
+
+    # --- state, for a store that keeps vaults outside the process -----------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the vault holds, as JSON-ready data (the secret included: store it as the
+        values themselves are stored, never log it)."""
+        entries = []
+        for value, key in self._placeholder_of.items():
+            pseudonym = self._by_value[value]
+            entries.append(
+                [value, self._entity_of[key], key, None if pseudonym.startswith("<") else pseudonym]
+            )
+        return {
+            "style": self.style,
+            "secret": self._secret.hex(),
+            "expires_at": self.expires_at,
+            "entries": entries,
+            "counts": dict(self._counts),
+            "fake_attempts": dict(self._fake_attempts),
+        }
+
+    @classmethod
+    def from_state(cls, scope: VaultScope, state: Mapping[str, Any]) -> PseudonymVault:
+        """The vault ``to_state`` described, for ``scope``."""
+        vault = cls(
+            scope, style=state["style"], secret=bytes.fromhex(state["secret"]), expires_at=state["expires_at"]
+        )
+        for value, entity, key, fake in state["entries"]:
+            vault._placeholder_of[value] = key
+            vault._keys.add(key)
+            vault._originals[key] = value
+            vault._entity_of[key] = entity
+            if fake is not None:
+                vault._fakes.add(fake)
+                vault._originals[fake] = value
+                vault._entity_of[fake] = entity
+            vault._by_value[value] = fake if fake is not None else f"<{key}>"
+        vault._counts = dict(state["counts"])
+        vault._fake_attempts = dict(state["fake_attempts"])
+        return vault
 
     # --- mask -----------------------------------------------------------------------------------
 
