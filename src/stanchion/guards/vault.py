@@ -93,7 +93,8 @@ class PseudonymVault:
     """Pseudonyms of one scope, until ``expires_at`` (a ``time.time()`` instant; None: never).
 
     The vault keeps working past its expiry for whoever holds it (a request under way); the store
-    stops handing it out. ``secret`` seeds the fakes (random per vault unless given)."""
+    stops handing it out. ``secret`` seeds the fakes (random per vault unless given). Its methods
+    never await, so the requests of one event loop may share it; threads need a lock around it."""
 
     def __init__(
         self,
