@@ -13,6 +13,8 @@
      │    └── RedisError              an error reply from Redis (the server is up)
      ├── SearchError          a bad query, mode or filter
      ├── ToolError            a tool call with arguments its schema refuses (``tool`` names it)
+     ├── GuardError           a guard (PII detection) could not check the text: the request is
+     │                        refused, nothing is sent (503 ``guard_unavailable``; ``detail`` for logs)
      └── ModelError           a chat model failed (``model`` names which)
           ├── ModelHTTPError      the provider answered with an error status (``status_code``, ``body``)
           │    ├── RateLimited        429; ``retry_after`` seconds when the provider said
@@ -115,6 +117,17 @@ class ToolError(StanchionError):
     def __init__(self, message: str, *, tool: str) -> None:
         self.tool = tool
         super().__init__(f"tool {tool}: {message}")
+
+
+class GuardError(StanchionError):
+    """A guard could not check a text (its model failed to load, the analyzer raised): fail
+    closed, never "nothing found". The API answers 503 ``guard_unavailable``: the request was
+    fine, this server could not vouch for it. ``detail`` holds the cause, for the log only (it
+    may quote the text)."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(message)
 
 
 class ModelError(StanchionError):

@@ -273,6 +273,7 @@ def _register_answer_commands() -> None:
     from stanchion.cli.cache import cache_app
     from stanchion.cli.eval_cache import register as register_eval_cache
     from stanchion.cli.eval_injection import register as register_eval_injection
+    from stanchion.cli.eval_pii import register as register_eval_pii
     from stanchion.cli.server import register as register_server
     from stanchion.cli.tools import tools_app
 
@@ -280,6 +281,7 @@ def _register_answer_commands() -> None:
     register_server(app)
     register_eval_cache(eval_app)
     register_eval_injection(eval_app)
+    register_eval_pii(eval_app)
     app.add_typer(tools_app, name="tools")
     app.add_typer(cache_app, name="cache")
     try:

@@ -25,6 +25,7 @@ from stanchion.errors import (
     ContentFiltered,
     ContextTooLong,
     EmbeddingError,
+    GuardError,
     IngestError,
     ModelError,
     ModelTimeout,
@@ -131,6 +132,8 @@ def _failure(exc: StanchionError) -> tuple[int, str, str, dict[str, str]]:
         return 502, "upstream_error", "the model provider failed", {}
     if isinstance(exc, EmbeddingError):
         return 503, "embedding_unavailable", "the embedding model failed", {}
+    if isinstance(exc, GuardError):  # fail closed: unchecked text is never sent on
+        return 503, "guard_unavailable", "the request could not be checked for PII; nothing was sent", {}
     if isinstance(exc, BackendUnavailable):
         return (
             503,
