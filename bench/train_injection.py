@@ -137,8 +137,15 @@ def main() -> int:
     )
     detector = InjectionDetector(embedder, model=model)
     print(f"threshold {threshold} (5-fold out-of-fold on the fitting part, benign FPR <= {MAX_BENIGN_FPR})")
-    cv = metrics(y.astype(int).tolist(), (ruled | (oof >= threshold)).tolist())
-    print(f"{'cross-validation (fit part)':30s} {_line(cv)}")
+    cv_flags = ruled | (oof >= threshold)
+    n_deepset = len(slices["deepset train"])
+    for name, part in (
+        ("all", slice(None)),
+        ("deepset", slice(0, n_deepset)),
+        ("extra", slice(n_deepset, None)),
+    ):
+        cv = metrics(y[part].astype(int).tolist(), cv_flags[part].tolist())
+        print(f"{'5-fold CV, fit part: ' + name:30s} {_line(cv)}")
     svg = securevector()
     for name, rows in slices.items():
         verdicts = detector.check_many([r.text for r in rows], vectors=vec[name])
@@ -148,6 +155,19 @@ def main() -> int:
         print(f"{name:30s} {_line(ours)}   rules alone: {_line(rules)}")
         if svg is not None:
             print(f"{'  securevector':30s} {_line(metrics(labels, [svg(r.text) for r in rows]))}")
+        if name == "deepset dev":  # rows sharing no 30-character run with a fitted text
+            seen = {t[i : i + 30] for r in fit_rows for t in [r.text.casefold()] for i in range(len(t) - 29)}
+            fresh = [
+                i
+                for i, r in enumerate(rows)
+                if not any(r.text.casefold()[j : j + 30] in seen for j in range(len(r.text) - 29))
+            ]
+            m = metrics([labels[i] for i in fresh], [verdicts[i].flagged for i in fresh])
+            print(f"{'  no 30-char overlap with fit':30s} {_line(m)}")
+            if svg is not None:
+                print(
+                    f"{'    securevector':30s} {_line(metrics([labels[i] for i in fresh], [svg(rows[i].text) for i in fresh]))}"
+                )
         alarming = [r for r in rows if r.kind == "alarming"]
         if alarming:
             flagged = [v.flagged for v, r in zip(verdicts, rows, strict=True) if r.kind == "alarming"]

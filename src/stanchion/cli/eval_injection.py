@@ -64,7 +64,8 @@ def eval_injection(
     out.print(
         f"precision [bold]{data['precision']:.3f}[/], recall [bold]{data['recall']:.3f}[/], "
         f"F1 [bold]{data['f1']:.3f}[/], false-positive rate [bold]{data['fpr']:.3f}[/]; "
-        f"latency p50 {data['latency_ms']:.1f} ms, p95 {data['latency_p95_ms']:.1f} ms"
+        f"latency p50 {data['latency_ms']:.1f} ms, p95 {data['latency_p95_ms']:.1f} ms "
+        f"({data['latency_shared_vector_ms']:.2f} ms given the text's embedding)"
     )
     if report.by_reason:
         out.print("reasons: " + ", ".join(f"{k} {v}" for k, v in report.by_reason.items()))
