@@ -255,7 +255,7 @@ _STREET_SUFFIX = (
     r"strasse|straße|str\.|weg|gasse|platz|allee|straat|laan|plein|gracht|gatan|vägen|veien|vegen|gata"
     r"|gade|vej|katu|tie|polku|utca|út|út\."
 )
-_UNIT = r"(?:Suite|Ste\.?|Apt\.?|Apartment|Unit|Flat|Box|PSC|Floor)\s+\d+[A-Za-z]?"
+_UNIT = r"(?i:Suite|Ste\.?|Apt\.?|Apartment|Unit|Flat|Box|PSC|Floor)\s+\d+[A-Za-z]?"
 _WORD = r"[^\W\d_][\w'’.-]*"
 _CAP = r"[^\W\d_a-z][\w'’.-]*"
 _TAIL = (  # units, a city, a region, a country, a postcode: on further lines or after commas
@@ -291,7 +291,7 @@ def street_addresses(text: str) -> Iterator[Found]:
         if _STREET_HINT.search(span):
             score = 0.9
         elif re.search(_UNIT, span) and re.search(r"\d{2,}\D+\d", span):
-            score = 0.75
+            score = 0.9  # a unit and a house number: an address, whatever place names it holds
         else:
             score = 0.6
         yield Found(m.start(), m.start() + len(span), "STREET_ADDRESS", score)
@@ -317,6 +317,18 @@ def countries(text: str) -> Iterator[Found]:
             yield Found(m.start(), m.end(), "LOCATION", 0.7)
 
 
+# A place in capitals after a preposition ("flew to LEPPEN", "from ΕΓΚΩΜΗ"), which the model
+# trained on mixed case misses.
+_CAPS_PLACE = re.compile(
+    r"\b(?:in|from|to|at|near|visit|visited|visiting)\s+([^\W\d_a-z]{4,}(?:[ -][^\W\d_a-z]{2,})*)(?!\w)"
+)
+
+
+def capitals_places(text: str) -> Iterator[Found]:
+    for m in _CAPS_PLACE.finditer(text):
+        yield Found(m.start(1), m.end(1), "LOCATION", 0.55)
+
+
 # ---- person names (beside spaCy's) --------------------------------------------------------
 
 _NAME = r"[^\W\d_a-z][^\W\d_]+(?:-[^\W\d_a-z][^\W\d_]+)?"
@@ -335,6 +347,7 @@ def person_names(text: str) -> Iterator[Found]:
 
 
 RECOGNIZERS: tuple[Recognizer, ...] = (
+    capitals_places,
     countries,
     person_names,
     emails,
