@@ -158,6 +158,16 @@ class TestAddressesAndNames:
             "Elita B Desaulniers",
         ]
 
+    def test_places_in_capitals_after_a_preposition(self) -> None:
+        assert _texts(rec.capitals_places, "Mr. Leiva flew to LEPPEN; born in ΕΓΚΩΜΗ; sent to IT") == [
+            "LEPPEN",
+            "ΕΓΚΩΜΗ",
+        ]
+
+    def test_an_address_with_a_unit_outranks_the_country_inside_it(self) -> None:
+        text = "20789 Allika 46\n Suite 501\n Riisa\n\n Estonia 62488"
+        assert _patterns(text) == [("STREET_ADDRESS", text)]
+
     def test_country_names_need_a_capital(self) -> None:
         assert _texts(rec.countries, "From New Zealand to Norway, on fine china") == ["New Zealand", "Norway"]
 
