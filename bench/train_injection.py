@@ -3,8 +3,8 @@
 Data: the deepset prompt-injections TRAIN split (its test split is held back) and the project's own
 ``src/stanchion/guards/injection_extra.jsonl`` (attacks of many kinds and languages, benign and
 alarming-sounding prompts). A fixed fifth of each is held out as dev (deepset: sha256(text)[0] % 5
-== 0; the extra file says ``split``) and never used to fit or tune. The threshold is chosen on
-5-fold out-of-fold scores of the fitting part only: the highest F1 with at most 3% of its benign
+== 0; the extra file says ``split``) and never used to fit or tune. The L2 strength and the threshold
+are chosen on 5-fold out-of-fold scores of the fitting part only: the highest F1 with at most 3% of its benign
 prompts flagged. Reported: train, cross-validation, dev slices, and securevector-guardian-model
 on the same slices when it is installed.
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXTRA = ROOT / "src/stanchion/guards/injection_extra.jsonl"
 MODEL = ROOT / "src/stanchion/guards/injection_model.json"
 DEEPSET = ROOT.parent / "shared/data/deepset-prompt-injections/train.jsonl"
-L2 = 3.0
+L2_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)  # chosen by cross-validated F1 on the fitting part
 MAX_BENIGN_FPR = 0.03
 Array = npt.NDArray[np.float64]
 
@@ -42,14 +42,14 @@ def is_dev(text: str) -> bool:
     return hashlib.sha256(text.encode("utf-8")).digest()[0] % 5 == 0
 
 
-def fit(x: Array, y: Array) -> tuple[Array, float]:
+def fit(x: Array, y: Array, l2: float) -> tuple[Array, float]:
     """L2-regularised logistic regression by Newton's method on standardised features, classes
     weighted to balance; returns raw-space weights and bias."""
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
     weight = np.where(y == 1, len(y) / (2 * y.sum()), len(y) / (2 * (len(y) - y.sum())))
     w = np.zeros(z.shape[1])
-    penalty = np.full(z.shape[1], L2)
+    penalty = np.full(z.shape[1], l2)
     penalty[0] = 0.0
     for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-(z @ w)))
@@ -121,12 +121,18 @@ def main() -> int:
     ruled = np.asarray([bool(rule_hits(clean(r.text))) for r in fit_rows])
 
     folds = np.arange(len(fit_rows)) % 5
-    oof = np.zeros(len(fit_rows))
-    for k in range(5):
-        w, b = fit(x[folds != k], y[folds != k])
-        oof[folds == k] = 1.0 / (1.0 + np.exp(-(x[folds == k] @ w + b)))
-    threshold = choose_threshold(oof, ruled, y)
-    weights, bias = fit(x, y)
+    best_f1 = -1.0
+    for candidate in L2_GRID:
+        scores = np.zeros(len(fit_rows))
+        for k in range(5):
+            w, b = fit(x[folds != k], y[folds != k], candidate)
+            scores[folds == k] = 1.0 / (1.0 + np.exp(-(x[folds == k] @ w + b)))
+        t = choose_threshold(scores, ruled, y)
+        f1 = metrics(y.astype(int).tolist(), (ruled | (scores >= t)).tolist())["f1"]
+        print(f"L2 {candidate:6.1f}: threshold {t:.2f}, 5-fold CV F1 {f1:.4f}")
+        if f1 > best_f1:
+            best_f1, l2, oof, threshold = f1, candidate, scores, t
+    weights, bias = fit(x, y, l2)
     model = InjectionModel(
         embedder=embedder.name,
         dim=int(vec["deepset train"].shape[1]),
@@ -136,7 +142,9 @@ def main() -> int:
         feature_names=FEATURE_NAMES,
     )
     detector = InjectionDetector(embedder, model=model)
-    print(f"threshold {threshold} (5-fold out-of-fold on the fitting part, benign FPR <= {MAX_BENIGN_FPR})")
+    print(
+        f"L2 {l2}, threshold {threshold} (5-fold out-of-fold on the fitting part, benign FPR <= {MAX_BENIGN_FPR})"
+    )
     cv_flags = ruled | (oof >= threshold)
     n_deepset = len(slices["deepset train"])
     for name, part in (

@@ -25,7 +25,9 @@ _QUOTED = re.compile(r"\"[^\"\n]{1,80}\"|“[^”\n]{1,80}”|„[^“”\n]{1,8
 _W = r"(?:\W+\w+){0,6}?\W+"  # up to six words between two parts of a phrase
 _VERB = (
     r"ignor\w*|disregard\w*|forget|forgot|drop|skip|bypass\w*|override|abandon|discard|nevermind|never mind"
-    r"|stop following|do not follow|don'?t follow|pay no attention to|set aside"
+    r"|stop following|do not follow|don'?t follow|pay no attention to|set aside|put aside|throw (?:out|away)"
+    r"|leave behind|let go of|verwirf|deja de lado|deja atrás|descarta|omite|laisse tomber|mets de côté"
+    r"|lascia perdere|metti da parte|tralascia|deixe de lado|descarte|pomiń|porzuć|odrzuć|отбрось|откажись от|не следуй"
     r"|vergiss|vergessen sie|missacht\w*|übergeh\w*"
     r"|oublie[zr]?|ne tiens pas compte|ne tenez pas compte|fais abstraction"
     r"|olvid\w*|haz caso omiso|no hagas caso"
@@ -59,7 +61,7 @@ _SHOW = (
     r"|mostre|revele|diga|repita|quais são|laat|toon|geef|покажи|выведи|раскрой|повтори"
 )
 _LIMITS = (
-    r"restrict\w*|limit\w*|filters?|censor\w*|rules|ethic\w*|moral\w*|einschränk\w*|zensur|regeln|richtlinien"
+    r"restrict\w*|limit\w*|filters?|censor\w*|rules|guidelines|polic(?:y|ies)|ethic\w*|moral\w*|einschränk\w*|zensur|regeln|richtlinien"
     r"|règles?|restriction\w*|filtres?|censure|reglas?|restricci\w*|filtros?|censura|restrizion\w*|filtri"
     r"|regole|restri\w*|regras?|beperking\w*|regels?|ограничени\w*|фильтр\w*|цензур\w*|правил\w*"
 )
@@ -90,8 +92,10 @@ RULES: tuple[Rule, ...] = (
             r"\b(?:change|replace|update) your instructions\b|\byour (?:new )?instructions are now\b",
             r"\bnew (?:rule|instructions?|system instructions?)\s*:",
             r"talimat\w*.{0,25}(?:yok say|görmezden gel|unut)",
-            r"(?:忽略|无视|忘记|忘掉|不要理会).{0,12}(?:指令|指示|规则|提示|设定|要求)",
-            r"(?:指示|ルール|命令|ルール).{0,12}(?:無視|忘れ)",
+            r"(?:忽略|无视|忘记|忘掉|不要理会|抛开|放弃|不要遵守).{0,12}(?:指令|指示|规则|提示|设定|要求)",
+            r"(?:指令|指示|规则).{0,6}(?:抛在脑后|抛开|作废)",
+            r"(?:指示|ルール|命令|規則).{0,12}(?:無視|忘れ|捨て|従わない)",
+            r"\byour (?:guidelines|instructions|rules|polic(?:y|ies)) (?:have|has) (?:just )?(?:been )?(?:updated|changed|lifted|removed)",
             r"(?:지시|규칙|명령).{0,12}(?:무시|잊어)",
         ),
         skip_quoted=True,
@@ -106,7 +110,8 @@ RULES: tuple[Rule, ...] = (
             r"\b(?:ab jetzt|ab sofort|von nun an) bist du\b|\bdu bist (?:jetzt|nun) (?:eine?n? )?(?:ki|böse)",
             r"\bà partir de maintenant,? tu es\b|\btu es maintenant\b|\ba partir de ahora,? eres\b|\bahora eres\b",
             r"\bora sei\b|\bagora você é\b|\bje bent nu\b|\bтеперь ты\b|你现在是",
-            r"\b(?:unfiltered|uncensored|amoral|unrestricted) (?:ai|chatbot|assistant|model|mode)\b",
+            r"\b(?:unfiltered|uncensored|amoral|unrestricted|evil|malicious|böse|bösartige|malvada|malvagia|méchante)"
+            r" (?:ai|ki|ia|chatbot|assistant|model|mode)\b",
             rf"\b(?:ai|ki|ia|bot|chatbot|assistant|model\w*|mode|modus|ии|dan)\b.{{0,40}}"
             rf"\b(?:without|no|ohne|keine|keinerlei|sans|sin|senza|sem|zonder|без|not bound by)\b\W+(?:\w+\W+){{0,3}}?(?:{_LIMITS})",
             rf"\b(?:without|no|ohne|keine|keinerlei|sans|sin|senza|sem|zonder|без)\b\W+(?:\w+\W+){{0,2}}?(?:{_LIMITS})"
@@ -130,6 +135,10 @@ RULES: tuple[Rule, ...] = (
             r"|nueva tarea|nuovo compito|nova tarefa|your (?:real|new|next) task)\b",
             r"\b(?:now|nun|jetzt) (?:new|further|neue|weitere) (?:tasks|instructions|aufgaben|anweisungen) (?:follow|folgen)\b",
             r"\b(?:nun|jetzt) folg(?:t|en) (?:eine )?(?:neue|weitere) (?:aufgaben?|anweisungen)\b",
+            r"\b(?:answer|respond|reply)\b.{0,40}\b(?:by|from|with|using) your own knowledge\b"
+            r"|\bnot (?:by|from|according to|using) the (?:provided )?(?:articles|documents|context|sources)\b"
+            r"|\bdisregarding the (?:provided )?(?:articles|documents|context|sources)\b"
+            r"|\bdespite what you(?:'ve| have) been (?:told|instructed)\b",
             r"\bsecretly (?:include|add|insert|append|mention)\b|\bfrom now on\b.{0,30}\b(?:every|all|each) (?:answers?|repl(?:y|ies)|responses?)\b",
         ),
         skip_quoted=True,
@@ -167,8 +176,9 @@ RULES: tuple[Rule, ...] = (
             r"(?:prompt|instructions|message)\b",
             r"\b(?:repeat|print|output|copy|show)\b.{0,30}\b(?:text|words|everything|all|prompt)\b.{0,25}\b(?:above|before (?:this|my))",
             r"\bwhat (?:was|is) written (?:at the (?:beginning|start|top)|above|before)",
+            r"\b(?:use|using|with)\b.{0,20}\b(?:information|text|content) (?:in|of) (?:the|your) prompt\b",
             r"(?:^|[.!?:]\s*|please |can you |could you )"
-            r"(?:list|reveal|tell me|give me|print|show|share|verrate|dimmi|dime|dis-moi|diga-me|скажи)\b.{0,30}"
+            r"(?:list|reveal|tell me|give me|print|show|share|output|dump|display|verrate|dimmi|dime|dis-moi|diga-me|скажи)\b.{0,30}"
             r"\b(?:api[- ]?keys?|passwords?|passwörter|credentials|secret keys?|access tokens?|mot de passe|contraseña|senha|пароль)\b",
             r"(?:输出|显示|告诉我|泄露|重复|打印).{0,10}(?:系统提示|提示词|系统指令)",
             r"システムプロンプト.{0,12}(?:表示|教え|出力)",
