@@ -73,6 +73,7 @@ class TestPhones:
     @pytest.mark.parametrize(
         "phone",
         [
+            "03.93.92.16.85",
             "+1-984-182-0190",
             "+44 20 7946 0958",
             "+41 (0)85 806 98 67",
@@ -85,7 +86,12 @@ class TestPhones:
         assert _patterns(f"You can reach me at {phone} today") == [("PHONE_NUMBER", phone)]
 
     def test_short_numbers_years_and_dates_are_not_phones(self) -> None:
-        for text in ("We sold 1500 units in 2023", "Released on 2021-03-04", "top 20 songs at #15"):
+        for text in (
+            "We sold 1500 units in 2023",
+            "Released on 2021-03-04",
+            "On 2007-01-17 23:08:55 it began",
+            "top 20 songs at #15",
+        ):
             assert _patterns(text) == [], text
 
     def test_context_lifts_a_plain_group(self) -> None:

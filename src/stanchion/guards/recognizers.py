@@ -160,10 +160,8 @@ def phones(text: str) -> Iterator[Found]:
             except phonenumbers.NumberParseException:
                 valid = False
             score = 0.95 if valid else 0.5
-        elif re.fullmatch(
-            r"\d{4}[- ]\d{2}[- ]\d{2}|\d{2}[./-]\d{2}[./-]\d{4}|\d{1,2}[./]\d{1,2}[./]\d{2,4}", raw
-        ):
-            continue  # a date
+        elif re.match(r"(?:\d{4}-\d{2}-\d{2}|\d{1,2}([./])\d{1,2}\1\d{2,4}|\d{2}-\d{2}-\d{4})(?:\s|$)", raw):
+            continue  # a date, maybe with its hour ("2007-01-17 23:08")
         elif raw.startswith(("0", "(")) or (grouped and len(digits) >= 9):
             score = 0.7
         elif len(digits) == 10 or (grouped and len(digits) >= 8):
