@@ -174,6 +174,10 @@ class TestAddressesAndNames:
         text = "20789 Allika 46\n Suite 501\n Riisa\n\n Estonia 62488"
         assert _patterns(text) == [("STREET_ADDRESS", text)]
 
+    def test_the_subject_of_a_persons_verb_is_a_name_a_pronoun_is_not(self) -> None:
+        text = "Magnus spent a year at Acme. She moved here from Oslo and Tove Lind lives in Bergen."
+        assert _texts(rec.person_names, text) == ["Magnus", "Tove Lind"]
+
     def test_country_names_need_a_capital(self) -> None:
         assert _texts(rec.countries, "From New Zealand to Norway, on fine china") == ["New Zealand", "Norway"]
 
