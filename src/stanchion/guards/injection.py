@@ -101,8 +101,10 @@ class InjectionModel:
 
 
 def windows(text: str) -> list[str]:
-    """``text`` cut into overlapping windows of at most ``WINDOW_CHARS`` (one if it is short)."""
-    if len(text) <= WINDOW_CHARS:
+    """``text`` cut into overlapping windows of at most ``WINDOW_CHARS`` (one if it is short: up to
+    ``WINDOW_CHARS + _OVERLAP``, so a 1,000-character chunk that ``clean`` lengthened a little stays
+    one window and its stored vector serves)."""
+    if len(text) <= WINDOW_CHARS + _OVERLAP:
         return [text]
     step = WINDOW_CHARS - _OVERLAP
     return [text[start : start + WINDOW_CHARS] for start in range(0, len(text) - _OVERLAP, step)]

@@ -83,7 +83,6 @@ RULES: tuple[Rule, ...] = (
         "override_instructions",
         _rx(
             rf"\b(?:{_VERB})\b{_W}(?:{_OBJECT})\b",
-            rf"\b(?:{_VERB})\b\W+(?:{_OBJECT})\b",
             r"\b(?:previous|prior|above|earlier|preceding|old|original) (?:instructions|rules|information)\b"
             r".{0,30}\b(?:outdated|void|irrelevant|no longer|not apply|do not apply)",
             r"\b(?:vorherigen|bisherigen|obigen) (?:anweisungen|instruktionen|informationen|ausführungen)\b"
@@ -236,6 +235,10 @@ def clean(text: str) -> str:
 
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+# A word of letters with digits inside (1gn0re, prev10us), not a name ending in a number (python3, v1).
+_LEET_WORD = re.compile(
+    r"\b[^\W_]*[013457][^\W_]*[^\W\d_]{2,}[^\W_]*\b|\b[^\W\d_]+[013457]+[^\W\d_]+[^\W_]*\b"
+)
 _SPACED = re.compile(r"\b\w(?: \w){2,}\b|\b\w(?:[.\-_*]\w){2,}\b")
 _BASE64 = re.compile(r"(?<![\w+/])[A-Za-z0-9+/]{16,}={0,2}(?![\w+/=])")
 _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
@@ -244,7 +247,7 @@ _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){8,}\b")
 def _deobfuscate(text: str) -> str:
     """Spaced or dotted letters joined ("I g n o r e" -> "Ignore"), digits inside words read as letters."""
     joined = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), text)
-    return re.sub(r"\b\w*[013457@$]\w*\b", lambda m: m.group().translate(_LEET), joined)
+    return _LEET_WORD.sub(lambda m: m.group().translate(_LEET), joined)
 
 
 def _decoded_blobs(text: str) -> list[str]:
