@@ -147,7 +147,15 @@ class TestSecrets:
 class TestAddressesAndNames:
     @pytest.mark.parametrize(
         "address",
-        ["217 Lovers Lane", "Via Roma 131", "Puruntie 82", "PSC 5217, Box 4854\nAPO AP 43617", "Suite 318"],
+        [
+            "217 Lovers Lane",
+            "Via Roma 131",
+            "Puruntie 82",
+            "PSC 5217, Box 4854\nAPO AP 43617",
+            "Suite 318",
+            "Nieuwe Baan 473",
+            "USNS Møller\nFPO AA 85844",
+        ],
     )
     def test_street_addresses(self, address: str) -> None:
         assert _texts(rec.street_addresses, f"Send it to {address}") == [address]

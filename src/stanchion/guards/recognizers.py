@@ -244,7 +244,7 @@ def secrets(text: str) -> Iterator[Found]:
 _STREET_WORDS = (
     r"Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Square|Sq"
     r"|Terrace|Parkway|Pkwy|Circle|Close|Crescent|Grove|Gardens|Greens|Mall|Highway|Hwy|Row|Walk"
-    r"|Hill|Park|Mews|Alley|Trail|Plaza|Route"
+    r"|Hill|Park|Mews|Alley|Trail|Plaza|Route|Gateway|Flats|Courts|Baan|utca|út|tér|körút|ulica|gata|vej"
 )
 _STREET_PREFIX = (
     r"Via|Viale|Rua|Rue|rue|Avenida|Av\.|Calle|Carrer|Plaza|Piazza|ul\.|ulica|Corso|Chemin|Boulevard"
@@ -257,7 +257,7 @@ _UNIT = r"(?i:Suite|Ste\.?|Apt\.?|Apartment|Unit|Flat|Box|PSC|Floor)\s+\d+[A-Za-
 _WORD = r"[^\W\d_][\w'’.-]*"
 _CAP = r"[^\W\d_a-z][\w'’.-]*"
 _TAIL = (  # units, a city, a region, a country, a postcode: on further lines or after commas
-    rf"(?:(?:\s*,\s*|\s*\n\s*|\s+)(?:{_UNIT}|\d{{3,6}}(?:-\d{{4}})?(?![ ]?\d)|[A-Z]{{2}}\s+\d{{3,6}}(?![ ]?\d)"
+    rf"(?:(?:\.?\s*,\s*|\.?\s*\n\s*|\.?\s+)(?:{_UNIT}|\d{{3,6}}(?:-\d{{4}})?(?![ ]?\d)|[A-Z]{{2}}\s+\d{{3,6}}(?![ ]?\d)"
     rf"|{_CAP}(?:[ -](?:{_CAP}|\(\w+\)))*(?:\s+\d{{4,6}})?))*"
 )
 _ADDRESS = re.compile(
@@ -267,7 +267,9 @@ _ADDRESS = re.compile(
     rf"|(?:\d{{1,6}}\s+)?{_WORD}(?:{_STREET_SUFFIX})\s+\d{{1,5}}[A-Za-z]?"
     rf"|(?:\d{{1,6}}\s+)?(?:{_STREET_PREFIX})\s+(?:{_WORD}\s+){{0,4}}?\d{{1,5}}[A-Za-z]?"
     rf"|\d{{1,6}}\s+(?:{_CAP}\s+){{0,4}}{_CAP}\s+\d{{1,5}}[A-Za-z]?(?=\s*(?:,|\n|{_UNIT}))"
-    rf"|(?:PSC|Unit)\s+\d{{3,5}},?\s+Box\s+\d{{3,5}}(?:\s+[AD]PO\s+A[AEP]\s+\d{{5}})?"
+    rf"|(?i:(?:PSC|Unit)\s+\d{{3,5}},?\s+Box\s+\d{{3,5}}(?:\s+[AD]PO\s+A[AEP]\s+\d{{5}})?)"
+    rf"|(?i:(?:USNS|USNV|USS|USCGC)\s+{_WORD}\s+FPO\s+A[AEP]\s+\d{{5}})"  # US military mail
+    rf"|(?:{_CAP}\s+){{1,3}}(?:{_STREET_WORDS})\.?\s+\d{{1,5}}[A-Za-z]?\b"  # "Nieuwe Baan 473", "Erzsébet tér 19"
     rf"|{_UNIT}"
     rf"){_TAIL}"
 )
