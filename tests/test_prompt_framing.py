@@ -58,15 +58,15 @@ def test_a_retry_keeps_the_framing_and_the_documents_correction_is_not_the_promp
 def test_every_prompt_draws_its_own_nonce_and_never_one_a_text_holds() -> None:
     first, second = _packed([("a", "t")]), _packed([("a", "t")])
     assert first.nonce != second.nonce
-    from stanchion.answer import prompt
+    from stanchion.core import framing
 
     drawn = iter(["deadbeefdeadbeef", "0123456789abcdef"])
-    original = prompt.secrets.token_hex
-    prompt.secrets.token_hex = lambda n: next(drawn)  # type: ignore[assignment]
+    original = framing.secrets.token_hex
+    framing.secrets.token_hex = lambda n: next(drawn)  # type: ignore[assignment]
     try:
         packed = _packed([("a text quoting source-deadbeefdeadbeef", "t")])
     finally:
-        prompt.secrets.token_hex = original  # type: ignore[assignment]
+        framing.secrets.token_hex = original  # type: ignore[assignment]
     assert packed.nonce == "0123456789abcdef"
 
 
