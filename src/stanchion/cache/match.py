@@ -42,9 +42,9 @@ from importlib.resources import files
 from itertools import pairwise
 from typing import Any
 
+from stanchion.cache.match_opposites import COMPARATIVE, POLAR, POLAR_DIRECTIONS, POLAR_MORE, QUANTIFIERS
 from stanchion.cache.match_words import (
     CAP_COMMON,
-    COMPARATIVE,
     COMPATIBLE,
     CONNECTORS,
     MODIFIERS,
@@ -53,10 +53,6 @@ from stanchion.cache.match_words import (
     NEGATORS,
     NUMBER_WORDS,
     PHRASES,
-    POLAR,
-    POLAR_DIRECTIONS,
-    POLAR_MORE,
-    QUANTIFIERS,
     QUESTION_WORDS,
     RELATIVE_DAYS,
     RELATIVE_PERIODS,
