@@ -10,10 +10,30 @@ carries ``X-Stanchion-Cache`` (``hit-exact``, ``hit-semantic``, ``miss``, ``bypa
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 
 from stanchion.cache.result import HEADER
 from stanchion.pipeline import Call
+from stanchion.server.context import ServerContext
+from stanchion.state import Principal
+
+
+def identity(
+    ctx: ServerContext, principal: Principal, request: Request, route: str, body_cache: bool | None
+) -> dict[str, Any]:
+    """What every cached endpoint's ``grounded_request`` / ``gateway_request`` takes alike: the
+    route and its config digest and cache settings, the caller, and the client's cache headers."""
+    return {
+        "route": route,
+        "config": ctx.cache_config(route),
+        "settings": ctx.app.spec.routes[route].cache,
+        "tenant": principal.tenant,
+        "user": principal.user,
+        "bypass": bypass_requested(request, body_cache),
+        "store": store_allowed(request),
+    }
 
 
 def bypass_requested(request: Request, body_cache: bool | None) -> bool:

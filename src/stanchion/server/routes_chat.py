@@ -27,7 +27,7 @@ from stanchion.models.base import ChatOptions, Piece, aclose_quietly, stream_pie
 from stanchion.models.pricing import ModelCost, estimate_tokens
 from stanchion.pipeline import Call, Pipeline, RequestContext
 from stanchion.server.accounting import token_reserve
-from stanchion.server.cache_io import bypass_requested, cache_json, store_allowed
+from stanchion.server.cache_io import cache_json, identity
 from stanchion.server.chunks import DONE, ChunkFramer
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit, request_context
@@ -111,7 +111,6 @@ async def chat_completions(
     )
     route = ctx.app.spec.routes[body.model]
     grounded = route.grounded
-    bypass = bypass_requested(request, body.cache)
     question = ""
     ask: dict[str, Any] = {}  # a grounded route's Answerer arguments
     options = ChatOptions()
@@ -135,31 +134,19 @@ async def chat_completions(
             }
             if route.cache is not None:
                 call.cache = grounded_request(
-                    route=body.model,
-                    config=ctx.cache_config(body.model),
-                    settings=route.cache,
-                    tenant=principal.tenant,
-                    user=principal.user,
+                    **identity(ctx, principal, request, body.model, body.cache),
                     question=question,
                     history=history,
                     params={"k": body.k, "filters": sorted(body.filters)},
                     where=ask["where"],
-                    bypass=bypass,
-                    store=store_allowed(request),
                 )
         else:
             options = _options(body, call.context)
             if route.cache is not None:
                 call.cache = gateway_request(
-                    route=body.model,
-                    config=ctx.cache_config(body.model),
-                    settings=route.cache,
-                    tenant=principal.tenant,
-                    user=principal.user,
+                    **identity(ctx, principal, request, body.model, body.cache),
                     messages=messages,
                     params=_cached_params(options),
-                    bypass=bypass,
-                    store=store_allowed(request),
                 )
 
     async def retrieve(call: Call) -> None:

@@ -15,7 +15,7 @@ from stanchion.models.pricing import estimate_tokens
 from stanchion.pipeline import Call
 from stanchion.retrieve.search import SearchResult
 from stanchion.server.accounting import token_reserve
-from stanchion.server.cache_io import bypass_requested, store_allowed
+from stanchion.server.cache_io import identity
 from stanchion.server.deps import Caller, Ctx, request_context
 from stanchion.server.schemas import (
     WITH_BODY,
@@ -105,17 +105,11 @@ async def answer(
         where = ctx.where(principal, body.filters)  # a bad filter is a 422, before the call is accepted
         if cache is not None:
             call.cache = grounded_request(
-                route=route,
-                config=ctx.cache_config(route),
-                settings=cache,
-                tenant=principal.tenant,
-                user=principal.user,
+                **identity(ctx, principal, request, route, body.cache),
                 question=body.question,
                 history=(),
                 params={"k": body.k, "filters": sorted(body.filters)},
                 where=where,
-                bypass=bypass_requested(request, body.cache),
-                store=store_allowed(request),
             )
 
     async def retrieve(call: Call) -> None:
