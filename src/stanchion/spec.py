@@ -108,6 +108,11 @@ class SourceSpec(_Strict):
     access_groups: list[str] = Field(default_factory=list, description="empty = visible to every caller")
     tenant: str = Field("default", pattern=_NAME, description="the tenant whose API keys may see this source")
     max_file_mb: float = Field(50.0, gt=0)
+    pii: Literal["keep", "mask", "drop"] = Field(
+        "keep",
+        description="PII in this source's text at ingestion: keep it, mask each value as its type "
+        "(<EMAIL_ADDRESS>), or drop the chunks that hold any",
+    )
 
 
 class EmbeddingSpec(_Strict):
@@ -296,6 +301,86 @@ class RateLimitSpec(_Strict):
     tokens_per_minute: int = Field(200_000, ge=1, description="per API key, prompt + completion")
 
 
+PiiEntity = Literal[
+    "PERSON",
+    "LOCATION",
+    "STREET_ADDRESS",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "IP_ADDRESS",
+    "SECRET",
+    "DATE_TIME",
+]
+InjectionAction = Literal["off", "flag", "strip", "block"]
+
+
+class PiiGuardSpec(_Strict):
+    """PII masked before a remote model reads it, restored in what the caller gets back."""
+
+    style: Literal["placeholder", "fake"] = Field(
+        "placeholder", description="what a remote model sees: <PERSON_1>, or realistic fake values"
+    )
+    entities: list[PiiEntity] | None = Field(
+        None, description="entity types to mask (default: all but DATE_TIME)"
+    )
+    thresholds: dict[PiiEntity, float] = Field(
+        default_factory=dict, description="per entity: the detector score a value needs (default 0.5)"
+    )
+    exempt_local: bool = Field(
+        True, description="in-process models (llamacpp, extractive) read the original text"
+    )
+    timeout_s: float = Field(
+        2.0, gt=0, le=60, description="detection time limit; past it the request is refused, nothing sent"
+    )
+    vault_ttl_s: float = Field(
+        3600.0, gt=0, description="how long a conversation's pseudonyms are kept after its last request"
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _scores(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        for entity, score in thresholds.items():
+            if not 0.0 <= score <= 1.0:
+                raise ValueError(f"{entity}: {score} is not a score between 0 and 1")
+        return thresholds
+
+
+class InjectionGuardSpec(_Strict):
+    """The prompt-injection check on what the caller sends, retrieved sources and tool results.
+    ``flag`` lets the text through and records it (audit, response); ``strip`` removes the
+    sentences that attack; ``block`` refuses (input: 400 ``prompt_injection``; a source or tool
+    result is left out)."""
+
+    input: InjectionAction = Field("block", description="the caller's messages")
+    sources: InjectionAction = Field("strip", description="retrieved chunks, before any prompt")
+    tool_results: InjectionAction = Field("strip", description="tool results a client or agent sends on")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="classifier probability that flags (default: the model's own)"
+    )
+
+
+class OutputGuardSpec(_Strict):
+    """Checks on an answer before the caller sees it (a stream: when it ends, flagged only)."""
+
+    system_prompt: Literal["off", "flag", "block"] = Field(
+        "block", description="an answer that repeats the system prompt"
+    )
+    pii: Literal["off", "flag", "redact", "block"] = Field(
+        "redact", description="PII in an answer that was in neither the caller's input nor its sources"
+    )
+
+
+class GuardsSpec(_Strict):
+    """Each guard is on when its key is present (``pii: {}`` takes the defaults)."""
+
+    pii: PiiGuardSpec | None = Field(None, description="mask PII for remote models, restore it in answers")
+    injection: InjectionGuardSpec | None = Field(None, description="prompt-injection checks")
+    output: OutputGuardSpec | None = Field(None, description="checks on answers")
+
+
 class ServerSpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -343,6 +428,7 @@ class Spec(_Strict):
     answer: AnswerSpec = AnswerSpec()
     server: ServerSpec = ServerSpec()
     tools: dict[str, ToolConfig] = Field(default_factory=_default_tools)
+    guards: GuardsSpec = GuardsSpec()
     # Where relative paths resolve from: the spec file's folder (not part of the YAML).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
