@@ -97,9 +97,34 @@ class Document:
         return content_hash("\x00".join((self.title, self.text, meta, "\x1f".join(self.access_groups))))
 
 
+INJECTION_CLASSIFIER = "classifier"  # the reason a mark names when the classifier alone flagged
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionMark:
+    """What the prompt-injection check found on a chunk at ingestion (``guards.injection``):
+    ``score`` in [0, 1] and ``reasons``, the rules that matched plus ``classifier`` when its
+    score reached the threshold then. Flagged when it names any reason. Kept in a column of the
+    store of its own, never in metadata, so no document or filter can write or hide it."""
+
+    score: float
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.reasons)
+
+    def at(self, threshold: float) -> InjectionMark:
+        """The mark under another classifier threshold (a rule's reason stays)."""
+        rules = tuple(r for r in self.reasons if r != INJECTION_CLASSIFIER)
+        return InjectionMark(self.score, rules + ((INJECTION_CLASSIFIER,) if self.score >= threshold else ()))
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A retrievable piece of a document, with the metadata filters and citations need."""
+    """A retrievable piece of a document, with the metadata filters and citations need.
+    ``injection``: the prompt-injection check's finding at ingestion; None for a chunk indexed
+    before the check existed (it is checked when retrieved)."""
 
     id: str
     document_id: str
@@ -107,6 +132,7 @@ class Chunk:
     position: int
     metadata: Metadata = field(default_factory=dict)
     access_groups: tuple[str, ...] = ()
+    injection: InjectionMark | None = None
 
     @property
     def hash(self) -> str:

@@ -77,7 +77,27 @@ class TestSQLiteFile:
     def test_migrations_recorded(self, tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "m.db").close()
         names = [r[0] for r in sqlite3.connect(tmp_path / "m.db").execute("SELECT name FROM _migrations")]
-        assert names == ["m001_initial", "m002_documents_by_tenant"]
+        assert names == ["m001_initial", "m002_documents_by_tenant", "m003_chunk_injection"]
+
+    def test_chunks_from_before_m003_read_back_unchecked(self, tmp_path: Path) -> None:
+        """An index written before the injection columns existed upgrades in place; its chunks come
+        back with no mark (None: checked when retrieved), and new writes keep theirs."""
+        path = tmp_path / "m.db"
+        db = sqlite3.connect(path)
+        migrate_to(db, "m002_documents_by_tenant")
+        db.execute("INSERT INTO documents VALUES ('d', 'src', 'p', 't', 'h', 'u', '{}', '[]', 1)")
+        db.execute(
+            "INSERT INTO chunks(id, document_id, position, text, hash, model, metadata, access_groups, public)"
+            " VALUES ('d#0', 'd', 0, 'old text', 'h0', 'm', '{}', '[]', 1)"
+        )
+        db.commit()
+        db.close()
+        store = SQLiteStore(path)
+        try:
+            (chunk,) = store.chunks(["d#0"])
+            assert chunk.text == "old text" and chunk.injection is None
+        finally:
+            store.close()
 
     def test_an_index_from_before_m002_is_upgraded_and_lists_by_tenant_through_it(
         self, tmp_path: Path
@@ -102,6 +122,16 @@ class TestSQLiteFile:
         finally:
             db.close()
         assert "documents_tenant" in plan and "TEMP B-TREE" not in plan
+
+
+def migrate_to(db: sqlite3.Connection, last: str) -> None:
+    """Apply the index's migrations up to and including ``last``, as an older release did."""
+    from stanchion.index.migrations import LEDGER, MIGRATIONS
+    from stanchion.migrations import SQLiteTarget
+    from stanchion.migrations import migrate as run
+
+    names = [m.name for m in MIGRATIONS]
+    run(SQLiteTarget(db), MIGRATIONS[: names.index(last) + 1], LEDGER)
 
 
 class TestFiltersInMemory:

@@ -76,6 +76,15 @@ MIGRATIONS: list[Migration] = [
         "m002_documents_by_tenant",
         {"sqlite": f"CREATE INDEX documents_tenant ON documents({DOCUMENT_TENANT}, id)"},
     ),
+    # The prompt-injection check's finding per chunk (``types.InjectionMark``): NULL for chunks
+    # indexed before it existed. Columns, not metadata: no document or filter can write or hide it.
+    Migration(
+        "m003_chunk_injection",
+        {
+            "sqlite": "ALTER TABLE chunks ADD COLUMN injection_score REAL;"
+            " ALTER TABLE chunks ADD COLUMN injection_reasons TEXT"
+        },
+    ),
 ]
 
 

@@ -53,6 +53,15 @@ def migrations(dim: int) -> list[Migration]:
                 "postgres": f"ALTER TABLE {SCHEMA}.corpus_stats ADD COLUMN generation bigint NOT NULL DEFAULT 0"
             },
         ),
+        # The prompt-injection check's finding per chunk (``types.InjectionMark``): NULL for chunks
+        # indexed before it existed. Columns, not metadata: no document or filter can write or hide it.
+        Migration(
+            "m004_chunk_injection",
+            {
+                "postgres": f"ALTER TABLE {SCHEMA}.chunks ADD COLUMN injection_score double precision,"
+                " ADD COLUMN injection_reasons text[]"
+            },
+        ),
     ]
 
 

@@ -49,7 +49,7 @@ from stanchion.index.filter_index import filter_key
 from stanchion.index.pg_migrations import DOCUMENT_TENANT, SCHEMA, connect, describe_dsn, migrate, redact_dsn
 from stanchion.index.pg_sql import bm25_sql, vector_sql, where_sql
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
-from stanchion.types import Chunk
+from stanchion.types import Chunk, InjectionMark
 
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 KEYWORD_WINDOW = 1000  # best keyword matches checked against a broad filter before checking them all
@@ -132,9 +132,11 @@ class PostgresStore:
                 for chunk, vector in zip(item.chunks, item.vectors, strict=True):
                     tokens = analyze(index_text(chunk))
                     tf = Counter(tokens)
+                    mark = chunk.injection
                     chunks.append(
                         (chunk.id, doc.id, chunk.position, chunk.text, chunk.hash, model,
                          _jsonb(chunk.metadata), list(chunk.access_groups), len(tokens), vector,
+                         None if mark is None else mark.score, None if mark is None else list(mark.reasons),
                          len(tokens), list(tf), list(tf.values()))
                     )  # fmt: skip
                     cache[chunk.hash] = vector
@@ -147,8 +149,8 @@ class PostgresStore:
             # One statement per chunk inserts the chunk and its postings.
             cur.executemany(
                 f"WITH c AS (INSERT INTO {_S}.chunks (id, document_id, position, text, hash, model,"
-                " metadata, access_groups, length, embedding)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING rowid)"
+                " metadata, access_groups, length, embedding, injection_score, injection_reasons)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING rowid)"
                 f" INSERT INTO {_S}.postings (chunk, term, tf, len)"
                 " SELECT c.rowid, u.term, u.tf, %s FROM c, unnest(%s::text[], %s::int[]) AS u(term, tf)",
                 chunks,
@@ -280,11 +282,17 @@ class PostgresStore:
             return []
         with self._connection("reading chunks") as conn:
             rows = conn.execute(
-                "SELECT id, document_id, text, position, metadata, access_groups"
-                f" FROM {_S}.chunks WHERE id = ANY(%s)",
+                "SELECT id, document_id, text, position, metadata, access_groups, injection_score,"
+                f" injection_reasons FROM {_S}.chunks WHERE id = ANY(%s)",
                 [list(ids)],
             )
-            found = {r[0]: Chunk(r[0], r[1], r[2], r[3], r[4], tuple(r[5])) for r in rows}
+            found = {
+                r[0]: Chunk(
+                    r[0], r[1], r[2], r[3], r[4], tuple(r[5]),
+                    None if r[6] is None else InjectionMark(float(r[6]), tuple(r[7] or ())),
+                )
+                for r in rows
+            }  # fmt: skip
         return [found[i] for i in ids if i in found]
 
     def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[Scored]:

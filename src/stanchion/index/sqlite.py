@@ -35,12 +35,12 @@ from stanchion.index.bm25 import BM25Index
 from stanchion.index.filter_index import FilterIndex, StaleSnapshot, positions
 from stanchion.index.migrations import DOCUMENT_TENANT, migrate
 from stanchion.index.store import DocumentWrite, Scored, StoredDocument, StoreStats, Vector
-from stanchion.types import Chunk
+from stanchion.types import Chunk, InjectionMark
 
 KeywordEngine = Literal["memory", "fts5"]
 _T = TypeVar("_T", BM25Index, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]])
 log = logging.getLogger(__name__)
-_CHUNK_COLUMNS = "c.id, c.document_id, c.text, c.position, c.metadata, c.access_groups"
+_CHUNK_COLUMNS = "c.id, c.document_id, c.text, c.position, c.metadata, c.access_groups, c.injection_score, c.injection_reasons"
 
 
 class SQLiteStore:
@@ -103,8 +103,8 @@ class SQLiteStore:
         )
         for chunk, vector in zip(item.chunks, item.vectors, strict=True):
             cur = self._db.execute(
-                "INSERT INTO chunks(id, document_id, position, text, hash, model, metadata, access_groups, public)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO chunks(id, document_id, position, text, hash, model, metadata, access_groups, public,"
+                " injection_score, injection_reasons) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     chunk.id,
                     doc.id,
@@ -115,6 +115,8 @@ class SQLiteStore:
                     _dumps(dict(chunk.metadata)),
                     _dumps(list(chunk.access_groups)),
                     0 if chunk.access_groups else 1,
+                    None if chunk.injection is None else chunk.injection.score,
+                    None if chunk.injection is None else _dumps(list(chunk.injection.reasons)),
                 ),
             )
             rowid = cur.lastrowid
@@ -482,6 +484,7 @@ def _chunk(row: Sequence[Any]) -> Chunk:
         position=row[3],
         metadata=json.loads(row[4]),
         access_groups=tuple(json.loads(row[5])),
+        injection=None if row[6] is None else InjectionMark(float(row[6]), tuple(json.loads(row[7] or "[]"))),
     )
 
 
