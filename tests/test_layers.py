@@ -31,7 +31,7 @@ LAYERS: list[list[str]] = [
     ["spec"],
     ["models"],
     ["index", "state", "cache", "guards"],  # storage (index, state, response cache); guards (PII, injection)
-    ["ingest", "retrieve"],
+    ["ingest", "retrieve", "memory"],  # memory: a user's facts and preferences, on the state database
     ["answer", "tools"],  # grounded answers; the tools a model may call (search, SQL, HTTP, ...)
     ["app"],  # the composition root: build(spec) -> App
     ["pipeline"],
