@@ -77,6 +77,8 @@ def render_ingest_summary(console: Console, summary: IngestSummary) -> None:
         ("files unchanged (not read)", summary.skipped),
         ("documents deleted", summary.deleted),
         ("duplicates merged (exact / near)", f"{summary.exact_duplicates} / {summary.near_duplicates}"),
+        ("PII masked / chunks dropped", f"{summary.pii_masked} / {summary.pii_dropped}"),
+        ("chunks flagged: prompt injection", summary.injection_flagged),
         ("failed files", len(summary.failed)),
         ("seconds", f"{summary.seconds:.2f}"),
     ]

@@ -151,7 +151,9 @@ class InjectionDetector:
         return self.check_many([text], vectors=None if vector is None else vector.reshape(1, -1))[0]
 
     def check_many(self, texts: Sequence[str], *, vectors: Vectors | None = None) -> list[InjectionVerdict]:
-        """Verdicts in order; all windows are embedded in one call. Same results as ``check``."""
+        """Verdicts in order; all windows are embedded in one call. Same results as ``check``.
+        ``vectors``: the texts' embeddings, rows aligned with ``texts``; a text that fits one window
+        is scored on its row, only longer ones are embedded again, window by window."""
         cleaned = [clean(t) for t in texts]
         hits = [rule_hits(c) for c in cleaned]
         if not self._classifier:
@@ -159,15 +161,16 @@ class InjectionDetector:
         if vectors is not None and len(vectors) != len(texts):
             raise ValueError(f"{len(vectors)} vectors for {len(texts)} texts")
         parts = [windows(c) for c in cleaned]
-        owners = [i for i, p in enumerate(parts) for _ in p]
-        pieces = [w for p in parts for w in p]
-        if vectors is not None and all(len(p) == 1 for p in parts):
-            embedded = np.asarray(vectors, dtype=np.float32)
-        else:
-            embedded = self.embedder.embed(pieces) if pieces else np.zeros((0, self._model.dim), np.float32)
+        given = [vectors is not None and len(p) == 1 for p in parts]
+        owners = [i for i, p in enumerate(parts) if not given[i] for _ in p]
+        pieces = [w for i, p in enumerate(parts) if not given[i] for w in p]
+        embedded = self.embedder.embed(pieces) if pieces else np.zeros((0, self._model.dim), np.float32)
         best = [0.0] * len(texts)
         for owner, piece, vec in zip(owners, pieces, embedded, strict=True):
             best[owner] = max(best[owner], self._probability(vec, piece, hits[owner]))
+        for i in (i for i, yes in enumerate(given) if yes):
+            assert vectors is not None
+            best[i] = self._probability(np.asarray(vectors[i], dtype=np.float32), parts[i][0], hits[i])
         verdicts = []
         for h, p in zip(hits, best, strict=True):
             reasons = h + ((CLASSIFIER,) if p >= self.threshold else ())

@@ -37,7 +37,10 @@ import numpy as np
 
 from stanchion.core.embed import Embedder
 from stanchion.core.text import index_text
-from stanchion.errors import IngestError
+from stanchion.errors import GuardError, IngestError
+from stanchion.guards.ingest_pii import IngestPii
+from stanchion.guards.injection import InjectionDetector, InjectionModel
+from stanchion.guards.pii import PiiDetector
 from stanchion.index.store import DocumentWrite, Store
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.clean import Deduper, Duplicate
@@ -46,8 +49,8 @@ from stanchion.ingest.loaders.base import LoadContext
 from stanchion.ingest.read_ahead import ReadAhead
 from stanchion.ingest.tokens import Tokenizer
 from stanchion.ingest.units import DEFAULT_GLOBS, Unit, enumerate_units, signature
-from stanchion.spec import SourceSpec, Spec
-from stanchion.types import TENANT_KEY, Chunk, Document, unstorable
+from stanchion.spec import PiiGuardSpec, SourceSpec, Spec
+from stanchion.types import TENANT_KEY, Chunk, Document, InjectionMark, unstorable
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,9 @@ class IngestSummary:
     units: int = 0
     batches: int = 0  # commits of written documents
     failed: list[Failure] = field(default_factory=list)
+    pii_masked: int = 0  # PII values masked (sources with ``pii: mask``, and titles/metadata of ``drop``)
+    pii_dropped: int = 0  # chunks left out for holding PII (``pii: drop``)
+    injection_flagged: int = 0  # chunks written that the prompt-injection check flagged
     # Sources that held nothing to ingest (an empty folder, a glob matching no file): not a failure,
     # but never silent either.
     warnings: list[str] = field(default_factory=list)
@@ -124,6 +130,8 @@ class IngestSummary:
             "embedded": self.embedded,
             "cached": self.cached,
             "duplicates": {"exact": self.exact_duplicates, "near": self.near_duplicates},
+            "pii": {"masked": self.pii_masked, "dropped_chunks": self.pii_dropped},
+            "injection_flagged": self.injection_flagged,
             "units": self.units,
             "batches": self.batches,
             "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
@@ -155,6 +163,11 @@ class _UnitEnd:
     exact: int = 0
     near: int = 0
     failure: Failure | None = None
+    # Documents that failed alone (PII detection): the rest are written, the failed ones keep
+    # their indexed version, and the unit is not marked done, so the next run reads it again.
+    failed_documents: tuple[Failure, ...] = ()
+    pii_masked: int = 0
+    pii_dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -189,6 +202,38 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.batch_chunks = batch_chunks
         self.read_ahead = read_ahead
+        self._injection: InjectionDetector | None = None
+        self._pii: PiiDetector | None = None
+
+    @property
+    def injection(self) -> InjectionDetector:
+        """The prompt-injection check every chunk gets before it is written: rules, and the
+        classifier on the vectors ingestion computes anyway (when the embedder is the one it was
+        fit on; rules alone otherwise)."""
+        if self._injection is None:
+            guard = self.spec.guards.injection
+            threshold = guard.threshold if guard is not None and guard.threshold else None
+            fitted = InjectionModel.packaged()
+            if self.embedder.name == fitted.embedder:
+                self._injection = InjectionDetector(self.embedder, threshold=threshold, model=fitted)
+            else:
+                self._injection = InjectionDetector(threshold=threshold, classifier=False, model=fitted)
+        return self._injection
+
+    def _source_pii(self, source: SourceSpec) -> IngestPii | None:
+        """What masks or drops PII in ``source`` (``pii: mask | drop``); None for ``keep``."""
+        if source.pii == "keep":
+            return None
+        if self._pii is None:
+            guard = self.spec.guards.pii
+            self._pii = (
+                PiiDetector(
+                    entities=guard.entities, thresholds={str(k): v for k, v in guard.thresholds.items()}
+                )
+                if guard is not None
+                else PiiDetector()
+            )
+        return IngestPii(source.pii, self._pii, keep_metadata=source.metadata)
 
     def run(
         self,
@@ -271,7 +316,7 @@ class Pipeline:
         root = self.spec.resolve(source.path)
         if not root.exists():
             return None  # reported by _units; never delete an index because a mount is missing
-        fingerprint = _fingerprint(source, self.embedder.name)
+        fingerprint = _fingerprint(source, self.embedder.name, self.spec.guards.pii)
         stored = self.store.units(source.name)
         present = {u.relpath for u in units}
         for gone in sorted(set(stored) - present) if prune_missing else ():
@@ -309,11 +354,26 @@ class Pipeline:
             source = plan.source
             deduper = Deduper(source.cleaning.near_duplicate_threshold) if source.cleaning.dedupe else None
             rereads = {unit.relpath for unit, _ in plan.todo}
+            pii = self._source_pii(source)
             for unit, sig in plan.todo:
                 kept: list[str] = []
-                counts = {"unchanged": 0, "exact": 0, "near": 0}
+                counts = {"unchanged": 0, "exact": 0, "near": 0, "masked": 0, "dropped": 0}
+                failed: list[Failure] = []
                 try:
                     for doc in self._load(source, unit):
+                        chunks: list[Chunk] | None = None
+                        masked = dropped = 0
+                        if pii is not None:
+                            try:
+                                doc, masked = pii.document(doc)
+                                chunks, dropped = pii.chunks(self._chunk(source, doc))
+                            except GuardError as exc:
+                                failed.append(Failure(str(unit.path), _pii_failed(doc.id, exc)))
+                                kept.append(doc.id)  # its indexed version stays
+                                continue
+                            if not chunks:  # every chunk held PII: the document is not indexed
+                                counts["dropped"] += dropped
+                                continue
                         stamped = _stamped(
                             doc, plan.fingerprint
                         )  # the fingerprint re-indexes on spec changes
@@ -325,7 +385,10 @@ class Pipeline:
                         if plan.stored_hashes.get(doc.id) == stamped.hash:
                             counts["unchanged"] += 1
                             continue
-                        yield DocumentWrite(stamped, self._chunk(source, doc), _NO_VECTORS, unit.relpath)
+                        counts["masked"] += masked
+                        counts["dropped"] += dropped
+                        chunks = self._chunk(source, doc) if chunks is None else chunks
+                        yield DocumentWrite(stamped, chunks, _NO_VECTORS, unit.relpath)
                 except IngestError as exc:
                     if deduper is not None:
                         deduper.forget(set(kept))  # never written: later copies must not be dropped for them
@@ -345,6 +408,9 @@ class Pipeline:
                     unchanged=counts["unchanged"],
                     exact=counts["exact"],
                     near=counts["near"],
+                    failed_documents=tuple(failed),
+                    pii_masked=counts["masked"],
+                    pii_dropped=counts["dropped"],
                 )
 
     def _load(self, source: SourceSpec, unit: Unit) -> Iterator[Document]:
@@ -415,6 +481,9 @@ class Pipeline:
         summary.unchanged += end.unchanged
         summary.exact_duplicates += end.exact
         summary.near_duplicates += end.near
+        summary.pii_masked += end.pii_masked
+        summary.pii_dropped += end.pii_dropped
+        summary.failed.extend(end.failed_documents)
         progress.unit_done()
         if end.failure is None:
             batch.writes.extend(unit.writes)
@@ -444,9 +513,12 @@ class Pipeline:
                 cached.update(zip((c.hash for c in missing), vectors, strict=True))
                 summary.embedded += len(missing)
                 embedded = len(missing)
+            marks = self._marks(all_chunks, cached)
+            summary.injection_flagged += sum(marks[c.hash].flagged for c in all_chunks)
             writes = [
                 replace(
                     w,
+                    chunks=[replace(c, injection=marks[c.hash]) for c in w.chunks],
                     vectors=np.stack([cached[c.hash] for c in w.chunks])
                     if w.chunks
                     else np.zeros((0, 1), np.float32),
@@ -460,7 +532,8 @@ class Pipeline:
         for end in batch.ends:
             stale = [d.id for d in self.store.documents(end.source, unit=end.unit) if d.id not in end.ids]
             summary.deleted += self.store.delete_documents(stale)
-            self.store.set_unit(end.source, end.unit, end.signature)
+            if not end.failed_documents:
+                self.store.set_unit(end.source, end.unit, end.signature)
         if batch.writes:
             progress.committed(len(batch.writes), len(all_chunks))
             log.info(
@@ -475,6 +548,17 @@ class Pipeline:
         batch.writes.clear()
         batch.ends.clear()
         batch.chunks = 0
+
+    def _marks(self, chunks: Sequence[Chunk], vectors: dict[str, np.ndarray]) -> dict[str, InjectionMark]:
+        """The prompt-injection check of each distinct chunk text (title and headings in front,
+        as the prompts show them), on the vectors just computed or taken from the cache."""
+        unique = list({c.hash: c for c in chunks}.values())
+        if not unique:
+            return {}
+        verdicts = self.injection.check_many(
+            [index_text(c) for c in unique], vectors=np.stack([vectors[c.hash] for c in unique])
+        )
+        return {c.hash: InjectionMark(v.score, v.reasons) for c, v in zip(unique, verdicts, strict=True)}
 
 
 # A part-full batch is committed early, while the reader has nothing ready, once it holds this
@@ -514,7 +598,7 @@ def _nothing_found(source: SourceSpec, root: Path) -> str:
     )
 
 
-def _fingerprint(source: SourceSpec, model: str) -> str:
+def _fingerprint(source: SourceSpec, model: str, pii: PiiGuardSpec | None = None) -> str:
     """Everything that changes what a unit turns into; a change re-processes the unit."""
     settings = {
         "pipeline": INGEST_VERSION,
@@ -526,7 +610,18 @@ def _fingerprint(source: SourceSpec, model: str) -> str:
         "type": source.type,
         "model": model,
     }
+    if source.pii != "keep":  # absent for keep: indexes built before the option are not redone
+        settings["pii"] = source.pii
+        if pii is not None:
+            settings["pii_detector"] = {"entities": pii.entities, "thresholds": pii.thresholds}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _pii_failed(document: str, exc: GuardError) -> str:
+    return (
+        f"document {document}: {exc}; nothing of it was written (its indexed version, if any, "
+        "is kept) and the file is read again on the next run"
+    )
 
 
 def _storable(value: Any) -> Any:
