@@ -20,11 +20,16 @@ from stanchion.index.store import Store
 from stanchion.ingest.pipeline import Pipeline
 from stanchion.ingest.tokens import Tokenizer, tokenizer_for
 from stanchion.retrieve.search import Retriever
-from stanchion.spec import PriceSpec, Spec
+from stanchion.spec import ModelSpec, PriceSpec, Spec
+
+# Providers whose model runs in this process: nothing they read leaves it, so with
+# ``guards.pii.exempt_local`` (the default) they read the original text.
+LOCAL_PROVIDERS = frozenset({"llamacpp", "extractive"})
 
 if TYPE_CHECKING:
     from stanchion.answer import Answerer
     from stanchion.cache.entry import CacheBackend
+    from stanchion.guards.session import PiiGuard
     from stanchion.models.base import ChatModel
     from stanchion.models.registry import ModelRegistry
     from stanchion.retrieve.rerank import Reranker
@@ -141,7 +146,32 @@ class App:
     def models(self) -> ModelRegistry:
         from stanchion.models.registry import ModelRegistry
 
-        return ModelRegistry(self.spec, embedder=lambda: self.embedder)
+        guard = self.pii_guard
+        if guard is None:
+            return ModelRegistry(self.spec, embedder=lambda: self.embedder)
+        from stanchion.guards.masking_model import MaskingModel
+
+        exempt = (
+            LOCAL_PROVIDERS if self.spec.guards.pii and self.spec.guards.pii.exempt_local else frozenset()
+        )
+
+        def mask(name: str, model_spec: ModelSpec, model: ChatModel) -> ChatModel:
+            return model if model_spec.provider in exempt else MaskingModel(model, guard)
+
+        return ModelRegistry(self.spec, embedder=lambda: self.embedder, wrap=mask)
+
+    @cached_property
+    def pii_guard(self) -> PiiGuard | None:
+        """The PII guard ``guards.pii`` declares (None without it): every remote model is wrapped
+        to mask through it, and the request pipeline opens each call's session on it."""
+        pii = self.spec.guards.pii
+        if pii is None:
+            return None
+        from stanchion.guards.pii import PiiDetector
+        from stanchion.guards.session import PiiGuard
+
+        detector = PiiDetector(thresholds=dict(pii.thresholds.items()), entities=pii.entities)
+        return PiiGuard(detector, style=pii.style, timeout_s=pii.timeout_s)
 
     def route_model(self, name: str | None = None) -> ChatModel:
         """The ChatModel behind a route (default: the answer route): a fallback chain or a router."""

@@ -15,6 +15,8 @@
      ├── ToolError            a tool call with arguments its schema refuses (``tool`` names it)
      ├── GuardError           a guard (PII detection) could not check the text: the request is
      │                        refused, nothing is sent (503 ``guard_unavailable``; ``detail`` for logs)
+     ├── InputBlocked         a guard refused the caller's input: a prompt injection under the
+     │                        ``block`` policy (400 ``prompt_injection``; ``reasons``)
      └── ModelError           a chat model failed (``model`` names which)
           ├── ModelHTTPError      the provider answered with an error status (``status_code``, ``body``)
           │    ├── RateLimited        429; ``retry_after`` seconds when the provider said
@@ -127,6 +129,19 @@ class GuardError(StanchionError):
 
     def __init__(self, message: str, *, detail: str = "") -> None:
         self.detail = detail
+        super().__init__(message)
+
+
+class InputBlocked(StanchionError):
+    """A guard refused what the caller sent (``guards.injection.input: block``): the request is
+    refused before any model or tool sees it. ``code`` is the API's stable error code
+    (``prompt_injection``), ``reasons`` what matched (rule names, ``classifier``)."""
+
+    def __init__(
+        self, message: str, *, code: str = "prompt_injection", reasons: tuple[str, ...] = ()
+    ) -> None:
+        self.code = code
+        self.reasons = reasons
         super().__init__(message)
 
 

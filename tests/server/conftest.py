@@ -48,6 +48,7 @@ def make_spec(
     server: dict[str, Any] | None = None,
     models: dict[str, Any] | None = None,
     routes: dict[str, Any] | None = None,
+    guards: dict[str, Any] | None = None,
 ) -> Spec:
     raw: dict[str, Any] = {
         "index": index or {"path": str(root / "index.db")},
@@ -67,6 +68,8 @@ def make_spec(
         raw["models"] = models
     if routes is not None:
         raw["routes"] = routes
+    if guards is not None:
+        raw["guards"] = guards
     return Spec.model_validate({**raw, "base_dir": root})
 
 

@@ -34,6 +34,9 @@ EXAMPLES: dict[type[StanchionError], StanchionError] = {
     errors.SearchError: errors.SearchError("bad filter"),
     errors.ToolError: errors.ToolError("k: must be at most 20", tool="search"),
     errors.GuardError: errors.GuardError("PII detection failed", detail="OSError: model missing"),
+    errors.InputBlocked: errors.InputBlocked(
+        "messages[0]: refused as a prompt injection", reasons=("override",)
+    ),
     errors.ModelError: errors.ModelError("failed", model="m"),
     errors.ModelHTTPError: errors.ModelHTTPError("500", model="m", status_code=500, body="internal"),
     errors.RateLimited: errors.RateLimited("429", model="m", retry_after=2.5),

@@ -61,13 +61,14 @@ def ask(
 ) -> None:
     """Answer a question from the index, citing the sources of every sentence."""
     from stanchion.pipeline import Call, local_context, wiring
+    from stanchion.types import Message
 
     stanchion = load_app(spec)
     try:
         answerer = stanchion.answerer(route)
         where = build_filter(filters or [], groups=group)
         context = local_context(user=operator(), route=route or stanchion.spec.answer.route, groups=group)
-        call = Call(context, "ask", query=question, stream=not as_json)
+        call = Call(context, "ask", query=question, stream=not as_json, inputs=(Message("user", question),))
         answer = asyncio.run(_answer(wiring.pipeline_for(stanchion), call, answerer, where=where, k=k))
         if as_json:
             hint = "" if answer.citations else empty_index_hint(stanchion)
@@ -116,7 +117,7 @@ async def _chat(pipeline: Pipeline, context: RequestContext, answerer: Answerer,
         if not question:
             continue
         query = contextual_query(previous, question)
-        call = Call(context, "chat", query=question, stream=True)
+        call = Call(context, "chat", query=question, stream=True, inputs=(Message("user", question),))
         answer = await _answer(
             pipeline, call, answerer, k=k, history=history[-2 * HISTORY_TURNS :], search_query=query
         )
@@ -126,18 +127,22 @@ async def _chat(pipeline: Pipeline, context: RequestContext, answerer: Answerer,
 
 
 async def _answer(pipeline: Pipeline, call: Call, answerer: Answerer, **ask: Any) -> Answer:
-    """The answer to ``call.query`` through the request pipeline: streamed to the terminal as it
-    is verified when ``call.stream``, else in one piece."""
+    """The answer to the call's question (its one input, as the input guards left it: the
+    audit's ``call.query`` is masked when PII is guarded) through the request pipeline: streamed
+    to the terminal as it is verified when ``call.stream``, else in one piece."""
+
+    def question() -> str:
+        return call.inputs[0].content if call.inputs else call.query
 
     async def retrieve(call: Call) -> None:
-        call.retrieved = await answerer.retrieve(call.query, context=call.context, **ask)
+        call.retrieved = await answerer.retrieve(question(), context=call.context, **ask)
 
     async def generate(call: Call) -> None:
         if call.stream:
-            call.events = answerer.stream(call.query, context=call.context, retrieved=call.retrieved, **ask)
+            call.events = answerer.stream(question(), context=call.context, retrieved=call.retrieved, **ask)
         else:
             call.result = await answerer.answer(
-                call.query, context=call.context, retrieved=call.retrieved, **ask
+                question(), context=call.context, retrieved=call.retrieved, **ask
             )
             call.outcome.take_answer(call.result)
 

@@ -39,12 +39,22 @@ def build_model(name: str, spec: ModelSpec, *, embedder: Callable[[], Embedder])
     return model
 
 
-class ModelRegistry:
-    """Builds each model once and shares one circuit-breaker registry, so a model has one health state."""
+# What the composition root may put around each provider model as it is built (the PII guard's
+# masking): ``wrap(name, spec, model)``. Wrapped at the leaf, below fallback and routing, so each
+# model of a chain is wrapped or not by its own kind (a local model may be exempt).
+LeafWrapper = Callable[[str, ModelSpec, ChatModel], ChatModel]
 
-    def __init__(self, spec: Spec, *, embedder: Callable[[], Embedder]) -> None:
+
+class ModelRegistry:
+    """Builds each model once and shares one circuit-breaker registry, so a model has one health
+    state. ``wrap`` is applied to every provider model as it is built."""
+
+    def __init__(
+        self, spec: Spec, *, embedder: Callable[[], Embedder], wrap: LeafWrapper | None = None
+    ) -> None:
         self._spec = spec
         self._embedder = embedder
+        self._wrap = wrap
         self._models: dict[str, ChatModel] = {}
         self._routes: dict[str, ChatModel] = {}
         self.breakers = BreakerRegistry()
@@ -55,7 +65,10 @@ class ModelRegistry:
                 raise SpecError(
                     f"no model named {name!r} (models: {', '.join(self._spec.models)})", key_path="models"
                 )
-            self._models[name] = build_model(name, self._spec.models[name], embedder=self._embedder)
+            model = build_model(name, self._spec.models[name], embedder=self._embedder)
+            if self._wrap is not None:
+                model = self._wrap(name, self._spec.models[name], model)
+            self._models[name] = model
         return self._models[name]
 
     def route(self, name: str) -> ChatModel:

@@ -30,9 +30,11 @@ from typing import Any, Literal, Protocol
 
 from stanchion.cache.keys import CacheRequest
 from stanchion.cache.result import CacheResult
+from stanchion.guards.session import PiiSession
 from stanchion.pipeline.outcome import Outcome
 from stanchion.request_context import RequestContext
 from stanchion.state.records import Scope
+from stanchion.types import Message
 
 Position = Literal[
     "admit", "check_input", "cache_lookup", "retrieve", "generate", "check_output", "cache_store", "account"
@@ -64,7 +66,11 @@ class Call:
 
     context: RequestContext
     action: str
-    query: str = ""  # what was asked, as the audit log records it
+    query: str = ""  # what was asked, as the audit log records it (PII masked when guarded)
+    # What the caller sent that a model will read (chat messages; a question as one user
+    # message): the input guards check it and may rewrite it (strip an attack), so an endpoint
+    # reads it back in its own check step.
+    inputs: tuple[Message, ...] = ()
     scope: Scope = "query"
     stream: bool = False
     tokens: int = 0  # the reserve it is admitted with
@@ -85,6 +91,10 @@ class Call:
     # The answer holds values restored from masked PII: it is never stored (the cache keeps only
     # what may be shown to anyone who asks the same).
     pii_restored: bool = False
+    # The call's PII session (``guards.pii``), and what the guards found and did (the response's
+    # ``stanchion.guards`` and the audit record).
+    pii: PiiSession | None = None
+    guards: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Stage(Protocol):

@@ -1,8 +1,8 @@
 """The request pipeline a spec declares: the stages every caller runs, server and CLI alike.
 
 The response cache (``pipeline/cache_stage.py``: lookup at ``cache_lookup``, store at
-``cache_store``) is placed when any route declares ``cache:``; the guards (``check_input``,
-``check_output``) will be built here from ``app.spec`` too. The server adds its admission and
+``cache_store``) is placed when any route declares ``cache:``; the guards
+(``pipeline/guard_stage.py``: ``check_input``, ``check_output``) when ``guards:`` declares any. The server adds its admission and
 accounting around them (``server/accounting.server_pipeline``), the CLI runs them as they are.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from stanchion.app import App
 from stanchion.pipeline.cache_stage import ResponseCache
 from stanchion.pipeline.core import Pipeline, Position, Stage
+from stanchion.pipeline.guard_stage import InputGuard, OutputGuard, end_session
 from stanchion.request_context import DEFAULT_TENANT, RequestContext
 
 
@@ -18,6 +19,13 @@ def pipeline_for(app: App, *, background: bool = False) -> Pipeline:
     """The stages ``app.spec`` declares, each in its place. ``background``: a long-running
     process (a server worker) writes cache entries after answering, not before."""
     stages: list[tuple[Position, Stage]] = []
+    guards = app.spec.guards
+    if guards.pii is not None or guards.injection is not None or guards.output is not None:
+        stages += [
+            ("check_input", InputGuard(app)),
+            ("check_output", OutputGuard()),
+            ("account", end_session),
+        ]
     cache = response_cache(app, background=background)
     if cache is not None:
         stages += [("cache_lookup", cache.lookup), ("cache_store", cache.store)]

@@ -70,6 +70,7 @@ async def account(
     started: float,
     audited: bool = True,
     cache: str | None = None,
+    guards: Sequence[dict[str, object]] = (),
 ) -> None:
     """Count metrics, queue the audit record (unless not ``audited``) and charge the tokens. A charge the rate limiter
     cannot take is logged, counted and audited (``CHARGE_FAILED``); it never fails the response,
@@ -104,6 +105,7 @@ async def account(
                 detail={
                     **({"models": outcome.models_json()} if outcome.costs else {}),
                     **({"cache": cache} if cache else {}),
+                    **({"guards": list(guards)} if guards else {}),
                 },
             )
         )
@@ -184,6 +186,7 @@ class Accounts:
             started=call.started,
             audited=call.audited,
             cache=call.cache_result.header if call.cache_result is not None else None,
+            guards=call.guards,
         )
 
 

@@ -27,6 +27,7 @@ from stanchion.errors import (
     EmbeddingError,
     GuardError,
     IngestError,
+    InputBlocked,
     ModelError,
     ModelTimeout,
     RateLimited,
@@ -100,6 +101,8 @@ def from_stanchion(exc: StanchionError) -> APIError:
     """
     if isinstance(exc, SearchError | SpecError | ToolError):
         return APIError(400, "invalid_request", redact(str(exc)))
+    if isinstance(exc, InputBlocked):  # the caller's own input: a 4xx with a stable code
+        return APIError(400, exc.code, str(exc))
     if isinstance(exc, IngestError):
         return APIError(422, "unprocessable_document", redact(str(exc)))
     if isinstance(exc, Conflict):  # our own words: what holds the write, and to try again later

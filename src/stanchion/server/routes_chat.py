@@ -108,6 +108,7 @@ async def chat_completions(
         stream=body.stream,
         tokens=reserve,
         in_flight=True,
+        inputs=tuple(messages),
     )
     route = ctx.app.spec.routes[body.model]
     grounded = route.grounded
@@ -117,7 +118,8 @@ async def chat_completions(
 
     async def check(call: Call) -> None:
         # Bad input is a 4xx before a stream starts; once it has, an error can only be an event.
-        nonlocal question, ask, options
+        nonlocal messages, question, ask, options
+        messages = list(call.inputs)  # as the input guards left them (an attack stripped)
         if grounded:
             if body.tools:
                 raise APIError(
@@ -374,6 +376,8 @@ async def _sse(
         if "abstained" in outcome.detail:  # a grounded answer's, as the non-streamed reply has it
             ours["abstained"] = outcome.detail["abstained"]
         ours.update(cache_json(call))
+        if call.guards:  # the input guards' findings (the output is checked once it has been sent)
+            ours["guards"] = list(call.guards)
         extra["stanchion"] = ours
         last = frames.chunk({}, outcome.finish, **extra)
         if body.stream_options is not None and body.stream_options.include_usage:

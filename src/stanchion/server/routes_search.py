@@ -97,16 +97,19 @@ async def answer(
         query=body.question,
         tokens=reserve,
         in_flight=True,
+        inputs=(Message("user", body.question),),
     )
     where = SearchFilter()
+    question = body.question
 
     async def check(call: Call) -> None:
-        nonlocal where
+        nonlocal where, question
+        question = call.inputs[0].content  # as the input guards left it (an attack stripped)
         where = ctx.where(principal, body.filters)  # a bad filter is a 422, before the call is accepted
         if cache is not None:
             call.cache = grounded_request(
                 **identity(ctx, principal, request, route, body.cache),
-                question=body.question,
+                question=question,
                 history=(),
                 params={"k": body.k, "filters": sorted(body.filters)},
                 where=where,
@@ -114,11 +117,11 @@ async def answer(
 
     async def retrieve(call: Call) -> None:
         answerer = await ctx.answerer(route)
-        call.retrieved = await answerer.retrieve(body.question, where=where, k=body.k, context=call.context)
+        call.retrieved = await answerer.retrieve(question, where=where, k=body.k, context=call.context)
 
     async def generate(call: Call) -> None:
         answerer = await ctx.answerer(route)
-        call.result = await answerer.answer(body.question, context=call.context, retrieved=call.retrieved)
+        call.result = await answerer.answer(question, context=call.context, retrieved=call.retrieved)
         call.outcome.take_answer(call.result)
 
     # Audited however it ends.
@@ -139,6 +142,7 @@ async def answer(
         latency_ms=dict(latency) if isinstance(latency, dict) else {},
         abstained=bool(outcome.detail.get("abstained", False)),
         cache=call.cache_result.as_json() if call.cache_result is not None else None,
+        guards=call.guards or None,
     )
 
 

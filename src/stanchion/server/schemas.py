@@ -417,6 +417,11 @@ class AnswerResponse(BaseModel):
     cache: dict[str, Any] | None = Field(
         None, description="routes with a cache: hit or miss, the tier, tokens and cost saved"
     )
+    guards: list[dict[str, Any]] | None = Field(
+        None,
+        description="with guards declared: what they found and did (an injection flagged or stripped, "
+        "PII masked for the model, an answer redacted)",
+    )
 
 
 # --- documents and jobs ----------------------------------------------------------------------------
