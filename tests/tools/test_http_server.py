@@ -3,7 +3,7 @@ that it records what reaches it: the SSRF tests prove a refusal by its empty req
 
 A real server on 127.0.0.1 (optionally TLS), one thread per connection. Routes:
 ``/json`` and ``/v1/...`` echo the request as JSON; ``/status/N`` answers N; ``/text``,
-``/binary``, ``/page`` (HTML with chrome and links), ``/big`` (declared length), ``/endless``
+``/binary``, ``/page`` (HTML with chrome and links), ``/latin1``, ``/big`` (declared length), ``/endless``
 (chunked, no length), ``/bomb`` (gzip of 20 MB of zeros), ``/slow`` (headers, then nothing until
 the test ends), ``/redirect?to=URL&status=N``, ``/cookie`` (sets a cookie, redirects to /json).
 """
@@ -100,6 +100,9 @@ class LoopbackServer:
                     self._send(500, b"\x89PNG" + bytes(16), "image/png")
                 elif route == "/page":
                     self._send(200, PAGE, "text/html; charset=utf-8")
+                elif route == "/latin1":
+                    page = "<html><head><title>Café</title></head><body><p>Crème brûlée</p></body></html>"
+                    self._send(200, page.encode("latin-1"), "text/html; charset=iso-8859-1")
                 elif route == "/big":
                     self._send(200, b"a" * 200_000, "text/plain")
                 elif route == "/endless":
@@ -119,7 +122,7 @@ class LoopbackServer:
                     self._send(200, body, "text/plain", {"Content-Encoding": "gzip"})
                 elif route == "/slow":
                     self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", "text/plain")
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.flush()
