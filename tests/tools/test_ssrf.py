@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -280,3 +281,20 @@ class TestPinnedConnection:
         with httpx.Client(transport=transport, trust_env=False) as client, pytest.raises(Refused):
             client.get(f"http://{host}:{server.port}/json")
         assert server.requests == []
+
+    def test_dns_that_never_answers(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A lookup that hangs ends at connect_timeout (getaddrinfo has no limit of its own)."""
+        answered = threading.Event()
+        real = socket.getaddrinfo
+
+        def hang(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            if str(host).endswith(".test"):
+                answered.wait(30)
+            return real("127.0.0.1", port, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", hang)
+        try:
+            with pytest.raises(ToolError, match="did not answer in time"):
+                page_tool(connect_timeout=0.2).call({"url": "http://silent.test/"}, CTX)
+        finally:
+            answered.set()

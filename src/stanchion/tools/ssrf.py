@@ -30,6 +30,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,9 +215,12 @@ def check_url(url: httpx.URL, policy: Policy) -> str:
     return host
 
 
-def vetted_addresses(host: str, port: int, policy: Policy) -> list[IPAddress]:
-    """The addresses to dial for ``host``: resolved once, each one checked (any refused answer
-    refuses the host: a name that also points inside is not trusted for its other answers)."""
+def vetted_addresses(
+    host: str, port: int, policy: Policy, *, timeout: float | None = None
+) -> list[IPAddress]:
+    """The addresses to dial for ``host``: resolved once (within ``timeout``), each one checked
+    (any refused answer refuses the host: a name that also points inside is not trusted for its
+    other answers)."""
     try:
         host = canonical_host(host)
     except ValueError as exc:
@@ -227,19 +231,37 @@ def vetted_addresses(host: str, port: int, policy: Policy) -> list[IPAddress]:
     if literal is not None:
         found = [literal]
     else:
-        try:
-            answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"{host} does not resolve ({exc})") from None
+        answers = _resolve(host, port, timeout)
         found = list(dict.fromkeys(ipaddress.ip_address(str(a[4][0]).split("%")[0]) for a in answers))
-        if not found:
-            raise httpcore.ConnectError(f"{host} does not resolve")
     if not policy.exempt(host):
         for address in found:
             if why := refusal(address):
                 shown = "is" if literal is not None else f"resolves to {address},"
                 raise Refused(f"{host} {shown} {why}")
     return found
+
+
+def _resolve(host: str, port: int, timeout: float | None) -> list[Any]:
+    """``socket.getaddrinfo`` with a time limit (it has none of its own: a resolver that does not
+    answer would hold the call past every timeout). The lookup runs in a daemon thread."""
+    answers: list[Any] = []
+    failure: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            answers.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=lookup, name="stanchion-dns", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise httpcore.ConnectTimeout(f"{host} did not resolve within {timeout:g} s")
+    if failure or not answers:
+        detail = f" ({failure[0]})" if failure else ""
+        raise httpcore.ConnectError(f"{host} does not resolve{detail}")
+    return answers
 
 
 class _PinnedBackend(httpcore.NetworkBackend):
@@ -258,7 +280,7 @@ class _PinnedBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
-        for address in vetted_addresses(host, port, self._policy):
+        for address in vetted_addresses(host, port, self._policy, timeout=timeout):
             try:
                 return self._dialer.connect_tcp(str(address), port, timeout, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
