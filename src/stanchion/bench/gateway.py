@@ -17,6 +17,7 @@ process and the gateway in its own, so the load generator here keeps this proces
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -66,11 +67,14 @@ def run_gateway_bench(
     startup_timeout_s: float = 180.0,
     cache: CacheMode = "off",
     unique_prompts: bool | None = None,
+    guards: bool = False,
 ) -> dict[str, Any]:
     """Measure direct and through-the-gateway load; returns the report (see ``_report`` for its keys).
-    ``unique_prompts`` defaults to on with the cache, off without."""
+    ``unique_prompts`` defaults to on with the cache or the guards, off without. ``guards``: PII
+    masking and the injection check on the route, each prompt holding a name and an e-mail address
+    (so what is measured is detection, masking and restoring, not a remembered verdict)."""
     upstream = upstream or UpstreamConfig()
-    unique = cache != "off" if unique_prompts is None else unique_prompts
+    unique = (cache != "off" or guards) if unique_prompts is None else unique_prompts
     raise_fd_limit(users * _FD_PER_USER + _FD_HEADROOM)  # the servers we start inherit it
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stanchion-bench-")))
@@ -79,7 +83,9 @@ def run_gateway_bench(
         )
         dsn, redis_url = stack.enter_context(_backing_services(backend, workdir))
         port = _free_port()
-        spec = _write_spec(workdir, up.url, upstream.model, port, workers, dsn, redis_url, cache)
+        spec = _write_spec(
+            workdir, up.url, upstream.model, port, workers, dsn, redis_url, cache, guards=guards
+        )
         key = _create_key(spec)
         gateway_url = stack.enter_context(_gateway(spec, port, workers, workdir, startup_timeout_s))
         _check_route(gateway_url, key)
@@ -89,12 +95,14 @@ def run_gateway_bench(
                 url=url, users=users, duration_s=duration_s, warmup_s=warmup_s, stream=stream,
                 model=model, api_key=api_key, unique_prompts=unique,
             )  # fmt: skip
+            if guards:
+                config = dataclasses.replace(config, prompt=GUARDED_PROMPT)
             return run_load(config)
 
         direct = load(up.url, upstream.model, None)
         through = load(gateway_url, _ROUTE, key)
     report = _report(direct, through, backend=backend, workers=workers, stream=stream, upstream=upstream)
-    return report | {"cache": cache, "unique_prompts": unique}
+    return report | {"cache": cache, "unique_prompts": unique, "guards": guards}
 
 
 def _report(
@@ -164,6 +172,11 @@ def _backing_services(backend: Backend, workdir: Path) -> Iterator[tuple[str | N
         yield dsn, stack.enter_context(redis_server(workdir / "redis"))
 
 
+GUARDED_PROMPT = (
+    "My name is Jane Roe and my e-mail is jane.roe@example.com. In two sentences, what does a stanchion do?"
+)
+
+
 def _write_spec(
     workdir: Path,
     upstream_url: str,
@@ -173,6 +186,8 @@ def _write_spec(
     dsn: str | None,
     redis_url: str | None,
     cache: CacheMode = "off",
+    *,
+    guards: bool = False,
 ) -> Path:
     """A spec whose ``passthrough`` route forwards to the upstream, with limits no benchmark reaches,
     and the response cache on that route unless ``cache`` is ``off``."""
@@ -207,6 +222,7 @@ def _write_spec(
         "routes": {_ROUTE: _route(cache), "default": {"models": ["upstream"]}},
         "answer": {"route": "default"},
         "server": server,
+        **({"guards": {"pii": {}, "injection": {}}} if guards else {}),
     }
     path = workdir / "stanchion.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")

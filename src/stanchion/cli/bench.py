@@ -105,6 +105,14 @@ def gateway(
             show_default=False,
         ),
     ] = None,
+    guards: Annotated[
+        bool,
+        typer.Option(
+            "--guards/--no-guards",
+            help="PII masking and the injection check on the route (guards: {pii: {}, injection: {}}); "
+            "every prompt then holds a name and an e-mail address.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Same load straight at a fake upstream, then through `stanchion serve`; reports the added latency."""
@@ -115,12 +123,12 @@ def gateway(
     cache_mode = _cache_mode(cache)
     err.print(
         f"{users} users x 2 runs of {warmup:g} s warm-up + {duration:g} s ({chosen}, {workers} workers, "
-        f"cache {cache_mode})"
+        f"cache {cache_mode}{', guards on' if guards else ''})"
     )
     try:
         report = run_gateway_bench(
             users, duration, chosen, workers, stream, warmup_s=warmup, cache=cache_mode,
-            unique_prompts=unique_prompts,
+            unique_prompts=unique_prompts, guards=guards,
         )  # fmt: skip
     except StanchionError as exc:
         raise fail(exc) from None
@@ -193,7 +201,7 @@ def _render_load(report: dict[str, Any]) -> None:
 
 def _render_gateway(report: dict[str, Any]) -> None:
     prompts = "unique prompts" if report.get("unique_prompts") else "one prompt"
-    title = f"gateway ({report['backend']}, {report['workers']} workers, cache {report.get('cache', 'off')}, {prompts})"
+    title = f"gateway ({report['backend']}, {report['workers']} workers, cache {report.get('cache', 'off')}{', guards on' if report.get('guards') else ''}, {prompts})"
     table = _percentile_table(title)
     _percentile_row(table, "direct", report["direct_ms"])
     _percentile_row(table, "through gateway", report["gateway_ms"])

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from stanchion.errors import InputBlocked
 from stanchion.guards.injection import InjectionDetector, InjectionVerdict
-from stanchion.guards.session import CURRENT, PiiGuard, message_strings
+from stanchion.guards.session import CURRENT, PiiGuard, PiiSession, message_strings
 from stanchion.guards.vault import VaultScope
 from stanchion.pipeline.core import Call
 from stanchion.spec import InjectionAction, InjectionGuardSpec
@@ -94,11 +94,29 @@ class InputGuard:
         self.pii: PiiGuard | None = app.pii_guard
 
     async def __call__(self, call: Call) -> None:
-        if self.injection is not None and call.inputs:
-            call.inputs = await asyncio.to_thread(self._check_injection, call)
+        # The two checks run side by side (each in a worker thread): the injection classifier
+        # embeds the text while the PII detector runs its NER. PII is detected on the input as
+        # sent; a stripped message is detected again when a model is called with it.
+        injection = self.injection is not None and bool(call.inputs)
         # A search sends nothing to a model, but its query goes in the audit log, masked.
-        if self.pii is not None and (call.inputs or call.action == "search"):
-            await self._open_session(call, self.pii)
+        pii = self.pii is not None and (bool(call.inputs) or call.action == "search")
+        checked, session = await asyncio.gather(
+            asyncio.to_thread(self._check_injection, call) if injection else _nothing(),
+            self._detect_input(call) if pii else _nothing(),
+            return_exceptions=True,
+        )
+        for result in (checked, session):  # an injection refusal first: it is the caller's to fix
+            if isinstance(result, BaseException):
+                raise result
+        if isinstance(checked, tuple):
+            call.inputs = checked
+        if isinstance(session, PiiSession):
+            # Made current here, in the request's own context (not the task gather ran it in), so
+            # every model call of the request finds it.
+            call.pii = session
+            CURRENT.set(session)
+            if call.query:
+                call.query = await session.mask_text(call.query)
 
     def _check_injection(self, call: Call) -> tuple[Message, ...]:
         assert self.injection is not None
@@ -144,18 +162,22 @@ class InputGuard:
             checked.append(replace(message, content=content) if content != message.content else message)
         return tuple(checked)
 
-    async def _open_session(self, call: Call, guard: PiiGuard) -> None:
+    async def _detect_input(self, call: Call) -> PiiSession:
+        """The call's session, its input detected once: a detector that cannot check refuses
+        here, before anything is retrieved or sent."""
+        assert self.pii is not None
         context = call.context
         scope = VaultScope(context.tenant, context.request_id or "req-" + uuid.uuid4().hex, context.user)
-        session = guard.session(scope)
+        session = self.pii.session(scope)
         texts = message_strings(call.inputs)
         if call.query:
             texts.append(call.query)
-        await session.detect(texts)  # a detector that cannot check refuses here, before anything runs
-        call.pii = session
-        CURRENT.set(session)
-        if call.query:
-            call.query = await session.mask_text(call.query)
+        await session.detect(texts)
+        return session
+
+
+async def _nothing() -> None:
+    return None
 
 
 class OutputGuard:
