@@ -11,8 +11,9 @@ The transaction is rolled back.
 Tenants are kept apart by the database, with row-level security: a policy on each table compares
 the tenant column with ``current_setting('stanchion.tenant')``. The tool refuses to start unless
 that holds: the role is no superuser and does not bypass RLS, every table has RLS on (forced when
-the role owns it), and every permissive SELECT policy reads ``stanchion.tenant``. The statement
-check refuses ``set_config`` and ``SET``, so a query cannot change the setting.
+the role owns it), and every permissive SELECT policy reads ``stanchion.tenant``. A query cannot
+change the setting: the statement check refuses ``SET`` and ``set_config``, and the plan check
+finds ``set_config`` however it is spelt, in the server's own reading of the query.
 
 The DSN lives only in this object; it never appears in an error, a log or a repr.
 """
