@@ -279,7 +279,7 @@ class ToolConfig(_Strict):
     """A tool a model may call: ``tool`` names its factory, ``options`` are the factory's own."""
 
     tool: ToolName = Field(
-        description="a registered tool (entry point group stanchion.tools): built in is search"
+        description="a registered tool (entry point group stanchion.tools); built in: search, sql, calculator, http, fetch_page"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="the tool's own settings")
 
