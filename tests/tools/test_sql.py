@@ -133,6 +133,9 @@ class TestReadOnly:
         rows = query(tool(database), "SELECT 'DROP TABLE tickets; --' AS s /* DELETE */ -- UPDATE")
         assert rows == [["DROP TABLE tickets; --"]]
 
+    def test_a_trailing_semicolon_and_comment_are_fine(self, database: Path) -> None:
+        assert query(tool(database), "SELECT count(*) FROM tickets; -- all of them") == [[5]]
+
     def test_a_column_named_like_a_keyword_can_be_quoted(self, tmp_path: Path) -> None:
         path = tmp_path / "k.db"
         with sqlite3.connect(path) as conn:

@@ -160,6 +160,8 @@ class TestResults:
         assert "salaries" not in sql_tool.spec.description
         result = sql_tool.call({"query": "SELECT id, subject FROM tickets ORDER BY id"}, ACME)
         assert result.data["rows"] == [[1, "acme refund"], [2, "acme login"]] and result.data["truncated"]
+        trailing = sql_tool.call({"query": "SELECT count(*) FROM tickets; -- all of them"}, ACME)
+        assert trailing.data["rows"] == [[3]]
         numbers = sql_tool.call(
             {"query": "SELECT 1.5::numeric AS n, now()::date = current_date AS today"}, ACME
         )
