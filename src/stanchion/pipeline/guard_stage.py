@@ -23,6 +23,7 @@ response (``stanchion.guards``) and the audit record.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import uuid
@@ -30,12 +31,15 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from stanchion.errors import InputBlocked
+from stanchion.answer.answerer import Retrieved
+from stanchion.errors import GuardError, InputBlocked
 from stanchion.guards.injection import InjectionDetector, InjectionVerdict
+from stanchion.guards.output_checks import redact, system_prompt_leak, unexplained_pii
+from stanchion.guards.pii import PiiDetector, PiiSpan
 from stanchion.guards.session import CURRENT, PiiGuard, PiiSession, message_strings
 from stanchion.guards.vault import VaultScope
 from stanchion.pipeline.core import Call
-from stanchion.spec import InjectionAction, InjectionGuardSpec
+from stanchion.spec import InjectionAction, InjectionGuardSpec, OutputGuardSpec
 from stanchion.types import Message
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ log = logging.getLogger("stanchion.guards")
 
 _VERDICTS = 4096  # injection verdicts remembered by text
 WITHHELD_TOOL_RESULT = "[tool result withheld: it was flagged as a prompt injection]"
+WITHHELD = "The answer was withheld by this server's output checks."
 
 
 class InjectionCheck:
@@ -181,14 +186,103 @@ async def _nothing() -> None:
 
 
 class OutputGuard:
-    """Marks answers holding restored PII, and records what the guards found."""
+    """``check_output``: an answer holding restored PII is marked (never cached); the output
+    checks of ``guards.output`` run on it; what the guards found goes in ``outcome.detail``.
+
+    A streamed answer has been sent when its stream ends, which is when this runs: its findings
+    are recorded (audit), never acted on. A one-piece answer is acted on: ``redact`` replaces
+    each unexplained PII value by ``[REDACTED <TYPE>]``; ``block`` withholds the answer (its text
+    becomes ``WITHHELD``, citations dropped, finish reason ``content_filter`` as OpenAI's filter
+    reports it)."""
+
+    def __init__(self, app: App) -> None:
+        self.spec = app.spec.guards.output
+        self.abstain_text = app.spec.answer.abstain_text
+        pii = app.pii_guard
+        self._detector = pii.detector if pii is not None else None
+        self._timeout_s = pii.timeout_s if pii is not None else 2.0
 
     async def __call__(self, call: Call) -> None:
         if call.pii is not None and call.pii.masked_any:
             call.pii_restored = True
             call.guards.append({"guard": "pii", "action": "masked", "values": len(call.pii.vault)})
+        flagged = getattr(call.retrieved, "flagged", ())  # the sources' injection guard (answer.Retrieved)
+        if flagged:
+            call.guards.append({"guard": "injection", "where": "sources", "chunks": list(flagged)})
+        if self.spec is not None and call.outcome.text and not call.served:
+            await self._check(call, self.spec)
         if call.guards:
             call.outcome.detail["guards"] = list(call.guards)
+
+    async def _check(self, call: Call, spec: OutputGuardSpec) -> None:
+        outcome = call.outcome
+        prompts, canaries, allowed = _prompt_parts(call)
+        if spec.system_prompt != "off":
+            leak = system_prompt_leak(outcome.text, prompts, canaries=canaries, quotable=(self.abstain_text,))
+            if leak is not None:
+                self._act(
+                    call,
+                    spec.system_prompt,
+                    {"guard": "output", "check": "system_prompt", "reason": leak.reason},
+                )
+                if spec.system_prompt == "block" and not call.stream:
+                    return
+        if spec.pii != "off":
+            spans = await self._detect(outcome.text)
+            unexplained = unexplained_pii(spans, allowed)
+            if unexplained:
+                finding = {
+                    "guard": "output",
+                    "check": "pii",
+                    "entities": sorted({s.entity for s in unexplained}),
+                    "values": len(unexplained),
+                }
+                if spec.pii == "redact" and not call.stream:
+                    outcome.text = redact(outcome.text, unexplained)
+                    call.guards.append({**finding, "action": "redacted"})
+                else:
+                    self._act(call, spec.pii, finding)
+
+    def _act(self, call: Call, policy: str, finding: dict[str, Any]) -> None:
+        if policy == "block" and not call.stream:
+            call.outcome.text = WITHHELD
+            call.outcome.finish = "content_filter"
+            call.outcome.tool_calls = ()
+            call.outcome.detail.pop("citations", None)
+            call.guards.append({**finding, "action": "blocked"})
+            log.warning("guard.output_blocked", extra={"check": finding.get("check", "")})
+        else:
+            call.guards.append({**finding, "action": "flagged"})
+
+    async def _detect(self, text: str) -> list[PiiSpan]:
+        if self._detector is None:
+            self._detector = PiiDetector()
+        detector = self._detector
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(detector.detect, text), self._timeout_s)
+        except TimeoutError:
+            raise GuardError(
+                f"the answer could not be checked for PII within {self._timeout_s:g} s; it was withheld"
+            ) from None
+
+
+def _prompt_parts(call: Call) -> tuple[list[str], list[str], list[str]]:
+    """(system prompts, canaries, texts that explain PII) of a call: the caller's system
+    messages, and a grounded answer's own prompt with its nonce; the caller's input and the
+    prompt's sources (what the caller may read)."""
+    prompts = [m.content for m in call.inputs if m.role == "system" and m.content]
+    allowed = [m.content for m in call.inputs if m.content]
+    allowed += [
+        a for m in call.inputs for c in m.tool_calls for a in (c.raw_arguments, json.dumps(dict(c.arguments)))
+    ]
+    canaries: list[str] = []
+    if isinstance(call.retrieved, Retrieved):
+        packed = call.retrieved.packed
+        prompts += [m.content for m in packed.messages if m.role == "system"]
+        allowed += [m.content for m in packed.messages if m.role != "system"]
+        if packed.nonce:
+            canaries.append(packed.nonce)
+    return prompts, canaries, allowed
 
 
 async def end_session(call: Call) -> None:

@@ -23,7 +23,7 @@ def pipeline_for(app: App, *, background: bool = False) -> Pipeline:
     if guards.pii is not None or guards.injection is not None or guards.output is not None:
         stages += [
             ("check_input", InputGuard(app)),
-            ("check_output", OutputGuard()),
+            ("check_output", OutputGuard(app)),
             ("account", end_session),
         ]
     cache = response_cache(app, background=background)
