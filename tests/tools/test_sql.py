@@ -7,6 +7,8 @@ check). The database is a real file whose bytes must not change.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import hashlib
 import itertools
 import json
@@ -21,8 +23,9 @@ from stanchion.cli import app as cli
 from stanchion.errors import SpecError, ToolError
 from stanchion.request_context import RequestContext
 from stanchion.spec import parse_spec
-from stanchion.tools.sql import SqlTool, build
+from stanchion.tools.sql import SqlTool, build, render
 from stanchion.tools.sql_sqlite import SqliteBackend
+from stanchion.tools.sql_types import Rows
 
 runner = CliRunner()
 
@@ -235,6 +238,32 @@ class TestLimits:
     def test_a_value_past_the_length_limit_is_an_error(self, database: Path) -> None:
         with pytest.raises(ToolError, match="too big"):
             query(tool(database), "SELECT replace(printf('%.1000c', 'x'), 'x', printf('%.2000c', 'y'))")
+
+
+class TestRendering:
+    def test_long_values_are_cut_in_the_text_and_the_data(self, database: Path) -> None:
+        result = tool(database).call({"query": "SELECT printf('%.900c', 'x') AS long"}, ACME)
+        (value,) = result.data["rows"][0]
+        assert value == "x" * 500 + "…"
+        assert result.content == "long\n" + "x" * 500 + "…\n(1 row)"
+
+    def test_every_value_becomes_strict_json(self) -> None:
+        """Blobs, decimals, dates, NaN and nested JSON (PostgreSQL's types) all serialise."""
+        odd = (
+            b"\x00\x01",
+            decimal.Decimal("2.50"),
+            decimal.Decimal("7"),
+            decimal.Decimal("NaN"),
+            float("inf"),
+            datetime.date(2026, 1, 19),
+            {"a": [1, 2]},
+            {"big": "y" * 900},
+        )
+        result = render(Rows([f"c{n}" for n in range(len(odd))], [odd], truncated=False), max_chars=5000)
+        row = result.data["rows"][0]
+        assert row[:7] == ["<2 bytes>", 2.5, 7, "NaN", "inf", "2026-01-19", {"a": [1, 2]}]
+        assert row[7].endswith("…") and len(row[7]) == 501
+        json.dumps(result.data, allow_nan=False)
 
 
 class TestErrorsTheModelCanFix:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,9 +31,9 @@ from stanchion.tools.sql_check import QueryRefused, check_query
 from stanchion.tools.sql_types import Backend, Rows
 from stanchion.types import ToolSpec
 
-__all__ = ["SqlOptions", "SqlTool", "build"]
+__all__ = ["SqlOptions", "SqlTool", "build", "render"]
 
-_CELL_CHARS = 500  # one value, as the model reads it
+_CELL_CHARS = 500  # one value, as the model reads it (and in data): longer ones are cut with …
 
 
 class SqlArguments(BaseModel):
@@ -131,27 +132,37 @@ def render(result: Rows, *, max_chars: int) -> ToolResult:
 
 
 def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
+    """``value`` as JSON a model can read: long text cut to ``_CELL_CHARS``, NaN and infinity as text."""
+    if value is None or isinstance(value, bool | int):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return _cut(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(bytes(value))} bytes>"
     if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return str(value)
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, datetime.date | datetime.time | datetime.datetime):
         return value.isoformat()
     try:
-        json.dumps(value)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        return str(value)
-    return value
+        return _cut(str(value))
+    return value if len(text) <= _CELL_CHARS else _cut(text)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _CELL_CHARS else text[:_CELL_CHARS] + "…"
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = text.replace("\n", " ")
-    return text if len(text) <= _CELL_CHARS else text[:_CELL_CHARS] + "…"
+    return text.replace("\n", " ")
 
 
 def build(
