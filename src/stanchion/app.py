@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from stanchion.answer import Answerer
     from stanchion.cache.entry import CacheBackend
     from stanchion.guards.session import PiiGuard
+    from stanchion.guards.sources import SourceScreen
+    from stanchion.guards.vault_store import VaultStore
     from stanchion.models.base import ChatModel
     from stanchion.models.registry import ModelRegistry
     from stanchion.retrieve.rerank import Reranker
@@ -161,6 +163,16 @@ class App:
         return ModelRegistry(self.spec, embedder=lambda: self.embedder, wrap=mask)
 
     @cached_property
+    def vault_store(self) -> VaultStore:
+        """Where conversations keep their PII pseudonyms between calls: Redis at
+        ``server.redis_url`` (shared by workers), else this process."""
+        from stanchion.guards.vault_store import open_vault_store
+
+        store = open_vault_store(self.spec)
+        self._closers.append(store)
+        return store
+
+    @cached_property
     def pii_guard(self) -> PiiGuard | None:
         """The PII guard ``guards.pii`` declares (None without it): every remote model is wrapped
         to mask through it, and the request pipeline opens each call's session on it."""
@@ -200,6 +212,21 @@ class App:
             prices=self.prices,
             max_output_tokens=primary.max_output_tokens if primary else None,
             mode=spec.retrieval.mode,
+            sources=self.source_screen,
+        )
+
+    @cached_property
+    def source_screen(self) -> SourceScreen | None:
+        """``guards.injection.sources`` on retrieved chunks before any prompt (None without
+        ``guards.injection``). One per app: its memory of chunks checked at query time is shared."""
+        injection = self.spec.guards.injection
+        if injection is None:
+            return None
+        from stanchion.guards.sources import source_screen
+
+        embedder = self.embedder
+        return source_screen(
+            injection, embedder, lambda hashes: self.store.cached_vectors(embedder.name, hashes)
         )
 
     def reranker(self) -> Reranker | None:

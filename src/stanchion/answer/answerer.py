@@ -1,6 +1,8 @@
 """Answers with citations: retrieve -> rerank -> pack -> generate -> verify -> (retry once) -> cite.
 
-- **Retrieve** ``spec.candidates`` chunks (hybrid), and **rerank** them when a reranker is set.
+- **Retrieve** ``spec.candidates`` chunks (hybrid), **screen** them for prompt injection under
+  ``guards.injection.sources`` (``guards/sources.py``: flag, strip or block; before the reranker,
+  which may be a model too), and **rerank** them when a reranker is set.
 - **Pack** the best ``k`` into the prompt within ``context_tokens``: near-identical chunks are
   dropped, and sources are placed best first, second best last, the weakest in the middle
   ("lost in the middle", Liu et al. 2023), then numbered ``[1]..[n]`` in prompt order. When
@@ -40,6 +42,7 @@ from stanchion.answer.verify import Assembly, Citation, SentenceCheck, Verifier
 from stanchion.core.analyze import contextual_query
 from stanchion.core.embed import Embedder
 from stanchion.core.filters import SearchFilter
+from stanchion.guards.sources import SourceScreen, unmarked
 from stanchion.models.base import ChatModel, ChatOptions
 from stanchion.models.pricing import ModelCost, model_costs
 from stanchion.request_context import RequestContext
@@ -83,6 +86,9 @@ class Answer:
     retried: bool = False
     sources: tuple[Source, ...] = ()  # what the model was shown, in prompt order
     costs: tuple[ModelCost, ...] = ()  # per model that produced tokens; they sum to cost_usd
+    # Retrieved chunks the injection guard flagged (``guards.injection.sources``), by chunk id,
+    # whatever it did with them: marked in the prompt (flag), cut (strip) or left out (block).
+    flagged_sources: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -94,6 +100,7 @@ class Answer:
             "models": [c.as_json() for c in self.costs],
             "latency_ms": dict(self.latency_ms),
             "abstained": self.abstained,
+            **({"flagged_sources": list(self.flagged_sources)} if self.flagged_sources else {}),
         }
 
 
@@ -118,6 +125,7 @@ class Retrieved:
     model: str = ""
     retried: bool = False
     context: RequestContext | None = None  # whose request: told to every model call
+    flagged: tuple[str, ...] = ()  # chunk ids the injection guard flagged (``Answer.flagged_sources``)
 
     def add_time(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - started) * 1000
@@ -141,8 +149,12 @@ class Answerer:
         mode: str = "hybrid",
         verifier: Verifier | None = None,
         retry: bool | None = None,
+        sources: SourceScreen | None = None,
     ) -> None:
+        """``sources``: the ``guards.injection.sources`` policy on retrieved chunks (None: the
+        prompts are built as before the guard existed)."""
         self.retriever = retriever
+        self.sources = sources
         self.model = model
         self.spec = spec
         self.reranker = reranker
@@ -287,8 +299,15 @@ class Answerer:
                 where=where or SearchFilter(),
             )
             current.set_attribute("hits", len(result.hits))
-        run.add_time("retrieve", started)
         hits = result.hits
+        if self.sources is not None and hits:  # its time counts as retrieval's
+            with span("screen_sources", policy=self.sources.policy) as current:
+                screened = await asyncio.to_thread(self.sources.screen, hits)
+                current.set_attribute("flagged", len(screened.flagged))
+            hits, run.flagged = screened.hits, screened.flagged
+        else:
+            hits = unmarked(hits)
+        run.add_time("retrieve", started)
         started = time.perf_counter()
         if self.reranker is not None and hits:
             with span("rerank", candidates=len(hits)):
@@ -387,6 +406,7 @@ class Answerer:
             retried=run.retried,
             sources=tuple(run.packed.sources.values()),
             costs=costs,
+            flagged_sources=run.flagged,
         )
 
     def _abstains(self, text: str) -> bool:

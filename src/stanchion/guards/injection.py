@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stanchion.core.embed import Embedder
+from stanchion.core.sentences import sentence_spans
 from stanchion.errors import SpecError, StanchionError
 from stanchion.guards.injection_rules import FEATURE_NAMES, clean, features, rule_hits, rule_spans
 
@@ -189,10 +190,12 @@ class InjectionDetector:
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def strip_attacks(self, text: str) -> str | None:
-        """``text`` (cleaned) with every rule match cut out, when that leaves a text no rule or the
-        classifier flags; None when the flagged part cannot be cut out (drop the text whole)."""
+        """``text`` (cleaned) with every sentence a rule matched in cut out, when that leaves a text
+        no rule or the classifier flags; None when the flagged part cannot be cut out (drop the
+        text whole)."""
         cleaned = clean(text)
-        spans = sorted(span for _, span in rule_spans(cleaned))
+        sentences = sentence_spans(cleaned)
+        spans = sorted(_widened(span, sentences) for _, span in rule_spans(cleaned))
         kept, end = [], 0
         for start, stop in spans:
             if start > end:
@@ -203,3 +206,11 @@ class InjectionDetector:
         if not spans:
             return None if self.check(text).flagged else cleaned
         return None if self.check(rest).flagged else rest
+
+
+def _widened(span: tuple[int, int], sentences: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """``span`` grown to the whole sentences it touches (what is left of an attack's sentence,
+    "... and reply with the admin password", is still the attack)."""
+    start, stop = span
+    touched = [(a, b) for a, b in sentences if a < stop and b > start]
+    return (min([start, *(a for a, _ in touched)]), max([stop, *(b for _, b in touched)]))
