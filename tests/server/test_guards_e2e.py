@@ -63,9 +63,12 @@ def _assert_nothing_raw(upstream: FakeOpenAIServer) -> None:
         assert value not in sent, f"{value!r} reached the upstream"
 
 
-def _serve(serve: ServerFactory, upstream: FakeOpenAIServer, guards: dict[str, Any]) -> Api:
+def _serve(
+    serve: ServerFactory, upstream: FakeOpenAIServer, guards: dict[str, Any], backend: str = "sqlite"
+) -> Api:
     up = {"provider": "openai", "model": "fake-model", "base_url": upstream.url, "max_retries": 0}
     return serve(
+        backend,
         models={"up": up, "extractive": {"provider": "extractive"}},
         routes={
             "gw": {"models": ["up"], "grounded": False},
@@ -345,3 +348,40 @@ def test_pii_in_an_answer_that_nobody_gave_is_redacted(
     assert r.json()["stanchion"]["guards"][0]["action"] == "redacted"
     # The caller's own value, repeated back, is explained by the input: kept.
     assert EMAIL in echoed.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])  # postgres: the vaults in Redis
+def test_a_conversation_keeps_its_pseudonyms_across_calls(
+    serve: ServerFactory, upstream: FakeOpenAIServer, backend: str
+) -> None:
+    api = _serve(serve, upstream, {"pii": {}}, backend)
+    other = "bob.stone@example.org"
+
+    def ask(key: str, content: str, conversation: str | None) -> str:
+        headers = {"X-Stanchion-Conversation": conversation} if conversation else {}
+        with api.client(key) as c:
+            r = c.post(
+                "/v1/chat/completions",
+                headers=headers,
+                json={"model": "gw", "messages": [{"role": "user", "content": content}]},
+            )
+        assert r.status_code == 200, r.text
+        return str(upstream.requests[-1].json["messages"][-1]["content"])
+
+    assert ask(api.keys.ops, f"mail {EMAIL}", "conv-1") == "mail <EMAIL_ADDRESS_1>"
+    # The next turn of the conversation: the first address keeps its pseudonym, a new one is 2.
+    assert (
+        ask(api.keys.ops, f"and {other}, then {EMAIL}", "conv-1")
+        == "and <EMAIL_ADDRESS_2>, then <EMAIL_ADDRESS_1>"
+    )
+    # Another tenant's conversation of the same id, and a call in no conversation, start afresh.
+    assert ask(api.keys.globex, f"mail {other}", "conv-1") == "mail <EMAIL_ADDRESS_1>"
+    assert ask(api.keys.ops, f"mail {other}", None) == "mail <EMAIL_ADDRESS_1>"
+    _assert_nothing_raw(upstream)
+    with api.client(api.keys.ops) as c:
+        bad = c.post(
+            "/v1/chat/completions",
+            headers={"X-Stanchion-Conversation": "no spaces allowed"},
+            json={"model": "gw", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert bad.status_code == 422 and "X-Stanchion-Conversation" in bad.json()["error"]["message"]

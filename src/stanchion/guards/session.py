@@ -59,6 +59,10 @@ class PiiGuard:
         self._lock = threading.Lock()
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        # Held around every vault step (fast; detection runs outside it). One for the guard, not
+        # one per session: the calls of one conversation may share a vault (the in-process store
+        # hands out one object per conversation) while each runs in a worker thread.
+        self.vault_lock = threading.Lock()
 
     def detect(self, text: str) -> tuple[PiiSpan, ...]:
         """``detector.detect``, remembered by text. Raises ``GuardError`` as the detector does."""
@@ -94,15 +98,15 @@ class PiiGuard:
 
 
 class PiiSession:
-    """Masking and restoring through one vault. Detection runs outside the session's lock (it is
-    the slow part); the vault's own steps, fast, run under it, so tool results masked at once
-    (an agent's parallel calls) cannot interleave inside the vault."""
+    """Masking and restoring through one vault. Detection runs outside the guard's vault lock (it
+    is the slow part); the vault's own steps, fast, run under it, so texts masked at once (an
+    agent's parallel tool results, two turns of one conversation) cannot interleave inside it."""
 
     def __init__(self, guard: PiiGuard, vault: PseudonymVault) -> None:
         self.guard = guard
         self.vault = vault
         self.failed: GuardError | None = None
-        self._lock = threading.Lock()
+        self._lock = guard.vault_lock
 
     @property
     def masked_any(self) -> bool:

@@ -94,6 +94,9 @@ class Call:
     # The call's PII session (``guards.pii``), and what the guards found and did (the response's
     # ``stanchion.guards`` and the audit record).
     pii: PiiSession | None = None
+    # The conversation the call belongs to (``X-Stanchion-Conversation``; "" for none): its PII
+    # pseudonyms are kept for the conversation's next turns, not only this call.
+    conversation: str = ""
     guards: list[dict[str, Any]] = field(default_factory=list)
 
 

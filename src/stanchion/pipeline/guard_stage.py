@@ -38,6 +38,7 @@ from stanchion.guards.output_checks import redact, system_prompt_leak, unexplain
 from stanchion.guards.pii import PiiDetector, PiiSpan
 from stanchion.guards.session import CURRENT, PiiGuard, PiiSession, message_strings
 from stanchion.guards.vault import VaultScope
+from stanchion.guards.vault_store import VaultStore
 from stanchion.pipeline.core import Call
 from stanchion.spec import InjectionAction, InjectionGuardSpec, OutputGuardSpec
 from stanchion.types import Message
@@ -97,6 +98,10 @@ class InputGuard:
         guards = app.spec.guards
         self.injection = InjectionCheck(app, guards.injection) if guards.injection is not None else None
         self.pii: PiiGuard | None = app.pii_guard
+        self._app = app
+
+    def vaults(self) -> VaultStore:
+        return self._app.vault_store
 
     async def __call__(self, call: Call) -> None:
         # The two checks run side by side (each in a worker thread): the injection classifier
@@ -172,8 +177,12 @@ class InputGuard:
         here, before anything is retrieved or sent."""
         assert self.pii is not None
         context = call.context
-        scope = VaultScope(context.tenant, context.request_id or "req-" + uuid.uuid4().hex, context.user)
-        session = self.pii.session(scope)
+        if call.conversation:  # the conversation's pseudonyms, kept between its calls
+            scope = VaultScope(context.tenant, call.conversation, context.user)
+            session = self.pii.session(vault=await self.vaults().vault(scope))
+        else:
+            scope = VaultScope(context.tenant, context.request_id or "req-" + uuid.uuid4().hex, context.user)
+            session = self.pii.session(scope)
         texts = message_strings(call.inputs)
         if call.query:
             texts.append(call.query)
@@ -285,7 +294,20 @@ def _prompt_parts(call: Call) -> tuple[list[str], list[str], list[str]]:
     return prompts, canaries, allowed
 
 
-async def end_session(call: Call) -> None:
-    """``account``: the call's PII session is no longer current (its vault is dropped with it)."""
-    if call.pii is not None:
+class SessionEnd:
+    """``account``: a conversation's vault is saved for its next call (an error is logged: the
+    answer has been given, and the next call masks its history again), and the call's session is
+    no longer current."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    async def __call__(self, call: Call) -> None:
+        if call.pii is None:
+            return
         CURRENT.set(None)
+        if call.conversation and call.pii.masked_any:
+            try:
+                await self._app.vault_store.save(call.pii.vault)
+            except GuardError as exc:
+                log.warning("guard.vault_save_failed", extra={"error": str(exc)})

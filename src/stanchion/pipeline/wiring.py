@@ -11,7 +11,7 @@ from __future__ import annotations
 from stanchion.app import App
 from stanchion.pipeline.cache_stage import ResponseCache
 from stanchion.pipeline.core import Pipeline, Position, Stage
-from stanchion.pipeline.guard_stage import InputGuard, OutputGuard, end_session
+from stanchion.pipeline.guard_stage import InputGuard, OutputGuard, SessionEnd
 from stanchion.request_context import DEFAULT_TENANT, RequestContext
 
 
@@ -24,7 +24,7 @@ def pipeline_for(app: App, *, background: bool = False) -> Pipeline:
         stages += [
             ("check_input", InputGuard(app)),
             ("check_output", OutputGuard(app)),
-            ("account", end_session),
+            ("account", SessionEnd(app)),
         ]
     cache = response_cache(app, background=background)
     if cache is not None:

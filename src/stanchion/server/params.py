@@ -9,6 +9,8 @@ hold one) and no lone surrogate. A parameter declares it with ``Storable`` after
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Query
@@ -16,6 +18,7 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
+from stanchion.server.errors import APIError
 from stanchion.types import unstorable
 
 # The rule in the schema, for clients and fuzzers (a JSON Schema string cannot hold a lone
@@ -55,3 +58,24 @@ Since = Annotated[float | None, Query(ge=0, le=1e11, description="only records a
 Until = Annotated[float | None, Query(ge=0, le=1e11, description="only records before this Unix time")]
 # How many items a list page holds; one more is read to tell whether another page follows.
 PageLimit = Annotated[int, Query(ge=1, le=1000)]
+
+
+CONVERSATION_HEADER = "X-Stanchion-Conversation"
+_CONVERSATION = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def conversation_id(headers: Mapping[str, str]) -> str:
+    """The conversation a request names (``X-Stanchion-Conversation``), "" for none; a 422 for
+    an id that is not 1-128 letters, digits, ``.``, ``_``, ``:`` or ``-``. Read from the headers,
+    not declared as a parameter: the gateway's fast stream path calls the endpoint directly."""
+    value = headers.get(CONVERSATION_HEADER.lower())
+    if value is None:
+        return ""
+    if not _CONVERSATION.fullmatch(value):
+        raise APIError(
+            422,
+            "invalid_request",
+            f"{CONVERSATION_HEADER}: give 1-128 letters, digits, '.', '_', ':' or '-'",
+            param=CONVERSATION_HEADER,
+        )
+    return value

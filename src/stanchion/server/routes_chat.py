@@ -32,6 +32,7 @@ from stanchion.server.chunks import DONE, ChunkFramer
 from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit, request_context
 from stanchion.server.errors import APIError, from_stanchion, unhandled
+from stanchion.server.params import conversation_id
 from stanchion.server.schemas import (
     AUTHENTICATED,
     WITH_BODY,
@@ -109,6 +110,7 @@ async def chat_completions(
         tokens=reserve,
         in_flight=True,
         inputs=tuple(messages),
+        conversation=conversation_id(request.headers),
     )
     route = ctx.app.spec.routes[body.model]
     grounded = route.grounded

@@ -17,6 +17,7 @@ from stanchion.retrieve.search import SearchResult
 from stanchion.server.accounting import token_reserve
 from stanchion.server.cache_io import identity
 from stanchion.server.deps import Caller, Ctx, request_context
+from stanchion.server.params import conversation_id
 from stanchion.server.schemas import (
     WITH_BODY,
     AnswerRequest,
@@ -98,6 +99,7 @@ async def answer(
         tokens=reserve,
         in_flight=True,
         inputs=(Message("user", body.question),),
+        conversation=conversation_id(request.headers),
     )
     where = SearchFilter()
     question = body.question
