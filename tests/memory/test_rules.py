@@ -33,6 +33,9 @@ STATED = [
     ("From now on, answer in French", "preference:response_language", "French", False),
     ("Please keep answers concise from now on", "preference:response_length", "concise", False),
     ("I'm vegetarian", "preference:diet", "vegetarian", False),
+    ("Hi, I'm Jonas.", "fact:name", "Jonas", False),
+    ("Please always book me an aisle seat.", "preference:seat", "aisle seat", False),
+    ("I work for Hooli as part of the platform team", "fact:employer", "Hooli", False),
 ]
 
 
@@ -54,6 +57,8 @@ def test_statement_becomes_slotted_memory(said: str, slot: str, value: str, nega
         "My question is about refunds",
         "What is the refund policy",
         "The team uses Slack",
+        "My colleague's favourite language is Scala.",
+        "Hi, I'm tired",
     ],
 )
 def test_questions_hypotheticals_and_others_give_nothing(said: str) -> None:
@@ -63,10 +68,11 @@ def test_questions_hypotheticals_and_others_give_nothing(said: str) -> None:
 
 def test_clauses_split_on_a_new_first_person_statement() -> None:
     """'... and I ...' starts a second statement; 'and' inside a value does not."""
-    assert clauses("I live in Berlin and I work at Siemens. I like rock and roll") == [
+    assert clauses("I live in Berlin and I work at Siemens. I like rock and roll, I'm into jazz") == [
         "I live in Berlin",
         "I work at Siemens.",
         "I like rock and roll",
+        "I'm into jazz",
     ]
 
 

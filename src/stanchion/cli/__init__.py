@@ -273,7 +273,9 @@ def _register_answer_commands() -> None:
     from stanchion.cli.cache import cache_app
     from stanchion.cli.eval_cache import register as register_eval_cache
     from stanchion.cli.eval_injection import register as register_eval_injection
+    from stanchion.cli.eval_memory import register as register_eval_memory
     from stanchion.cli.eval_pii import register as register_eval_pii
+    from stanchion.cli.memory import memory_app
     from stanchion.cli.server import register as register_server
     from stanchion.cli.tools import tools_app
 
@@ -281,9 +283,11 @@ def _register_answer_commands() -> None:
     register_server(app)
     register_eval_cache(eval_app)
     register_eval_injection(eval_app)
+    register_eval_memory(eval_app)
     register_eval_pii(eval_app)
     app.add_typer(tools_app, name="tools")
     app.add_typer(cache_app, name="cache")
+    app.add_typer(memory_app, name="memory")
     try:
         from stanchion.cli.bench import bench_app
     except ImportError:  # pragma: no cover

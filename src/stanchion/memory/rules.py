@@ -15,13 +15,17 @@ from stanchion.memory.lexicon import category_of, language_in, noun_category, pr
 from stanchion.memory.records import Candidate, Kind, slot_name
 from stanchion.types import Message
 
-_CLAUSE_END = re.compile(r"(?<=[.!?;])\s+|\n+|,?\s+(?:and|but|so)\s+(?=(?:i|i'm|my|call me)\b)", re.I)
+_CLAUSE_END = re.compile(
+    r"(?<=[.!?;])\s+|\n+|,?\s+(?:and|but|so)\s+(?=(?:i|i'm|my|call me)\b)|,\s+(?=(?:i|i'm|my)\s)", re.I
+)
 _FILLER = re.compile(
     r"^(?:(?:actually|oh|ok|okay|hmm+|um+|uh+|right|sure|oops|sorry|wait|well|also|btw|by the way|so|and|but|hey|hi|hello|honestly|just so you know|"
     r"fyi|update|correction|quick update|heads up|anyway|these days|nowadays|lately|now|yes|no|"
     r"to be honest|for the record|in fact|these days)\b[,:!\s-]*)+",
     re.I,
 )
+_GREETING = re.compile(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening))\b", re.I)
+_GREETED_NAME = re.compile(r"^(?i:i'm|i am)\s+(?P<v>[A-Z][\w'-]+)$")
 _FROM_NOW_ON = re.compile(r"^(?:from now on|going forward|in future|in the future|from today)[,:\s]+", re.I)
 _TRAILING_FROM_NOW_ON = re.compile(r",?\s+(?:from now on|going forward|in (?:the )?future)\s*$", re.I)
 _ADVERBS = r"(?:(?:really|much|now|still|also|generally|usually|mostly|absolutely|definitely|actually|totally|do|kind of|quite|always|mainly|currently|honestly)\s+)*"
@@ -30,7 +34,7 @@ _VALUE_END = re.compile(
     r"\bnowadays\b|\banymore\b|\bany more\b|\bover\b|\brather than\b|\binstead of\b|\bmore than\b|"
     r"\bthan\b|\bnow\b|\bat the moment\b|\bright now\b|\bfor now\b|\bas well\b|\btoo\b|\bfrom now on\b|"
     r"\bif possible\b|\bplease\b|\bthanks\b|\bwith my\b|\bwhen\b|\bwhile\b|\s(?:on|at|for|as an?|last|"
-    r"yesterday|ago|this (?:week|month|year)|since|every)\b)",
+    r"yesterday|ago|this (?:week|month|year)|since|every|as|and (?:use|now|i)|instead)\b)",
     re.I,
 )
 _NOT_ABOUT_ME = re.compile(
@@ -119,7 +123,7 @@ _NEGATED = re.compile(
 )
 _INSTRUCTION = re.compile(
     r"^(?:please\s+)?(?:always\s+|never\s+)?(?:answer|reply|respond|write|talk|speak|use|give|keep|show|format|"
-    r"send)\b.*",
+    r"send|book|get|order)\b.*",
     re.I,
 )
 
@@ -147,7 +151,13 @@ class RuleExtractor:
 
 def clauses(text: str) -> list[str]:
     text = text.replace("\u2019", "'").replace("\u2018", "'")
-    return [c.strip() for c in _CLAUSE_END.split(text) if c and c.strip()]
+    parts: list[str] = []
+    for part in (c.strip() for c in _CLAUSE_END.split(text) if c and c.strip()):
+        if parts and _GREETING.fullmatch(parts[-1].rstrip(",.!")):
+            parts[-1] = f"{parts[-1]} {part}"  # "Hi, I'm Jonas" stays one clause
+        else:
+            parts.append(part)
+    return parts
 
 
 def read_clause(clause: str) -> Candidate | None:
@@ -155,7 +165,10 @@ def read_clause(clause: str) -> Candidate | None:
     if clause.rstrip().endswith("?"):
         return None
     said = clause.strip().rstrip(".!")
+    greeted = _GREETING.match(said)
     body = _FILLER.sub("", said)
+    if greeted and (named := _GREETED_NAME.match(body)):
+        return Candidate("fact", "fact:name", body[0].upper() + body[1:], named["v"])
     instruction = False
     for pattern in (_FROM_NOW_ON, _TRAILING_FROM_NOW_ON):
         if pattern.search(body):
@@ -246,6 +259,10 @@ def _my(body: str, text: str) -> Candidate | None:
     value = _value(found["v"])
     if not value:
         return None
+    if re.search(r"\b(?:favou?rite|preferred)\b", noun) and not re.match(
+        r"^(?:favou?rite|preferred)\b", noun
+    ):
+        return None  # "my colleague's favourite language is Scala": someone else's preference
     favourite = re.match(r"^(?:favou?rite|preferred|go-to)\s+(?P<n>.+)$", noun)
     if favourite:
         category = category_of(value) or noun_category(favourite["n"])

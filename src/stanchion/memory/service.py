@@ -15,14 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import numpy as np
-
 from stanchion.core.analyze import query_terms, terms
 from stanchion.core.embed import Embedder
 from stanchion.errors import Conflict, SearchError
 from stanchion.memory.extract import Extractor
 from stanchion.memory.records import Candidate, MemoryRecord, slot_label
-from stanchion.memory.store import MemoryStore
+from stanchion.memory.store import MemoryStore, Vector
 from stanchion.types import Message
 
 log = logging.getLogger(__name__)
@@ -94,9 +92,7 @@ class Memory:
                 changes.append(self._write_one(tenant, user, candidate, vector, source))
         return changes
 
-    def _write_one(
-        self, tenant: str, user: str, candidate: Candidate, vector: np.ndarray, source: str
-    ) -> Change:
+    def _write_one(self, tenant: str, user: str, candidate: Candidate, vector: Vector, source: str) -> Change:
         existing = self.store.current(tenant, user, candidate.slot)
         if existing is None:
             said = _normal(candidate.text)
@@ -119,15 +115,20 @@ class Memory:
         record = self.store.supersede(tenant, user, existing.id, candidate, vector, source=source)
         return Change("superseded", record, replaced=existing.id)
 
-    def recall(self, tenant: str, user: str, query: str, k: int = 5) -> list[MemoryRecord]:
-        """The user's ``k`` current memories most relevant to ``query``, best first (``score``)."""
+    def recall(
+        self, tenant: str, user: str, query: str, k: int = 5, *, vector: Vector | None = None
+    ) -> list[MemoryRecord]:
+        """The user's ``k`` current memories most relevant to ``query``, best first (``score``).
+        ``vector``: the query's embedding when the run has it already (retrieval embeds the same
+        question), so recall adds only a read and a ranking."""
         _check_owner(tenant, user)
         if k < 1:
             raise SearchError(f"k must be at least 1, got {k}")
         query = _SPACE.sub(" ", query).strip()[:MAX_QUERY_CHARS]
         if not query:
             return []
-        vector = self.embedder.embed([query])[0]
+        if vector is None:
+            vector = self.embedder.embed([query])[0]
         words = [t for t in query_terms(query) if t not in _QUESTION_WORDS]
         scored = []
         for record, cosine in self.store.candidates(tenant, user, vector, words):

@@ -19,6 +19,7 @@ from stanchion.server import (
     routes_audit,
     routes_chat,
     routes_documents,
+    routes_memory,
     routes_ops,
     routes_search,
     routes_usage,
@@ -102,7 +103,15 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
     api.state.ctx = ctx
     install_handlers(api)
     describe_models(api, ChatCompletionChunk)
-    for module in (routes_chat, routes_search, routes_documents, routes_usage, routes_audit, routes_ops):
+    for module in (
+        routes_chat,
+        routes_search,
+        routes_documents,
+        routes_memory,
+        routes_usage,
+        routes_audit,
+        routes_ops,
+    ):
         api.include_router(module.router)
     chat_route = next(r for r in routes_chat.router.routes if getattr(r, "path", None) == fast_stream.PATH)
     # Added first, so it runs inside RequestMiddleware (request id, limits, metrics, access log).
