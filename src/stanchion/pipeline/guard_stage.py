@@ -215,9 +215,9 @@ class OutputGuard:
         if call.pii is not None and call.pii.masked_any:
             call.pii_restored = True
             call.guards.append({"guard": "pii", "action": "masked", "values": len(call.pii.vault)})
-        flagged = getattr(call.retrieved, "flagged", ())  # the sources' injection guard (answer.Retrieved)
-        if flagged:
-            call.guards.append({"guard": "injection", "where": "sources", "chunks": list(flagged)})
+        if isinstance(call.retrieved, Retrieved) and call.retrieved.flagged:  # guards.injection.sources
+            chunks = list(call.retrieved.flagged)
+            call.guards.append({"guard": "injection", "where": "sources", "chunks": chunks})
         if self.spec is not None and call.outcome.text and not call.served:
             await self._check(call, self.spec)
         if call.guards:
