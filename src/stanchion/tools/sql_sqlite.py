@@ -23,6 +23,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from stanchion.errors import ToolError
@@ -70,7 +71,8 @@ class SqliteBackend:
         self.tables = _read_schema(tool, path, tables, tenant_column)
 
     def run(self, query: str, *, tenant: str, max_rows: int, timeout_s: float) -> Rows:
-        with _connect(self._path) as conn:
+        with closing(_connect(self._path)) as conn:
+            conn.execute("PRAGMA temp_store = MEMORY")  # the views' TEMP schema: no file on disk
             views = self._make_views(conn, tenant) if self._tenant_column else {}
             conn.execute("PRAGMA query_only = ON")
             conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
@@ -148,7 +150,7 @@ def _read_schema(
     if not path.is_file():
         raise SpecError(f"{key}.database: no SQLite file at {path}", key_path=f"{key}.database")
     try:
-        with _connect(path) as conn:
+        with closing(_connect(path)) as conn:
             names = [
                 r[0]
                 for r in conn.execute(
