@@ -36,6 +36,10 @@ STATED = [
     ("Hi, I'm Jonas.", "fact:name", "Jonas", False),
     ("Please always book me an aisle seat.", "preference:seat", "aisle seat", False),
     ("I work for Hooli as part of the platform team", "fact:employer", "Hooli", False),
+    ("I'm severely allergic to sesame, keep that in mind", "fact:allergy:sesame", "sesame", False),
+    ("I always want an aisle seat", "preference:seat", "aisle seat", False),
+    ("Actually, switch to English for answers", "preference:response_language", "English", False),
+    ("I like tea too", "preference:drink", "tea", False),
 ]
 
 
@@ -59,6 +63,7 @@ def test_statement_becomes_slotted_memory(said: str, slot: str, value: str, nega
         "The team uses Slack",
         "My colleague's favourite language is Scala.",
         "Hi, I'm tired",
+        "I want a refund",
     ],
 )
 def test_questions_hypotheticals_and_others_give_nothing(said: str) -> None:

@@ -28,11 +28,11 @@ _GREETING = re.compile(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening))\b"
 _GREETED_NAME = re.compile(r"^(?i:i'm|i am)\s+(?P<v>[A-Z][\w'-]+)$")
 _FROM_NOW_ON = re.compile(r"^(?:from now on|going forward|in future|in the future|from today)[,:\s]+", re.I)
 _TRAILING_FROM_NOW_ON = re.compile(r",?\s+(?:from now on|going forward|in (?:the )?future)\s*$", re.I)
-_ADVERBS = r"(?:(?:really|much|now|still|also|generally|usually|mostly|absolutely|definitely|actually|totally|do|kind of|quite|always|mainly|currently|honestly)\s+)*"
+_ADVERBS = r"(?:(?:really|much|now|still|also|do|kind of|quite|always|[a-z]+ly)\s+)*"
 _VALUE_END = re.compile(
     r"\s*(?:,|;|:|\(|\s-\s|\bbecause\b|\bsince\b|\bbut\b|\bso\b|\bwhich\b|\bthough\b|\bthese days\b|"
     r"\bnowadays\b|\banymore\b|\bany more\b|\bover\b|\brather than\b|\binstead of\b|\bmore than\b|"
-    r"\bthan\b|\bnow\b|\bat the moment\b|\bright now\b|\bfor now\b|\bas well\b|\btoo\b|\bfrom now on\b|"
+    r"\bthan\b|\bnow\b|\bat the moment\b|\bright now\b|\bfor now\b|\bas well\s*$|\btoo\s*$|\bfrom now on\b|"
     r"\bif possible\b|\bplease\b|\bthanks\b|\bwith my\b|\bwhen\b|\bwhile\b|\s(?:on|at|for|as an?|last|"
     r"yesterday|ago|this (?:week|month|year)|since|every|as|and (?:use|now|i)|instead)\b)",
     re.I,
@@ -104,8 +104,12 @@ _MY = re.compile(
 )
 _VERBS = (
     r"prefer|like|love|enjoy|adore|favou?r|hate|dislike|detest|loathe|can't stand|cannot stand|"
-    r"use|drink|eat|play|listen to|watch|read|am into|'m into|am a fan of|'m a fan of|"
+    r"use|drink|eat|play|listen to|watch|read|want|need|write|code in|am into|'m into|am a fan of|'m a fan of|"
     r"am a big fan of|'m a big fan of|switched to|went back to|moved to using"
+)
+# "I use the search box", "I want a refund": a preference only when the thing is in a category.
+_NEEDS_CATEGORY = frozenset(
+    {"use", "drink", "eat", "play", "listen to", "watch", "read", "want", "need", "write", "code in"}
 )
 _NEGATIVE = frozenset({"hate", "dislike", "detest", "loathe", "can't stand", "cannot stand"})
 _PREFERENCE = re.compile(r"^i\s*" + _ADVERBS + r"(?P<verb>" + _VERBS + r")\s+(?P<v>.+)", re.I)
@@ -123,7 +127,7 @@ _NEGATED = re.compile(
 )
 _INSTRUCTION = re.compile(
     r"^(?:please\s+)?(?:always\s+|never\s+)?(?:answer|reply|respond|write|talk|speak|use|give|keep|show|format|"
-    r"send|book|get|order)\b.*",
+    r"send|book|get|order|switch to|stick to)\b.*",
     re.I,
 )
 
@@ -295,7 +299,7 @@ def _preference(body: str, text: str) -> Candidate | None:
     value = _value(found["v"])
     if not value or len(value.split()) > 8:
         return None
-    if verb in ("use", "drink", "eat", "play", "listen to", "watch", "read") and not category_of(value):
+    if verb in _NEEDS_CATEGORY and not category_of(value):
         return None  # "I use the search box", "I read the report": not a preference
     slot = _preference_slot(verb, value)
     return Candidate("preference", slot, text, value, negated=verb in _NEGATIVE)
@@ -317,9 +321,9 @@ def _negated(body: str, text: str) -> Candidate | None:
 def _instruction(body: str, text: str, *, explicit: bool) -> Candidate | None:
     """ "From now on, answer in French" and "always use bullet points": how to answer."""
     lowered = body.lower()
-    in_language = re.search(r"\bin\s+(\w+)", lowered)
-    if in_language and (language := language_in(in_language[1])):
-        return Candidate("preference", "preference:response_language", text, language.capitalize())
+    for named in re.finditer(r"\b(?:in|to|into)\s+(\w+)", lowered):  # "answer in French", "switch to English"
+        if language := language_in(named[1]):
+            return Candidate("preference", "preference:response_language", text, language.capitalize())
     category = category_of(body)
     if category:
         found = re.search(
