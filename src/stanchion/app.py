@@ -29,6 +29,7 @@ LOCAL_PROVIDERS = frozenset({"llamacpp", "extractive"})
 if TYPE_CHECKING:
     from stanchion.answer import Answerer
     from stanchion.cache.entry import CacheBackend
+    from stanchion.guards.injection_check import InjectionCheck
     from stanchion.guards.session import PiiGuard
     from stanchion.guards.sources import SourceScreen
     from stanchion.guards.vault_store import VaultStore
@@ -214,6 +215,17 @@ class App:
             mode=spec.retrieval.mode,
             sources=self.source_screen,
         )
+
+    @cached_property
+    def injection_check(self) -> InjectionCheck | None:
+        """``guards.injection`` on what callers and tools send (None without it): one per app,
+        sharing the question embedder and its remembered verdicts."""
+        injection = self.spec.guards.injection
+        if injection is None:
+            return None
+        from stanchion.guards.injection_check import InjectionCheck
+
+        return InjectionCheck(injection, lambda: self.query_embedder)
 
     @cached_property
     def source_screen(self) -> SourceScreen | None:

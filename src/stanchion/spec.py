@@ -296,6 +296,33 @@ def _default_routes() -> dict[str, RouteSpec]:
     return {"default": RouteSpec(models=["extractive"])}
 
 
+class AgentLimits(_Strict):
+    """When a run stops, whatever the model wants: the run ends with the limit as its reason."""
+
+    max_steps: int = Field(8, ge=1, le=100, description="model calls, the checks' revisions included")
+    max_tool_calls: int = Field(16, ge=0, le=500, description="tool calls in all")
+    max_cost_usd: float | None = Field(None, gt=0, description="model cost of the run (default: no limit)")
+    max_seconds: float = Field(60.0, gt=0, le=3600, description="wall time of the run")
+
+
+class AgentSpec(_Strict):
+    """An agent: a model route that may call tools until it answers or reaches a limit."""
+
+    instructions: str = Field(description="the agent's system prompt: its job, tone and rules")
+    route: str = Field(
+        "default", description="the model route it runs on (a route's fallback chain or tiers)"
+    )
+    tools: list[str] = Field(default_factory=list, description="names under tools: it may call")
+    memory: bool = Field(False, description="recall the user's long-term memories; remember what they state")
+    limits: AgentLimits = AgentLimits()
+    check: bool = Field(
+        True, description="check each draft against the tool results and success criteria before answering"
+    )
+    success_criteria: list[str] = Field(
+        default_factory=list, description="what a finished answer must do, checked before it is returned"
+    )
+
+
 class RateLimitSpec(_Strict):
     requests_per_minute: int = Field(600, ge=1, description="per API key")
     tokens_per_minute: int = Field(200_000, ge=1, description="per API key, prompt + completion")
@@ -429,6 +456,7 @@ class Spec(_Strict):
     server: ServerSpec = ServerSpec()
     tools: dict[str, ToolConfig] = Field(default_factory=_default_tools)
     guards: GuardsSpec = GuardsSpec()
+    agents: dict[str, AgentSpec] = Field(default_factory=dict)
     # Where relative paths resolve from: the spec file's folder (not part of the YAML).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -474,6 +502,21 @@ class Spec(_Strict):
             raise ValueError(
                 f"answer.route: unknown route {self.answer.route!r} (routes: {', '.join(self.routes)})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _agents_name_known_parts(self) -> Spec:
+        for name, agent in self.agents.items():
+            if not _TOOL_NAME.fullmatch(name):
+                raise ValueError(f"agents.{name}: use 1-64 letters, digits, _ or - in an agent's name")
+            if agent.route not in self.routes:
+                raise ValueError(
+                    f"agents.{name}.route: unknown route {agent.route!r} (routes: {', '.join(self.routes)})"
+                )
+            for tool in agent.tools:
+                if tool not in self.tools:
+                    known = ", ".join(self.tools) or "none"
+                    raise ValueError(f"agents.{name}.tools: unknown tool {tool!r} (tools: {known})")
         return self
 
     def resolve(self, path: str) -> Path:

@@ -25,22 +25,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import uuid
-from collections import OrderedDict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from stanchion.answer.answerer import Retrieved
 from stanchion.errors import GuardError, InputBlocked
-from stanchion.guards.injection import InjectionDetector, InjectionVerdict
+from stanchion.guards.injection_check import WITHHELD_TOOL_RESULT
 from stanchion.guards.output_checks import redact, system_prompt_leak, unexplained_pii
 from stanchion.guards.pii import PiiDetector, PiiSpan
 from stanchion.guards.session import CURRENT, PiiGuard, PiiSession, message_strings
 from stanchion.guards.vault import VaultScope
 from stanchion.guards.vault_store import VaultStore
 from stanchion.pipeline.core import Call
-from stanchion.spec import InjectionAction, InjectionGuardSpec, OutputGuardSpec
+from stanchion.spec import InjectionAction, OutputGuardSpec
 from stanchion.types import Message
 
 if TYPE_CHECKING:
@@ -48,55 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stanchion.guards")
 
-_VERDICTS = 4096  # injection verdicts remembered by text
-WITHHELD_TOOL_RESULT = "[tool result withheld: it was flagged as a prompt injection]"
 WITHHELD = "The answer was withheld by this server's output checks."
-
-
-class InjectionCheck:
-    """The injection detector on the app's query embedder (a question's vector is then shared
-    with retrieval and the cache), with verdicts remembered by text."""
-
-    def __init__(self, app: App, spec: InjectionGuardSpec) -> None:
-        self.spec = spec
-        self._app = app
-        self._detector: InjectionDetector | None = None
-        self._verdicts: OrderedDict[str, InjectionVerdict] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def detector(self) -> InjectionDetector:
-        if self._detector is None:
-            embedder = self._app.query_embedder
-            try:
-                self._detector = InjectionDetector(embedder, threshold=self.spec.threshold)
-            except Exception:  # an embedder the classifier was not fit on: the rules alone
-                log.warning("guard.injection_rules_only", extra={"embedder": embedder.name})
-                self._detector = InjectionDetector(threshold=self.spec.threshold, classifier=False)
-        return self._detector
-
-    def check(self, text: str) -> InjectionVerdict:
-        with self._lock:
-            known = self._verdicts.get(text)
-        if known is not None:
-            return known
-        detector = self.detector
-        vector = self._app.query_embedder.embed([text])[0] if len(text) <= 1000 else None
-        verdict = detector.check(text, vector=vector)
-        with self._lock:
-            self._verdicts[text] = verdict
-            while len(self._verdicts) > _VERDICTS:
-                self._verdicts.popitem(last=False)
-        return verdict
-
-    def strip(self, text: str) -> str | None:
-        return self.detector.strip_attacks(text)
 
 
 class InputGuard:
     def __init__(self, app: App) -> None:
-        guards = app.spec.guards
-        self.injection = InjectionCheck(app, guards.injection) if guards.injection is not None else None
+        self.injection = app.injection_check
         self.pii: PiiGuard | None = app.pii_guard
         self._app = app
 
