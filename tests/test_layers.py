@@ -33,6 +33,7 @@ LAYERS: list[list[str]] = [
     ["index", "state", "cache", "guards"],  # storage (index, state, response cache); guards (PII, injection)
     ["ingest", "retrieve", "memory"],  # memory: a user's facts and preferences, on the state database
     ["answer", "tools"],  # grounded answers; the tools a model may call (search, SQL, HTTP, ...)
+    ["agents"],  # a model that calls tools until it answers, checks its drafts, remembers users
     ["app"],  # the composition root: build(spec) -> App
     ["pipeline"],
     ["testing"],

@@ -8,6 +8,7 @@ ingest pipeline, retriever, models, tools, rerankers and answerers. The server a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
@@ -27,17 +28,21 @@ from stanchion.spec import ModelSpec, PriceSpec, Spec
 LOCAL_PROVIDERS = frozenset({"llamacpp", "extractive"})
 
 if TYPE_CHECKING:
+    from stanchion.agents import Agent
     from stanchion.answer import Answerer
     from stanchion.cache.entry import CacheBackend
     from stanchion.guards.injection_check import InjectionCheck
     from stanchion.guards.session import PiiGuard
     from stanchion.guards.sources import SourceScreen
     from stanchion.guards.vault_store import VaultStore
+    from stanchion.memory.service import Memory
+    from stanchion.memory.writer import MemoryWriter
     from stanchion.models.base import ChatModel
     from stanchion.models.registry import ModelRegistry
     from stanchion.retrieve.rerank import Reranker
     from stanchion.state import StateStore
     from stanchion.tools import Toolbox
+    from stanchion.types import Message
 
 
 class _Closeable(Protocol):
@@ -215,6 +220,51 @@ class App:
             mode=spec.retrieval.mode,
             sources=self.source_screen,
         )
+
+    @cached_property
+    def memory(self) -> Memory:
+        """Long-term memory of each (tenant, user), on the control-plane database."""
+        from stanchion.memory.service import Memory
+        from stanchion.memory.store import DatabaseMemoryStore
+
+        return Memory(DatabaseMemoryStore(self.state.db, model=self.embedder.name), self.query_embedder)
+
+    @cached_property
+    def memory_writer(self) -> MemoryWriter:
+        """Writes what users state after their runs, in the background of the running event loop."""
+        from stanchion.memory.writer import MemoryWriter
+
+        return MemoryWriter(self.memory)
+
+    def agent(self, name: str) -> Agent:
+        """The agent ``agents.<name>`` declares: its route's model, its tools, the injection guard
+        on tool results, and memory when it asks for it. A new one each call (it holds no state)."""
+        from stanchion.agents import Agent, AgentParts
+
+        if name not in self.spec.agents:
+            known = ", ".join(self.spec.agents) or "none (declare them under agents: in stanchion.yaml)"
+            raise SpecError(f"no agent named {name!r} (agents: {known})", key_path="agents")
+        spec = self.spec.agents[name]
+        check = self.injection_check
+        memory = self.memory if spec.memory else None
+
+        def recall(tenant: str, user: str, query: str) -> list[str]:
+            assert memory is not None
+            return [r.text for r in memory.recall(tenant, user, query, k=5)]
+
+        def remember(tenant: str, user: str, messages: Sequence[Message]) -> bool:
+            return self.memory_writer.submit(tenant, user, messages, source=f"agent:{name}")
+
+        parts = AgentParts(
+            model=self.route_model(spec.route),
+            tools=self.tools.specs(spec.tools),
+            call_tool=self.tools.call,
+            prices=self.prices,
+            screen=check.screen_tool_result if check is not None else None,
+            recall=recall if memory is not None else None,
+            remember=remember if memory is not None else None,
+        )
+        return Agent(name, spec, parts)
 
     @cached_property
     def injection_check(self) -> InjectionCheck | None:
