@@ -49,6 +49,7 @@ def make_spec(
     models: dict[str, Any] | None = None,
     routes: dict[str, Any] | None = None,
     guards: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Spec:
     raw: dict[str, Any] = {
         "index": index or {"path": str(root / "index.db")},
@@ -70,6 +71,7 @@ def make_spec(
         raw["routes"] = routes
     if guards is not None:
         raw["guards"] = guards
+    raw.update(extra or {})  # any other top-level keys (tools, agents)
     return Spec.model_validate({**raw, "base_dir": root})
 
 

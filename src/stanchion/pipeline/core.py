@@ -97,6 +97,9 @@ class Call:
     # The conversation the call belongs to (``X-Stanchion-Conversation``; "" for none): its PII
     # pseudonyms are kept for the conversation's next turns, not only this call.
     conversation: str = ""
+    # Texts the caller may read that the answer may quote besides its input and retrieved
+    # sources (an agent's tool results): the output checks do not count PII in them as leaked.
+    evidence: list[str] = field(default_factory=list)
     guards: list[dict[str, Any]] = field(default_factory=list)
 
 

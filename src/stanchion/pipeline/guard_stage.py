@@ -235,7 +235,7 @@ def _prompt_parts(call: Call) -> tuple[list[str], list[str], list[str]]:
     messages, and a grounded answer's own prompt with its nonce; the caller's input and the
     prompt's sources (what the caller may read)."""
     prompts = [m.content for m in call.inputs if m.role == "system" and m.content]
-    allowed = [m.content for m in call.inputs if m.content]
+    allowed = [m.content for m in call.inputs if m.content] + call.evidence
     allowed += [
         a for m in call.inputs for c in m.tool_calls for a in (c.raw_arguments, json.dumps(dict(c.arguments)))
     ]

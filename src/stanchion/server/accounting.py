@@ -106,6 +106,7 @@ async def account(
                     **({"models": outcome.models_json()} if outcome.costs else {}),
                     **({"cache": cache} if cache else {}),
                     **({"guards": list(guards)} if guards else {}),
+                    **({"agent": outcome.detail["agent"]} if "agent" in outcome.detail else {}),
                 },
             )
         )

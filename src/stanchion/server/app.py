@@ -16,6 +16,7 @@ from stanchion.app import App, build
 from stanchion.core.embed import Embedder, warm_for_serving
 from stanchion.server import (
     fast_stream,
+    routes_agents,
     routes_audit,
     routes_chat,
     routes_documents,
@@ -105,6 +106,7 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
     describe_models(api, ChatCompletionChunk)
     for module in (
         routes_chat,
+        routes_agents,
         routes_search,
         routes_documents,
         routes_memory,

@@ -28,6 +28,7 @@ from stanchion.server.ratelimit import Limits, RateLimiter, rate_limiter
 from stanchion.state import Principal
 
 if TYPE_CHECKING:
+    from stanchion.agents import Agent
     from stanchion.answer import Answerer
     from stanchion.pipeline import Pipeline
 
@@ -43,6 +44,7 @@ class ServerContext:
     limits: Limits
     worker_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:6]}")
     _answerers: dict[str, Answerer] = field(default_factory=dict)
+    _agents: dict[str, Agent] = field(default_factory=dict)
     _cache_configs: dict[str, str] = field(default_factory=dict)
     _answerer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Every request that reaches a model or the index runs through it (``server/accounting.py``).
@@ -85,6 +87,14 @@ class ServerContext:
                 if route not in self._answerers:
                     self._answerers[route] = await asyncio.to_thread(self.app.answerer, route)
         return self._answerers[route]
+
+    async def agent(self, name: str) -> Agent:
+        """One Agent per name, built on first use (off the event loop: it builds tools and models)."""
+        if name not in self._agents:
+            async with self._answerer_lock:
+                if name not in self._agents:
+                    self._agents[name] = await asyncio.to_thread(self.app.agent, name)
+        return self._agents[name]
 
     def cache_config(self, route: str) -> str:
         """The digest of the spec settings a route's cached answers depend on (``cache.keys``)."""

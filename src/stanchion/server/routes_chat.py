@@ -33,6 +33,7 @@ from stanchion.server.context import ServerContext
 from stanchion.server.deps import Caller, Ctx, admit, request_context
 from stanchion.server.errors import APIError, from_stanchion, unhandled
 from stanchion.server.params import conversation_id
+from stanchion.server.routes_agents import AGENT_PREFIX, agent_completion
 from stanchion.server.schemas import (
     AUTHENTICATED,
     WITH_BODY,
@@ -98,6 +99,11 @@ MAX_EMBED_CHARS = 32_000
 async def chat_completions(
     body: ChatCompletionRequest, ctx: Ctx, principal: Caller, request: Request, response: Response
 ) -> ChatCompletion | EventStreamResponse:
+    if body.model.startswith(AGENT_PREFIX):  # "agent:support": the agent answers
+        answered = await agent_completion(body, ctx, principal, request)
+        if isinstance(answered, EventStreamResponse):
+            return answered
+        return ChatCompletion.model_validate(answered)
     ctx.check_route(body.model)
     messages = _messages(body.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
