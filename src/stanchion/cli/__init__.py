@@ -269,6 +269,7 @@ def demo(
 
 
 def _register_answer_commands() -> None:
+    from stanchion.cli.agent import agent_app
     from stanchion.cli.answer import register
     from stanchion.cli.cache import cache_app
     from stanchion.cli.eval_cache import register as register_eval_cache
@@ -288,6 +289,7 @@ def _register_answer_commands() -> None:
     app.add_typer(tools_app, name="tools")
     app.add_typer(cache_app, name="cache")
     app.add_typer(memory_app, name="memory")
+    app.add_typer(agent_app, name="agent")
     try:
         from stanchion.cli.bench import bench_app
     except ImportError:  # pragma: no cover
