@@ -265,3 +265,20 @@ def test_the_spec_refuses_agents_naming_unknown_parts() -> None:
         Spec.model_validate({"agents": {"a": {"instructions": "x", "tools": ["sql"]}}})
     with pytest.raises(Exception, match=r"agents.a.route: unknown route 'big'"):
         Spec.model_validate({"agents": {"a": {"instructions": "x", "route": "big"}}})
+
+
+def test_figures_compare_in_one_spelling_and_derived_ones_pass() -> None:
+    from stanchion.agents.check import DraftCheck, figures
+    from stanchion.agents.run import ToolRecord
+
+    assert figures("Paid 1,577.50 on 2 items [3], see:\n1. the list") == {"1577.5", "2"}
+    records = [ToolRecord(1, "c0", "count", {}, result="open: 3; closed: 12; spend 1,577.50")]
+    check = DraftCheck()
+    assert (
+        check.grounding(
+            "How many?", "15 tickets in all, 3 open (a quarter of the 12 closed: 25%); spend 1577.5.", records
+        )
+        == []
+    )
+    problems = check.grounding("How many?", "There are 17 tickets.", records)
+    assert len(problems) == 1 and "17" in problems[0]

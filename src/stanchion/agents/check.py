@@ -3,8 +3,9 @@
 Two kinds of check:
 
 - **Grounding** (rules, always): the draft is not empty; every figure it states is one the task,
-  the agent's instructions or a tool result holds (a count the model made up, or copied wrong, is
-  the commonest agent error); a draft that says nothing of a tool that failed, while every call
+  the agent's instructions or a tool result holds, or the sum, difference, product, quotient or
+  percentage of two of them (a count the model made up, or copied wrong, is the commonest agent
+  error); a draft that says nothing of a tool that failed, while every call
   of that tool failed, is told to say so rather than answer around it.
 - **Success criteria** (``success_criteria`` in the spec): judged by the agent's own model in JSON
   mode, when it has one (``capabilities.json_mode``); a model without it leaves them unjudged
@@ -52,10 +53,40 @@ class CheckResult:
 
 
 def figures(text: str) -> set[str]:
-    """The figures ``text`` states, separators dropped ("1,577" -> "1577"), without citation
-    markers and list numbering."""
+    """The figures ``text`` states, each in one spelling ("1,577.50" -> "1577.5", to two
+    decimals), without citation markers and list numbering."""
     text = _LIST_MARKER.sub(" ", _CITATION.sub(" ", text))
-    return {m.group().replace(",", "").rstrip(".") for m in _FIGURE.finditer(text)}
+    found = set()
+    for m in _FIGURE.finditer(text):
+        raw = m.group().replace(",", "").rstrip(".")
+        try:
+            found.add(_spelled(float(raw)))
+        except ValueError:  # "1.2.3": not one number
+            found.add(raw)
+    return found
+
+
+_DERIVE_FROM = 40  # figures: pairs of more would make almost any number "derived"
+
+
+def derived(known: set[str]) -> set[str]:
+    """Figures an answer may compute from two known ones: their sum, difference, product,
+    quotient and percentage (to two decimals; as written with or without trailing zeros). Only
+    from a few figures: among many, almost any number is the sum of two."""
+    values = sorted({float(f) for f in known})[:_DERIVE_FROM] if len(known) <= _DERIVE_FROM else []
+    out: set[str] = set()
+    for i, a in enumerate(values):
+        for b in values[i + 1 :]:
+            results = [a + b, b - a, a * b]
+            if a:
+                results += [b / a, 100 * a / b if b else 0.0, 100 * b / a]
+            out |= {_spelled(r) for r in results}
+    return out
+
+
+def _spelled(value: float) -> str:
+    text = f"{round(value, 2):.2f}".rstrip("0").rstrip(".")
+    return text or "0"
 
 
 class DraftCheck:
@@ -83,7 +114,7 @@ class DraftCheck:
         known = figures(task) | figures(self.instructions)
         for record in records:
             known |= figures(record.result) | figures(json.dumps(record.arguments))
-        made_up = sorted(figures(draft) - known, key=lambda f: (len(f), f))
+        made_up = sorted(figures(draft) - known - derived(known), key=lambda f: (len(f), f))
         if made_up and records:
             listed = ", ".join(made_up)
             problems.append(
