@@ -67,6 +67,8 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
         ctx: ServerContext = api.state.ctx
         # Open the backends (and apply migrations) before the first request, off the event loop.
         await asyncio.to_thread(lambda: (system.state, system.store))
+        if system.pii_guard is not None:  # the NER model loads now, outside any request's time limit
+            await system.pii_guard.ready()
         # A worker lives long: the embedding model loads now, not inside the request that would
         # otherwise meet it (the numpy encoder hands over to torch after its budget).
         try:
@@ -86,6 +88,8 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
             with contextlib.suppress(asyncio.CancelledError):
                 await lag
             await ctx.jobs.close()
+            if "memory_writer" in system.__dict__:  # built by a run: what it holds is written first
+                await system.memory_writer.aclose()
             await ctx.audit.close()
             await ctx.limiter.close()
             await system.models.aclose()
