@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from stanchion.app import App, build
 from stanchion.core.embed import Embedder, warm_for_serving
+from stanchion.errors import GuardError
 from stanchion.server import (
     fast_stream,
     routes_agents,
@@ -68,7 +69,10 @@ def create_app(spec: Spec, *, embedder: Embedder | None = None, run_jobs: bool =
         # Open the backends (and apply migrations) before the first request, off the event loop.
         await asyncio.to_thread(lambda: (system.state, system.store))
         if system.pii_guard is not None:  # the NER model loads now, outside any request's time limit
-            await system.pii_guard.ready()
+            try:
+                await system.pii_guard.ready()
+            except GuardError:  # the worker starts; every guarded request is refused (503) and says why
+                log.exception("guard.pii_warm_up_failed")
         # A worker lives long: the embedding model loads now, not inside the request that would
         # otherwise meet it (the numpy encoder hands over to torch after its budget).
         try:
