@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from stanchion.errors import GuardError
 from stanchion.guards.recognizers import RECOGNIZERS, Found, Recognizer
+from stanchion.guards.recognizers_names import context_names, context_places, refine
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class PiiDetector:
         self.thresholds = {e: float((thresholds or {}).get(e, DEFAULT_THRESHOLD)) for e in ENTITIES}
         self._ner = sorted(chosen & set(NER_ENTITIES)) if use_ner else []
         self._analyzer = analyzer or shared_analyzer
-        self._recognizers: Sequence[Recognizer] = RECOGNIZERS
+        self._recognizers: Sequence[Recognizer] = (*RECOGNIZERS, context_names, context_places)
 
     def warm_up(self) -> None:
         """Load the model now rather than on the first ``detect``."""
@@ -146,6 +147,7 @@ class PiiDetector:
             if self._ner and text.strip():
                 results = self._analyzer().analyze(text, language="en", entities=self._ner)
                 found += [Found(r.start, r.end, r.entity_type, float(r.score)) for r in results]
+            found = refine(text, found)
         except Exception as exc:
             log.error("guard.pii_failed", extra={"error": type(exc).__name__})
             raise GuardError("PII detection failed: the text could not be checked", detail=repr(exc)) from exc

@@ -245,7 +245,9 @@ _STREET_WORDS = (
     r"Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Square|Sq"
     r"|Terrace|Parkway|Pkwy|Circle|Close|Crescent|Grove|Gardens|Greens|Mall|Highway|Hwy|Row|Walk"
     r"|Hill|Park|Mews|Alley|Trail|Plaza|Route|Gateway|Flats|Courts|Baan|utca|út|tér|körút|ulica|gata|vej"
+    r"|Strasse|Straße|Gasse|Weg|Platz|Allee|Straat|Laan"
 )
+_STREET_AFTER = r"gate|veien|vei|vegen|gade|u\."  # only between a street's name and its number
 _STREET_PREFIX = (
     r"Via|Viale|Rua|Rue|rue|Avenida|Av\.|Calle|Carrer|Plaza|Piazza|ul\.|ulica|Corso|Chemin|Boulevard"
 )
@@ -253,12 +255,23 @@ _STREET_SUFFIX = (
     r"strasse|straße|str\.|weg|gasse|platz|allee|straat|laan|plein|gracht|gatan|vägen|veien|vegen|gata"
     r"|gade|vej|katu|tie|polku|utca|út|út\."
 )
+# A line of a quoted or bulleted block ("> ", "* "): the address goes on after the marker.
+_QUOTE = r"(?:[>*•·|?]+[ \t]*)?"
 _UNIT = r"(?i:Suite|Ste\.?|Apt\.?|Apartment|Unit|Flat|Box|PSC|Floor)\s+\d+[A-Za-z]?"
 _WORD = r"[^\W\d_][\w'’.-]*"
 _CAP = r"[^\W\d_a-z][\w'’.-]*"
 _TAIL = (  # units, a city, a region, a country, a postcode: on further lines or after commas
-    rf"(?:(?:\.?\s*,\s*|\.?\s*\n\s*|\.?\s+)(?:{_UNIT}|\d{{3,6}}(?:-\d{{4}})?(?![ ]?\d)|[A-Z]{{2}}\s+\d{{3,6}}(?![ ]?\d)"
+    rf"(?:(?:\.?\s*,\s*|\.?\s*\n\s*{_QUOTE}|\.?\s+)(?:{_UNIT}|\d{{3,6}}(?:-\d{{4}})?(?![ ]?\d)|[A-Z]{{2}}\s+\d{{3,6}}(?![ ]?\d)"
     rf"|{_CAP}(?:[ -](?:{_CAP}|\(\w+\)))*(?:\s+\d{{4,6}})?))*"
+)
+# "the corner of Main Street and 5th Avenue": two streets, the second up to a stop word or a mark.
+_NOT_STREET = (
+    r"(?!(?:and|or|but|where|which|that|in|on|at|for|to|with|near|by|the|is|was|then|if|when|I|we)\b)"
+)
+_CORNER = (
+    rf"(?i:the\s+)?(?i:corner\s+of)\s+(?:{_NOT_STREET}[^\s,;:?!]+\s+){{0,5}}?"
+    rf"(?:\d+\w*|{_CAP})\.?\s+(?:{_NOT_STREET}[^\s,;:?!]+\s+){{0,5}}?and\s+"
+    rf"{_NOT_STREET}[\w'’.-]+(?:\s+{_NOT_STREET}[\w'’-]+\.?){{0,3}}"
 )
 _ADDRESS = re.compile(
     rf"(?<![\w-])(?:"
@@ -266,14 +279,19 @@ _ADDRESS = re.compile(
     rf"|\d{{1,6}}\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:{_STREET_SUFFIX})\s+\d{{1,5}}[A-Za-z]?"
     rf"|(?:\d{{1,6}}\s+)?{_WORD}(?:{_STREET_SUFFIX})\s+\d{{1,5}}[A-Za-z]?"
     rf"|(?:\d{{1,6}}\s+)?(?:{_STREET_PREFIX})\s+(?:{_WORD}\s+){{0,4}}?\d{{1,5}}[A-Za-z]?"
-    rf"|\d{{1,6}}\s+(?:{_CAP}\s+){{0,4}}{_CAP}\s+\d{{1,5}}[A-Za-z]?(?=\s*(?:,|\n|{_UNIT}))"
+    rf"|\d{{1,6}}\s+(?:{_CAP}\s+){{0,4}}{_CAP}\s+\d{{1,5}}[A-Za-z]?"
+    rf"(?=\s*(?:,|\n|{_UNIT}|(?:{_STREET_WORDS})\b|[.?!]?\s*$))"
+    rf"|(?:{_CAP}\s+){{0,3}}{_CAP}\s+\d{{1,5}}[A-Za-z]?(?=\s*,\s*\d{{4,5}}\s+{_CAP})"  # "Præstevænget 15, 2000 København"
+    rf"|{_CORNER}"
     rf"|(?i:(?:PSC|Unit)\s+\d{{3,5}},?\s+Box\s+\d{{3,5}}(?:\s+[AD]PO\s+A[AEP]\s+\d{{5}})?)"
     rf"|(?i:(?:USNS|USNV|USS|USCGC)\s+{_WORD}\s+FPO\s+A[AEP]\s+\d{{5}})"  # US military mail
-    rf"|(?:{_CAP}\s+){{1,3}}(?:{_STREET_WORDS})\.?\s+\d{{1,5}}[A-Za-z]?\b"  # "Nieuwe Baan 473", "Erzsébet tér 19"
+    rf"|(?:{_CAP}\s+){{1,3}}(?:{_STREET_WORDS}|{_STREET_AFTER})\.?\s+\d{{1,5}}[A-Za-z]?\b"  # "Nieuwe Baan 473", "Erzsébet tér 19"
     rf"|{_UNIT}"
     rf"){_TAIL}"
 )
-_STREET_HINT = re.compile(rf"\b(?:{_STREET_WORDS}|{_STREET_PREFIX})\b|\w(?:{_STREET_SUFFIX})\b")
+_STREET_HINT = re.compile(
+    rf"\b(?:{_STREET_WORDS}|{_STREET_PREFIX}|(?i:corner of))\b|\w(?:{_STREET_SUFFIX})\b"
+)
 _TAIL_STOP = re.compile(r"(?:\s*,\s*|\s+)(?:I|We|The|It|He|She|They|And|But|Please|Thanks?)\b.*", re.S)
 
 

@@ -1,0 +1,239 @@
+"""Person names and places from their context, and the clean-up of the model's spans.
+
+spaCy's small model misses names and places that no context in its training vouched for, takes
+many names for places (and the reverse), and lets spans run over line breaks. These rules are
+about how people write, not about any one data set:
+
+- context that only a person's name fills: "call me X", "Dear X", "my son X", "directed by X",
+  "X, can you ...", a speaker's label at the start of a line ("Anna: ..."), the line of 2-3
+  capitalised words above an address, phone number or e-mail (a letter's or a signature's
+  name line);
+- context that only a place fills: "based in", "moved here from", "flew to", "University of";
+- a name found once is the same name elsewhere in the text ("Faina D. Yefremova ... early
+  Yefremova"), and the members of a list ("Gary, Anna and Derek") are of one kind;
+- a name or place inside a street address is part of the address; a span ends at a line break;
+  "Smith, Jones and Brown LLP" or "the Davis Orchestra" is an organisation, not people.
+
+``refine(text, found)`` applies the last three to everything the recognizers and the model
+proposed; the others are recognizers like those of ``guards.recognizers``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+
+from stanchion.guards.recognizers import Found
+
+_UP = r"[^\W\d_a-z]"  # an upper-case letter, any script
+_CAP = rf"{_UP}[^\W\d_]*(?:['’-]{_UP}?[^\W\d_]+)*"
+_LOW_NAME = r"[^\W\d_]{2,}"
+_STOP = (
+    r"(?:a|an|the|and|or|but|not|no|so|very|just|me|my|you|your|him|her|his|them|they|it|its|this"
+    r"|that|there|here|in|on|at|to|for|from|with|by|of|as|is|was|are|be|please|now|then|too|when"
+    r"|if|back|later|tomorrow|today|tonight|soon|asap|again|anytime|whenever|once|after|before|maybe)"
+)
+_UNIT_WORDS = r"(?:Apt|Apartment|Suite|Ste|Unit|Box|Flat|Floor|PSC|Street|Road|Avenue)"
+_NOT_NAMES = (  # capitalised words that start sentences and clauses, never names
+    r"(?:I|I'm|I'd|I'll|I've|He|She|It|We|You|They|This|That|These|Those|The|A|An|My|Our|Your|His"
+    r"|Her|Their|When|Where|What|Who|Why|How|Which|Hello|Hi|Hey|Dear|Thanks|Please|Yes|No|And|But"
+    r"|Or|If|So|Then|There|Here|Everyone|Someone|Somebody|Nobody|All|Some|Any|Mr|Mrs|Ms|Dr)"
+)
+_NAME_TOKEN = rf"(?!(?:{_UNIT_WORDS}|{_NOT_NAMES})\b){_CAP}"
+_FULL = rf"{_NAME_TOKEN}(?:\s+(?:{_UP}\.?\s+)?{_NAME_TOKEN}){{0,2}}"  # "Ryan P Costa", "Zoe Young"
+
+# ---- person names from context ---------------------------------------------------------------
+
+_KIN = (
+    r"kid|son|daughter|child|wife|husband|mother|mom|mum|father|dad|brother|sister|friend|boss"
+    r"|colleague|partner|cousin|uncle|aunt|nephew|niece|grandson|granddaughter|grandmother"
+    r"|grandfather|grandma|grandpa|fiancée?|boyfriend|girlfriend|neighbou?r|manager|doctor"
+)
+# Strong: a name, even in lower case ("my name is vitoria", "people call me višeslav").
+_STRONG = re.compile(
+    rf"\b(?i:(?:my|his|her|their|your|maiden|last|first|full|middle)\s+name\s+is|name's|call(?:s|ed)?\s+me"
+    rf"|named\s+(?:him|her|me|them|it)|nicknamed)\s+(?!{_STOP}\b)({_LOW_NAME}(?:\s+(?!{_STOP}\b){_LOW_NAME})?)\b"
+)
+# A capitalised name after words that introduce a person.
+_BEFORE = re.compile(
+    rf"\b(?:(?i:dear|hi|hello|hey|thanks,?|thank you,?|regards,|cheers,|sincerely,|attn:?"
+    rf"|directed by|written by|produced by|starring|featuring|said|says|asked|told|replied|shouted at"
+    rf"|speak to|speak with|talk to|talk with|meet with|follow up with|tribute to"
+    rf"|name:|my (?:{_KIN})|our (?:{_KIN})))\s+({_FULL})"
+    rf"|\b(?i:add)\s+({_FULL})\s+as\b"
+)
+# A name before what only people do or are.
+_AFTER = re.compile(
+    rf"(?:^|(?<=[.!?:\n\"])\s*)({_FULL}),\s+(?i:can|could|would|will|please|do|did|are|have)\b"
+    rf"|\b({_FULL})(?:\s+(?:shouted|yelled|whispered|laughed|nodded|was born)|['’]s (?:{_KIN}))\b"
+)
+# A speaker's label: "Anna: ..." at the start of a line, unless it names a field.
+_FIELDS = (
+    r"Name|Address|Phone|Tel|Telephone|Mobile|Cell|Fax|Desk|Office|Home|Work|Email|E-mail|Mail"
+    r"|Website|Web|Url|When|Where|What|Why|How|Who|Date|Time|Subject|To|From|Cc|Bcc|Re|Fwd|Note"
+    r"|Notes|Zip|Postcode|Bot|User|Customer|Agent|Assistant|System|Human|AI|Q|A|Question|Answer"
+    r"|Title|Company|Organisation|Organization|Info|Personal Info|Location|City|Country|State"
+    r"|Summary|Description|Status|Error|Warning|Example|Input|Output|Result|Total|Price|Step"
+    r"|Update|Edit|Source|Comment|Reply|Message|Directed By|Starring|Genre|Rating|Id|Ssn|Iban"
+)
+_SPEAKER = re.compile(rf"(?m)^[ \t>]*(?!(?i:{_FIELDS})\s*:)([^\W\d_][^\W\d_'’-]+)[ \t]*:[ \t]*(?=[\"'\w])")
+# A line of two or three capitalised words: a name when an address or a number follows.
+_NAME_LINE = re.compile(
+    rf"(?m)^[ \t>*?•·]*(?:\w+(?: \w+)?:[ \t]*)?"
+    rf"({_NAME_TOKEN}(?:[ \t]+(?:{_UP}\.?[ \t]+)?{_NAME_TOKEN}){{1,2}})[ \t]*$"
+)
+_MARKS = " \t>*?•·"
+_CONTACT = ("STREET_ADDRESS", "PHONE_NUMBER", "EMAIL_ADDRESS")
+
+
+def context_names(text: str) -> Iterator[Found]:
+    """Names that their context vouches for (above spaCy's 0.85, which calls many of them
+    places)."""
+    for m in _STRONG.finditer(text):
+        yield Found(m.start(1), m.end(1), "PERSON", 0.86)
+    for pattern in (_BEFORE, _AFTER):
+        for m in pattern.finditer(text):
+            group = 1 if m.group(1) else 2
+            if not m.group(group).isupper():  # "SPEAK TO A REAL PERSON" is shouting, not a name
+                yield Found(m.start(group), m.end(group), "PERSON", 0.86)
+    speakers = list(_SPEAKER.finditer(text))
+    if len(speakers) >= 2:  # a transcript: one speaker's label on each of several lines
+        for m in speakers:
+            yield Found(m.start(1), m.end(1), "PERSON", 0.86)
+
+
+def name_lines(text: str, found: Sequence[Found]) -> Iterator[Found]:
+    """The name line of a letter or a signature: 2-3 capitalised words alone on the first line
+    of a block, with an address, phone number or e-mail on one of the next seven lines."""
+    contacts = [f.start for f in found if f.entity in _CONTACT and f.score >= 0.5]
+    for m in _NAME_LINE.finditer(text):
+        above = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1] if m.start() else ""
+        if above.strip(_MARKS):
+            continue  # not the first line of its block
+        following = text[m.end() :].split("\n", 7)[:7]
+        reach = m.end() + sum(len(line) + 1 for line in following)
+        if any(m.end() < c <= reach for c in contacts):
+            yield Found(m.start(1), m.end(1), "PERSON", 0.86)
+
+
+# ---- places from context ---------------------------------------------------------------------
+
+_LINK = r"(?:de|del|della|da|do|dos|das|di|du|la|le|les|van|von|der|nad|na|am|an|im|sur|upon)"
+_PLACE = rf"{_CAP}(?:\s+(?:{_LINK}\s+)?{_CAP}){{0,3}}"
+_PLACE_BEFORE = re.compile(
+    rf"\b(?i:based in|located in|born in|lives? in|lived in|living in|moved (?:here )?(?:to|from)"
+    rf"|(?:I am|I'm|we are|we're|originally) from|(?:I am|I'm|we are|we're) in|year in"
+    rf"|(?:fly|flew|flying|travel(?:l?ed)?|returned|going|coming|trip|relocated|drove|arrived) (?:to|at|in)"
+    rf"|university of|city of|town of|village of|home city|home town|hometown)\s+({_PLACE})"
+)
+
+
+def context_places(text: str) -> Iterator[Found]:
+    for m in _PLACE_BEFORE.finditer(text):
+        yield Found(m.start(1), m.end(1), "LOCATION", 0.86)
+
+
+# ---- clean-up of the proposed spans ----------------------------------------------------------
+
+_ORG_WORDS = (
+    r"Orchestra|Band|Inc|Incorporated|Corp|Corporation|Ltd|Limited|LLC|LLP|PLC|GmbH|AG|SA|Group"
+    r"|Partners|Associates|Technologies|Solutions|Company|Co|Bank|Foundation|Institute|Agency"
+    r"|Labs?|Holdings|Industries|Systems|Services|Consulting|Ventures|Capital|Media|Studios?"
+)
+_ORG = re.compile(
+    rf"(?:{_CAP}(?:,\s+|\s+(?:and|&)\s+)){{0,4}}{_CAP}(?:\s+{_CAP}){{0,2}}\s+(?:{_ORG_WORDS})\b\.?"
+)
+_LIST = re.compile(  # single words, on one line: "Gary, Anna and Derek", not "Anna Berg and Jo Ek"
+    rf"(?<![\w-]){_NAME_TOKEN}(?:,[ \t]+{_NAME_TOKEN})*,?[ \t]+(?:and|&|or)[ \t]+"
+    rf"{_NAME_TOKEN}(?![\w-]|[ \t]+{_UP})"
+)
+_LIST_ITEM = re.compile(_NAME_TOKEN)
+_NER = ("PERSON", "LOCATION")
+
+
+def _inside(f: Found, spans: Sequence[tuple[int, int]]) -> bool:
+    return any(s <= f.start and f.end <= e for s, e in spans)
+
+
+def _trim(text: str, f: Found) -> Found | None:
+    """A name or place ends at a line break (its first line with letters is kept) and before a
+    possessive; leading lower-case words ("ex-Zombie Lundberg") are not part of it."""
+    start, end = f.start, f.end
+    piece = text[start:end]
+    if "\n" in piece:
+        lines = [(m.start(), m.end()) for m in re.finditer(r"[^\n]+", piece)]
+        best = next((se for se in lines if any(ch.isalpha() for ch in piece[se[0] : se[1]])), None)
+        if best is None:
+            return None
+        start, end = start + best[0], start + best[1]
+    while end > start and text[end - 1] in " \t>,.;:'’":
+        end -= 1
+    if text[start:end].endswith(("'s", "’s")):
+        end -= 2
+    words = list(re.finditer(r"\S+", text[start:end]))
+    if (
+        len(words) > 1
+        and f.entity == "PERSON"
+        and words[0].group()[0].islower()
+        and any(w.group()[0].isupper() for w in words[1:])
+    ):
+        start += next(w.start() for w in words[1:] if w.group()[0].isupper())
+    if end <= start:
+        return None
+    return Found(start, end, f.entity, f.score)
+
+
+def refine(text: str, found: Sequence[Found], threshold: float = 0.5) -> list[Found]:
+    """``found`` with names and places trimmed, dropped inside addresses and organisations,
+    carried to their other mentions and to the other members of their lists."""
+    addresses = [(f.start, f.end) for f in found if f.entity == "STREET_ADDRESS" and f.score >= threshold]
+    orgs = [(m.start(), m.end()) for m in _ORG.finditer(text)]
+    out: list[Found] = []
+    for f in [*found, *name_lines(text, found)]:
+        if f.entity not in _NER:
+            out.append(f)
+            continue
+        trimmed = _trim(text, f)
+        if trimmed is None or _inside(trimmed, addresses) or _inside(trimmed, orgs):
+            continue
+        out.append(trimmed)
+    out += _mentions(text, out)
+    out += _lists(text, out, orgs)
+    return out
+
+
+def _mentions(text: str, found: Sequence[Found]) -> list[Found]:
+    """Other mentions of a name found once: its capitalised words elsewhere in the text."""
+    names = [f for f in found if f.entity == "PERSON" and f.score >= 0.8]
+    words = {w for f in names for w in re.findall(_NAME_TOKEN, text[f.start : f.end]) if len(w) > 2}
+    if not words:
+        return []
+    taken = [(f.start, f.end) for f in names]
+    pattern = re.compile(
+        rf"(?<![\w-])(?:{'|'.join(map(re.escape, sorted(words, key=len, reverse=True)))})(?![\w-])"
+    )
+    extra = []
+    for m in pattern.finditer(text):
+        if not any(s < m.end() and m.start() < e for s, e in taken):
+            extra.append(Found(m.start(), m.end(), "PERSON", 0.86))
+    return extra
+
+
+def _lists(text: str, found: Sequence[Found], orgs: Sequence[tuple[int, int]]) -> list[Found]:
+    """The members of a list of single capitalised words take the kind most of them have."""
+    extra = []
+    for m in _LIST.finditer(text):
+        before = re.search(r"(\S+)[ \t]+$", text[: m.start()])
+        if _inside(Found(m.start(), m.end(), "", 0), orgs) or (before and before.group(1)[0].isupper()):
+            continue  # an organisation, or the end of a longer name ("Anna Berg and Jo")
+        items = [(i.start() + m.start(), i.end() + m.start()) for i in _LIST_ITEM.finditer(m.group())]
+        items = [(s, e) for s, e in items if e - s > 1 and text[s:e] not in {"And", "Or"}]
+        kinds = {"PERSON": 0, "LOCATION": 0}
+        for s, e in items:
+            for f in found:
+                if f.entity in kinds and f.score >= 0.5 and f.start < e and s < f.end:
+                    kinds[f.entity] += 1
+                    break
+        if kinds["PERSON"] and kinds["PERSON"] > kinds["LOCATION"]:
+            extra += [Found(s, e, "PERSON", 0.86) for s, e in items]
+    return extra

@@ -1,0 +1,155 @@
+"""Names and places from their context, the clean-up of the model's spans (``refine``) and the
+address shapes added beside them; no model: spans the model would propose are given by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from stanchion.guards import recognizers as rec
+from stanchion.guards import recognizers_names as names
+from stanchion.guards.pii import PiiDetector
+from stanchion.guards.recognizers import Found
+
+
+def _texts(found: list[Found], text: str, entity: str | None = None) -> list[str]:
+    return [text[f.start : f.end] for f in found if entity in (None, f.entity)]
+
+
+def _at(text: str, piece: str, entity: str, score: float = 0.85) -> Found:
+    start = text.index(piece)
+    return Found(start, start + len(piece), entity, score)
+
+
+class TestAddressShapes:
+    @pytest.mark.parametrize(
+        ("text", "address"),
+        [
+            ("Meet me at the corner of Main Street and Elm Grove", "the corner of Main Street and Elm Grove"),
+            ("it is the corner of Bygget 64 and Komel Club", "the corner of Bygget 64 and Komel Club"),
+            ("Gerth gave his address: 329 Arenales 9462", "329 Arenales 9462"),
+            ("The bus drops you off at 077 Příční 1429 St.", "077 Příční 1429 St"),
+            ("The bus station is on Villacher Strasse 89", "Villacher Strasse 89"),
+            ("Send it to Præstevænget 15, 2000 København", "Præstevænget 15, 2000 København"),
+        ],
+    )
+    def test_address_shapes(self, text: str, address: str) -> None:
+        """Street corners, a house number before a street and its number, German street words."""
+        assert _texts(list(rec.street_addresses(text)), text) == [address]
+
+    def test_the_corner_of_an_eye_is_not_an_address(self) -> None:
+        """A corner needs a number or a capitalised street name."""
+        assert list(rec.street_addresses("I saw it out of the corner of my eye and ran.")) == []
+
+    def test_a_quoted_address_block_runs_to_its_postcode(self) -> None:
+        """ "> " markers of a quoted e-mail do not end the address."""
+        text = "> Alma Jensen\n> 91215 Harjukuja 54\n> Suite 318\n> SEINÄJOKI\n> Finland 38524"
+        assert _texts(list(rec.street_addresses(text)), text) == [
+            "91215 Harjukuja 54\n> Suite 318\n> SEINÄJOKI\n> Finland 38524"
+        ]
+
+
+class TestContextNames:
+    @pytest.mark.parametrize(
+        ("text", "name"),
+        [
+            ("sometimes people call me višeslav", "višeslav"),
+            ("Her maiden name is Chmielewski", "Chmielewski"),
+            ("Dear Anna Berg, thanks for the call", "Anna Berg"),
+            ("I would like to remove my kid Lukas from the will.", "Lukas"),
+            ("Warrane, can I please speak to your boss?", "Warrane"),
+            ("Zoolander was directed by Brad L Key", "Brad L Key"),
+            ("Enrico shouted at Gary", "Enrico"),
+        ],
+    )
+    def test_context_vouches_for_a_name(self, text: str, name: str) -> None:
+        assert name in _texts(list(names.context_names(text)), text)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "Please call me when you're here.",
+            "CAN I SPEAK TO A REAL PERSON?!?!",
+            "Hello I moved, please update my address",
+            "She was born on 2/8/1935.",
+        ],
+    )
+    def test_pronouns_shouting_and_adverbs_are_not_names(self, text: str) -> None:
+        assert list(names.context_names(text)) == []
+
+    def test_speaker_labels_need_a_transcript(self) -> None:
+        """Labels on two or more lines are speakers; one "Label:" line, or a field, is not."""
+        transcript = "Ubul: What a wife.\nNicole: Remember me?\nPhone: 555 0100"
+        assert _texts(list(names.context_names(transcript)), transcript) == ["Ubul", "Nicole"]
+        assert list(names.context_names("Ingredients: flour, eggs")) == []
+
+    def test_the_name_line_above_an_address(self) -> None:
+        """The first line of a block is a name when an address follows within a few lines."""
+        text = "Maureen Thibault\n\n41086 Kiannonkatu 98\n Suite 464\n OULU"
+        found = list(rec.street_addresses(text))
+        assert _texts(list(names.name_lines(text, found)), text) == ["Maureen Thibault"]
+        assert list(names.name_lines("Maureen Thibault\n\nsee you soon", [])) == []
+
+
+class TestContextPlaces:
+    def test_a_place_after_a_verb_of_moving(self) -> None:
+        text = "We moved here from Tjæreborg. Ms. Margarot flew to Loeches on Saturday morning."
+        assert _texts(list(names.context_places(text)), text) == ["Tjæreborg", "Loeches"]
+
+    def test_place_names_keep_their_particles(self) -> None:
+        text = "She is based in Villafranca del Cid"
+        assert _texts(list(names.context_places(text)), text) == ["Villafranca del Cid"]
+
+
+class TestRefine:
+    def test_a_span_ends_at_a_line_break_and_before_a_possessive(self) -> None:
+        text = "Cormac Allan\nEchocardiographer and Emmie Ström's tales"
+        found = [_at(text, "Allan\nEchocardiographer", "PERSON"), _at(text, "Emmie Ström's", "PERSON")]
+        assert _texts(names.refine(text, found), text) == ["Allan", "Emmie Ström"]
+
+    def test_names_inside_an_address_belong_to_it(self) -> None:
+        text = "Send it to 04862 Victor Hugo u. 49. Suite 638"
+        address = list(rec.street_addresses(text))
+        found = [*address, _at(text, "Victor Hugo", "PERSON")]
+        assert [f.entity for f in names.refine(text, found)] == ["STREET_ADDRESS"]
+
+    def test_an_organisation_of_surnames_is_not_people(self) -> None:
+        text = "The Davis, Reynolds and Williamson Orchestra was founded in 1977."
+        found = [_at(text, "Davis", "PERSON"), _at(text, "Williamson Orchestra", "PERSON")]
+        assert names.refine(text, found) == []
+
+    def test_a_name_found_once_is_found_everywhere(self) -> None:
+        """The surname alone, later, is the same person, even where the model said place."""
+        text = "The verses from Faina D. Yefremova's tales. Better than early Yefremova?"
+        found = [_at(text, "Faina D. Yefremova", "PERSON", 0.9), _at(text, "Yefremova?", "LOCATION")]
+        kept = {(f.entity, text[f.start : f.end], f.score) for f in names.refine(text, found)}
+        assert ("PERSON", "Yefremova", 0.86) in kept
+
+    def test_a_list_takes_the_kind_most_of_its_members_have(self) -> None:
+        text = "They had 4: Efimiya, Mary, Ariana and Jodi."
+        found = [_at(text, "Mary", "PERSON"), _at(text, "Jodi", "PERSON"), _at(text, "Ariana", "LOCATION")]
+        persons = {text[f.start : f.end] for f in names.refine(text, found) if f.score > 0.85}
+        assert persons == {"Efimiya", "Mary", "Ariana", "Jodi"}
+
+    def test_the_detector_resolves_a_mislabelled_list_member(self) -> None:
+        """Through ``PiiDetector``: the list's PERSON outranks the model's LOCATION."""
+
+        class Model:
+            def analyze(self, text: str, language: str, entities: list[str] | None = None) -> list[object]:
+                from types import SimpleNamespace
+
+                spans = [("Mary", "PERSON"), ("Jodi", "PERSON"), ("Ariana", "LOCATION")]
+                return [
+                    SimpleNamespace(
+                        start=text.index(p), end=text.index(p) + len(p), entity_type=t, score=0.85
+                    )
+                    for p, t in spans
+                ]
+
+        text = "They had 4: Efimiya, Mary, Ariana and Jodi."
+        spans = PiiDetector(analyzer=lambda: Model()).detect(text)
+        assert [(s.entity, s.text) for s in spans] == [
+            ("PERSON", "Efimiya"),
+            ("PERSON", "Mary"),
+            ("PERSON", "Ariana"),
+            ("PERSON", "Jodi"),
+        ]
