@@ -28,8 +28,8 @@ _COLUMNS = (
     "superseded_by, superseded_at"
 )
 _OWNER = "tenant = ? AND user_id = ?"
-# PostgreSQL: this many nearest by vector, plus those matching a keyword, are ranked in Python.
-PG_CANDIDATES = 64
+# This many nearest by vector, plus those holding a keyword, are ranked by ``Memory.recall``.
+CANDIDATES = 64
 
 
 class MemoryStore(Protocol):
@@ -183,18 +183,28 @@ class DatabaseMemoryStore:
         if self.db.dialect == "postgres":
             return self._pg_candidates(tenant, user, vector, keywords)
         rows = self.db.query(
-            f"SELECT {_COLUMNS}, dim, embedding FROM memories WHERE {_OWNER} AND superseded_by IS NULL",
+            f"SELECT id, slot, text, dim, embedding FROM memories WHERE {_OWNER} AND superseded_by IS NULL",
             (tenant, user),
         )
         if not rows:
             return []
-        records = [_record(r) for r in rows]
         scores = np.zeros(len(rows), dtype=np.float32)
-        same = [i for i, r in enumerate(rows) if int(r[13]) == len(vector)]
+        same = [i for i, r in enumerate(rows) if int(r[3]) == len(vector)]
         if same:
-            matrix = np.frombuffer(b"".join(rows[i][14] for i in same), dtype=np.float32)
+            matrix = np.frombuffer(b"".join(rows[i][4] for i in same), dtype=np.float32)
             scores[same] = matrix.reshape(len(same), len(vector)) @ vector
-        return list(zip(records, (float(s) for s in scores), strict=True))
+        # As on PostgreSQL: the nearest, and the nearest of those holding a keyword, are ranked.
+        order = np.argsort(-scores).tolist()
+        keep = set(order[:CANDIDATES])
+        words = [k.lower() for k in keywords]
+        holding = [i for i in order if any(w in f"{rows[i][2]} {rows[i][1]}".lower() for w in words)]
+        keep.update(holding[:CANDIDATES])
+        score_of = {rows[i][0]: float(scores[i]) for i in keep}
+        marks = ", ".join("?" * len(score_of))
+        records = self.db.query(
+            f"SELECT {_COLUMNS} FROM memories WHERE {_OWNER} AND id IN ({marks})", (tenant, user, *score_of)
+        )
+        return [(_record(r), score_of[r[0]]) for r in records]
 
     def _pg_candidates(
         self, tenant: str, user: str, vector: Vector, keywords: Sequence[str]
@@ -206,7 +216,7 @@ class DatabaseMemoryStore:
             f"SELECT {_COLUMNS}, {similarity} FROM memories WHERE {where} AND dim = ? "
             "ORDER BY embedding <=> ?::vector LIMIT ?"
         )
-        params: list[object] = [len(vector), literal, tenant, user, len(vector), literal, PG_CANDIDATES]
+        params: list[object] = [len(vector), literal, tenant, user, len(vector), literal, CANDIDATES]
         sql = f"({nearest})"
         if keywords:
             # Any text or slot holding one of the words; the caller ranks them.
@@ -215,7 +225,7 @@ class DatabaseMemoryStore:
                 f" UNION (SELECT {_COLUMNS}, {similarity} FROM memories WHERE {where} AND ({likes}) LIMIT ?)"
             )
             params += [len(vector), literal, tenant, user, *(f"%{_escape_like(k)}%" for k in keywords)]
-            params.append(PG_CANDIDATES)
+            params.append(CANDIDATES)
         rows = self.db.query(sql, params)
         return [(_record(r), float(r[13])) for r in rows]
 
