@@ -32,7 +32,7 @@ def convert(squad_file: Path, out: Path) -> tuple[int, int]:
                 )
                 docs += 1
                 for qa in para["qas"]:
-                    qid = str(qa["id"])
+                    qid = f"q{qa['id']}"  # never a document's id (an evaluation leaves those out)
                     qfile.write(json.dumps({"_id": qid, "text": qa["question"]}) + "\n")
                     qrels.write(f"{qid}\t{doc_id}\t1\n")
                     queries += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stanchion.core.analyze import query_terms, terms
+from stanchion.core.analyze import LONG_QUERY_TERMS, keyword_terms, query_terms, terms
 from stanchion.core.filters import Condition, build_filter, parse_condition
 from stanchion.errors import SearchError
 
@@ -15,6 +15,14 @@ class TestAnalyzer:
 
     def test_query_terms_distinct(self) -> None:
         assert query_terms("scanner scanners Scanner rollout") == ["scanner", "rollout"]
+
+    def test_keyword_terms_count_repeats_in_a_passage_only(self) -> None:
+        """A question's terms go to BM25 once each; a passage's as often as they occur."""
+        assert keyword_terms("scanner scanners rollout") == ["scanner", "rollout"]
+        words = [f"w{i}" for i in range(LONG_QUERY_TERMS)]
+        passage = " ".join(["scanner", *words, "scanners"])
+        found = keyword_terms(passage)
+        assert found.count("scanner") == 2 and len(found) == LONG_QUERY_TERMS + 2
 
     def test_punctuation_and_underscores_split(self) -> None:
         assert terms("routing_service/v2: p95-latency") == ["rout", "servic", "v2", "p95", "latenc"]

@@ -97,6 +97,19 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(terms(text)))
 
 
+# Above this many terms a query is a passage (an argument, an abstract, a pasted paragraph).
+LONG_QUERY_TERMS = 32
+
+
+def keyword_terms(text: str) -> list[str]:
+    """The terms a keyword search weighs: a passage's terms as often as they occur (a paragraph
+    repeats what it is about), a question's once each (in a short question a repeat is mostly two
+    words sharing a stem). Measured with ``bench/bm25_parity.py``: counting repeats gains +0.045
+    nDCG@10 with paragraphs as queries and loses up to 0.006 on questions."""
+    found = terms(text)
+    return found if len(found) > LONG_QUERY_TERMS else list(dict.fromkeys(found))
+
+
 _FOLLOW_UP = re.compile(
     r"^\s*(and|also|but|so|what about|how about|what else|why|why not|which one|how so)\b|"
     r"\b(it|its|it's|they|them|their|this|that|these|those|he|she|him|her|there|the same|one)\b",

@@ -248,7 +248,9 @@ def run_retrieval_eval(
             ranked: list[str] = []
             for hit in result.hits:
                 doc = document_of(hit.chunk)
-                if doc not in ranked:
+                # A query that is itself a document (ArguAna, Quora) finds itself first: left out,
+                # as BEIR's evaluation does (ignore_identical_ids).
+                if doc not in ranked and doc != qid:
                     ranked.append(doc)
             run[qid] = ranked[:DOC_DEPTH]
             if qid in passage_qrels:

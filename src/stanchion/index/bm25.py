@@ -7,7 +7,9 @@ breaks the 50 ms hybrid budget. Precomputed per-posting impacts summed with ``np
 rebuilt lazily when the file changes, exactly like the vector matrix.
 
 Scoring is Okapi BM25 with k1=1.2, b=0.75 and Lucene's non-negative IDF
-``log(1 + (N - df + 0.5) / (df + 0.5))``.
+``log(1 + (N - df + 0.5) / (df + 0.5))``. A term repeated in the query counts as often as it
+occurs, as in Lucene and ``bm25s``: a long query (a whole paragraph) says what it is about by
+repeating it (nDCG@10 +0.045 with paragraphs as queries, ``bench/bm25_parity.py``).
 """
 
 from __future__ import annotations
@@ -65,15 +67,20 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self.rowids)
 
+    def _weighted(self, term: int, times: int) -> npt.NDArray[np.float32]:
+        impacts = self._impacts[self._ptr[term] : self._ptr[term + 1]]
+        return impacts if times == 1 else impacts * np.float32(times)
+
     def search(
         self, terms: Sequence[str], k: int, allowed: npt.NDArray[np.int64] | None = None
     ) -> list[tuple[int, float]]:
-        """Top ``k`` (row position, score) among documents matching any term; ``allowed`` restricts rows."""
-        ids = [self.vocab[t] for t in dict.fromkeys(terms) if t in self.vocab]
+        """Top ``k`` (row position, score) among documents matching any term; ``allowed`` restricts rows.
+        A term given n times weighs n times (query term frequency)."""
+        ids = [(self.vocab[t], n) for t, n in Counter(terms).items() if t in self.vocab]
         if not ids or k <= 0:
             return []
-        docs = np.concatenate([self._docs[self._ptr[i] : self._ptr[i + 1]] for i in ids])
-        weights = np.concatenate([self._impacts[self._ptr[i] : self._ptr[i + 1]] for i in ids])
+        docs = np.concatenate([self._docs[self._ptr[i] : self._ptr[i + 1]] for i, _ in ids])
+        weights = np.concatenate([self._weighted(i, n) for i, n in ids])
         scores = np.bincount(docs, weights=weights, minlength=len(self.rowids))
         matched = np.zeros(len(self.rowids), dtype=bool)
         matched[docs] = True

@@ -20,13 +20,14 @@ def bm25_sql(clause: str, window: int | None, *, lookup: bool = False) -> str:
     """BM25 exactly as ``bm25.BM25Index`` scores it, so both backends rank alike.
 
     With a ``window``, the best ``window`` matches are checked against the filter ``clause``
-    (parameters: terms, their df, window, the filter's, k). Without, the admitted chunks are found
-    first and only they are scored (parameters: terms, their df, the filter's, k). N and the mean
+    (parameters: terms, their df, their counts in the query, window, the filter's, k). Without,
+    the admitted chunks are found first and only they are scored (parameters: terms, their df,
+    their counts, the filter's, k). N and the mean
     length come from ``corpus_stats``; df counts all postings (a filter narrows candidates, not
     statistics).
 
     A posting scores ``weight * tf / (tf + c0 + c1 * len)`` with the per-query constants
-    ``weight = (k1 + 1) * idf``, ``c0 = k1 (1 - b)``, ``c1 = k1 b / avgdl``: the same formula, fewer
+    ``weight = qtf * (k1 + 1) * idf`` (qtf: the term's count in the query), ``c0 = k1 (1 - b)``, ``c1 = k1 b / avgdl``: the same formula, fewer
     operations per row. Each term's postings come from its own index scan (LATERAL), so the term's
     weight travels with them instead of being joined to every posting.
 
@@ -38,8 +39,9 @@ def bm25_sql(clause: str, window: int | None, *, lookup: bool = False) -> str:
         f"s AS (SELECT chunks::float8 AS n, {K1 * (1 - B)}::float8 AS c0, {K1 * B}::float8"
         " / CASE WHEN chunks > 0 AND length > 0 THEN length::float8 / chunks ELSE 1.0 END AS c1"
         f" FROM {_S}.corpus_stats)",
-        f"w AS MATERIALIZED (SELECT q.term, {K1 + 1}::float8 * ln(1 + (s.n - q.df + 0.5) / (q.df + 0.5)) AS weight"
-        " FROM unnest(%s::text[], %s::float8[]) AS q(term, df) CROSS JOIN s WHERE q.df > 0)",
+        f"w AS MATERIALIZED (SELECT q.term, q.qtf * {K1 + 1}::float8 * ln(1 + (s.n - q.df + 0.5) / (q.df + 0.5))"
+        " AS weight FROM unnest(%s::text[], %s::float8[], %s::float8[]) AS q(term, df, qtf) CROSS JOIN s"
+        " WHERE q.df > 0)",
     ]
     if prefilter:
         ctes.append(f"admitted AS MATERIALIZED (SELECT c.rowid FROM {_S}.chunks c WHERE {clause})")

@@ -298,10 +298,11 @@ class PostgresStore:
     def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[Scored]:
         if not terms or k <= 0:
             return []
-        distinct = list(dict.fromkeys(terms))
+        counts = Counter(terms)  # a term given n times weighs n times, as in bm25.BM25Index
+        distinct = list(counts)
         clause, params = where_sql(where)
         with self._connection("keyword search") as conn:
-            stats = [distinct, self._frequencies(conn, distinct)]
+            stats = [distinct, self._frequencies(conn, distinct), [float(counts[t]) for t in distinct]]
             window = k
             if clause:
                 admitted, share = self._admitted(conn, where, clause, params)

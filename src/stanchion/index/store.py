@@ -96,7 +96,8 @@ class Store(Protocol):
         """The chunks with these ids, in the order asked; unknown ids are left out."""
 
     def keyword_search(self, terms: Sequence[str], k: int, where: SearchFilter) -> list[Scored]:
-        """BM25 over analysed terms (see ``retrieve.analyze``); best first."""
+        """BM25 over analysed terms (see ``core.analyze``); best first. A term given n times
+        weighs n times (query term frequency)."""
 
     def vector_search(self, vector: Vector, k: int, where: SearchFilter) -> list[Scored]:
         """Cosine similarity against stored vectors; best first."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from stanchion.core.analyze import query_terms
+from stanchion.core.analyze import keyword_terms
 from stanchion.core.embed import Embedder
 from stanchion.core.filters import SearchFilter
 from stanchion.errors import SearchError
@@ -53,7 +53,7 @@ class Retriever:
         lists: dict[str, list[Scored]] = {}
         if mode in ("bm25", "hybrid"):
             lists["bm25"] = self._timed(
-                timings, "bm25", self.store.keyword_search, query_terms(query), depth, where
+                timings, "bm25", self.store.keyword_search, keyword_terms(query), depth, where
             )
         if mode in ("dense", "hybrid"):
             started = time.perf_counter()

@@ -192,6 +192,24 @@ class StoreConformance:
         assert hits[0].score > hits[1].score
         assert len(store.keyword_search(query_terms("scanner"), 1, SearchFilter())) == 1
 
+    def test_keyword_query_term_frequency(self, store: Store) -> None:
+        """A term given twice weighs twice (a long query repeats what it is about), on every backend."""
+        store.write(
+            [
+                make_write("p1", ["battery charger guide"]),  # ids of one term each: equal lengths
+                make_write("p2", ["scanner charger manual"]),
+                make_write("p3", ["unrelated lunch menu"]),
+            ],
+            model=MODEL,
+        )
+        once = store.keyword_search(query_terms("battery scanner"), 10, SearchFilter())
+        assert once[0].score == pytest.approx(once[1].score, rel=1e-5)  # a tie
+        twice = store.keyword_search(
+            [*query_terms("battery scanner"), *query_terms("scanner")], 10, SearchFilter()
+        )
+        assert ids(twice) == ["p2#0", "p1#0"]
+        assert twice[0].score == pytest.approx(2 * twice[1].score, rel=1e-4)
+
     def test_vector_ranking(self, store: Store) -> None:
         """Vector search orders by cosine similarity."""
         store.write(
