@@ -4,9 +4,12 @@
 mode), deduplicates and writes; ``MemoryWriter`` does that in the background so an answer never
 waits for it; ``Memory.recall`` finds what a run needs. Memories live in the control-plane
 database (``DatabaseMemoryStore``: SQLite, or PostgreSQL + pgvector), scoped to their owner.
+``SessionHistory`` keeps each session's turns and summarises the oldest when they outgrow the
+context budget.
 """
 
 from stanchion.memory.extract import Extractor
+from stanchion.memory.history import ExtractiveSummariser, ModelSummariser, SessionHistory, Summariser
 from stanchion.memory.llm import LLMExtractor
 from stanchion.memory.records import Candidate, Kind, MemoryRecord, slot_name
 from stanchion.memory.rules import RuleExtractor
@@ -18,6 +21,7 @@ __all__ = [
     "Candidate",
     "Change",
     "DatabaseMemoryStore",
+    "ExtractiveSummariser",
     "Extractor",
     "Kind",
     "LLMExtractor",
@@ -25,7 +29,10 @@ __all__ = [
     "MemoryRecord",
     "MemoryStore",
     "MemoryWriter",
+    "ModelSummariser",
     "RuleExtractor",
+    "SessionHistory",
+    "Summariser",
     "WriterStats",
     "slot_name",
 ]

@@ -1,4 +1,4 @@
-"""Ordered, named migrations of the memory table, on the control-plane database (SQLite or
+"""Ordered, named migrations of the memory tables (memories; session turns and summaries), on the control-plane database (SQLite or
 PostgreSQL), run by ``stanchion.migrations``; applied names live in ``memory_migrations``.
 
 On PostgreSQL the embedding is a pgvector ``vector`` of any dimension (its ``dim`` beside it):
@@ -51,6 +51,35 @@ MIGRATIONS: list[Migration] = [
         {
             "sqlite": _TABLE.format(vector="BLOB"),
             "postgres": "CREATE EXTENSION IF NOT EXISTS vector;" + _TABLE.format(vector="vector"),
+        },
+    ),
+    Migration(
+        # Conversation history per session (``history.py``): the turns, and a running summary of
+        # those that no longer fit the context budget (``upto``: the last turn it covers).
+        "mem002_sessions",
+        {
+            dialect: """
+            CREATE TABLE session_turns (
+                tenant TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                session TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                role TEXT NOT NULL,
+                content TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (tenant, user_id, session, seq)
+            );
+            CREATE TABLE session_summaries (
+                tenant TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                session TEXT NOT NULL,
+                summary TEXT NOT NULL,
+                upto INTEGER NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (tenant, user_id, session)
+            )
+            """
+            for dialect in ("sqlite", "postgres")
         },
     ),
 ]
