@@ -52,6 +52,10 @@ def owner_dsn(pg_dsn: str) -> str:
         )
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO tickets (subject, status, tenant) VALUES (%s, %s, %s)", ROWS)
+        conn.execute(
+            "CREATE FUNCTION bump() RETURNS int LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO tickets (subject, tenant) VALUES ('bump', 'acme'); RETURN 1; END $$"
+        )
         conn.execute("CREATE TABLE salaries (name text, amount int)")
         conn.execute("INSERT INTO salaries VALUES ('ceo', 900000)")
     return pg_dsn
@@ -107,6 +111,7 @@ class TestReadOnly:
             "SELECT query_to_xml('select * from salaries', true, true, '')",
             "SELECT set_config('stanchion.tenant', 'globex', true)",
             "SELECT nextval('tickets_id_seq')",
+            "SELECT repeat('x', 500000000)",
         ],
     )
     def test_the_tool_refuses_anything_but_one_select(
@@ -119,11 +124,15 @@ class TestReadOnly:
     @pytest.mark.parametrize(
         ("sql", "says"),
         [
-            ("INSERT INTO tickets (id, subject, tenant) VALUES (99, 'x', 'acme')", "read-only transaction"),
+            (
+                "INSERT INTO tickets (id, subject, tenant) VALUES (99, 'x', 'acme')",
+                'syntax error at or near "INTO"',
+            ),
             (
                 "WITH gone AS (DELETE FROM tickets RETURNING *) SELECT count(*) FROM gone",
-                "read-only transaction",
+                "data-modifying statement must be at the top level",
             ),
+            ("SELECT bump()", "cannot execute INSERT in a read-only transaction"),
             ("SELECT 1; DROP TABLE tickets", "cannot insert multiple commands into a prepared statement"),
             ("COMMIT; DROP TABLE tickets", 'syntax error at or near "COMMIT"'),
             ("SELECT nextval('tickets_id_seq')", "nextval() is not allowed"),
@@ -144,6 +153,14 @@ class TestReadOnly:
         with pytest.raises(ToolError, match=says.replace("(", r"\(").replace(")", r"\)")):
             backend.run(sql, tenant="acme", max_rows=10, timeout_s=5)
         assert count(owner_dsn) == 3
+
+    def test_a_constant_folded_into_the_plan_is_read_once_and_cut(self, owner_dsn: str) -> None:
+        """The tool refuses repeat(); straight at the backend, the planner folds it into a 300,000
+        character literal in EXPLAIN's output, which the plan check scans in one pass (a name is
+        matched from a word's start only), and the server cuts the value it sends."""
+        backend = PostgresBackend("t", owner_dsn, schema="public", tables=["tickets"], tenant_column=None)
+        rows = backend.run("SELECT repeat('x', 300000) AS big", tenant="acme", max_rows=10, timeout_s=5)
+        assert [len(v) for v in rows.rows[0]] == [501]
 
     def test_a_query_past_the_time_limit_is_cancelled(self, owner_dsn: str) -> None:
         backend = PostgresBackend("t", owner_dsn, schema="public", tables=["tickets"], tenant_column=None)
@@ -166,6 +183,25 @@ class TestResults:
             {"query": "SELECT 1.5::numeric AS n, now()::date = current_date AS today"}, ACME
         )
         assert numbers.data["rows"] == [[1.5, True]]
+
+    def test_the_server_sends_no_more_than_the_limits(
+        self, owner_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Rows past max_rows and characters past 500 in a long value never leave the server."""
+        sql_tool = tool(owner_dsn, monkeypatch, tables=["tickets"], max_rows=3)
+        many = sql_tool.call({"query": "SELECT generate_series(1, 50000000) AS x"}, ACME)
+        assert many.data["rows"] == [[1], [2], [3]] and many.data["truncated"] is True
+        big = sql_tool.call(
+            {
+                "query": "SELECT (SELECT string_agg('x', '') FROM generate_series(1, 100000)) AS big, 7 AS n, "
+                "'{\"a\": 1}'::jsonb AS j -- comment"
+            },
+            ACME,
+        )
+        assert big.data["columns"] == ["big", "n", "j"]
+        assert big.data["rows"] == [["x" * 500 + "…", 7, '{"a": 1}']]
+        empty = sql_tool.call({"query": "SELECT FROM tickets;"}, ACME)
+        assert empty.data["columns"] == [] and empty.data["row_count"] == 3
 
     @pytest.mark.parametrize(
         ("sql", "says"),

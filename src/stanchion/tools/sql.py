@@ -28,12 +28,12 @@ from stanchion.request_context import RequestContext
 from stanchion.retrieve.search import Retriever
 from stanchion.tools.base import ToolResult, parse_arguments
 from stanchion.tools.sql_check import QueryRefused, check_query
-from stanchion.tools.sql_types import Backend, Rows
+from stanchion.tools.sql_types import VALUE_CHARS, Backend, Rows
 from stanchion.types import ToolSpec
 
 __all__ = ["SqlOptions", "SqlTool", "build", "render"]
 
-_CELL_CHARS = 500  # one value, as the model reads it (and in data): longer ones are cut with …
+_CELL_CHARS = VALUE_CHARS
 
 
 class SqlArguments(BaseModel):

@@ -15,10 +15,18 @@ check and the role's grants (``sql_postgres.py``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-__all__ = ["Dialect", "QueryRefused", "Token", "check_query", "forbidden_function", "tokenize"]
+__all__ = [
+    "Dialect",
+    "QueryRefused",
+    "Token",
+    "check_query",
+    "forbidden_function",
+    "statement_body",
+    "tokenize",
+]
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -49,6 +57,9 @@ _FORBIDDEN_PREFIXES = (
     "pg_replication_", "pg_create_", "pg_drop_", "pg_stat_reset", "pg_backup_", "pg_wal_",
     "query_to_xml", "cursor_to_xml", "table_to_xml", "schema_to_xml", "database_to_xml",
 )  # fmt: skip
+# PostgreSQL folds a call of an immutable function on constants while it plans, so these would put
+# a value of any size into the EXPLAIN output the plan check reads (repeat('x', 500000000)).
+_BIG_VALUE_FUNCTIONS = frozenset({"repeat", "lpad", "rpad", "array_fill", "format"})
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -65,6 +76,7 @@ class Token:
 
     kind: Literal["word", "name", "string", "number", "punct"]
     text: str
+    end: int = field(default=0, compare=False)  # where it ends in the query
 
 
 def tokenize(sql: str, dialect: Dialect) -> list[Token]:
@@ -73,7 +85,7 @@ def tokenize(sql: str, dialect: Dialect) -> list[Token]:
     tokens: list[Token] = []
     i, n = 0, len(sql)
     while i < n:
-        c = sql[i]
+        c, before = sql[i], len(tokens)
         if c.isspace():
             i += 1
         elif sql.startswith("--", i):
@@ -86,6 +98,7 @@ def tokenize(sql: str, dialect: Dialect) -> list[Token]:
             escapes = dialect == "postgresql" and bool(tokens) and _is_e_prefix(sql, i, tokens[-1])
             if escapes:
                 tokens.pop()
+                before -= 1
             text, i = _quoted(sql, i, "'", backslash=escapes)
             tokens.append(Token("string", text))
         elif c == '"' or (dialect == "sqlite" and c == "`"):
@@ -112,7 +125,17 @@ def tokenize(sql: str, dialect: Dialect) -> list[Token]:
         else:
             tokens.append(Token("punct", c))
             i += 1
+        if len(tokens) > before:
+            tokens[-1] = replace(tokens[-1], end=i)
     return tokens
+
+
+def statement_body(sql: str, dialect: Dialect) -> str:
+    """``sql`` without the semicolons and comments that end it, ready to be nested in parentheses."""
+    tokens = tokenize(sql, dialect)
+    while tokens and tokens[-1] == Token("punct", ";"):
+        tokens.pop()
+    return sql[: tokens[-1].end] if tokens else ""
 
 
 def check_query(sql: str, dialect: Dialect) -> None:
@@ -140,12 +163,15 @@ def check_query(sql: str, dialect: Dialect) -> None:
             )
         if token.kind == "word" and token.text == "replace" and not called:
             raise QueryRefused("REPLACE is not allowed: the database is read-only to this tool")
-        if called and token.kind in ("word", "name") and forbidden_function(token.text.lower()):
+        if called and token.kind in ("word", "name") and forbidden_function(token.text.lower(), dialect):
             raise QueryRefused(f"the function {token.text}() is not allowed in this tool's queries")
 
 
-def forbidden_function(name: str) -> bool:
-    """``name`` (lower case) reads files, sleeps, changes state or runs SQL of its own."""
+def forbidden_function(name: str, dialect: Dialect) -> bool:
+    """``name`` (lower case) reads files, sleeps, changes state, runs SQL of its own, or (on
+    PostgreSQL) builds a value of any size from a few characters."""
+    if dialect == "postgresql" and name in _BIG_VALUE_FUNCTIONS:
+        return True
     return name in _FORBIDDEN_FUNCTIONS or name.startswith(_FORBIDDEN_PREFIXES)
 
 

@@ -28,15 +28,20 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from stanchion.errors import SpecError, ToolError
-from stanchion.tools.sql_check import forbidden_function
-from stanchion.tools.sql_types import Column, Rows, Table
+from stanchion.tools.sql_check import QueryRefused, forbidden_function, statement_body
+from stanchion.tools.sql_types import VALUE_CHARS, Column, Rows, Table
 
 __all__ = ["TENANT_SETTING", "PostgresBackend"]
 
 TENANT_SETTING = "stanchion.tenant"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _CONNECT_OPTIONS = "-c default_transaction_read_only=on"
-_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_$]*)\s*\(")
+# Types whose values are short (numbers, dates, booleans, uuids): sent as they are; any other is
+# cast to text and cut by the server.
+_SHORT_TYPES = frozenset({16, 20, 21, 23, 26, 700, 701, 790, 1082, 1083, 1114, 1184, 1186, 1266, 1700, 2950})
+# A name before "(": matched only from the start of a word, so a long run of letters (a folded
+# constant) is scanned once, not once per letter.
+_CALL = re.compile(r"(?<![A-Za-z0-9_$])([A-Za-z_][A-Za-z0-9_$]*)\s*\(")
 
 
 class PostgresBackend:
@@ -66,6 +71,10 @@ class PostgresBackend:
 
     def run(self, query: str, *, tenant: str, max_rows: int, timeout_s: float) -> Rows:
         try:
+            body = statement_body(query, "postgresql")
+        except QueryRefused as exc:
+            raise ToolError(str(exc), tool=self._tool) from None
+        try:
             with self._connect() as conn:
                 conn.read_only = True
                 with conn.transaction(force_rollback=True):
@@ -77,11 +86,9 @@ class PostgresBackend:
                         settings.append((TENANT_SETTING, tenant))
                     for name, value in settings:
                         conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-                    plan = conn.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {query}", prepare=True).fetchone()
+                    plan = conn.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {body}", prepare=True).fetchone()
                     self._check_plan(plan[0] if plan else [])
-                    cursor = conn.execute(query, prepare=True)
-                    rows = cursor.fetchmany(max_rows + 1)
-                    columns = [d.name for d in cursor.description or ()]
+                    columns, rows = self._fetch(conn, body, max_rows + 1)
         except pg_errors.QueryCanceled:
             raise ToolError(
                 f"the query ran past the time limit ({timeout_s:g} s); narrow it or add a LIMIT",
@@ -92,6 +99,24 @@ class PostgresBackend:
         except psycopg.Error as exc:
             raise ToolError(_first_line(exc), tool=self._tool) from None
         return Rows(columns, [tuple(r) for r in rows[:max_rows]], truncated=len(rows) > max_rows)
+
+    def _fetch(self, conn: psycopg.Connection[Any], body: str, limit: int) -> tuple[list[str], list[Any]]:
+        """At most ``limit`` rows, each value of a type that can be long (text, JSON, arrays, ...)
+        cut by the server to ``VALUE_CHARS`` + 1 characters: neither a huge result set nor a huge
+        value is sent. The columns are learnt first from the query with LIMIT 0."""
+        described = list(
+            conn.execute(f"SELECT * FROM (\n{body}\n) AS stanchion_q LIMIT 0", prepare=True).description or ()
+        )
+        aliases = [f"c{n}" for n in range(len(described))]
+        outputs = ", ".join(
+            alias if d.type_code in _SHORT_TYPES else f"left({alias}::text, {VALUE_CHARS + 1})"
+            for alias, d in zip(aliases, described, strict=True)
+        )
+        named = f"({', '.join(aliases)})" if aliases else ""
+        cursor = conn.execute(
+            f"SELECT {outputs} FROM (\n{body}\n) AS stanchion_q{named} LIMIT {limit}", prepare=True
+        )
+        return [d.name for d in described], cursor.fetchall()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -113,7 +138,7 @@ class PostgresBackend:
                 )
             for text in _strings(node):
                 for name in _CALL.findall(text):
-                    if forbidden_function(name.lower()):
+                    if forbidden_function(name.lower(), "postgresql"):
                         raise ToolError(
                             f"the function {name}() is not allowed in this tool's queries", tool=self._tool
                         )

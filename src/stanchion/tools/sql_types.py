@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Backend", "Column", "Rows", "Table"]
+__all__ = ["VALUE_CHARS", "Backend", "Column", "Rows", "Table"]
+
+VALUE_CHARS = 500  # one value, as the model reads it (and in data): longer ones are cut with …
 
 
 @dataclass(frozen=True, slots=True)
