@@ -25,7 +25,7 @@ from stanchion.spec import ModelSpec, PriceSpec, Spec
 
 # Providers whose model runs in this process: nothing they read leaves it, so with
 # ``guards.pii.exempt_local`` (the default) they read the original text.
-LOCAL_PROVIDERS = frozenset({"llamacpp", "extractive"})
+LOCAL_PROVIDERS = frozenset({"llamacpp", "extractive", "planner"})
 
 if TYPE_CHECKING:
     from stanchion.agents import Agent

@@ -177,7 +177,7 @@ class PriceSpec(_Strict):
 class ModelSpec(_Strict):
     provider: ProviderName = Field(
         description="a registered provider (entry point group stanchion.providers): built in are "
-        "openai, anthropic, llamacpp and extractive"
+        "openai, anthropic, llamacpp, extractive and planner"
     )
     model: str = Field(
         "", description="the provider's model id; llamacpp: a .gguf path, or empty for the packaged SmolLM2"
@@ -357,7 +357,7 @@ class PiiGuardSpec(_Strict):
         default_factory=dict, description="per entity: the detector score a value needs (default 0.5)"
     )
     exempt_local: bool = Field(
-        True, description="in-process models (llamacpp, extractive) read the original text"
+        True, description="in-process models (llamacpp, extractive, planner) read the original text"
     )
     timeout_s: float = Field(
         2.0, gt=0, le=60, description="detection time limit; past it the request is refused, nothing sent"

@@ -15,12 +15,12 @@ from stanchion.core.embed import Embedder
 from stanchion.models.base import ChatModel
 from stanchion.spec import ModelSpec
 
-__all__ = ["ProviderFactory", "anthropic", "extractive", "llamacpp", "openai"]
+__all__ = ["ProviderFactory", "anthropic", "extractive", "llamacpp", "openai", "planner"]
 
 
 class ProviderFactory(Protocol):
     """What a ``stanchion.providers`` entry point names. ``embedder`` is called only by a
-    provider that needs the embedding model (the extractive one)."""
+    provider that needs the embedding model (the extractive and planner ones)."""
 
     def __call__(self, name: str, spec: ModelSpec, *, embedder: Callable[[], Embedder]) -> ChatModel: ...
 
@@ -66,3 +66,11 @@ def extractive(name: str, spec: ModelSpec, *, embedder: Callable[[], Embedder]) 
     from stanchion.models.extractive import ExtractiveModel
 
     return ExtractiveModel(embedder(), name=name)
+
+
+def planner(name: str, spec: ModelSpec, *, embedder: Callable[[], Embedder]) -> ChatModel:
+    """No LLM: calls the offered tools by rules (SQL written from the schema, search, calculator)
+    and answers from their results, quoting them."""
+    from stanchion.models.planner import PlannerModel
+
+    return PlannerModel(embedder(), name=name)
