@@ -97,15 +97,13 @@ class Document:
         return content_hash("\x00".join((self.title, self.text, meta, "\x1f".join(self.access_groups))))
 
 
-INJECTION_CLASSIFIER = "classifier"  # the reason a mark names when the classifier alone flagged
-
-
 @dataclass(frozen=True, slots=True)
 class InjectionMark:
-    """What the prompt-injection check found on a chunk at ingestion (``guards.injection``):
-    ``score`` in [0, 1] and ``reasons``, the rules that matched plus ``classifier`` when its
-    score reached the threshold then. Flagged when it names any reason. Kept in a column of the
-    store of its own, never in metadata, so no document or filter can write or hide it."""
+    """What the prompt-injection check found on a chunk (``guards.sources``): ``reasons``, the
+    rules that matched (flagged when there is any), and ``score``, the classifier's probability on
+    the chunk's vector (at least 0.95 when a rule matched), kept for information: fit on prompts,
+    it flags about half of plain documents, so it decides nothing for sources. Kept in columns of
+    the store of its own, never in metadata, so no document or filter can write or hide it."""
 
     score: float
     reasons: tuple[str, ...] = ()
@@ -113,11 +111,6 @@ class InjectionMark:
     @property
     def flagged(self) -> bool:
         return bool(self.reasons)
-
-    def at(self, threshold: float) -> InjectionMark:
-        """The mark under another classifier threshold (a rule's reason stays)."""
-        rules = tuple(r for r in self.reasons if r != INJECTION_CLASSIFIER)
-        return InjectionMark(self.score, rules + ((INJECTION_CLASSIFIER,) if self.score >= threshold else ()))
 
 
 @dataclass(frozen=True, slots=True)

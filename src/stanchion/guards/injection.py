@@ -179,6 +179,16 @@ class InjectionDetector:
             verdicts.append(InjectionVerdict(bool(reasons), round(score, 6), reasons))
         return verdicts
 
+    def rules_and_probability(self, text: str, vector: Vectors | None) -> tuple[tuple[str, ...], float]:
+        """The rules ``text`` matches and the classifier's probability on ``vector``, the text's one
+        embedding however long the text (a stored chunk's: nothing is embedded here); 0.0 without
+        a vector or a classifier."""
+        cleaned = clean(text)
+        hits = rule_hits(cleaned)
+        if vector is None or not self._classifier:
+            return hits, 0.0
+        return hits, self._probability(vector, cleaned, hits)
+
     def probability(self, vector: Vectors, text: str) -> float:
         """The classifier's probability for one window (``text`` as given, before ``clean``)."""
         cleaned = clean(text)

@@ -1,9 +1,14 @@
 """Retrieved chunks under ``guards.injection.sources``, before any prompt holds them.
 
-Every chunk was checked at ingestion and carries the finding (``Chunk.injection``); one indexed
-before that check existed is checked here, once: verdicts are remembered by the content hash of
-the text checked (``CACHE_SIZE``, least recently used first out), and its stored vector is
-reused when the store has it. A changed ``threshold`` applies to stored findings too.
+Every chunk was checked at ingestion and carries the finding (``Chunk.injection``, made by
+``mark_texts``); one indexed before that check existed is checked here, once: verdicts are
+remembered by the content hash of the text checked (``CACHE_SIZE``, least recently used first
+out), and its stored vector is used when the store has it (nothing is embedded here).
+
+A source is flagged by the detector's rules. The classifier's probability is kept as the mark's
+score, but flags no source: fit on prompts, it flagged 44-63% of plain document chunks (SciFact,
+COVID-QA, the Debian handbook; 300 each), where the rules flagged none
+(``bench/ingest_guards.py``). ``guards.injection.threshold`` is for the caller's input.
 
 Policy, per flagged chunk (``SourceScreen.screen``):
 
@@ -33,16 +38,37 @@ import numpy.typing as npt
 
 from stanchion.core.embed import Embedder
 from stanchion.core.text import index_text
-from stanchion.guards.injection import InjectionDetector, InjectionModel
+from stanchion.guards.injection import RULE_SCORE, InjectionDetector, InjectionModel
 from stanchion.spec import InjectionAction, InjectionGuardSpec
 from stanchion.types import Chunk, Hit, InjectionMark, content_hash
 
-__all__ = ["CACHE_SIZE", "FLAG_LABEL", "Screened", "SourceScreen", "is_flagged", "source_screen", "unmarked"]
+__all__ = [
+    "CACHE_SIZE",
+    "FLAG_LABEL",
+    "Screened",
+    "SourceScreen",
+    "is_flagged",
+    "mark_texts",
+    "source_screen",
+    "unmarked",
+]
 
 Policy = InjectionAction
 FLAG_LABEL = "prompt-injection"  # the frame attribute's value: flagged="prompt-injection"
 CACHE_SIZE = 4096
 VectorLookup = Callable[[Sequence[str]], dict[str, npt.NDArray[np.float32]]]
+
+
+def mark_texts(
+    detector: InjectionDetector, texts: Sequence[str], vectors: Sequence[npt.NDArray[np.float32] | None]
+) -> list[InjectionMark]:
+    """The mark of each text (a chunk's ``index_text``: title and headings in front, as prompts
+    show it): the rules it matches, and the classifier's probability on its vector when given."""
+    marks = []
+    for text, vector in zip(texts, vectors, strict=True):
+        hits, probability = detector.rules_and_probability(text, vector)
+        marks.append(InjectionMark(round(max(probability, RULE_SCORE) if hits else probability, 6), hits))
+    return marks
 
 
 def is_flagged(chunk: Chunk) -> bool:
@@ -117,10 +143,7 @@ class SourceScreen:
         return Screened(kept, tuple(flagged), tuple(stripped), tuple(blocked))
 
     def _marks(self, chunks: Sequence[Chunk]) -> list[InjectionMark]:
-        threshold = self.detector.threshold
-        marks: list[InjectionMark | None] = [
-            None if c.injection is None else c.injection.at(threshold) for c in chunks
-        ]
+        marks: list[InjectionMark | None] = [c.injection for c in chunks]
         todo = [(i, index_text(c)) for i, c in enumerate(chunks) if marks[i] is None]
         if todo:
             keys = [content_hash(text) for _, text in todo]
@@ -131,30 +154,16 @@ class SourceScreen:
                         marks[i] = self._cache[key]
             unknown = [(i, text, key) for (i, text), key in zip(todo, keys, strict=True) if marks[i] is None]
             if unknown:
-                for (i, _, key), mark in zip(
-                    unknown, self._check([chunks[i] for i, _, _ in unknown]), strict=True
-                ):
+                self.checked += len(unknown)
+                unchecked = [chunks[i] for i, _, _ in unknown]
+                stored = self._vectors([c.hash for c in unchecked]) if self._vectors is not None else {}
+                found = mark_texts(
+                    self.detector, [text for _, text, _ in unknown], [stored.get(c.hash) for c in unchecked]
+                )
+                for (i, _, key), mark in zip(unknown, found, strict=True):
                     marks[i] = mark
                     self._remember(key, mark)
         return [m if m is not None else InjectionMark(0.0) for m in marks]
-
-    def _check(self, chunks: Sequence[Chunk]) -> list[InjectionMark]:
-        self.checked += len(chunks)
-        texts = [index_text(c) for c in chunks]
-        stored = self._vectors([c.hash for c in chunks]) if self._vectors is not None else {}
-        have = [i for i, c in enumerate(chunks) if c.hash in stored]
-        verdicts: dict[int, InjectionMark] = {}
-        if have:
-            vectors = np.stack([stored[chunks[i].hash] for i in have])
-            for i, v in zip(
-                have, self.detector.check_many([texts[i] for i in have], vectors=vectors), strict=True
-            ):
-                verdicts[i] = InjectionMark(v.score, v.reasons)
-        rest = [i for i in range(len(chunks)) if i not in verdicts]
-        if rest:
-            for i, v in zip(rest, self.detector.check_many([texts[i] for i in rest]), strict=True):
-                verdicts[i] = InjectionMark(v.score, v.reasons)
-        return [verdicts[i] for i in range(len(chunks))]
 
     def _remember(self, key: str, mark: InjectionMark) -> None:
         with self._lock:
@@ -180,12 +189,15 @@ class SourceScreen:
 
 
 def source_screen(spec: InjectionGuardSpec, embedder: Embedder, vectors: VectorLookup | None) -> SourceScreen:
-    """The screen ``guards.injection`` declares: its ``sources`` policy and ``threshold``, the
-    classifier on ``embedder`` when it is the model the classifier was fit on (rules alone
-    otherwise, as at ingestion); ``vectors`` finds stored embeddings by chunk content hash."""
+    """The screen ``guards.injection`` declares (its ``sources`` policy); ``vectors`` finds stored
+    embeddings by chunk content hash, for the marks' scores."""
+    return SourceScreen(spec.sources, source_detector(embedder), vectors=vectors)
+
+
+def source_detector(embedder: Embedder) -> InjectionDetector:
+    """The detector that marks chunks, at ingestion and here: its classifier scores on
+    ``embedder``'s vectors when it is the model the classifier was fit on (no score otherwise)."""
     fitted = InjectionModel.packaged()
     if embedder.name == fitted.embedder:
-        detector = InjectionDetector(embedder, threshold=spec.threshold, model=fitted)
-    else:
-        detector = InjectionDetector(threshold=spec.threshold, classifier=False, model=fitted)
-    return SourceScreen(spec.sources, detector, vectors=vectors)
+        return InjectionDetector(embedder, model=fitted)
+    return InjectionDetector(classifier=False, model=fitted)

@@ -39,8 +39,9 @@ from stanchion.core.embed import Embedder
 from stanchion.core.text import index_text
 from stanchion.errors import GuardError, IngestError
 from stanchion.guards.ingest_pii import IngestPii
-from stanchion.guards.injection import InjectionDetector, InjectionModel
+from stanchion.guards.injection import InjectionDetector
 from stanchion.guards.pii import PiiDetector
+from stanchion.guards.sources import mark_texts, source_detector
 from stanchion.index.store import DocumentWrite, Store
 from stanchion.ingest.chunk import ChunkingOptions, chunk_document
 from stanchion.ingest.clean import Deduper, Duplicate
@@ -207,17 +208,10 @@ class Pipeline:
 
     @property
     def injection(self) -> InjectionDetector:
-        """The prompt-injection check every chunk gets before it is written: rules, and the
-        classifier on the vectors ingestion computes anyway (when the embedder is the one it was
-        fit on; rules alone otherwise)."""
+        """The prompt-injection check every chunk gets before it is written (``guards.sources``:
+        the rules flag; the classifier scores on the vector ingestion computes anyway)."""
         if self._injection is None:
-            guard = self.spec.guards.injection
-            threshold = guard.threshold if guard is not None and guard.threshold else None
-            fitted = InjectionModel.packaged()
-            if self.embedder.name == fitted.embedder:
-                self._injection = InjectionDetector(self.embedder, threshold=threshold, model=fitted)
-            else:
-                self._injection = InjectionDetector(threshold=threshold, classifier=False, model=fitted)
+            self._injection = source_detector(self.embedder)
         return self._injection
 
     def _source_pii(self, source: SourceSpec) -> IngestPii | None:
@@ -550,15 +544,11 @@ class Pipeline:
         batch.chunks = 0
 
     def _marks(self, chunks: Sequence[Chunk], vectors: dict[str, np.ndarray]) -> dict[str, InjectionMark]:
-        """The prompt-injection check of each distinct chunk text (title and headings in front,
-        as the prompts show them), on the vectors just computed or taken from the cache."""
+        """The prompt-injection mark of each distinct chunk text, on the vectors just computed or
+        taken from the cache."""
         unique = list({c.hash: c for c in chunks}.values())
-        if not unique:
-            return {}
-        verdicts = self.injection.check_many(
-            [index_text(c) for c in unique], vectors=np.stack([vectors[c.hash] for c in unique])
-        )
-        return {c.hash: InjectionMark(v.score, v.reasons) for c, v in zip(unique, verdicts, strict=True)}
+        found = mark_texts(self.injection, [index_text(c) for c in unique], [vectors[c.hash] for c in unique])
+        return {c.hash: mark for c, mark in zip(unique, found, strict=True)}
 
 
 # A part-full batch is committed early, while the reader has nothing ready, once it holds this
