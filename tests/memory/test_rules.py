@@ -93,3 +93,10 @@ def test_extractor_reads_user_turns_only_and_keeps_the_latest_per_slot() -> None
         ("preference:programming_language", "Rust"),
         ("fact:allergy:shellfish", "shellfish"),
     }
+
+
+def test_adverb_runs_and_long_clauses_are_read_in_linear_time() -> None:
+    """'I really really ... zzz' once backtracked exponentially (2^n); 60 adverbs now return at once."""
+    assert read_clause("I " + "really " * 60 + "zzz") is None
+    assert read_clause("I really really love Python") is not None
+    assert read_clause("I love Python " + "and more " * 40) is None  # over MAX_CLAUSE_CHARS: not read

@@ -28,7 +28,8 @@ _GREETING = re.compile(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening))\b"
 _GREETED_NAME = re.compile(r"^(?i:i'm|i am)\s+(?P<v>[A-Z][\w'-]+)$")
 _FROM_NOW_ON = re.compile(r"^(?:from now on|going forward|in future|in the future|from today)[,:\s]+", re.I)
 _TRAILING_FROM_NOW_ON = re.compile(r",?\s+(?:from now on|going forward|in (?:the )?future)\s*$", re.I)
-_ADVERBS = r"(?:(?:really|much|now|still|also|do|kind of|quite|always|[a-z]+ly)\s+)*"
+# Alternatives that never match the same word (an ambiguous pair backtracks exponentially).
+_ADVERBS = r"(?:(?:much|now|still|also|do|kind of|quite|always|[a-z]+ly)\s+)*"
 _VALUE_END = re.compile(
     r"\s*(?:,|;|:|\(|\s-\s|\bbecause\b|\bsince\b|\bbut\b|\bso\b|\bwhich\b|\bthough\b|\bthese days\b|"
     r"\bnowadays\b|\banymore\b|\bany more\b|\bover\b|\brather than\b|\binstead of\b|\bmore than\b|"
@@ -164,9 +165,13 @@ def clauses(text: str) -> list[str]:
     return parts
 
 
+# A statement about oneself is short; longer clauses (pasted text, logs) are not read.
+MAX_CLAUSE_CHARS = 300
+
+
 def read_clause(clause: str) -> Candidate | None:
     """The fact or preference one clause states about the user, or None."""
-    if clause.rstrip().endswith("?"):
+    if clause.rstrip().endswith("?") or len(clause) > MAX_CLAUSE_CHARS:
         return None
     said = clause.strip().rstrip(".!")
     greeted = _GREETING.match(said)
