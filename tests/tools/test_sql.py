@@ -276,6 +276,7 @@ class TestErrorsTheModelCanFix:
             ("SELECT * FROM tickets WHERE id = = 1", 'near "=": syntax error'),
             ("SELECT 'open", "a string opened with ' is never closed"),
             ("SELECT * FROM tickets WHERE id = ?", "parameters are not supported"),
+            ("SELECT * FROM json_each('[1, 2]')", "table-valued functions (json_each"),
             ("", "query: String should have at least 1 character"),
         ],
     )

@@ -198,6 +198,8 @@ def _wording(exc: sqlite3.Error, views: dict[str, str]) -> str:
     text = str(exc)
     for table, hidden in views.items():
         text = text.replace(hidden, table)
+    if text.startswith("vtable constructor failed"):
+        return f"{text}: table-valued functions (json_each, json_tree, pragma_*) are not available here"
     if text in ("not authorized", "authorization denied") or "prohibited" in text:
         return (
             f"{text}: this tool reads only the tables it lists, with SELECT and plain functions "
