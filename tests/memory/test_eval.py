@@ -68,6 +68,24 @@ def test_evaluate_on_a_slice(memory: Memory) -> None:
     assert isinstance(memory.store, DatabaseMemoryStore)
 
 
+class _DownExtractor:
+    name = "down"
+
+    async def extract(self, messages: object) -> list[object]:
+        from stanchion.errors import ModelUnavailable
+
+        raise ModelUnavailable("refused", model="m")
+
+
+def test_evaluate_counts_sessions_a_model_extractor_failed(store: DatabaseMemoryStore) -> None:
+    """A model that fails loses its sessions (counted), not the whole run."""
+    from stanchion.memory.fakes import WordEmbedder
+
+    users = load_conversations()[:2]
+    report = evaluate(Memory(store, WordEmbedder(), extractor=_DownExtractor()), users)  # type: ignore[arg-type]
+    assert report["sessions_failed"] == report["sessions"] and report["accuracy"] == 0.0
+
+
 def test_cli_eval_memory_json(tmp_path: Path) -> None:
     """`stanchion eval memory --json` on a two-user file, with the packaged embedding model."""
     data = tmp_path / "two.jsonl"

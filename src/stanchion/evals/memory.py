@@ -29,7 +29,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from stanchion.errors import SpecError
+from stanchion.errors import ModelError, SpecError
 from stanchion.memory import Memory, MemoryRecord
 from stanchion.types import Message
 
@@ -94,13 +94,17 @@ def evaluate(
 ) -> dict[str, Any]:
     """Write every session, then ask every question; the report of the module docstring."""
     started = time.perf_counter()
-    written = 0
+    written = failed = 0
     for user in users:
         for session in user["sessions"]:
             turns = [Message("user", str(t)) for t in session["turns"]]
-            changes = asyncio.run(
-                memory.remember(user["tenant"], user["user"], turns, source=str(session["id"]))
-            )
+            try:
+                changes = asyncio.run(
+                    memory.remember(user["tenant"], user["user"], turns, source=str(session["id"]))
+                )
+            except ModelError:  # a model extractor that failed loses this session, as the writer would
+                failed += 1
+                continue
             written += len(changes)
     write_s = time.perf_counter() - started
     sessions = sum(len(u["sessions"]) for u in users)
@@ -145,6 +149,7 @@ def evaluate(
         "foreign_values_recalled": sum(bool(r["foreign"]) for r in results),
         "leaks": sum(r["leaks"] for r in results),
         "memories_written": written,
+        "sessions_failed": failed,
         "write_ms_per_session": write_s * 1000 / max(sessions, 1),
         "recall_ms": _summary(latencies),
         "recall_with_embedding_ms": _summary(with_embedding),
