@@ -15,9 +15,9 @@ Policy, per flagged chunk (``SourceScreen.screen``):
 - ``off``: as retrieved; no chunk is marked.
 - ``flag``: kept, marked: its frame in the prompt says ``flagged="prompt-injection"``, and the
   system prompt says such sources may hold instructions that must be ignored.
-- ``strip``: the attack is cut out of its text, title and headings
-  (``InjectionDetector.strip_attacks``) and the chunk is kept, marked; one whose attack cannot be
-  cut out (only the classifier, or an obfuscated match, flagged it) is left out.
+- ``strip``: every sentence a rule matched is cut out of its text, title and headings
+  (``InjectionDetector.strip_attacks``, rules alone) and the chunk is kept, marked; one whose
+  attack cannot be cut out (an obfuscated or encoded match) is left out.
 - ``block``: left out.
 
 ``Screened.flagged`` names every flagged chunk, whatever the policy did with it
@@ -109,6 +109,8 @@ class SourceScreen:
     ) -> None:
         self.policy = policy
         self.detector = detector
+        # Stripping asks the rules alone whether what is left still attacks (they decide for sources).
+        self._rules = InjectionDetector(classifier=False)
         self._vectors = vectors
         self._cache: OrderedDict[str, InjectionMark] = OrderedDict()
         self._cache_size = cache_size
@@ -175,16 +177,16 @@ class SourceScreen:
     def _strip(self, chunk: Chunk) -> Chunk | None:
         """The chunk with the attack cut out of its text, title and headings; None when the text's
         cannot be cut out."""
-        text = self.detector.strip_attacks(chunk.text)
+        text = self._rules.strip_attacks(chunk.text)
         if text is None or not text.strip():
             return None
         meta = dict(chunk.metadata)
         title = str(meta.get("title") or "")
         if title:
-            meta["title"] = self.detector.strip_attacks(title) or ""
+            meta["title"] = self._rules.strip_attacks(title) or ""
         headings = [str(h) for h in meta.get("heading_path") or ()]
         if headings:
-            meta["heading_path"] = [cut for h in headings if (cut := self.detector.strip_attacks(h))]
+            meta["heading_path"] = [cut for h in headings if (cut := self._rules.strip_attacks(h))]
         return replace(chunk, text=text, metadata=meta)
 
 
