@@ -148,7 +148,7 @@ class App:
         """The tools the spec declares (``tools:``), each built on first use."""
         from stanchion.tools import Toolbox
 
-        return Toolbox(self.spec.tools, retriever=lambda: self.retriever)
+        return Toolbox(self.spec.tools, retriever=lambda: self.retriever, base_dir=self.spec.base_dir)
 
     @cached_property
     def models(self) -> ModelRegistry:

@@ -282,3 +282,28 @@ def test_figures_compare_in_one_spelling_and_derived_ones_pass() -> None:
     )
     problems = check.grounding("How many?", "There are 17 tickets.", records)
     assert len(problems) == 1 and "17" in problems[0]
+
+
+def test_a_tool_reads_a_relative_database_path_from_the_specs_folder(tmp_path: Path) -> None:
+    import shutil
+
+    import stanchion
+
+    shutil.copy(Path(stanchion.__file__).parent / "sample" / "tickets.db", tmp_path / "tickets.db")
+    spec = Spec.model_validate(
+        {
+            "tools": {
+                "tickets": {"tool": "sql", "options": {"database": "tickets.db", "tenant_column": "tenant"}}
+            },
+            "base_dir": tmp_path,
+            "index": {"path": str(tmp_path / "index.db")},
+        }
+    )
+    app = build(spec)
+    try:
+        result = app.tools.call(
+            "tickets", {"query": "SELECT count(*) AS n FROM tickets"}, RequestContext("default")
+        )
+        assert result.data["rows"] == [[40]]  # the default tenant's tickets only
+    finally:
+        app.close()

@@ -13,7 +13,9 @@ spec then offers it: ``tools: {weather: {tool: weather, options: {...}}}``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
@@ -38,7 +40,9 @@ class ToolFactory(Protocol):
     ) -> Tool: ...
 
 
-def build_tool(name: str, config: ToolConfig, *, retriever: Callable[[], Retriever]) -> Tool:
+def build_tool(
+    name: str, config: ToolConfig, *, retriever: Callable[[], Retriever], base_dir: Path | None = None
+) -> Tool:
     """One tool, built by the factory registered under ``config.tool``; a SpecError naming the
     key when the factory is unknown, refuses the options, or builds something that is no Tool."""
     key = f"tools.{name}"
@@ -50,7 +54,10 @@ def build_tool(name: str, config: ToolConfig, *, retriever: Callable[[], Retriev
             key_path=f"{key}.tool",
         ) from None
     try:
-        tool = factory(name, config.options, retriever=retriever)
+        # A factory that reads files (a database) takes the spec's folder, which relative paths
+        # in its options are read from; the protocol's three arguments are all others need.
+        extra = {"base_dir": base_dir} if base_dir is not None and _takes_base_dir(factory) else {}
+        tool = factory(name, config.options, retriever=retriever, **extra)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise SpecError(f"{key}.options: {problems}", key_path=f"{key}.options") from None
@@ -72,9 +79,16 @@ def build_tool(name: str, config: ToolConfig, *, retriever: Callable[[], Retriev
 class Toolbox:
     """The spec's tools by name, each built on first use."""
 
-    def __init__(self, configs: Mapping[str, ToolConfig], *, retriever: Callable[[], Retriever]) -> None:
+    def __init__(
+        self,
+        configs: Mapping[str, ToolConfig],
+        *,
+        retriever: Callable[[], Retriever],
+        base_dir: Path | None = None,
+    ) -> None:
         self._configs = dict(configs)
         self._retriever = retriever
+        self._base_dir = base_dir
         self._built: dict[str, Tool] = {}
 
     @property
@@ -87,7 +101,9 @@ class Toolbox:
             known = ", ".join(self.names) or "none (declare them under tools: in stanchion.yaml)"
             raise ToolError(f"no such tool; tools: {known}", tool=name)
         if name not in self._built:
-            self._built[name] = build_tool(name, self._configs[name], retriever=self._retriever)
+            self._built[name] = build_tool(
+                name, self._configs[name], retriever=self._retriever, base_dir=self._base_dir
+            )
         return self._built[name]
 
     def specs(self, names: list[str] | None = None) -> list[ToolSpec]:
@@ -97,3 +113,10 @@ class Toolbox:
     def call(self, name: str, arguments: Mapping[str, Any], context: RequestContext) -> ToolResult:
         """Run ``name`` for ``context``'s caller."""
         return self.get(name).call(arguments, context)
+
+
+def _takes_base_dir(factory: object) -> bool:
+    try:
+        return "base_dir" in inspect.signature(factory).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
