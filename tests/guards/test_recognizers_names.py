@@ -30,6 +30,12 @@ class TestAddressShapes:
             ("The bus drops you off at 077 Příční 1429 St.", "077 Příční 1429 St"),
             ("The bus station is on Villacher Strasse 89", "Villacher Strasse 89"),
             ("Send it to Præstevænget 15, 2000 København", "Præstevænget 15, 2000 København"),
+            ("Send it to 83854 Strickstrasse 61", "83854 Strickstrasse 61"),
+            ("Caitlin lives at 846 31 Rue de Tanger", "31 Rue de Tanger"),
+            (
+                "at 48010 Paseo Sur 81\n Suite 762\n Torroella de Montgrí",
+                "48010 Paseo Sur 81\n Suite 762\n Torroella de Montgrí",
+            ),
         ],
     )
     def test_address_shapes(self, text: str, address: str) -> None:
@@ -46,6 +52,12 @@ class TestAddressShapes:
         assert _texts(list(rec.street_addresses(text)), text) == [
             "91215 Harjukuja 54\n> Suite 318\n> SEINÄJOKI\n> Finland 38524"
         ]
+
+
+class TestTitles:
+    def test_a_title_stops_before_the_unit_of_an_address(self) -> None:
+        text = "Mrs. Barbara Yudina Apt. 675 62314 Mellemvej 32"
+        assert _texts(list(rec.person_names(text)), text) == ["Barbara Yudina"]
 
 
 class TestContextNames:
@@ -81,6 +93,12 @@ class TestContextNames:
         transcript = "Ubul: What a wife.\nNicole: Remember me?\nPhone: 555 0100"
         assert _texts(list(names.context_names(transcript)), transcript) == ["Ubul", "Nicole"]
         assert list(names.context_names("Ingredients: flour, eggs")) == []
+        headers = "Received: from mail.example.com\nPrecedence: bulk\nSubject: Hello"
+        assert list(names.context_names(headers)) == []
+
+    def test_days_and_titles_are_not_names(self) -> None:
+        text = "Jack said Tuesday that Miss Volochkova left."
+        assert _texts(list(names.context_names(text)), text) == []
 
     def test_the_name_line_above_an_address(self) -> None:
         """The first line of a block is a name when an address follows within a few lines."""
@@ -105,6 +123,24 @@ class TestRefine:
         text = "Cormac Allan\nEchocardiographer and Emmie Ström's tales"
         found = [_at(text, "Allan\nEchocardiographer", "PERSON"), _at(text, "Emmie Ström's", "PERSON")]
         assert _texts(names.refine(text, found), text) == ["Allan", "Emmie Ström"]
+
+    def test_abbreviations_keep_their_dots(self) -> None:
+        text = "The U.S. officials met."
+        assert _texts(names.refine(text, [_at(text, "U.S.", "LOCATION")]), text) == ["U.S."]
+
+    def test_overlapping_names_merge_only_into_more_name(self) -> None:
+        """ "Dominique" (a context rule) and "Dominique de Villepin" (the model) are one name;
+        the model's "QUOTE> Halla" does not stretch the rule's "Halla"."""
+        text = "Minister Dominique de Villepin spoke. <QUOTE> Halla said."
+        found = [_at(text, "Dominique", "PERSON", 0.86), _at(text, "Halla", "PERSON", 0.86)]
+        model = [_at(text, "Dominique de Villepin", "PERSON"), _at(text, "QUOTE> Halla", "PERSON")]
+        assert _texts(names.refine(text, found, model), text) == ["Dominique de Villepin", "Halla"]
+
+    def test_the_models_guess_in_capitals_is_not_carried_to_other_mentions(self) -> None:
+        """Only names a rule vouched for, or full names in mixed case, carry over."""
+        text = "Using Ximian GNOME? Get GNOME from the GNOME site."
+        refined = names.refine(text, [], [_at(text, "Ximian GNOME", "PERSON")])
+        assert _texts(refined, text) == ["Ximian GNOME"]
 
     def test_names_inside_an_address_belong_to_it(self) -> None:
         text = "Send it to 04862 Victor Hugo u. 49. Suite 638"

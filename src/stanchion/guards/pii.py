@@ -144,10 +144,11 @@ class PiiDetector:
         text could not be checked."""
         try:
             found = [f for recognize in self._recognizers for f in recognize(text)]
+            model: list[Found] = []
             if self._ner and text.strip():
                 results = self._analyzer().analyze(text, language="en", entities=self._ner)
-                found += [Found(r.start, r.end, r.entity_type, float(r.score)) for r in results]
-            found = refine(text, found)
+                model = [Found(r.start, r.end, r.entity_type, float(r.score)) for r in results]
+            found = refine(text, found, model)
         except Exception as exc:
             log.error("guard.pii_failed", extra={"error": type(exc).__name__})
             raise GuardError("PII detection failed: the text could not be checked", detail=repr(exc)) from exc

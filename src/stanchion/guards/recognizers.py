@@ -245,7 +245,7 @@ _STREET_WORDS = (
     r"Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Square|Sq"
     r"|Terrace|Parkway|Pkwy|Circle|Close|Crescent|Grove|Gardens|Greens|Mall|Highway|Hwy|Row|Walk"
     r"|Hill|Park|Mews|Alley|Trail|Plaza|Route|Gateway|Flats|Courts|Baan|utca|út|tér|körút|ulica|gata|vej"
-    r"|Strasse|Straße|Gasse|Weg|Platz|Allee|Straat|Laan"
+    r"|Strasse|Straße|Gasse|Weg|Platz|Allee|Straat|Laan|Str"
 )
 _STREET_AFTER = r"gate|veien|vei|vegen|gade|u\."  # only between a street's name and its number
 _STREET_PREFIX = (
@@ -260,9 +260,10 @@ _QUOTE = r"(?:[>*•·|?]+[ \t]*)?"
 _UNIT = r"(?i:Suite|Ste\.?|Apt\.?|Apartment|Unit|Flat|Box|PSC|Floor)\s+\d+[A-Za-z]?"
 _WORD = r"[^\W\d_][\w'’.-]*"
 _CAP = r"[^\W\d_a-z][\w'’.-]*"
+_PARTICLE = r"(?:de|del|della|da|do|dos|das|di|du|des|la|le|les|nad|na|am|an|im|sur|upon|on)"
 _TAIL = (  # units, a city, a region, a country, a postcode: on further lines or after commas
     rf"(?:(?:\.?\s*,\s*|\.?\s*\n\s*{_QUOTE}|\.?\s+)(?:{_UNIT}|\d{{3,6}}(?:-\d{{4}})?(?![ ]?\d)|[A-Z]{{2}}\s+\d{{3,6}}(?![ ]?\d)"
-    rf"|{_CAP}(?:[ -](?:{_CAP}|\(\w+\)))*(?:\s+\d{{4,6}})?))*"
+    rf"|{_CAP}(?:[ -](?:{_PARTICLE}[ -])?(?:{_CAP}|\(\w+\)))*(?:\s+\d{{4,6}})?))*"
 )
 # "the corner of Main Street and 5th Avenue": two streets, the second up to a stop word or a mark.
 _NOT_STREET = (
@@ -275,10 +276,11 @@ _CORNER = (
 )
 _ADDRESS = re.compile(
     rf"(?<![\w-])(?:"
-    rf"\d{{1,6}}[A-Za-z]?(?:\s+\d{{1,5}})?\s+(?:{_WORD}\s+){{0,4}}?(?:{_STREET_WORDS})\.?(?:\s+\d{{1,5}}[A-Za-z]?)?"
+    rf"\d{{1,6}}[A-Za-z]?(?:\s+\d{{1,5}})?\s+(?:{_WORD}\s+){{0,4}}?(?:{_STREET_WORDS})(?!\w)\.?(?:\s+\d{{1,5}}[A-Za-z]?)?"
     rf"|\d{{1,6}}\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:{_STREET_SUFFIX})\s+\d{{1,5}}[A-Za-z]?"
     rf"|(?:\d{{1,6}}\s+)?{_WORD}(?:{_STREET_SUFFIX})\s+\d{{1,5}}[A-Za-z]?"
     rf"|(?:\d{{1,6}}\s+)?(?:{_STREET_PREFIX})\s+(?:{_WORD}\s+){{0,4}}?\d{{1,5}}[A-Za-z]?"
+    rf"|\d{{1,6}}\s+(?:{_STREET_PREFIX})\s+(?:{_WORD}\s+){{0,4}}?{_CAP}"  # "29 Rue de Tanger"
     rf"|\d{{1,6}}\s+(?:{_CAP}\s+){{0,4}}{_CAP}\s+\d{{1,5}}[A-Za-z]?"
     rf"(?=\s*(?:,|\n|{_UNIT}|(?:{_STREET_WORDS})\b|[.?!]?\s*$))"
     rf"|(?:{_CAP}\s+){{0,3}}{_CAP}\s+\d{{1,5}}[A-Za-z]?(?=\s*,\s*\d{{4,5}}\s+{_CAP})"  # "Præstevænget 15, 2000 København"
@@ -350,7 +352,10 @@ def capitals_places(text: str) -> Iterator[Found]:
 # ---- person names (beside spaCy's) --------------------------------------------------------
 
 _NAME = r"[^\W\d_a-z][^\W\d_]+(?:-[^\W\d_a-z][^\W\d_]+)?"
-_TITLED = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madam)\.?\s+((?:{_NAME}\s+){{0,2}}{_NAME})")
+_NOT_UNIT = r"(?!(?:Apt|Apartment|Suite|Ste|Unit|Box|Flat|Floor|PSC)\b)"
+_TITLED = re.compile(
+    rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madam)\.?\s+((?:{_NAME}\s+){{0,2}}{_NOT_UNIT}{_NAME})"
+)
 _INITIAL = re.compile(rf"(?<![\w.])({_NAME}\s+[A-Z]\.?\s+{_NAME})(?![\w])")
 _NAMED = re.compile(
     rf"\b(?:[Nn]ame is|[Nn]ame:|[Cc]alled|[Ss]igned,?|[Rr]egards,)\s+({_NAME}(?:\s+{_NAME}){{0,2}})"
@@ -374,7 +379,8 @@ def person_names(text: str) -> Iterator[Found]:
     others)."""
     for pattern, score in ((_TITLED, 0.9), (_INITIAL, 0.8), (_NAMED, 0.8), (_DOER, 0.86)):
         for m in pattern.finditer(text):
-            yield Found(m.start(1), m.end(1), "PERSON", score)
+            if not m.group(1).isupper():  # "CAN I SPEAK" is shouting, not a name with an initial
+                yield Found(m.start(1), m.end(1), "PERSON", score)
 
 
 RECOGNIZERS: tuple[Recognizer, ...] = (

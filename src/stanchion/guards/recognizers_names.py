@@ -37,7 +37,10 @@ _UNIT_WORDS = r"(?:Apt|Apartment|Suite|Ste|Unit|Box|Flat|Floor|PSC|Street|Road|A
 _NOT_NAMES = (  # capitalised words that start sentences and clauses, never names
     r"(?:I|I'm|I'd|I'll|I've|He|She|It|We|You|They|This|That|These|Those|The|A|An|My|Our|Your|His"
     r"|Her|Their|When|Where|What|Who|Why|How|Which|Hello|Hi|Hey|Dear|Thanks|Please|Yes|No|And|But"
-    r"|Or|If|So|Then|There|Here|Everyone|Someone|Somebody|Nobody|All|Some|Any|Mr|Mrs|Ms|Dr)"
+    r"|Or|If|So|Then|There|Here|Everyone|Someone|Somebody|Nobody|All|Some|Any|Mr|Mrs|Ms|Dr|Miss"
+    r"|Mx|Prof|Sir|Madam|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Today|Yesterday"
+    r"|Tomorrow|January|February|March|April|May|June|July|August|September|October|November"
+    r"|December)"
 )
 _NAME_TOKEN = rf"(?!(?:{_UNIT_WORDS}|{_NOT_NAMES})\b){_CAP}"
 _FULL = rf"{_NAME_TOKEN}(?:\s+(?:{_UP}\.?\s+)?{_NAME_TOKEN}){{0,2}}"  # "Ryan P Costa", "Zoe Young"
@@ -49,18 +52,23 @@ _KIN = (
     r"|colleague|partner|cousin|uncle|aunt|nephew|niece|grandson|granddaughter|grandmother"
     r"|grandfather|grandma|grandpa|fiancée?|boyfriend|girlfriend|neighbou?r|manager|doctor"
 )
+_ROLES = (  # "songwriter Zoe Young", "CEO Jane Roe"
+    r"(?:songwriter|singer|guitarist|drummer|author|writer|novelist|poet|actor|actress|director"
+    r"|producer|composer|painter|artist|journalist|reporter|CEO|CFO|CTO|chairman|chairwoman"
+    r"|president|senator|governor|mayor|minister|professor|coach|captain|detective|officer)"
+)
 # Strong: a name, even in lower case ("my name is vitoria", "people call me višeslav").
 _STRONG = re.compile(
     rf"\b(?i:(?:my|his|her|their|your|maiden|last|first|full|middle)\s+name\s+is|name's|call(?:s|ed)?\s+me"
-    rf"|named\s+(?:him|her|me|them|it)|nicknamed)\s+(?!{_STOP}\b)({_LOW_NAME}(?:\s+(?!{_STOP}\b){_LOW_NAME})?)\b"
+    rf"|named\s+(?:him|her|me|them|it)|nicknamed)\s+(?!{_STOP}\b)({_LOW_NAME}(?:\s+(?:[^\W\d_]\.?\s+)?(?!{_STOP}\b){_LOW_NAME})?)\b"
 )
 # A capitalised name after words that introduce a person.
 _BEFORE = re.compile(
     rf"\b(?:(?i:dear|hi|hello|hey|thanks,?|thank you,?|regards,|cheers,|sincerely,|attn:?"
     rf"|directed by|written by|produced by|starring|featuring|said|says|asked|told|replied|shouted at"
     rf"|speak to|speak with|talk to|talk with|meet with|follow up with|tribute to"
-    rf"|name:|my (?:{_KIN})|our (?:{_KIN})))\s+({_FULL})"
-    rf"|\b(?i:add)\s+({_FULL})\s+as\b"
+    rf"|name:|my (?:{_KIN})|our (?:{_KIN})|{_ROLES}))\s+({_FULL})"
+    rf"|\b(?i:add)\s+({_FULL})\s+as\b|\bsaid\s+{_FULL}\s+to\s+({_FULL})"
 )
 # A name before what only people do or are.
 _AFTER = re.compile(
@@ -75,6 +83,8 @@ _FIELDS = (
     r"|Title|Company|Organisation|Organization|Info|Personal Info|Location|City|Country|State"
     r"|Summary|Description|Status|Error|Warning|Example|Input|Output|Result|Total|Price|Step"
     r"|Update|Edit|Source|Comment|Reply|Message|Directed By|Starring|Genre|Rating|Id|Ssn|Iban"
+    r"|Received|Precedence|Sender|Organization|Lines|Path|Newsgroups|References|Importance"
+    r"|Priority|Encoding|Boundary|Charset|Attachment|Attachments|Signature|Sent|Tip|Hint|Usage"
 )
 _SPEAKER = re.compile(rf"(?m)^[ \t>]*(?!(?i:{_FIELDS})\s*:)([^\W\d_][^\W\d_'’-]+)[ \t]*:[ \t]*(?=[\"'\w])")
 # A line of two or three capitalised words: a name when an address or a number follows.
@@ -93,7 +103,7 @@ def context_names(text: str) -> Iterator[Found]:
         yield Found(m.start(1), m.end(1), "PERSON", 0.86)
     for pattern in (_BEFORE, _AFTER):
         for m in pattern.finditer(text):
-            group = 1 if m.group(1) else 2
+            group = next(i for i, g in enumerate(m.groups(), 1) if g)
             if not m.group(group).isupper():  # "SPEAK TO A REAL PERSON" is shouting, not a name
                 yield Found(m.start(group), m.end(group), "PERSON", 0.86)
     speakers = list(_SPEAKER.finditer(text))
@@ -166,10 +176,12 @@ def _trim(text: str, f: Found) -> Found | None:
         if best is None:
             return None
         start, end = start + best[0], start + best[1]
-    while end > start and text[end - 1] in " \t>,.;:'’":
+    while end > start and text[end - 1] in " \t>,;:":
         end -= 1
-    if text[start:end].endswith(("'s", "’s")):
+    if text[start:end].endswith(("'s", "’s", " '", " ’")):
         end -= 2
+    while end > start and text[end - 1] in " \t":
+        end -= 1
     words = list(re.finditer(r"\S+", text[start:end]))
     if (
         len(words) > 1
@@ -183,13 +195,18 @@ def _trim(text: str, f: Found) -> Found | None:
     return Found(start, end, f.entity, f.score)
 
 
-def refine(text: str, found: Sequence[Found], threshold: float = 0.5) -> list[Found]:
-    """``found`` with names and places trimmed, dropped inside addresses and organisations,
+def refine(
+    text: str, found: Sequence[Found], model: Sequence[Found] = (), threshold: float = 0.5
+) -> list[Found]:
+    """``found`` (the recognizers') and ``model`` (the NER model's) with names and places
+    trimmed, dropped inside addresses and organisations, overlapping spans of one kind merged,
     carried to their other mentions and to the other members of their lists."""
-    addresses = [(f.start, f.end) for f in found if f.entity == "STREET_ADDRESS" and f.score >= threshold]
+    proposed = [*found, *model]
+    addresses = [(f.start, f.end) for f in proposed if f.entity == "STREET_ADDRESS" and f.score >= threshold]
     orgs = [(m.start(), m.end()) for m in _ORG.finditer(text)]
     out: list[Found] = []
-    for f in [*found, *name_lines(text, found)]:
+    vouched: list[Found] = []  # names to carry to their other mentions
+    for f, by_model in [*((f, False) for f in found), *((f, True) for f in model)]:
         if f.entity not in _NER:
             out.append(f)
             continue
@@ -197,18 +214,55 @@ def refine(text: str, found: Sequence[Found], threshold: float = 0.5) -> list[Fo
         if trimmed is None or _inside(trimmed, addresses) or _inside(trimmed, orgs):
             continue
         out.append(trimmed)
-    out += _mentions(text, out)
+        if trimmed.entity == "PERSON" and (not by_model or _full_name(text[trimmed.start : trimmed.end])):
+            vouched.append(trimmed)
+    lines = list(name_lines(text, out))
+    out = _merge(text, [*out, *lines])
+    out += _mentions(text, [*vouched, *lines], out)
     out += _lists(text, out, orgs)
     return out
 
 
-def _mentions(text: str, found: Sequence[Found]) -> list[Found]:
+def _full_name(span: str) -> bool:
+    """Two or more words, each capitalised and not in capitals: "Faina Yefremova", not
+    "Ximian GNOME" (the model's guesses that carry to other mentions)."""
+    words = span.split()
+    return len(words) >= 2 and all(w[0].isupper() and not w.isupper() for w in words)
+
+
+_NAME_PART = re.compile(rf"(?:\s*(?:{_NAME_TOKEN}|{_LINK}|{_UP}\.?))*\s*")
+
+
+def _merge(text: str, found: Sequence[Found]) -> list[Found]:
+    """Overlapping names (or places) become one span, with the best score of its parts, where
+    what the longer adds is more name (a context rule's "Dominique" and the model's "Dominique
+    de Villepin"); otherwise the better scored stays alone, as ``resolve`` would keep it."""
+    out = [f for f in found if f.entity not in _NER]
+    for entity in _NER:
+        spans: list[Found] = []
+        for f in sorted((f for f in found if f.entity == entity), key=lambda f: f.start):
+            last = spans[-1] if spans else None
+            if last is None or f.start >= last.end:
+                spans.append(f)
+                continue
+            start, end = min(last.start, f.start), max(last.end, f.end)
+            best = last if (last.score, last.end - last.start) >= (f.score, f.end - f.start) else f
+            extra = text[start : best.start] + " " + text[best.end : end]
+            if _NAME_PART.fullmatch(extra):
+                spans[-1] = Found(start, end, entity, best.score)
+            else:
+                spans[-1] = best
+        out += spans
+    return out
+
+
+def _mentions(text: str, vouched: Sequence[Found], found: Sequence[Found]) -> list[Found]:
     """Other mentions of a name found once: its capitalised words elsewhere in the text."""
-    names = [f for f in found if f.entity == "PERSON" and f.score >= 0.8]
+    names = [f for f in vouched if f.score >= 0.8]
     words = {w for f in names for w in re.findall(_NAME_TOKEN, text[f.start : f.end]) if len(w) > 2}
     if not words:
         return []
-    taken = [(f.start, f.end) for f in names]
+    taken = [(f.start, f.end) for f in found if f.entity == "PERSON"]
     pattern = re.compile(
         rf"(?<![\w-])(?:{'|'.join(map(re.escape, sorted(words, key=len, reverse=True)))})(?![\w-])"
     )
@@ -220,7 +274,8 @@ def _mentions(text: str, found: Sequence[Found]) -> list[Found]:
 
 
 def _lists(text: str, found: Sequence[Found], orgs: Sequence[tuple[int, int]]) -> list[Found]:
-    """The members of a list of single capitalised words take the kind most of them have."""
+    """The members of a list of single capitalised words are people when at least as many of
+    them were found as people as were found as places."""
     extra = []
     for m in _LIST.finditer(text):
         before = re.search(r"(\S+)[ \t]+$", text[: m.start()])
@@ -234,6 +289,6 @@ def _lists(text: str, found: Sequence[Found], orgs: Sequence[tuple[int, int]]) -
                 if f.entity in kinds and f.score >= 0.5 and f.start < e and s < f.end:
                     kinds[f.entity] += 1
                     break
-        if kinds["PERSON"] and kinds["PERSON"] > kinds["LOCATION"]:
+        if kinds["PERSON"] and kinds["PERSON"] >= kinds["LOCATION"]:
             extra += [Found(s, e, "PERSON", 0.86) for s, e in items]
     return extra
