@@ -106,7 +106,15 @@ def frames(user: str) -> dict[str, bool]:
 
 
 def ask(app: App) -> Any:
-    return asyncio.run(app.answerer().answer(QUESTION))
+    """The answer to ``QUESTION``; the models' connections closed on the loop that opened them."""
+
+    async def run() -> Any:
+        try:
+            return await app.answerer().answer(QUESTION)
+        finally:
+            await app.models.aclose()
+
+    return asyncio.run(run())
 
 
 class TestPolicies:
