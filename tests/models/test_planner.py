@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from stanchion.core.embed import SentenceTransformerEmbedder
+from stanchion.core.embed import RecentQueries, SentenceTransformerEmbedder
 from stanchion.errors import ToolError
 from stanchion.evals.planner import evaluate, load_tasks
 from stanchion.models.base import ChatModel, ChatOptions
-from stanchion.models.planner import PlannerModel
+from stanchion.models.planner import CANNOT_ADDRESS, PlannerModel
 from stanchion.models.planner_answer import count_sentence
 from stanchion.models.planner_rules import split_task, tool_shape
 from stanchion.models.planner_sql import PlannerRules
@@ -67,8 +67,14 @@ def tools() -> dict[str, Tool]:
 
 
 @pytest.fixture(scope="module")
-def model(embedder: SentenceTransformerEmbedder) -> PlannerModel:
-    return PlannerModel(embedder)
+def remembering(embedder: SentenceTransformerEmbedder) -> RecentQueries:
+    """The real MiniLM, each question embedded once across the module (the sets are planned twice)."""
+    return RecentQueries(embedder)
+
+
+@pytest.fixture(scope="module")
+def model(remembering: RecentQueries) -> PlannerModel:
+    return PlannerModel(remembering)
 
 
 def specs(tools: dict[str, Tool], *kinds: str) -> tuple[ToolSpec, ...]:
@@ -212,6 +218,16 @@ class TestAnswering:
         assert quotes and all(q in flat for q in quotes)
         assert not any("Client meals" in q for q in quotes)
 
+    def test_results_are_read_without_tools_offered(
+        self, model: PlannerModel, tools: dict[str, Tool]
+    ) -> None:
+        """The loop offers no tools once its call budget is spent: the answer still reads each result."""
+        messages = [Message("user", DEMO_TASK)]
+        messages += run_calls(tools, turn(model, messages, specs(tools)).tool_calls)
+        answer = turn(model, messages, ())
+        assert answer.text.startswith("9 open support tickets mention the refund policy. [tickets] ")
+        assert "[search]" in answer.text
+
     def test_a_failed_tool_is_named_not_invented(self, model: PlannerModel, tools: dict[str, Tool]) -> None:
         messages = [
             Message("user", "How many tickets are pending?"),
@@ -227,7 +243,10 @@ class TestAnswering:
         messages = [Message("user", task)]
         messages += run_calls(tools, turn(model, messages, specs(tools)).tool_calls)
         answer = turn(model, messages, specs(tools)).text
-        assert "2 rows (id, subject)" in answer and "12, Refund still not received" in answer
+        assert (
+            "2 rows (id, subject) for “List the open tickets from Copperline Brewing”: 5, " in answer
+            and "12, Refund still not received" in answer
+        )
         assert "= 775. [calculator]" in answer
 
     @pytest.mark.parametrize(
@@ -303,10 +322,9 @@ class TestFeedback:
         ]
         answer = turn(model, messages, (spec,))
         assert not answer.tool_calls
-        assert (
-            "I cannot address this with the tools offered: The check found: no count was given."
-            in answer.text
-        )
+        assert answer.text == "The tickets tool failed. " + CANNOT_ADDRESS
+        messages += [Message("assistant", answer.text), Message("user", "The check found: still no count.")]
+        assert turn(model, messages, (spec,)).text == answer.text  # said once, not again and again
 
     def test_a_quoted_claim_is_dropped_from_the_draft(self, model: PlannerModel) -> None:
         messages = [
@@ -340,14 +358,14 @@ class TestLabelledSets:
         assert evaluate(model, [task], tools, CONTEXT).task_accuracy == 0.0
 
     def test_the_phrase_rule_beats_the_key_term(
-        self, embedder: SentenceTransformerEmbedder, tools: dict[str, Tool]
+        self, remembering: RecentQueries, tools: dict[str, Tool]
     ) -> None:
         """Why a mention is matched as a whole phrase: the key-term variant miscounts on the set."""
         tasks = [
             t for t in load_tasks(ROOT / "bench" / "data" / "planner_tasks.jsonl") if "mention" in t["task"]
         ]
-        phrase = evaluate(PlannerModel(embedder), tasks, tools, CONTEXT).task_accuracy
-        head = evaluate(PlannerModel(embedder, rules=PlannerRules(mention="head")), tasks, tools, CONTEXT)
+        phrase = evaluate(PlannerModel(remembering), tasks, tools, CONTEXT).task_accuracy
+        head = evaluate(PlannerModel(remembering, rules=PlannerRules(mention="head")), tasks, tools, CONTEXT)
         assert phrase > head.task_accuracy
 
 

@@ -69,9 +69,10 @@ from stanchion.models.planner_rules import (
 from stanchion.models.planner_sql import PlannerRules, column_hits, mentions_table, names_row
 from stanchion.types import Completion, GroundingSource, Message, StreamEvent, ToolCall, ToolSpec, Usage
 
-__all__ = ["FEEDBACK_MARK", "Plan", "PlannerModel", "Step"]
+__all__ = ["CANNOT_ADDRESS", "FEEDBACK_MARK", "Plan", "PlannerModel", "Step"]
 
 FEEDBACK_MARK = "the check found"
+CANNOT_ADDRESS = "I could not address the check's findings with the tools offered."
 _CALL_ID = re.compile(r"^plan_(?P<step>\d+)(?:_retry(?P<retry>\d+))?$")
 
 
@@ -257,7 +258,8 @@ class PlannerModel(BaseChatModel):
         for message in later:
             if message.role == "assistant":
                 calls.update((c.id, c) for c in message.tool_calls)
-        plan = self.plan(task, tools) if tools else Plan(task, ())
+        # Without tools (the loop's call budget spent) the sub-questions still name each result.
+        plan = self.plan(task, tools) if tools else _unplanned(task)
         latest: dict[int | str, tuple[ToolCall, str]] = {}
         for message in later:
             if message.role != "tool":
@@ -311,7 +313,7 @@ class PlannerModel(BaseChatModel):
         rest = f"; and {len(rows) - len(shown)} more" if len(rows) > len(shown) else ""
         heading = ", ".join(columns)
         return (
-            f"{len(rows)} row{'s' if len(rows) != 1 else ''} ({heading}) answer “{bare(question)}”: "
+            f"{len(rows)} row{'s' if len(rows) != 1 else ''} ({heading}) for “{bare(question)}”: "
             f"{listed}{rest}.{more} {marker}"
         )
 
@@ -373,8 +375,9 @@ class PlannerModel(BaseChatModel):
         kept = [s for s in split_draft(draft) if not any(q in s or s in q for q in quoted)]
         if draft and quoted and kept and len(kept) < len(split_draft(draft)):
             return self._finish(messages, " ".join(kept))
-        found = one_line(feedback[feedback.lower().find(FEEDBACK_MARK) :])
-        note = f"I cannot address this with the tools offered: {found.rstrip('.')}."
+        # The findings are not repeated: they may quote figures that no tool result holds.
+        note = CANNOT_ADDRESS
+        draft = draft.replace(note, "").strip()
         return self._finish(messages, f"{draft} {note}".strip())
 
     def corrected_calls(
@@ -410,7 +413,7 @@ class PlannerModel(BaseChatModel):
     def _corrected(
         self, arguments: dict[str, Any], error: str, shape: ToolShape, question: str
     ) -> dict[str, Any] | None:
-        if re.search(r"timed? ?out|timeout|temporar|unavailable|busy|locked", error, re.I):
+        if re.search(r"timed? ?out|timeout|no result within|temporar|unavailable|busy|locked", error, re.I):
             return arguments
         limit = re.search(r"at most (\d+) characters|max(?:imum)?[ _]?length[^\d]{0,12}(\d+)", error, re.I)
         if limit and shape.parameter in arguments:
@@ -497,6 +500,13 @@ def _where(sql: str) -> str:
         r"\bWHERE\b(.*?)(?:\bGROUP BY\b|\bORDER BY\b|\bLIMIT\b|$)", sql, re.IGNORECASE | re.DOTALL
     )
     return match[1].strip() if match else ""
+
+
+def _unplanned(task: str) -> Plan:
+    """The task's sub-questions when no tools are offered to plan with: each stands for the call
+    made for it (``tool="?"``: called, by whatever tool the ids say, so none is reported missing)."""
+    steps = (Step(q, data_intent(q), tool="?") for q in resolve_references(split_task(task)))
+    return Plan(task, tuple(steps))
 
 
 def _cannot(plan: Plan, tools: Sequence[ToolSpec], tool_choice: str | None) -> str:
