@@ -31,7 +31,8 @@ class TestAddressShapes:
             ("The bus station is on Villacher Strasse 89", "Villacher Strasse 89"),
             ("Send it to Præstevænget 15, 2000 København", "Præstevænget 15, 2000 København"),
             ("Send it to 83854 Strickstrasse 61", "83854 Strickstrasse 61"),
-            ("Caitlin lives at 846 31 Rue de Tanger", "31 Rue de Tanger"),
+            ("Trivo lives on Grössgstötten 50 street.", "Grössgstötten 50 street"),
+            ("Caitlin lives at 846 31 Rue de Tanger", "846 31 Rue de Tanger"),
             (
                 "at 48010 Paseo Sur 81\n Suite 762\n Torroella de Montgrí",
                 "48010 Paseo Sur 81\n Suite 762\n Torroella de Montgrí",
@@ -112,6 +113,10 @@ class TestContextPlaces:
     def test_a_place_after_a_verb_of_moving(self) -> None:
         text = "We moved here from Tjæreborg. Ms. Margarot flew to Loeches on Saturday morning."
         assert _texts(list(names.context_places(text)), text) == ["Tjæreborg", "Loeches"]
+
+    def test_a_place_field_and_a_place_after_an_employer(self) -> None:
+        text = "When: 2000-04-16\nWhere: Erwetegem Country Club. He worked at Numedii in Cheb."
+        assert _texts(list(names.context_places(text)), text) == ["Erwetegem Country Club", "Cheb"]
 
     def test_place_names_keep_their_particles(self) -> None:
         text = "She is based in Villafranca del Cid"

@@ -134,13 +134,16 @@ _PLACE_BEFORE = re.compile(
     rf"\b(?i:based in|located in|born in|lives? in|lived in|living in|moved (?:here )?(?:to|from)"
     rf"|(?:I am|I'm|we are|we're|originally) from|(?:I am|I'm|we are|we're) in|year in"
     rf"|(?:fly|flew|flying|travel(?:l?ed)?|returned|going|coming|trip|relocated|drove|arrived) (?:to|at|in)"
-    rf"|university of|city of|town of|village of|home city|home town|hometown)\s+({_PLACE})"
+    rf"|university of|city of|town of|village of|home city|home town|hometown"
+    rf"|(?:where|location|city|town|country|venue|place of birth|birthplace):)\s+({_PLACE})"
+    rf"|\b(?:at|for|with|joined)\s+{_CAP}(?:\s+{_CAP}){{0,2}}\s+in\s+({_PLACE})"  # "at Acme Corp in Bremen"
 )
 
 
 def context_places(text: str) -> Iterator[Found]:
     for m in _PLACE_BEFORE.finditer(text):
-        yield Found(m.start(1), m.end(1), "LOCATION", 0.86)
+        group = 1 if m.group(1) else 2
+        yield Found(m.start(group), m.end(group), "LOCATION", 0.86)
 
 
 # ---- clean-up of the proposed spans ----------------------------------------------------------
