@@ -9,6 +9,7 @@ cosine similarity to the query plus a small bonus for each query word they conta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from stanchion.core.embed import Embedder
 from stanchion.errors import Conflict, SearchError
 from stanchion.memory.extract import Extractor
 from stanchion.memory.records import Candidate, MemoryRecord, slot_label
+from stanchion.memory.rules import RuleExtractor
 from stanchion.memory.store import MemoryStore, Vector
 from stanchion.types import Message
 
@@ -57,8 +59,6 @@ class Memory:
         duplicate_at: float = 0.9,
         keyword_weight: float = 0.1,
     ) -> None:
-        from stanchion.memory.rules import RuleExtractor
-
         self.store = store
         self.embedder = embedder
         self.extractor: Extractor = extractor or RuleExtractor()
@@ -69,8 +69,6 @@ class Memory:
         self, tenant: str, user: str, messages: Sequence[Message], *, source: str = ""
     ) -> list[Change]:
         """Extract what ``messages`` state about the user and write it (off the event loop)."""
-        import asyncio
-
         candidates = await self.extractor.extract(messages)
         if not candidates:
             return []
@@ -90,6 +88,10 @@ class Memory:
                 changes.append(self._write_one(tenant, user, candidate, vector, source))
             except Conflict:  # another writer changed the slot meanwhile: decide again, once
                 changes.append(self._write_one(tenant, user, candidate, vector, source))
+        log.info(
+            "memory.written",
+            extra={"tenant": tenant, "source": source, "actions": [c.action for c in changes]},
+        )
         return changes
 
     def _write_one(self, tenant: str, user: str, candidate: Candidate, vector: Vector, source: str) -> Change:
