@@ -163,7 +163,9 @@ class PiiDetector:
 def resolve(found: Sequence[Found]) -> list[Found]:
     """One span per character: the highest score wins, then the longest, then the first."""
     taken: list[Found] = []
+    used = bytearray(max((f.end for f in found), default=0))  # 1 where a kept span lies
     for f in sorted(found, key=lambda f: (-f.score, -(f.end - f.start), f.start)):
-        if all(f.end <= t.start or f.start >= t.end for t in taken):
+        if 1 not in used[f.start : f.end]:
             taken.append(f)
+            used[f.start : f.end] = b"\x01" * (f.end - f.start)
     return sorted(taken, key=lambda f: f.start)

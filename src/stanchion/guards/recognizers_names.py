@@ -20,8 +20,9 @@ proposed; the others are recognizers like those of ``guards.recognizers``.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from stanchion.guards.recognizers import Found
 
@@ -115,14 +116,19 @@ def context_names(text: str) -> Iterator[Found]:
 def name_lines(text: str, found: Sequence[Found]) -> Iterator[Found]:
     """The name line of a letter or a signature: 2-3 capitalised words alone on the first line
     of a block, with an address, phone number or e-mail on one of the next seven lines."""
-    contacts = [f.start for f in found if f.entity in _CONTACT and f.score >= 0.5]
+    contacts = sorted(f.start for f in found if f.entity in _CONTACT and f.score >= 0.5)
     for m in _NAME_LINE.finditer(text):
-        above = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1] if m.start() else ""
+        above = text[max(0, m.start() - 200) : m.start()].rstrip("\n").rsplit("\n", 1)[-1]
         if above.strip(_MARKS):
             continue  # not the first line of its block
-        following = text[m.end() :].split("\n", 7)[:7]
-        reach = m.end() + sum(len(line) + 1 for line in following)
-        if any(m.end() < c <= reach for c in contacts):
+        reach = m.end()
+        for _ in range(7):
+            reach = text.find("\n", reach + 1)
+            if reach < 0:
+                reach = len(text)
+                break
+        nearest = bisect.bisect_right(contacts, m.end())
+        if nearest < len(contacts) and contacts[nearest] <= reach:
             yield Found(m.start(1), m.end(1), "PERSON", 0.86)
 
 
@@ -157,15 +163,27 @@ _ORG = re.compile(
     rf"(?:{_CAP}(?:,\s+|\s+(?:and|&)\s+)){{0,4}}{_CAP}(?:\s+{_CAP}){{0,2}}\s+(?:{_ORG_WORDS})\b\.?"
 )
 _LIST = re.compile(  # single words, on one line: "Gary, Anna and Derek", not "Anna Berg and Jo Ek"
-    rf"(?<![\w-]){_NAME_TOKEN}(?:,[ \t]+{_NAME_TOKEN})*,?[ \t]+(?:and|&|or)[ \t]+"
+    rf"(?<![\w-]){_NAME_TOKEN}(?:,[ \t]+{_NAME_TOKEN}){{0,20}}+,?[ \t]+(?:and|&|or)[ \t]+"
     rf"{_NAME_TOKEN}(?![\w-]|[ \t]+{_UP})"
 )
 _LIST_ITEM = re.compile(_NAME_TOKEN)
 _NER = ("PERSON", "LOCATION")
 
 
-def _inside(f: Found, spans: Sequence[tuple[int, int]]) -> bool:
-    return any(s <= f.start and f.end <= e for s, e in spans)
+def _mask(size: int, spans: Iterable[tuple[int, int]]) -> bytearray:
+    """One byte a character, 1 where a span covers it: overlap tests in linear time."""
+    mask = bytearray(size)
+    for start, end in spans:
+        mask[start:end] = b"\x01" * (end - start)
+    return mask
+
+
+def _inside(mask: bytearray, start: int, end: int) -> bool:
+    return end > start and 0 not in mask[start:end]
+
+
+def _touches(mask: bytearray, start: int, end: int) -> bool:
+    return 1 in mask[start:end]
 
 
 def _trim(text: str, f: Found) -> Found | None:
@@ -205,8 +223,11 @@ def refine(
     trimmed, dropped inside addresses and organisations, overlapping spans of one kind merged,
     carried to their other mentions and to the other members of their lists."""
     proposed = [*found, *model]
-    addresses = [(f.start, f.end) for f in proposed if f.entity == "STREET_ADDRESS" and f.score >= threshold]
-    orgs = [(m.start(), m.end()) for m in _ORG.finditer(text)]
+    addresses = _mask(
+        len(text),
+        ((f.start, f.end) for f in proposed if f.entity == "STREET_ADDRESS" and f.score >= threshold),
+    )
+    orgs = _mask(len(text), (m.span() for m in _ORG.finditer(text)))
     out: list[Found] = []
     vouched: list[Found] = []  # names to carry to their other mentions
     for f, by_model in [*((f, False) for f in found), *((f, True) for f in model)]:
@@ -214,7 +235,11 @@ def refine(
             out.append(f)
             continue
         trimmed = _trim(text, f)
-        if trimmed is None or _inside(trimmed, addresses) or _inside(trimmed, orgs):
+        if (
+            trimmed is None
+            or _inside(addresses, trimmed.start, trimmed.end)
+            or _inside(orgs, trimmed.start, trimmed.end)
+        ):
             continue
         out.append(trimmed)
         if trimmed.entity == "PERSON" and (not by_model or _full_name(text[trimmed.start : trimmed.end])):
@@ -265,33 +290,35 @@ def _mentions(text: str, vouched: Sequence[Found], found: Sequence[Found]) -> li
     words = {w for f in names for w in re.findall(_NAME_TOKEN, text[f.start : f.end]) if len(w) > 2}
     if not words:
         return []
-    taken = [(f.start, f.end) for f in found if f.entity == "PERSON"]
+    taken = _mask(len(text), ((f.start, f.end) for f in found if f.entity == "PERSON"))
     pattern = re.compile(
         rf"(?<![\w-])(?:{'|'.join(map(re.escape, sorted(words, key=len, reverse=True)))})(?![\w-])"
     )
     extra = []
     for m in pattern.finditer(text):
-        if not any(s < m.end() and m.start() < e for s, e in taken):
+        if not _touches(taken, m.start(), m.end()):
             extra.append(Found(m.start(), m.end(), "PERSON", 0.86))
     return extra
 
 
-def _lists(text: str, found: Sequence[Found], orgs: Sequence[tuple[int, int]]) -> list[Found]:
+def _lists(text: str, found: Sequence[Found], orgs: bytearray) -> list[Found]:
     """The members of a list of single capitalised words are people when at least as many of
     them were found as people as were found as places."""
-    extra = []
+    extra: list[Found] = []
+    kinds = {
+        kind: _mask(len(text), ((f.start, f.end) for f in found if f.entity == kind and f.score >= 0.5))
+        for kind in _NER
+    }
     for m in _LIST.finditer(text):
-        before = re.search(r"(\S+)[ \t]+$", text[: m.start()])
-        if _inside(Found(m.start(), m.end(), "", 0), orgs) or (before and before.group(1)[0].isupper()):
+        before = re.search(r"(\S+)[ \t]+$", text[max(0, m.start() - 40) : m.start()])
+        if _inside(orgs, m.start(), m.end()) or (before and before.group(1)[0].isupper()):
             continue  # an organisation, or the end of a longer name ("Anna Berg and Jo")
         items = [(i.start() + m.start(), i.end() + m.start()) for i in _LIST_ITEM.finditer(m.group())]
         items = [(s, e) for s, e in items if e - s > 1 and text[s:e] not in {"And", "Or"}]
-        kinds = {"PERSON": 0, "LOCATION": 0}
-        for s, e in items:
-            for f in found:
-                if f.entity in kinds and f.score >= 0.5 and f.start < e and s < f.end:
-                    kinds[f.entity] += 1
-                    break
-        if kinds["PERSON"] and kinds["PERSON"] >= kinds["LOCATION"]:
+        people = sum(_touches(kinds["PERSON"], s, e) for s, e in items)
+        places = sum(
+            _touches(kinds["LOCATION"], s, e) and not _touches(kinds["PERSON"], s, e) for s, e in items
+        )
+        if people and people >= places:
             extra += [Found(s, e, "PERSON", 0.86) for s, e in items]
     return extra
