@@ -13,8 +13,10 @@ import pytest
 from stanchion.app import App, build
 from stanchion.core.embed import ProgressCallback, SentenceTransformerEmbedder, Vectors
 from stanchion.errors import GuardError
+from stanchion.guards.ingest_pii import IngestPii
 from stanchion.guards.pii import PiiDetector, PiiSpan
 from stanchion.spec import ChunkingSpec, GuardsSpec, IndexSpec, PiiGuardSpec, SourceSpec, Spec
+from stanchion.types import Document, Section
 
 # Values no other text holds, so their absence anywhere in the store is meaningful.
 EMAIL = "zorblat.quix@example.com"
@@ -265,3 +267,58 @@ class TestInjectionFlags:
         assert marks == {name: name in ATTACKS for name in {**ATTACKS, **BENIGN}}
         assert summary.injection_flagged == sum(marks.values())
         assert summary.as_json()["injection_flagged"] == summary.injection_flagged
+
+
+class TestBatchedDetection:
+    def test_sections_and_metadata_masked_in_few_calls(self) -> None:
+        """Every section, heading and metadata string is checked, in one detector call for a
+        small document, and each value lands back in its own string."""
+        calls: list[str] = []
+        real = PiiDetector(use_ner=False)
+
+        class Counting:
+            def detect(self, text: str) -> list[PiiSpan]:
+                calls.append(text)
+                return real.detect(text)
+
+        doc = Document(
+            "d",
+            "",
+            title=f"Mail from {EMAIL}",
+            metadata={"from": EMAIL, "tenant": "t", "team": "ops"},
+            sections=tuple(
+                Section(f"Message {i}: call {PHONE} today.", ("Inbox", f"to {EMAIL}"), metadata={"n": str(i)})
+                for i in range(30)
+            ),
+        )
+        masked, count = IngestPii("mask", Counting(), keep_metadata={"team": "ops"}).document(doc)  # type: ignore[arg-type]
+        assert len(calls) == 1
+        assert masked.title == "Mail from <EMAIL_ADDRESS>" and masked.metadata["from"] == "<EMAIL_ADDRESS>"
+        assert all(
+            s.text == f"Message {i}: call <PHONE_NUMBER> today." for i, s in enumerate(masked.sections)
+        )
+        assert masked.sections[0].heading_path == ("Inbox", "to <EMAIL_ADDRESS>")
+        assert masked.metadata["tenant"] == "t" and masked.metadata["team"] == "ops"
+        assert count == 30 + 3  # per distinct string: 30 messages, the title, the header, the heading
+
+    def test_a_span_across_two_strings_sends_them_alone(self) -> None:
+        """A span the detector finds across the separator is not trusted: those strings are
+        checked one by one."""
+        alone: list[str] = []
+
+        class Bridging:
+            def detect(self, text: str) -> list[PiiSpan]:
+                if "\n\n\n" in text:
+                    start = text.index("Alpha")
+                    return [PiiSpan(start, start + 16, "PERSON", 0.9, text[start : start + 16])]
+                alone.append(text)
+                return [PiiSpan(0, 5, "PERSON", 0.9, text[:5])] if text.startswith("Alpha") else []
+
+        pii = IngestPii("drop", Bridging())  # type: ignore[arg-type]
+        found = pii._detect_many(["Alpha", "Beta street", "Gamma"])
+        assert sorted(alone) == ["Alpha", "Beta street"]
+        assert (
+            [s.text for s in found["Alpha"]] == ["Alpha"]
+            and found["Beta street"] == []
+            and found["Gamma"] == []
+        )

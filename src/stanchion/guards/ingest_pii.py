@@ -16,8 +16,9 @@ are: they name files, and the store tracks files by them.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 from stanchion.guards.pii import PiiDetector, PiiSpan
@@ -26,6 +27,7 @@ from stanchion.types import TENANT_KEY, Chunk, Document, Section
 __all__ = ["DETECT_CHARS", "IngestPii", "mask_text"]
 
 DETECT_CHARS = 20_000  # text is checked in pieces of at most this size, cut at line ends
+_SEPARATOR = "\n\n\n"  # between the strings checked in one detector call
 _KEEP_KEYS = frozenset({TENANT_KEY, "_fingerprint"})  # stamped by the pipeline, never PII
 
 
@@ -40,11 +42,6 @@ def mask_text(text: str, spans: Sequence[PiiSpan]) -> str:
         end = span.end
     out.append(text[end:])
     return "".join(out)
-
-
-@dataclass(slots=True)
-class _Counts:
-    masked: int = 0
 
 
 class IngestPii:
@@ -63,66 +60,114 @@ class IngestPii:
         self._spec_metadata = dict(keep_metadata or {})
 
     def document(self, doc: Document) -> tuple[Document, int]:
-        """The document as it may be indexed, and how many values were masked in it."""
-        counts = _Counts()
-        memo: dict[str, str] = {}
+        """The document as it may be indexed, and how many values were masked in it. Every string
+        to check (sections, title, headings, metadata) goes to the detector in as few calls as
+        fit ``DETECT_CHARS``: one call per short string would cost its fixed overhead each."""
+        wanted: dict[str, None] = {}
 
-        def short(value: str) -> str:  # titles, headings, metadata: often repeated, check once
-            if value not in memo:
-                memo[value] = self._mask(value, counts)
-            return memo[value]
+        def note(value: str) -> str:
+            wanted[value] = None
+            return value
 
-        sections = tuple(
-            replace(
-                s,
-                text=self._mask(s.text, counts) if self.action == "mask" else s.text,
-                heading_path=tuple(short(h) for h in s.heading_path),
-                metadata=self._metadata(s.metadata, short),
-            )
-            for s in doc.sections
+        self._rebuild(doc, note)
+        found = self._detect_many(list(wanted))
+        masked = self._rebuild(
+            doc, lambda value: mask_text(value, found[value]) if found.get(value) else value
         )
-        text = doc.text
-        if self.action == "mask":
-            if doc.sections:
-                # The chunks come from the sections; the whole text only feeds the document's hash
-                # and the deduplicator, so the values found there are replaced in it.
-                text = _replace_values(doc.text, doc.sections, sections)
-            else:
-                text = self._mask(doc.text, counts)
-        masked = replace(
-            doc,
-            text=text,
-            title=short(doc.title) if doc.title else doc.title,
-            metadata=self._metadata(doc.metadata, short),
-            sections=sections,
-        )
-        return masked, counts.masked
+        return masked, sum(len(spans) for spans in found.values())
 
     def chunks(self, chunks: Sequence[Chunk]) -> tuple[list[Chunk], int]:
         """``drop``: the chunks whose text holds no PII, and how many were left out. ``mask``:
         the chunks as they are (their document was masked before chunking)."""
         if self.action != "drop":
             return list(chunks), 0
-        kept = [c for c in chunks if not self._detect(c.text)]
+        found = self._detect_many([c.text for c in chunks])
+        kept = [c for c in chunks if not found.get(c.text)]
         return kept, len(chunks) - len(kept)
 
-    def _metadata(self, metadata: Mapping[str, Any], short: Callable[[str], str]) -> dict[str, Any]:
+    def _rebuild(self, doc: Document, each: Callable[[str], str]) -> Document:
+        """``doc`` with ``each`` applied to every string that may hold PII."""
+
+        def one(value: str) -> str:
+            return each(value) if value.strip() else value
+
+        sections = tuple(
+            replace(
+                s,
+                text=one(s.text) if self.action == "mask" else s.text,
+                heading_path=tuple(one(h) for h in s.heading_path),
+                metadata=self._metadata(s.metadata, one),
+            )
+            for s in doc.sections
+        )
+        text = doc.text
+        if self.action == "mask" and not doc.sections:
+            text = one(doc.text)
+        elif self.action == "mask":
+            # The chunks come from the sections; the whole text only feeds the document's hash and
+            # the deduplicator, so the values found there are replaced in it.
+            text = _replace_values(doc.text, doc.sections, sections)
+        return replace(
+            doc,
+            text=text,
+            title=one(doc.title),
+            metadata=self._metadata(doc.metadata, one),
+            sections=sections,
+        )
+
+    def _metadata(self, metadata: Mapping[str, Any], each: Callable[[str], str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in metadata.items():
             if key in _KEEP_KEYS or (key in self._spec_metadata and self._spec_metadata[key] == value):
                 out[key] = value
             else:
-                out[key] = _each_string(value, short)
+                out[key] = _each_string(value, each)
         return out
 
-    def _mask(self, text: str, counts: _Counts) -> str:
-        spans = self._detect(text)
-        counts.masked += len(spans)
-        return mask_text(text, spans) if spans else text
+    def _detect_many(self, texts: Sequence[str]) -> dict[str, list[PiiSpan]]:
+        """The spans of each distinct text. Texts are joined (``_SEPARATOR`` between them) into
+        pieces of at most ``DETECT_CHARS``; a span that runs across a separator sends the texts
+        it touches to the detector alone."""
+        found: dict[str, list[PiiSpan]] = {t: [] for t in texts}
+        batch: list[str] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            starts, at = [], 0
+            for text in batch:
+                starts.append(at)
+                at += len(text) + len(_SEPARATOR)
+            alone: set[int] = set()
+            for span in self.detector.detect(_SEPARATOR.join(batch)):
+                i = bisect_right(starts, span.start) - 1
+                if span.end > starts[i] + len(batch[i]):  # across a separator
+                    alone.update(range(i, bisect_right(starts, span.end - 1)))
+                    continue
+                offset = starts[i]
+                found[batch[i]].append(
+                    PiiSpan(span.start - offset, span.end - offset, span.entity, span.score, span.text)
+                )
+            for i in sorted(alone):
+                found[batch[i]] = self._detect(batch[i])
+            batch.clear()
+
+        size = 0
+        for text in found:
+            if not text.strip():
+                continue
+            if len(text) > DETECT_CHARS:
+                found[text] = self._detect(text)
+                continue
+            if size + len(text) > DETECT_CHARS:
+                flush()
+                size = 0
+            batch.append(text)
+            size += len(text) + len(_SEPARATOR)
+        flush()
+        return found
 
     def _detect(self, text: str) -> list[PiiSpan]:
-        if not text.strip():
-            return []
         found: list[PiiSpan] = []
         for offset, piece in _pieces(text):
             found += [
