@@ -60,6 +60,10 @@ class TestTitles:
         text = "Mrs. Barbara Yudina Apt. 675 62314 Mellemvej 32"
         assert _texts(list(rec.person_names(text)), text) == ["Barbara Yudina"]
 
+    def test_a_title_in_lower_case(self) -> None:
+        text = "I'd like to join accounts with ms. Quinzia"
+        assert _texts(list(rec.person_names(text)), text) == ["Quinzia"]
+
 
 class TestContextNames:
     @pytest.mark.parametrize(
@@ -72,6 +76,9 @@ class TestContextNames:
             ("Warrane, can I please speak to your boss?", "Warrane"),
             ("Zoolander was directed by Brad L Key", "Brad L Key"),
             ("Enrico shouted at Gary", "Enrico"),
+            ("Comedy, Kids & Family\nDirected By:    Johannes Varvio", "Johannes Varvio"),
+            ("I'm so jealous! said Gladys to Logan", "Logan"),
+            ("She was the assistant to Magnus Poulsen", "Magnus Poulsen"),
         ],
     )
     def test_context_vouches_for_a_name(self, text: str, name: str) -> None:
@@ -164,6 +171,12 @@ class TestRefine:
         found = [_at(text, "Faina D. Yefremova", "PERSON", 0.9), _at(text, "Yefremova?", "LOCATION")]
         kept = {(f.entity, text[f.start : f.end], f.score) for f in names.refine(text, found)}
         assert ("PERSON", "Yefremova", 0.86) in kept
+
+    def test_the_models_guess_at_an_employer_is_dropped_a_rules_name_is_not(self) -> None:
+        text = "I work for Thinknum. Coden is a design agency. I work for Dr. Anna Berg."
+        model = [_at(text, "Thinknum", "PERSON"), _at(text, "Coden", "LOCATION")]
+        found = list(rec.person_names(text))
+        assert _texts(names.refine(text, found, model), text) == ["Anna Berg"]
 
     def test_a_list_takes_the_kind_most_of_its_members_have(self) -> None:
         text = "They had 4: Efimiya, Mary, Ariana and Jodi."

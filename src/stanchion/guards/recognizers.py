@@ -355,7 +355,7 @@ def capitals_places(text: str) -> Iterator[Found]:
 _NAME = r"[^\W\d_a-z][^\W\d_]+(?:-[^\W\d_a-z][^\W\d_]+)?"
 _NOT_UNIT = r"(?!(?:Apt|Apartment|Suite|Ste|Unit|Box|Flat|Floor|PSC)\b)"
 _TITLED = re.compile(
-    rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madam)\.?\s+((?:{_NAME}\s+){{0,2}}{_NOT_UNIT}{_NAME})"
+    rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madam|mr\.|mrs\.|ms\.|dr\.)\.?\s+((?:{_NAME}\s+){{0,2}}{_NOT_UNIT}{_NAME})"
 )
 _INITIAL = re.compile(rf"(?<![\w.])({_NAME}\s+[A-Z]\.?\s+{_NAME})(?![\w])")
 _NAMED = re.compile(

@@ -67,10 +67,14 @@ _STRONG = re.compile(
 _BEFORE = re.compile(
     rf"\b(?:(?i:dear|hi|hello|hey|thanks,?|thank you,?|regards,|cheers,|sincerely,|attn:?"
     rf"|directed by|written by|produced by|starring|featuring|said|says|asked|told|replied|shouted at"
-    rf"|speak to|speak with|talk to|talk with|meet with|follow up with|tribute to"
-    rf"|name:|my (?:{_KIN})|our (?:{_KIN})|{_ROLES}))\s+({_FULL})"
-    rf"|\b(?i:add)\s+({_FULL})\s+as\b|\bsaid\s+{_FULL}\s+to\s+({_FULL})"
+    rf"|speak to|speak with|talk to|talk with|meet with|follow up with|tribute to|assistant to"
+    rf"|secretary to|married to|engaged to|(?:son|daughter|wife|husband|widow|child) of"
+    rf"|name:|my (?:{_KIN})|our (?:{_KIN})|{_ROLES}))[ \t]*:?\s+({_FULL})"
+    rf"|\b(?i:add)\s+({_FULL})\s+as\b"
 )
+_SAID_TO = re.compile(
+    rf"\b(?:said|says|shouted|whispered)\s+{_FULL}\s+to\s+({_FULL})"
+)  # "said Gladys to Logan"
 # A name before what only people do or are.
 _AFTER = re.compile(
     rf"(?:^|(?<=[.!?:\n\"])\s*)({_FULL}),\s+(?i:can|could|would|will|please|do|did|are|have)\b"
@@ -102,7 +106,7 @@ def context_names(text: str) -> Iterator[Found]:
     places)."""
     for m in _STRONG.finditer(text):
         yield Found(m.start(1), m.end(1), "PERSON", 0.86)
-    for pattern in (_BEFORE, _AFTER):
+    for pattern in (_BEFORE, _AFTER, _SAID_TO):
         for m in pattern.finditer(text):
             group = next(i for i, g in enumerate(m.groups(), 1) if g)
             if not m.group(group).isupper():  # "SPEAK TO A REAL PERSON" is shouting, not a name
@@ -161,6 +165,12 @@ _ORG_WORDS = (
 )
 _ORG = re.compile(
     rf"(?:{_CAP}(?:,\s+|\s+(?:and|&)\s+)){{0,4}}{_CAP}(?:\s+{_CAP}){{0,2}}\s+(?:{_ORG_WORDS})\b\.?"
+)
+# Where an employer or a company stands: "I work for Thinknum", "Coden is a design agency".
+_ORG_CONTEXT = re.compile(
+    rf"\b(?i:work(?:s|ed|ing)? (?:for|at)|employed by|hired by)\s+({_CAP}(?:\s+{_CAP}){{0,2}})"
+    rf"|({_CAP}(?:\s+{_CAP}){{0,2}})\s+is\s+an?\s+(?:[\w-]+\s+){{0,3}}?(?i:company|agency|firm|startup"
+    rf"|corporation|bank|business|brand|consultancy|organi[sz]ation|non-?profit|charity|NGO|university)\b"
 )
 _LIST = re.compile(  # single words, on one line: "Gary, Anna and Derek", not "Anna Berg and Jo Ek"
     rf"(?<![\w-]){_NAME_TOKEN}(?:,[ \t]+{_NAME_TOKEN}){{0,20}}+,?[ \t]+(?:and|&|or)[ \t]+"
@@ -228,6 +238,10 @@ def refine(
         ((f.start, f.end) for f in proposed if f.entity == "STREET_ADDRESS" and f.score >= threshold),
     )
     orgs = _mask(len(text), (m.span() for m in _ORG.finditer(text)))
+    # The model's guess in an employer's place is a company; a rule's name there stays.
+    employers = _mask(
+        len(text), (m.span(1) if m.group(1) else m.span(2) for m in _ORG_CONTEXT.finditer(text))
+    )
     out: list[Found] = []
     vouched: list[Found] = []  # names to carry to their other mentions
     for f, by_model in [*((f, False) for f in found), *((f, True) for f in model)]:
@@ -239,6 +253,7 @@ def refine(
             trimmed is None
             or _inside(addresses, trimmed.start, trimmed.end)
             or _inside(orgs, trimmed.start, trimmed.end)
+            or (by_model and _inside(employers, trimmed.start, trimmed.end))
         ):
             continue
         out.append(trimmed)
