@@ -196,6 +196,20 @@ class TestHonesty:
         plan = model.plan("How many tickets did we get last week?", specs(tools))
         assert not plan.calls and "last week" in plan.steps[0].reason
 
+    def test_a_mention_with_no_text_column_is_refused(self, model: PlannerModel) -> None:
+        """No column could hold the words: a count of every row would answer another question."""
+        numbers = ToolSpec(
+            "db",
+            "Tables: readings(id INTEGER, value REAL, status TEXT).",
+            {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        )
+        plan = model.plan("How many readings mention a frozen sensor?", [numbers])
+        assert not plan.calls and plan.steps[0].reason == "could not write the arguments of db"
+
+    def test_an_empty_task_is_said_to_be_empty(self, model: PlannerModel, tools: dict[str, Tool]) -> None:
+        completion = turn(model, [Message("user", "  ")], specs(tools))
+        assert completion.text == "I was given no task to work on." and not completion.tool_calls
+
     def test_arithmetic_without_a_calculator_is_not_guessed(
         self, model: PlannerModel, tools: dict[str, Tool]
     ) -> None:

@@ -154,7 +154,7 @@ class PlannerModel(BaseChatModel):
         options = options or ChatOptions()
         tools = () if options.tool_choice == "none" else options.tools
         task_at = _task_index(messages)
-        if task_at is None:
+        if task_at is None or not re.search(r"\w", messages[task_at].content):
             return self._finish(messages, "I was given no task to work on.")
         task = messages[task_at].content
         later = messages[task_at + 1 :]

@@ -94,6 +94,8 @@ class PlannerRules:
             return None
         lowered = question.lower()
         where = self._conditions(question, table, shape.dialect)
+        if where is None:
+            return None
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         intent = data_intent(question)
         mentioned = [c for c in table.names if _names_column(lowered, c)]
@@ -159,17 +161,24 @@ class PlannerRules:
             return None
         return f"SELECT {function}({target}) AS value FROM {table.name}{clause}"
 
-    def _conditions(self, question: str, table: Table, dialect: str) -> list[str]:
+    def _conditions(self, question: str, table: Table, dialect: str) -> list[str] | None:
+        """The WHERE conditions, or None when the question asks for one the table cannot hold
+        (a mention, and no text column to find it in)."""
         lowered = question.lower()
         conditions: list[str] = []
         like = "ILIKE" if dialect == "postgresql" else "LIKE"
         phrase = mention_phrase(question)
-        free = [
+        texts = table.of_type("TEXT", "VARCHAR", "CHAR", "STRING", "CLOB")
+        free = [c for c in texts if c.lower() in self.free_text] or [
             c
-            for c in table.of_type("TEXT", "VARCHAR", "CHAR", "STRING", "CLOB")
-            if c.lower() in self.free_text
+            for c in texts
+            if c.lower() not in _CATEGORY_COLUMNS
+            and c.lower() not in ENTITY_COLUMNS
+            and c not in _date_columns(table)
         ]
-        if phrase and free:
+        if phrase and not free:
+            return None  # counting every row instead would answer another question
+        if phrase:
             pattern = phrase.split()[0] if self.mention == "head" else phrase
             if (
                 " " not in pattern
