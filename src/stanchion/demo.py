@@ -1,4 +1,5 @@
-"""``stanchion demo``: ingest the bundled Kestrel Freight corpus and answer sample questions with citations."""
+"""``stanchion demo``: ingest the bundled Kestrel Freight corpus, answer sample questions with citations,
+then run the ``support`` agent (SQL over the sample tickets, search over the corpus), step by step."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ import yaml
 from rich.console import Console
 
 from stanchion.app import build
+from stanchion.cli.agent import run_agent
+from stanchion.cli.common import operator
 from stanchion.cli.render import IngestProgressBar, render_answer, render_ingest_summary
 from stanchion.spec import IndexSpec, load_spec
+
+# The demo's agent task: a count from the sample tickets database and a quote from the policies.
+AGENT_TASK = "How many open support tickets mention the refund policy, and what does the policy say?"
 
 
 def demo_dir() -> Path:
@@ -44,9 +50,14 @@ def run_demo(
                 if not as_json:
                     render_answer(out, answer)
                 results.append({"question": answer.question, **answer.as_json()})
+            if not as_json:
+                out.print(f"\n[bold]Agent[/] support: {AGENT_TASK}")
+            run = asyncio.run(
+                run_agent(app, "support", AGENT_TASK, user=operator(), show=None if as_json else out)
+            )
         finally:
             app.close()
-    report: dict[str, object] = {"ingest": summary.as_json(), "questions": results}
+    report: dict[str, object] = {"ingest": summary.as_json(), "questions": results, "agent": run.as_json()}
     if as_json:
         print(json.dumps(report))
     return report
