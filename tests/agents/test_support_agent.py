@@ -39,7 +39,7 @@ def test_the_support_agent_counts_tickets_and_quotes_the_policy(sample: Path) ->
     finally:
         app.close()
     assert run.stop_reason == "answered", run.as_json()
-    assert sorted(t.name for t in run.tool_calls) == ["docs", "tickets"]  # both at once, in step 1
+    assert sorted(t.name for t in run.tool_calls) == ["search", "tickets"]  # both at once, in step 1
     assert {t.step for t in run.tool_calls} == {1} and all(t.ok for t in run.tool_calls)
     # 9 of the default tenant's open tickets mention it (12 would mean another tenant's leaked in).
     assert run.answer.startswith("9 open support tickets mention the refund policy.")
