@@ -113,7 +113,7 @@ class DraftCheck:
         problems = []
         known = figures(task) | figures(self.instructions)
         for record in records:
-            known |= figures(record.result) | figures(json.dumps(record.arguments))
+            known |= figures(record.result) | figures(record.error) | figures(json.dumps(record.arguments))
         made_up = sorted(figures(draft) - known - derived(known), key=lambda f: (len(f), f))
         if made_up and records:
             listed = ", ".join(made_up)
