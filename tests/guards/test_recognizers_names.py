@@ -7,7 +7,7 @@ import pytest
 
 from stanchion.guards import recognizers as rec
 from stanchion.guards import recognizers_names as names
-from stanchion.guards.pii import PiiDetector
+from stanchion.guards.pii import PiiDetector, unescape
 from stanchion.guards.recognizers import Found
 
 
@@ -207,3 +207,29 @@ class TestRefine:
             ("PERSON", "Ariana"),
             ("PERSON", "Jodi"),
         ]
+
+
+class TestEscapedText:
+    def test_unescape_keeps_every_offset(self) -> None:
+        for text in ("a\\nb", "x\\,+41", "C:\\Users\\new", "plain"):
+            assert len(unescape(text)) == len(text)
+        assert unescape("Fleischer\\nMobile: 719 6619") == "Fleischer \nMobile: 719 6619"
+
+    def test_literal_line_breaks_separate_names_numbers_and_addresses(self) -> None:
+        """Text pasted from JSON or a log: the spans are those of the real line breaks, and each
+        points into the original text."""
+        text = "Susanne Fleischer\\n29425 Grüne Lagune 79\\nMobile: 719 6619\\n508-039-4376 fax"
+        spans = PiiDetector(use_ner=False).detect(text)
+        assert [(s.entity, s.text) for s in spans] == [
+            ("PERSON", "Susanne Fleischer"),
+            ("STREET_ADDRESS", "29425 Grüne Lagune 79"),
+            ("PHONE_NUMBER", "719 6619"),
+            ("PHONE_NUMBER", "508-039-4376"),
+        ]
+
+
+class TestPhoneContext:
+    def test_a_short_number_with_a_calling_word_and_not_a_timestamp(self) -> None:
+        text = "They're not answering at 355 4292. Logged 2008-01-06 15:49:21.314880"
+        spans = PiiDetector(use_ner=False).detect(text)
+        assert [(s.entity, s.text) for s in spans] == [("PHONE_NUMBER", "355 4292")]

@@ -15,6 +15,7 @@ lazily, under a lock; ``detect`` may be called from many threads.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,12 +144,13 @@ class PiiDetector:
         """The PII spans of ``text``, in order, none overlapping. Raises ``GuardError`` when the
         text could not be checked."""
         try:
-            found = [f for recognize in self._recognizers for f in recognize(text)]
+            plain = unescape(text)
+            found = [f for recognize in self._recognizers for f in recognize(plain)]
             model: list[Found] = []
-            if self._ner and text.strip():
-                results = self._analyzer().analyze(text, language="en", entities=self._ner)
+            if self._ner and plain.strip():
+                results = self._analyzer().analyze(plain, language="en", entities=self._ner)
                 model = [Found(r.start, r.end, r.entity_type, float(r.score)) for r in results]
-            found = refine(text, found, model)
+            found = refine(plain, found, model)
         except Exception as exc:
             log.error("guard.pii_failed", extra={"error": type(exc).__name__})
             raise GuardError("PII detection failed: the text could not be checked", detail=repr(exc)) from exc
@@ -158,6 +160,20 @@ class PiiDetector:
             if f.entity in self.entities and f.score >= self.thresholds[f.entity] and f.end > f.start
         ]
         return [PiiSpan(f.start, f.end, f.entity, f.score, text[f.start : f.end]) for f in resolve(kept)]
+
+
+_ESCAPE = re.compile(r"\\(?:[nrt]|(?=[^\w\\]))")
+_BREAKS = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def unescape(text: str) -> str:
+    """``text`` with its literal escapes (a backslash and ``n``, as in JSON pasted or a log)
+    read as the line breaks they stand for, keeping every offset: ``\\n`` becomes a space and
+    a line break, a backslash before a mark a space. Names, addresses and phone numbers then
+    end and start where the writer meant."""
+    if "\\" not in text:
+        return text
+    return _ESCAPE.sub(lambda m: " " + _BREAKS[m.group()[1]] if len(m.group()) == 2 else " ", text)
 
 
 def resolve(found: Sequence[Found]) -> list[Found]:

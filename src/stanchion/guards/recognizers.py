@@ -139,10 +139,14 @@ def ssns(text: str) -> Iterator[Found]:
 
 # Digit groups separated by spaces, dots, dashes or parentheses, optionally led by +CC or (0).
 _PHONE = re.compile(
-    r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(0?\d{1,4}\)[ .-]?)?\d{1,12}(?:[ .-]\(?\d{1,8}\)?){0,5}"
+    r"(?<![\w+.:-])(?:\+\d{1,3}[ .-]?)?(?:\(0?\d{1,4}\)[ .-]?)?\d{1,12}(?:[ .-]\(?\d{1,8}\)?){0,5}"
     r"(?:\s*(?:x|ext\.?)\s*\d{1,5})?(?!\w|-\d)"
 )
-_PHONE_CONTEXT = re.compile(r"\b(?:phone|tel|telephone|mobile|cell|call|fax|number|whatsapp)\b", re.I)
+_PHONE_CONTEXT = re.compile(
+    r"\b(?:phone|tel|telephone|mobile|cell|call|fax|number|whatsapp|answering|reach|dial|text|sms"
+    r"|office|desk|landline|hotline|contact)\b",
+    re.I,
+)
 
 
 def phones(text: str) -> Iterator[Found]:
@@ -263,7 +267,7 @@ _CAP = r"[^\W\d_a-z][\w'’.-]*"
 _PARTICLE = r"(?:de|del|della|da|do|dos|das|di|du|des|la|le|les|nad|na|am|an|im|sur|upon|on)"
 _TAIL = (  # units, a city, a region, a country, a postcode: on further lines or after commas
     rf"(?:(?:\.?\s*,\s*|\.?\s*\n\s*{_QUOTE}|\.?\s+)(?:{_UNIT}|\d{{3,6}}(?:-\d{{4}})?(?![ ]?\d)|[A-Z]{{2}}\s+\d{{3,6}}(?![ ]?\d)"
-    rf"|{_CAP}(?:[ -](?:{_PARTICLE}[ -])?(?:{_CAP}|\(\w+\)))*(?:\s+\d{{4,6}})?))*"
+    rf"|{_CAP}(?:[ -](?:{_PARTICLE}[ -])?(?:{_CAP}|\(\w+\)))*(?![\w'’.-]*:)(?:\s+\d{{4,6}})?))*"
 )
 # "the corner of Main Street and 5th Avenue": two streets, the second up to a stop word or a mark.
 _NOT_STREET = (
