@@ -272,6 +272,7 @@ def _register_answer_commands() -> None:
     from stanchion.cli.agent import agent_app
     from stanchion.cli.answer import register
     from stanchion.cli.cache import cache_app
+    from stanchion.cli.eval_agent_check import register as register_eval_agent_check
     from stanchion.cli.eval_cache import register as register_eval_cache
     from stanchion.cli.eval_injection import register as register_eval_injection
     from stanchion.cli.eval_memory import register as register_eval_memory
@@ -282,6 +283,7 @@ def _register_answer_commands() -> None:
 
     register(app, eval_app)
     register_server(app)
+    register_eval_agent_check(eval_app)
     register_eval_cache(eval_app)
     register_eval_injection(eval_app)
     register_eval_memory(eval_app)
