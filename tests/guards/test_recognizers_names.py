@@ -233,3 +233,18 @@ class TestPhoneContext:
         text = "They're not answering at 355 4292. Logged 2008-01-06 15:49:21.314880"
         spans = PiiDetector(use_ner=False).detect(text)
         assert [(s.entity, s.text) for s in spans] == [("PHONE_NUMBER", "355 4292")]
+
+    def test_a_label_after_the_number_a_six_digit_local_number_and_other_numbers(self) -> None:
+        """ "474 5764 office" (a signature's label after it), "call 95 18 07" (six digits only
+        with a calling word); a licence or order number is not a phone."""
+        text = "Italy\n474 5764 office\nYou can call 95 18 07. My driver's license number is 47543378."
+        spans = PiiDetector(use_ner=False).detect(text)
+        assert [(s.entity, s.text) for s in spans if s.entity == "PHONE_NUMBER"] == [
+            ("PHONE_NUMBER", "474 5764"),
+            ("PHONE_NUMBER", "95 18 07"),
+        ]
+
+    def test_a_phone_number_under_an_address_is_not_its_postcode(self) -> None:
+        text = "Unit 6944 Box 6664\nDPO AA 15178\n250-293-9941 office"
+        spans = PiiDetector(use_ner=False).detect(text)
+        assert ("PHONE_NUMBER", "250-293-9941") in [(s.entity, s.text) for s in spans]

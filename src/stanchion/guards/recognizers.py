@@ -142,6 +142,12 @@ _PHONE = re.compile(
     r"(?<![\w+.:-])(?:\+\d{1,3}[ .-]?)?(?:\(0?\d{1,4}\)[ .-]?)?\d{1,12}(?:[ .-]\(?\d{1,8}\)?){0,5}"
     r"(?:\s*(?:x|ext\.?)\s*\d{1,5})?(?!\w|-\d)"
 )
+_PHONE_AFTER = re.compile(r"[ \t]*[-(]?(?i:office|fax|mobile|cell|home|work|phone|tel|desk)\b")
+_OTHER_NUMBER = re.compile(
+    r"\b(?:licen[cs]e|account|order|invoice|card|policy|passport|routing|tracking|serial|reference"
+    r"|ticket|case|member|customer|employee|student|patient|zip|postcode|postal)\b[^.\n]{0,20}$",
+    re.I,
+)
 _PHONE_CONTEXT = re.compile(
     r"\b(?:phone|tel|telephone|mobile|cell|call|fax|number|whatsapp|answering|reach|dial|text|sms"
     r"|office|desk|landline|hotline|contact)\b",
@@ -153,10 +159,14 @@ def phones(text: str) -> Iterator[Found]:
     for m in _PHONE.finditer(text):
         raw = m.group().rstrip(" .-")
         digits = re.sub(r"\D", "", raw.split("x")[0].split("ext")[0])
-        if not 7 <= len(digits) <= 15 or len(set(digits)) == 1:
-            continue
         grouped = bool(re.search(r"[ .()-]", raw))
-        context = bool(_PHONE_CONTEXT.search(text[max(0, m.start() - 40) : m.start()]))
+        before = text[max(0, m.start() - 40) : m.start()]
+        context = bool(_PHONE_CONTEXT.search(before) or _PHONE_AFTER.match(text, m.start() + len(raw)))
+        if _OTHER_NUMBER.search(before[-30:]):
+            context = False  # "license number", "order no.": a number, not a phone
+        short = len(digits) == 6 and grouped and context  # "call 95 18 07": local numbers
+        if not (7 <= len(digits) <= 15 or short) or len(set(digits)) == 1:
+            continue
         if raw.startswith("+"):
             try:
                 number = phonenumbers.parse(raw.replace("(0)", ""), None)
@@ -266,7 +276,7 @@ _WORD = r"[^\W\d_][\w'’.-]*"
 _CAP = r"[^\W\d_a-z][\w'’.-]*"
 _PARTICLE = r"(?:de|del|della|da|do|dos|das|di|du|des|la|le|les|nad|na|am|an|im|sur|upon|on)"
 _TAIL = (  # units, a city, a region, a country, a postcode: on further lines or after commas
-    rf"(?:(?:\.?\s*,\s*|\.?\s*\n\s*{_QUOTE}|\.?\s+)(?:{_UNIT}|\d{{3,6}}(?:-\d{{4}})?(?![ ]?\d)|[A-Z]{{2}}\s+\d{{3,6}}(?![ ]?\d)"
+    rf"(?:(?:\.?\s*,\s*|\.?\s*\n\s*{_QUOTE}|\.?\s+)(?:{_UNIT}|\d{{3,6}}(?:-\d{{4}})?(?![ ]?\d|[-.]\d)|[A-Z]{{2}}\s+\d{{3,6}}(?![ ]?\d)"
     rf"|{_CAP}(?:[ -](?:{_PARTICLE}[ -])?(?:{_CAP}|\(\w+\)))*(?![\w'’.-]*:)(?:\s+\d{{4,6}})?))*"
 )
 # "the corner of Main Street and 5th Avenue": two streets, the second up to a stop word or a mark.
@@ -280,7 +290,7 @@ _CORNER = (
 )
 _ADDRESS = re.compile(
     rf"(?<![\w-])(?:"
-    rf"\d{{1,6}}[A-Za-z]?(?:\s+\d{{1,5}})?\s+(?:{_WORD}\s+){{0,4}}?(?:{_STREET_WORDS})(?!\w)\.?(?:\s+\d{{1,5}}[A-Za-z]?)?"
+    rf"\d{{1,6}}[A-Za-z]?(?:\s+\d{{1,5}})?\s+(?:(?:{_WORD}|\d{{1,4}}(?:st|nd|rd|th))\s+){{0,4}}?(?:{_STREET_WORDS})(?!\w)\.?(?:\s+\d{{1,5}}[A-Za-z]?)?"
     rf"|\d{{1,6}}\s+(?:{_CAP}\s+){{0,3}}{_CAP}(?:{_STREET_SUFFIX})\s+\d{{1,5}}[A-Za-z]?"
     rf"|(?:\d{{1,6}}\s+)?{_WORD}(?:{_STREET_SUFFIX})\s+\d{{1,5}}[A-Za-z]?"
     rf"|(?:\d{{1,6}}\s+)?(?:{_STREET_PREFIX})\s+(?:{_WORD}\s+){{0,4}}?\d{{1,5}}[A-Za-z]?"
