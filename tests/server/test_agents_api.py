@@ -141,7 +141,7 @@ def test_pii_is_masked_for_the_model_and_real_for_the_tool(
     # this file under another name).
     received: list[str] = importlib.import_module("tests.server.test_agents_api").RECEIVED
     received.clear()
-    api = _serve(serve, upstream, pii={})
+    api = _serve(serve, upstream, pii={"timeout_s": 30})
     with api.client(api.keys.ops) as c:
         r = c.post("/v1/agents/crm/runs", json={"task": f"What plan is {EMAIL} on?"})
     assert r.status_code == 200, r.text

@@ -22,6 +22,9 @@ from stanchion.types import ToolCall
 
 NAME, EMAIL, CARD, PHONE = "Jane Roe", "jane.roe@example.com", "4111 1111 1111 1111", "+1 415 555 0134"
 RAW = (NAME, EMAIL, CARD, PHONE, "4111111111111111", "jane.roe")
+# A generous detection limit: a loaded test machine must not turn a slow detection into a 503
+# (the limit itself is tested in tests/guards/test_masking_model.py).
+PII: dict[str, Any] = {"timeout_s": 30}
 PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
 SOURCE_ONE = re.compile(r'<source-[0-9a-f]+ id="1"[^>]*>\n(.*?)\n</source-', re.S)
 
@@ -85,7 +88,7 @@ PII_MESSAGE = f"My name is {NAME}, e-mail {EMAIL}, card {CARD}. Please confirm m
 def test_gateway_masks_everything_sent_and_restores_the_answer(
     serve: ServerFactory, upstream: FakeOpenAIServer
 ) -> None:
-    api = _serve(serve, upstream, {"pii": {}})
+    api = _serve(serve, upstream, {"pii": PII})
     with api.client(api.keys.ops) as c:
         r = c.post(
             "/v1/chat/completions",
@@ -109,7 +112,7 @@ def test_gateway_masks_everything_sent_and_restores_the_answer(
 
 
 def test_a_streamed_answer_is_restored(serve: ServerFactory, upstream: FakeOpenAIServer) -> None:
-    api = _serve(serve, upstream, {"pii": {}})
+    api = _serve(serve, upstream, {"pii": PII})
     request = {"model": "gw", "stream": True, "messages": [{"role": "user", "content": PII_MESSAGE}]}
     with api.client(api.keys.ops) as c, c.stream("POST", "/v1/chat/completions", json=request) as r:
         assert r.status_code == 200
@@ -123,7 +126,7 @@ def test_a_streamed_answer_is_restored(serve: ServerFactory, upstream: FakeOpenA
 def test_tool_calls_are_restored_and_tool_results_masked(
     serve: ServerFactory, upstream: FakeOpenAIServer
 ) -> None:
-    api = _serve(serve, upstream, {"pii": {}})
+    api = _serve(serve, upstream, {"pii": PII})
     tools = [
         {
             "type": "function",
@@ -169,7 +172,7 @@ def _upload_contact(api: Api) -> None:
 def test_grounded_answers_mask_question_and_sources(
     serve: ServerFactory, upstream: FakeOpenAIServer, endpoint: str
 ) -> None:
-    api = _serve(serve, upstream, {"pii": {}, "output": {}})
+    api = _serve(serve, upstream, {"pii": PII, "output": {}})
     _upload_contact(api)
     question = f"Who handles refunds at Acme? I am {NAME}, reach me at {EMAIL}."
     with api.client(api.keys.ops) as c:
@@ -190,7 +193,7 @@ def test_grounded_answers_mask_question_and_sources(
 
 
 def test_the_audit_log_holds_the_question_masked(serve: ServerFactory, upstream: FakeOpenAIServer) -> None:
-    api = _serve(serve, upstream, {"pii": {}})
+    api = _serve(serve, upstream, {"pii": PII})
     with api.client(api.keys.ops) as c:
         assert c.post("/v1/chat/completions", json={"model": "gw", "messages": [
             {"role": "user", "content": PII_MESSAGE}]}).status_code == 200  # fmt: skip
@@ -209,7 +212,7 @@ def test_the_audit_log_holds_the_question_masked(serve: ServerFactory, upstream:
 def test_a_detector_that_fails_refuses_with_nothing_sent(
     serve: ServerFactory, upstream: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api = _serve(serve, upstream, {"pii": {}})
+    api = _serve(serve, upstream, {"pii": PII})
 
     def broken(self: PiiDetector, text: str) -> list[Any]:
         raise GuardError("PII detection failed: the text could not be checked", detail="boom")
@@ -354,7 +357,7 @@ def test_pii_in_an_answer_that_nobody_gave_is_redacted(
 def test_a_conversation_keeps_its_pseudonyms_across_calls(
     serve: ServerFactory, upstream: FakeOpenAIServer, backend: str
 ) -> None:
-    api = _serve(serve, upstream, {"pii": {}}, backend)
+    api = _serve(serve, upstream, {"pii": PII}, backend)
     other = "bob.stone@example.org"
 
     def ask(key: str, content: str, conversation: str | None) -> str:
