@@ -98,9 +98,15 @@ class TestCounting:
 
 
 @pytest.fixture(scope="module")
-def support(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("agent-check") / "kestrel"
     shutil.copytree(Path(str(files("stanchion").joinpath("sample"))), root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def support(sample: Path) -> Iterator[Agent]:
+    root = sample
     spec = load_spec(root / "stanchion.yaml")
     spec = spec.model_copy(
         update={
@@ -146,3 +152,33 @@ def test_a_slice_through_the_support_agent(support: Agent, tmp_path: Path) -> No
     assert (counts["correct_without_check"], counts["correct_with_check"]) == (3, 3)
     assert (counts["caught"], counts["false_alarms"]) == (2, 2)
     assert counts["by_kind"]["reformatted"]["false_alarms"] == 2
+
+
+def test_the_command_reports_the_keys(sample: Path, tmp_path: Path) -> None:
+    """``stanchion eval agent-check --json`` on a spec and a task file: the documented keys."""
+    from typer.testing import CliRunner
+
+    from stanchion.cli import app
+
+    path = tmp_path / "tasks.jsonl"
+    rows = [
+        {"id": "right", "task": "How many tickets are pending?", "expect": {"all": ["9"]}},
+        {"id": "off", "kind": "off_by_one", "task": "How many tickets are pending?",
+         "plant": "10 tickets are pending.", "expect": {"all": ["9"], "none": ["10"]}},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = sample / "stanchion.yaml"
+    result = CliRunner().invoke(
+        app, ["eval", "agent-check", "--spec", str(spec), "--tasks", str(path), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"tasks", "fixed", "broken", "correct_without_check", "correct_with_check", "by_kind"} <= set(
+        report
+    )
+    assert (report["tasks"], report["correct_without_check"], report["correct_with_check"]) == (2, 1, 1)
+    assert set(report["by_kind"]) == {"none", "off_by_one"}
+    bad = CliRunner().invoke(
+        app, ["eval", "agent-check", "--spec", str(spec), "--tasks", str(tmp_path / "no.jsonl")]
+    )
+    assert bad.exit_code == 2 and "cannot read the agent-check tasks" in bad.output
