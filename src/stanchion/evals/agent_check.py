@@ -16,6 +16,10 @@ experiment (neither is part of Stanchion's runtime):
 - ``fault``: a tool that fails (``FaultyTools``, around the agent's ``call_tool``): a time-out
   (raised as the loop's own time-out) or an error, for the first ``times`` calls (all when null).
 
+Runs go to the agent loop itself (``Agent.run`` with the CLI's local context), not through the
+request pipeline: its guards and audit log are not what is measured, and an eval run is no
+user's request.
+
 A gold criterion is one alternative or a list of them; an alternative holds when the answer
 contains every string of ``all`` and none of ``none`` (case-insensitive) and, with
 ``failure: true``, says that something failed.
