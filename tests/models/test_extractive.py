@@ -18,7 +18,7 @@ from stanchion.answer.prompt import (
 from stanchion.answer.verify import Assembly, Verifier
 from stanchion.core.embed import SentenceTransformerEmbedder
 from stanchion.models.base import ChatModel
-from stanchion.models.extractive import ExtractiveModel
+from stanchion.models.extractive import ExtractiveModel, ScoredSentence, source_pieces
 from stanchion.types import Chunk, Grounding, GroundingSource, Hit, Message
 
 ABSTAIN = "Sorry, the sources do not say."
@@ -259,3 +259,79 @@ def test_a_sentence_that_refers_back_comes_with_the_one_before(model: Extractive
     chosen = model.select("How do I upgrade installed packages without removing any packages?", [upgrades])
     texts = [s.text for s in chosen]
     assert texts[-1].startswith("This command") and "To upgrade, use apt upgrade after apt update." in texts
+
+
+POSTMORTEM = GroundingSource(
+    1,
+    "[Postmortem] INC-7: dispatch API outage",
+    "Summary of the postmortem for INC-7.\n\n"
+    "What happened\n"
+    "On Tuesday, March 3, the dispatch API returned errors for all hubs for 42 minutes.\n\n"
+    "Root cause\n"
+    "Release 2.14 included a refactor of the deploy templates. The connection pool size was rendered\n"
+    "as 5 instead of 50, so every pod ran out of database connections within minutes.\n",
+)
+POLICY = GroundingSource(
+    2,
+    "Incident policy",
+    "Every SEV1 gets a blameless postmortem within five days. Example: INC-7 (dispatch API outage, March 3).",
+)
+
+
+def _quoted_exactly(chosen: list[ScoredSentence], sources: list[GroundingSource]) -> bool:
+    texts = {s.number: " ".join(s.text.split()) for s in sources}
+    return all(" ".join(c.text.split()) in texts[c.source] for c in chosen)
+
+
+class TestWhatAnAnswerIs:
+    def test_a_cause_question_gets_the_cause_not_a_reference_line(self, model: ExtractiveModel) -> None:
+        """'Example: INC-7 (...)' names the incident and says nothing of it; the sentence under
+        'Root cause' that states the cause is quoted, exactly as the source has it."""
+        sources = [POSTMORTEM, POLICY]
+        chosen = model.select("What caused the dispatch API outage on March 3?", sources)
+        texts = " ".join(s.text for s in chosen)
+        assert "so every pod ran out of database connections" in texts
+        assert "Example: INC-7" not in texts
+        assert _quoted_exactly(chosen, sources)
+
+    def test_a_heading_is_never_an_answer(self) -> None:
+        """A short line of its own is a heading: no candidate, but read with what follows it."""
+        pieces = source_pieces(POSTMORTEM.text)
+        headings = [p.text for p in pieces if p.heading]
+        assert headings == ["What happened", "Root cause"]
+        cause = next(p for p in pieces if p.text.startswith("Release 2.14"))
+        assert cause.reading.startswith("Root cause: ")
+        # The end of a hard-wrapped line ("... was rendered") is no heading.
+        assert not any(p.heading for p in pieces if "rendered" in p.text)
+
+    def test_a_list_intro_comes_with_its_items_in_order(self, model: ExtractiveModel) -> None:
+        """'... for three reasons:' alone answers nothing: the reasons follow it, one a line."""
+        migration = GroundingSource(
+            1,
+            "Tracker database",
+            "The tracker ran on MongoDB 4.4. We decided to migrate to PostgreSQL for three reasons:\n\n"
+            "1. Duplicate and out-of-order status events.\n"
+            "2. Geofence queries ran in application code.\n"
+            "3. MongoDB 4.4 reached its end of life.\n\n"
+            "The migration finished in June.",
+        )
+        question = "Why did we migrate the tracker database?"
+        text = asyncio.run(
+            model.complete([Message("user", question, grounding=Grounding(question, (migration,), ABSTAIN))])
+        ).text
+        assert "three reasons: [1]\n1. Duplicate and out-of-order status events. [1]\n2. Geofence" in text
+        assert "\n3. MongoDB 4.4 reached its end of life. [1]" in text
+
+    def test_a_sentence_with_a_pronoun_is_read_with_the_one_before(self, model: ExtractiveModel) -> None:
+        """'To modify it, use ...' is about what the sentence before names, and is quoted with it."""
+        clock = GroundingSource(
+            1,
+            "Time zone",
+            "The timezone is a configuration item for the tzdata package. "
+            "To modify it, use the dpkg-reconfigure tzdata command.\n\n"
+            "The hardware clock keeps universal time.",
+        )
+        pieces = source_pieces(clock.text)
+        assert pieces[1].reading == f"{pieces[0].text} {pieces[1].text}"
+        chosen = model.select("How do I change the timezone?", [clock])
+        assert [s.position for s in chosen] == [0, 1]

@@ -10,16 +10,26 @@ passage quoted from them, each piece followed by its source number::
 each code block whole (a command line, a configuration file, a fenced block), since half a
 command is a wrong answer. A code block is quoted as a fenced block; a list item is read with the
 line that introduces it ("Summary of the lanes (FTL):"), a code block with the sentence before it
-("... restarted with either of the following commands:").
+("... restarted with either of the following commands:"), a sentence whose first words lean on
+the one before ("To modify it, use ...") with that one. Headings (a short line of its own without
+a full stop: "Root cause") and cross-references ("Example: INC-2291 (...)") are never answers;
+a heading is read with every piece under it.
 
 **Scores.** A piece's score is the embedding cosine with the question, plus the share of the
 question's content terms it holds (each weighted by how rare it is among the candidate pieces),
 plus a bonus when the question asks for a kind of fact the piece holds: a number for "how
 many/much/long", a date or year for "when", a code block or a command named in prose ("use the
-dpkg-reconfigure tzdata command", "run atrm", an option such as "-l") for "how do I ...".
+dpkg-reconfigure tzdata command", "run atrm", an option such as "-l", a file such as
+/etc/modules) for "how do I ...", a cause ("because", "so every pod ...", under "Root cause")
+for "why" and "what caused".
 
 **Selection.** The best piece is the *anchor*; below an absolute floor the model abstains with
-the prompt's abstain text. The answer then grows around the anchor *inside its own passage*:
+the prompt's abstain text. When the question asks for a kind of fact and the best piece lacks it,
+the best piece holding it anchors instead if it scores within ``kind_margin`` of the best (for a
+cause, any in the best piece's passage: the best one often restates the event asked about). A
+list is quoted as a list: its intro line never alone, and for a how-to or why question an item
+comes with its intro and the other items. The answer then grows around the anchor *inside its
+own passage*:
 
 1. a code block that the anchor introduces, or the sentence that introduces an anchor that is
    code ("This can be done with the following command:" and its command come together);
@@ -29,7 +39,7 @@ the prompt's abstain text. The answer then grows around the anchor *inside its o
 
 A piece from elsewhere (another paragraph or source) is added only while the answer is not yet
 complete (it lacks a question term that piece holds, or the kind of fact asked for) and only if it
-scores within ``far_threshold`` of the anchor and is not a near-repeat (cosine ``redundancy``).
+scores within ``far_threshold`` of the best piece and is not a near-repeat (cosine ``redundancy``).
 Everything stays within ``max_sentences`` pieces and ``max_words`` words of prose. The answer lists
 the pieces in source order.
 
@@ -52,8 +62,8 @@ import numpy.typing as npt
 
 from stanchion.core.analyze import contextual_query, terms
 from stanchion.core.embed import Embedder
-from stanchion.core.sentences import is_code_block, quote_spans
 from stanchion.models.base import BaseChatModel, Capabilities, ChatOptions
+from stanchion.models.extractive_pieces import LIST_ITEM, SourcePiece, refers_back, source_pieces
 from stanchion.types import Completion, GroundingSource, Message, StreamEvent, Usage
 
 __all__ = ["ExtractiveModel", "ScoredSentence", "SourcePiece", "source_pieces"]
@@ -84,32 +94,28 @@ _WANTS_STEPS = re.compile(
     r"\b(what|which) (command|option|file|setting|package)\b",
     re.IGNORECASE,
 )
-# What says how to do something in prose: a command named or run, an option ("-l", "--purge").
+# What says how to do something in prose: a command named or run, an option ("-l", "--purge"),
+# a file to edit ("add them to /etc/modules").
 _COMMAND_CUE = re.compile(
-    r"\b(commands?|run|running|use|using|execute|executing|invoke|type)\b|(?<=\s)--?[a-zA-Z][\w-]*\b",
+    r"\b(commands?|run|running|use|using|execute|executing|invoke|type)\b|(?<=\s)--?[a-zA-Z][\w-]*\b|"
+    r"(?<![\w/])/[a-z][\w.-]*/[\w./-]*\w",
     re.IGNORECASE,
 )
-# A sentence that leans on the one before it.
-_REFERS_BACK = re.compile(
-    r"(this|that|these|those|it|its|they|their|such|the latter|the former|then|thus|so|however|"
-    r"therefore|otherwise|instead|also|alternatively)\b",
+# "Why ...", "what caused ...": a cause or a reason.
+_WANTS_CAUSE = re.compile(
+    r"\bwhy\b|\bwhat (caused|causes|cause[sd]?|led to|was behind)\b|\b(the )?(root )?(cause|reason)s? "
+    r"(of|for|why|behind)\b|\bhow come\b",
     re.IGNORECASE,
 )
-# A bullet or numbered item.
-_LIST_ITEM = re.compile(r"[-*+\u2022]\s|\d{1,3}[.)]\s")
+# What states a cause: "because", "due to", "caused by", "..., so every pod ran out", a reason.
+_CAUSE_CUE = re.compile(
+    r"\b(because|due to|owing to|caused|causes|cause|causing|reasons?|as a result|resulted|results? in|"
+    r"led to|leads? to|triggered)\b|, so\b",
+    re.IGNORECASE,
+)
+# "Example: INC-2291 (Waypoint dispatch outage, August 19, 2025)": a label and a name, no statement.
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _MAX_CODE_LINES = 16  # a longer code block (a command and pages of its output) is quoted up to here
-
-
-@dataclass(frozen=True, slots=True)
-class SourcePiece:
-    """What an answer may quote from one source: a sentence, a list item or a whole code block."""
-
-    position: int  # index among the source's pieces
-    paragraph: int  # index of its paragraph (blank-line separated block) in the source
-    text: str
-    reading: str  # what is scored: the text, with the line that introduces it for items and code
-    code: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +131,8 @@ class ScoredSentence:
     vector: npt.NDArray[np.float32] = field(repr=False, compare=False)
     code: bool = False
     paragraph: int = 0
+    item: bool = False
+    of_kind: bool = False  # holds the kind of fact the question asks for (a number, a command, ...)
 
 
 class ExtractiveModel(BaseChatModel):
@@ -146,6 +154,7 @@ class ExtractiveModel(BaseChatModel):
         min_cosine: float = 0.3,
         lexical_weight: float = 1.0,
         type_bonus: float = 0.1,
+        kind_margin: float = 0.6,
     ) -> None:
         self._embedder = embedder
         self._name = name
@@ -158,6 +167,7 @@ class ExtractiveModel(BaseChatModel):
         self.min_cosine = min_cosine
         self.lexical_weight = lexical_weight
         self.type_bonus = type_bonus
+        self.kind_margin = kind_margin
 
     @property
     def name(self) -> str:
@@ -191,10 +201,16 @@ class ExtractiveModel(BaseChatModel):
         chosen = self.select(prompt.question, prompt.sources, context=context)
         if not chosen:
             return [prompt.abstain_text or _NO_SOURCES]
-        return [
-            f"{_as_code(s.text)}\n[{s.source}]" if s.code else f"{_as_sentence(s.text)} [{s.source}]"
-            for s in chosen
-        ]
+        out: list[str] = []
+        for i, s in enumerate(chosen):
+            listed = i + 1 < len(chosen) and chosen[i + 1].item and s.text.rstrip().endswith(":")
+            if s.code:
+                out.append(f"{_as_code(s.text)}\n[{s.source}]")
+            elif listed:  # a list's intro keeps its colon
+                out.append(f"{' '.join(s.text.split())} [{s.source}]")
+            else:
+                out.append(f"{_as_sentence(s.text)} [{s.source}]")
+        return out
 
     def select(
         self, question: str, sources: Sequence[GroundingSource], *, context: str = ""
@@ -207,6 +223,17 @@ class ExtractiveModel(BaseChatModel):
         best = ranked[0]
         if best.score < self.min_score or best.cosine < self.min_cosine:
             return []
+        # The question asks for a kind of fact (a cause, a command, a number, a date): the anchor
+        # holds it when a piece that does scores within ``kind_margin`` of the best. A cause
+        # question's best piece often restates the event asked about ("On Tuesday the API
+        # failed"); a cause stated in the same passage answers it, however it scores.
+        if not best.of_kind:
+            holder = next((s for s in ranked if s.of_kind), None)
+            same = next((s for s in ranked if s.of_kind and s.source == best.source), None)
+            if same is not None and _wants_cause(question):
+                best = same
+            elif holder is not None and holder.score >= self.kind_margin * best.score:
+                best = holder
         at = {(s.source, s.position): s for s in scored}
         taken = [best]
         # 1. The code block the anchor introduces, or the sentence that introduces an anchor of code.
@@ -218,10 +245,20 @@ class ExtractiveModel(BaseChatModel):
             follow = at.get((best.source, best.position + 1))
             if follow is not None and follow.code and (_introduces(best.text) or _wants_steps(question)):
                 taken.append(follow)
+        # A list is quoted as a list: a line that introduces one ("We decided to migrate for four
+        # reasons:") is no answer alone, and an item answering how to do something or why is read
+        # with its intro and the other items (steps, reasons); each item's first line, in order,
+        # as many as fit. An item answering a lookup ("the rate to Lyon") stands alone.
+        intro = _list_intro(best, scored)
+        if intro is not None and (best is intro or _wants_steps(question) or _wants_cause(question)):
+            taken = [intro] if best is intro else [intro, best]
+            for item in _list_items(intro, scored):
+                if item not in taken and self._fits(taken, item):
+                    taken.append(item)
         # A sentence that refers back ("This command ...", "It ...") is read with the one before it.
         first = min(taken, key=lambda t: t.position)
         before = at.get((best.source, first.position - 1))
-        if _REFERS_BACK.match(first.text) and before is not None and before.paragraph == first.paragraph:
+        if refers_back(first.text) and before is not None and before.paragraph == first.paragraph:
             taken.append(before)
         # A how-to answer without a command takes the adjacent piece of its paragraph that names one.
         if _wants_steps(question) and not any(t.code or _COMMAND_CUE.search(t.text) for t in taken):
@@ -249,8 +286,8 @@ class ExtractiveModel(BaseChatModel):
                     break
         # 3. Elsewhere, only what completes the answer.
         wanted = _wanted_terms(question, context)
-        for candidate in ranked[1:]:
-            if len(taken) >= self.max_sentences or candidate.score < self.far_threshold * best.score:
+        for candidate in ranked:
+            if len(taken) >= self.max_sentences or candidate.score < self.far_threshold * ranked[0].score:
                 break
             if candidate in taken or not self._fits(taken, candidate):
                 continue
@@ -282,6 +319,7 @@ class ExtractiveModel(BaseChatModel):
         check_number = _WANTS_NUMBER.search(question) is not None
         check_date = _WANTS_DATE.search(question) is not None
         check_steps = _wants_steps(question)
+        check_cause = _wants_cause(question)
         out: list[ScoredSentence] = []
         for (number, piece), cosine, ts, vector in zip(
             candidates, cosines, piece_terms, vectors[1:], strict=True
@@ -293,6 +331,7 @@ class ExtractiveModel(BaseChatModel):
                 (check_number and _NUMBER.search(text))
                 or (check_date and _DATE.search(text))
                 or (check_steps and (piece.code or _COMMAND_CUE.search(text)))
+                or (check_cause and _CAUSE_CUE.search(piece.reading))
             ):
                 bonus = self.type_bonus
             score = float(cosine) + self.lexical_weight * lexical + bonus
@@ -307,6 +346,8 @@ class ExtractiveModel(BaseChatModel):
                     vector,
                     piece.code,
                     piece.paragraph,
+                    piece.item,
+                    bonus > 0,
                 )
             )
         return out
@@ -337,38 +378,49 @@ class ExtractiveModel(BaseChatModel):
         return False
 
 
-def source_pieces(text: str) -> list[SourcePiece]:
-    """The pieces of one source's text an answer may quote, in order (see ``SourcePiece``)."""
-    pieces: list[SourcePiece] = []
-    lead_in = ""
-    previous = ""
-    paragraph, last_end = 0, 0
-    for position, (a, b) in enumerate(quote_spans(text)):
-        if re.search(r"\n[ \t]*\n", text[last_end:a]):
-            paragraph += 1
-        last_end = b
-        piece = text[a:b]
-        code = is_code_block(piece)
-        item = not code and _LIST_ITEM.match(piece) is not None
-        if code:
-            reading = f"{previous} {_code_reading(piece)}" if previous else _code_reading(piece)
-        elif item and lead_in:
-            reading = f"{lead_in} {piece}"
-        else:
-            reading = piece
-        if not item and not code:
-            lead_in = piece if piece.endswith(":") else ""
-        previous = "" if code else piece
-        pieces.append(SourcePiece(position, paragraph, piece, reading, code))
-    return pieces
-
-
 def _candidate(piece: SourcePiece) -> bool:
+    if piece.heading:
+        return False
     if piece.code:
         return any(c.isalpha() for c in piece.text)
     # A question in a source ("How many days do we get?") restates, it does not answer.
     text = piece.text
     return len(text.split()) >= 3 and any(c.isalpha() for c in text) and not text.endswith("?")
+
+
+def _list_intro(piece: ScoredSentence, scored: Sequence[ScoredSentence]) -> ScoredSentence | None:
+    """The line ending in ":" that introduces the list ``piece`` opens or belongs to, if any."""
+    if piece.code:
+        return None
+    if piece.text.rstrip().endswith(":"):
+        return piece if _list_items(piece, scored) else None
+    if not piece.item:
+        return None
+    before = [
+        s
+        for s in scored
+        if s.source == piece.source and s.position < piece.position and s.paragraph >= piece.paragraph - 1
+    ]
+    for s in sorted(before, key=lambda s: -s.position):
+        if s.text.rstrip().endswith(":") and not s.code:
+            return s if piece in _list_items(s, scored) else None
+        if s.paragraph < piece.paragraph and not s.item:
+            return None
+    return None
+
+
+def _list_items(intro: ScoredSentence, scored: Sequence[ScoredSentence]) -> list[ScoredSentence]:
+    """The items of the list right after ``intro``: in its paragraph or the next, before any other
+    line that introduces something."""
+    items: list[ScoredSentence] = []
+    for s in sorted(scored, key=lambda s: s.position):
+        if s.source != intro.source or s.position <= intro.position:
+            continue
+        if s.paragraph > intro.paragraph + 1 or (not s.item and s.text.rstrip().endswith(":")):
+            break
+        if s.item:
+            items.append(s)
+    return items
 
 
 def _introduces(text: str) -> bool:
@@ -383,6 +435,10 @@ def _wants_steps(question: str) -> bool:
     return _WANTS_STEPS.search(question) is not None
 
 
+def _wants_cause(question: str) -> bool:
+    return _WANTS_CAUSE.search(question) is not None
+
+
 def _wanted_terms(question: str, context: str) -> list[str]:
     return [t for t in dict.fromkeys(terms(question)) if t not in _QUESTION_WORDS] or [
         t for t in dict.fromkeys(terms(context)) if t not in _QUESTION_WORDS
@@ -391,11 +447,6 @@ def _wanted_terms(question: str, context: str) -> list[str]:
 
 def _words(piece: ScoredSentence) -> int:
     return len(piece.text.split("\n", 1)[0].split()) if piece.code else len(piece.text.split())
-
-
-def _code_reading(code: str) -> str:
-    """What of a code block is embedded and matched: its first lines, flattened."""
-    return " ".join(" ".join(code.split("\n")[:4]).split())
 
 
 def _as_code(text: str) -> str:
@@ -415,13 +466,15 @@ def _as_sentence(text: str) -> str:
 
 def _joined(pieces: Sequence[str]) -> list[str]:
     """The pieces as they are sent, each with what separates it from the one before: a code block
-    stands in a paragraph of its own."""
+    stands in a paragraph of its own, a list item on a line of its own."""
     out: list[str] = []
     for i, piece in enumerate(pieces):
         if i == 0:
             out.append(piece)
         elif _FENCE.match(piece) or _FENCE.match(pieces[i - 1]):
             out.append(f"\n\n{piece}")
+        elif LIST_ITEM.match(piece):  # a list item on a line of its own
+            out.append(f"\n{piece}")
         else:
             out.append(f" {piece}")
     return out
