@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -316,3 +317,42 @@ def test_a_model_that_never_stops_calling_tools_ends_at_a_limit(serve: ServerFac
             r = c.post("/v1/agents/helper/runs", json={"task": "Loop."})
     assert r.status_code == 200, r.text
     assert r.json()["stop_reason"] in ("max_steps", "max_tool_calls"), r.json()
+
+
+# --- the audit log -------------------------------------------------------------------------------
+
+
+def _audit_records(api: Api, action: str) -> list[dict[str, Any]]:
+    with api.client(api.keys.admin) as c:
+        for _ in range(600):  # the final record is written after the response
+            listed = c.get("/v1/audit", params={"action": action}).json()["data"]
+            done = [r for r in listed if r["status"] != 0]
+            if done:
+                return done
+            time.sleep(0.05)  # pacing between polls
+    raise AssertionError(f"no final audit record of {action}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: the audit copy of a question is cut at 4,000 characters before it is masked; "
+    "a value the detector found in the whole message is cut in two and its head is stored raw",
+)
+@pytest.mark.parametrize(("path", "action"), [("chat", "chat.completions"), ("agent", "agents.run")])
+def test_the_audit_log_never_holds_part_of_a_found_value(
+    serve: ServerFactory, upstream: FakeOpenAIServer, path: str, action: str
+) -> None:
+    api = _serve(serve, upstream, {"pii": {}})
+    text = "Please check this. " * 210
+    text = text[: 4000 - len("jane.roe@exa") - 1].rstrip() + " " * 20  # the cut falls inside the e-mail
+    text = text[: 4000 - len("jane.roe@exa")] + f"{EMAIL} is mine."
+    with api.client(api.keys.ops) as c:
+        if path == "chat":
+            r = c.post(
+                "/v1/chat/completions", json={"model": "gw", "messages": [{"role": "user", "content": text}]}
+            )
+        else:
+            r = c.post("/v1/agents/helper/runs", json={"task": text})
+    assert r.status_code == 200, r.text
+    assert EMAIL not in _sent(upstream, "/chat/completions")  # the model read the pseudonym
+    assert "jane.roe@" not in json.dumps(_audit_records(api, action))
