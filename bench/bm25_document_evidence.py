@@ -37,7 +37,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from fusion_study import Lists, collect, score
-from stanchion.core.analyze import query_terms
+from stanchion.core.analyze import keyword_terms
 from stanchion.evals.retrieval import CHUNK_DEPTH, BeirDataset, collection_spec, eval_spec
 from stanchion.index.bm25 import BM25Index
 from stanchion.retrieve.fusion import fuse
@@ -99,7 +99,7 @@ class Evidence:
         return name
 
     def ranking(self, text: str, variant: str | None, weight: float) -> Ranking:
-        terms = query_terms(text)
+        terms = keyword_terms(text)
         scored = self.chunks.search(terms, len(self.chunks))
         if variant is not None and weight:
             of_pseudo = dict(self.pseudo[variant].search(terms, len(self.pseudo[variant])))

@@ -31,7 +31,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from stanchion.app import build
-from stanchion.core.analyze import query_terms
+from stanchion.core.analyze import keyword_terms
 from stanchion.core.filters import SearchFilter
 from stanchion.evals.metrics import Qrels, evaluate
 from stanchion.evals.retrieval import CHUNK_DEPTH, DOC_DEPTH, BeirDataset, eval_spec
@@ -96,7 +96,7 @@ def collect(target: str, default_split: str) -> Lists:
     everything = SearchFilter()
     for (qid, text), vector in zip(queries.items(), vectors, strict=True):
         lists.bm25[qid] = [
-            (s.id, s.score) for s in app.store.keyword_search(query_terms(text), CHUNK_DEPTH, everything)
+            (s.id, s.score) for s in app.store.keyword_search(keyword_terms(text), CHUNK_DEPTH, everything)
         ]
         lists.dense[qid] = [(s.id, s.score) for s in app.store.vector_search(vector, CHUNK_DEPTH, everything)]
     found = {c for ranking in (*lists.bm25.values(), *lists.dense.values()) for c, _ in ranking}
