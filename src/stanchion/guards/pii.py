@@ -1,6 +1,8 @@
 """PII detection: Presidio's analyzer (spaCy's small English model, offline) for person names and
 places, plus the validated pattern recognizers of ``guards.recognizers`` for everything with a
-shape (cards, IBANs, SSNs, phones, e-mail, IPs, secrets, street addresses).
+shape (cards, IBANs, SSNs, phones, e-mail, IPs, secrets, street addresses) and the context rules
+of ``guards.recognizers_names`` for names and places, whose ``refine`` then cleans up what all of
+them proposed. Literal escapes in the text (``\\n``) are read as line breaks, offsets kept.
 
     detector = PiiDetector(thresholds={"PHONE_NUMBER": 0.6}, entities={"PERSON", "CREDIT_CARD"})
     detector.detect("Mail jane@example.com") -> [PiiSpan(5, 21, "EMAIL_ADDRESS", 1.0, "jane@...")]
