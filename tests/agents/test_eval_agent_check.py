@@ -120,10 +120,10 @@ def support(sample: Path) -> Iterator[Agent]:
 
 
 def test_a_slice_through_the_support_agent(support: Agent, tmp_path: Path) -> None:
-    """Five tasks through the real loop and check: one fixed (a failed tool the draft ignored, retried
-    after the feedback), one broken by a gold that refuses the reviser's note, one still wrong (a
-    made-up count the planner cannot replace), a right answer left alone, a false alarm (a total of
-    three figures) that stays right."""
+    """Five tasks through the real loop and check: two fixed (a failed tool the draft ignored,
+    retried after the feedback; a made-up count, answered afresh from the results), a right answer
+    left alone, and two right reformatted drafts the check lets through (a total of three figures,
+    a quotient rounded as written)."""
     rows = [
         {"id": "right", "task": "How many open tickets are there?", "expect": {"all": ["13"]}},
         {"id": "fixed", "kind": "ignored_failure", "task": "How many open tickets are there?",
@@ -141,17 +141,17 @@ def test_a_slice_through_the_support_agent(support: Agent, tmp_path: Path) -> No
     report = asyncio.run(evaluate(support, load_tasks(path), warm=False))
     outcomes = {o.task.id: o for o in report.outcomes}
     assert outcomes["fixed"].fixed and outcomes["fixed"].with_check.answer.startswith("There are 13 open")
-    assert outcomes["broken"].broken and outcomes["broken"].false_alarm
-    assert outcomes["wrong"].still_wrong and outcomes["wrong"].caught
-    assert outcomes["wrong"].with_check.revisions == 2  # sent back until no revision was left
-    assert outcomes["alarm"].false_alarm and outcomes["alarm"].with_check.right
+    assert outcomes["wrong"].fixed and outcomes["wrong"].caught
+    assert outcomes["wrong"].with_check.revisions == 1  # one revision: the count from the result
+    for id_ in ("alarm", "broken"):  # right, and left alone
+        assert not outcomes[id_].false_alarm and not outcomes[id_].broken and outcomes[id_].with_check.right
     right = outcomes["right"]
     assert right.without.right and right.with_check.right and not right.with_check.first_sent_back
     counts = report.as_json()
-    assert (counts["tasks"], counts["fixed"], counts["broken"], counts["still_wrong"]) == (5, 1, 1, 1)
-    assert (counts["correct_without_check"], counts["correct_with_check"]) == (3, 3)
-    assert (counts["caught"], counts["false_alarms"]) == (2, 2)
-    assert counts["by_kind"]["reformatted"]["false_alarms"] == 2
+    assert (counts["tasks"], counts["fixed"], counts["broken"], counts["still_wrong"]) == (5, 2, 0, 0)
+    assert (counts["correct_without_check"], counts["correct_with_check"]) == (3, 5)
+    assert (counts["caught"], counts["false_alarms"]) == (2, 0)
+    assert counts["by_kind"]["reformatted"]["false_alarms"] == 0
 
 
 def test_the_command_reports_the_keys(sample: Path, tmp_path: Path) -> None:
@@ -176,7 +176,9 @@ def test_the_command_reports_the_keys(sample: Path, tmp_path: Path) -> None:
     assert {"tasks", "fixed", "broken", "correct_without_check", "correct_with_check", "by_kind"} <= set(
         report
     )
-    assert (report["tasks"], report["correct_without_check"], report["correct_with_check"]) == (2, 1, 1)
+    # The off-by-one draft is caught and answered afresh from the count: fixed.
+    assert (report["tasks"], report["correct_without_check"], report["correct_with_check"]) == (2, 1, 2)
+    assert (report["fixed"], report["broken"]) == (1, 0)
     assert set(report["by_kind"]) == {"none", "off_by_one"}
     bad = CliRunner().invoke(
         app, ["eval", "agent-check", "--spec", str(spec), "--tasks", str(tmp_path / "no.jsonl")]

@@ -72,6 +72,8 @@ from stanchion.types import Completion, GroundingSource, Message, StreamEvent, T
 __all__ = ["CANNOT_ADDRESS", "FEEDBACK_MARK", "Plan", "PlannerModel", "Step"]
 
 FEEDBACK_MARK = "the check found"
+# Feedback that the tool results themselves answer: a figure no result holds, an empty draft.
+_ABOUT_RESULTS = re.compile(r"which no tool result holds|the answer is empty", re.I)
 CANNOT_ADDRESS = "I could not address the check's findings with the tools offered."
 _CALL_ID = re.compile(r"^plan_(?P<step>\d+)(?:_retry(?P<retry>\d+))?$")
 
@@ -371,6 +373,11 @@ class PlannerModel(BaseChatModel):
         if retries:
             return self._finish(messages, "", retries)
         draft = next((m.content for m in reversed(later) if m.role == "assistant" and not m.tool_calls), "")
+        if _ABOUT_RESULTS.search(feedback):
+            # A figure no result holds, or an empty draft: the answer the results give, afresh.
+            fresh = self.answer(task, later, tools)
+            if fresh and fresh != draft:
+                return self._finish(messages, fresh)
         quoted = [q.strip() for q in re.findall(r"[\"“]([^\"”]{8,})[\"”]", feedback)]
         kept = [s for s in split_draft(draft) if not any(q in s or s in q for q in quoted)]
         if draft and quoted and kept and len(kept) < len(split_draft(draft)):
