@@ -16,6 +16,7 @@ from tests.server.conftest import Api, ServerFactory
 
 from stanchion.core.openai_embed import OpenAIEmbedder
 from stanchion.testing.fake_openai import FakeOpenAIServer, Reply
+from stanchion.types import ToolCall
 
 EMAIL = "jane.roe@example.com"
 serve = server_conftest.serve  # the live-server fixture of tests/server
@@ -356,3 +357,100 @@ def test_the_audit_log_never_holds_part_of_a_found_value(
     assert r.status_code == 200, r.text
     assert EMAIL not in _sent(upstream, "/chat/completions")  # the model read the pseudonym
     assert "jane.roe@" not in json.dumps(_audit_records(api, action))
+
+
+# --- a streamed tool call ------------------------------------------------------------------------
+
+
+def test_a_streamed_tool_call_reaches_the_client_restored(serve: ServerFactory) -> None:
+    def reply(body: dict[str, Any]) -> Reply:
+        email = re.findall(r"<EMAIL_ADDRESS_\d+>", body["messages"][-1]["content"])
+        return Reply(tool_calls=(ToolCall("call_1", "lookup", {"email": email[0] if email else "?"}),))
+
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    with FakeOpenAIServer(reply) as upstream:
+        api = _serve(serve, upstream, {"pii": {}})
+        body = {
+            "model": "gw",
+            "stream": True,
+            "tools": tools,
+            "messages": [{"role": "user", "content": f"Look up {EMAIL}."}],
+        }
+        with api.client(api.keys.ops) as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            chunks = [json.loads(ln[6:]) for ln in r.iter_lines() if ln.startswith("data: {")]
+        assert EMAIL not in _sent(upstream, "/chat/completions")
+    arguments = "".join(
+        call["function"].get("arguments") or ""
+        for ch in chunks
+        if ch.get("choices")
+        for call in ch["choices"][0]["delta"].get("tool_calls") or ()
+    )
+    assert json.loads(arguments) == {"email": EMAIL}
+
+
+def test_a_client_that_leaves_a_streamed_run_is_audited_and_the_server_goes_on(serve: ServerFactory) -> None:
+    def slow(body: dict[str, Any]) -> Reply:
+        return Reply(text="Done.", delay_s=1.5)
+
+    with FakeOpenAIServer(slow) as upstream:
+        api = _serve(serve, upstream, {"pii": {}})
+        with api.client(api.keys.ops) as c:
+            body = {"task": f"Compute for {EMAIL}.", "stream": True}
+            with c.stream("POST", "/v1/agents/helper/runs", json=body) as r:
+                assert r.status_code == 200
+                next(r.iter_lines())  # the first event, then the client goes away
+            r = c.post("/v1/agents/helper/runs", json={"task": "Compute 6 * 7."})
+            assert r.status_code == 200, r.text
+        for _ in range(600):  # the left run's record comes when the server notices the client left
+            records = _audit_records(api, "agents.run")
+            if {rec["status"] for rec in records} >= {200, 499}:
+                break
+            time.sleep(0.05)  # pacing between polls
+        assert {rec["status"] for rec in records} >= {200, 499}, records
+        assert EMAIL not in json.dumps(records)
+
+
+# --- user-defined tools that return odd things ---------------------------------------------------
+
+
+def huge_result() -> str:
+    """Return five megabytes."""
+    return "row " * 1_250_000 + EMAIL
+
+
+def no_result() -> None:
+    """Return nothing."""
+
+
+def odd_result() -> dict[str, Any]:
+    """Return a mapping that JSON cannot hold."""
+    return {"when": object(), "who": EMAIL}
+
+
+@pytest.mark.parametrize("function", ["huge_result", "no_result", "odd_result"])
+def test_a_user_tool_returning_odd_things_never_breaks_a_run(serve: ServerFactory, function: str) -> None:
+    def reply(body: dict[str, Any]) -> Reply:
+        if any(m["role"] == "tool" for m in body["messages"]):
+            return Reply(text="Done.")
+        return Reply(tool_calls=(ToolCall("c1", "odd", {}),))
+
+    with FakeOpenAIServer(reply) as upstream:
+        up = {"provider": "openai", "model": "fake-model", "base_url": upstream.url, "max_retries": 0}
+        target = f"tests.test_red_team_guards_agents:{function}"
+        api = serve(
+            models={"up": up, "extractive": {"provider": "extractive"}},
+            routes={"gw": {"models": ["up"], "grounded": False}, "default": {"models": ["extractive"]}},
+            guards={"pii": {}, "injection": {}},
+            extra={
+                "tools": {"odd": {"tool": "function", "options": {"function": target}}},
+                "agents": {"odd": {"instructions": "Use odd.", "route": "gw", "tools": ["odd"]}},
+            },
+        )
+        with api.client(api.keys.ops) as c:
+            r = c.post("/v1/agents/odd/runs", json={"task": "Run odd."})
+        assert r.status_code == 200, r.text[:500]
+        assert r.json()["stop_reason"] == "answered", r.json().get("error")
+        assert len(r.content) < 100_000  # the run's record holds what the model read, cut
+        assert all(len(json.dumps(q.json)) < 100_000 for q in upstream.requests)
+        assert EMAIL not in _sent(upstream, "/chat/completions")
