@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from stanchion.guards.session import PiiGuard
     from stanchion.guards.sources import SourceScreen
     from stanchion.guards.vault_store import VaultStore
+    from stanchion.memory.history import SessionHistory
     from stanchion.memory.service import Memory
     from stanchion.memory.writer import MemoryWriter
     from stanchion.models.base import ChatModel
@@ -263,8 +264,17 @@ class App:
             screen=check.screen_tool_result if check is not None else None,
             recall=recall if memory is not None else None,
             remember=remember if memory is not None else None,
+            history=self.sessions.context,
+            record=self.sessions.append,
         )
         return Agent(name, spec, parts)
+
+    @cached_property
+    def sessions(self) -> SessionHistory:
+        """Each session's turns and running summary, on the control-plane database."""
+        from stanchion.memory.history import SessionHistory
+
+        return SessionHistory(self.state.db)
 
     @cached_property
     def injection_check(self) -> InjectionCheck | None:

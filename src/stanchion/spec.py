@@ -321,6 +321,12 @@ class AgentSpec(_Strict):
     success_criteria: list[str] = Field(
         default_factory=list, description="what a finished answer must do, checked before it is returned"
     )
+    history_tokens: int = Field(
+        2000,
+        ge=100,
+        le=100_000,
+        description="a session's earlier turns sent with a run (older ones folded into a summary)",
+    )
 
 
 class RateLimitSpec(_Strict):

@@ -307,3 +307,44 @@ def test_a_tool_reads_a_relative_database_path_from_the_specs_folder(tmp_path: P
         assert result.data["rows"] == [[40]]  # the default tenant's tickets only
     finally:
         app.close()
+
+
+def test_a_session_keeps_its_turns_and_summarises_past_the_budget(tmp_path: Path) -> None:
+    spec = Spec.model_validate(
+        {
+            "tools": {"calc": {"tool": "calculator"}},
+            "agents": {"maths": {"instructions": "Compute.", "tools": ["calc"], "history_tokens": 100}},
+            "base_dir": tmp_path,
+            "server": {"state_path": str(tmp_path / "state.db")},
+            "index": {"path": str(tmp_path / "index.db")},
+        }
+    )
+    app = build(spec)
+    try:
+        base = app.agent("maths")
+        model = ScriptedModel(answer("Noted: the budget is 4200 euros for the Lisbon offsite."))
+        a = Agent("maths", base.spec, AgentParts(
+            model=model, tools=base.parts.tools, call_tool=base.parts.call_tool, prices={},
+            history=base.parts.history, record=base.parts.record,
+        ))  # fmt: skip
+
+        async def turns() -> None:
+            for n in range(6):
+                task = (
+                    f"Turn {n}: the offsite budget is 4200 euros and it is in Lisbon, remember that please."
+                )
+                await a.run(task, CONTEXT, session="s1")
+            await a.run("And the next step?", RequestContext("acme", "bob"), session="s1")
+
+        asyncio.run(turns())
+        sixth = model.calls[5]
+        assert sixth[1].role == "system" and sixth[1].content.startswith(
+            "Summary of the earlier conversation"
+        )
+        assert "Turn 4" in sixth[-3].content and sixth[-1].content.startswith(
+            "Turn 5"
+        )  # the latest kept whole
+        bobs = model.calls[6]
+        assert [m.role for m in bobs] == ["system", "user"]  # another user's session of the same id: empty
+    finally:
+        app.close()

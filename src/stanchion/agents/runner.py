@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,10 @@ class AgentParts:
     screen: Callable[[str, str], tuple[str, dict[str, Any] | None]] | None = None
     recall: Callable[[str, str, str], Sequence[str]] | None = None
     remember: Callable[[str, str, Sequence[Message]], object] | None = None
+    # A session's history: ``history(tenant, user, session, budget)`` gives its summary and latest
+    # turns within ``budget`` tokens; ``record(tenant, user, session, messages)`` adds a turn.
+    history: Callable[[str, str, str, int], Awaitable[list[Message]]] | None = None
+    record: Callable[[str, str, str, Sequence[Message]], None] | None = None
 
 
 class Agent:
@@ -72,10 +76,12 @@ class Agent:
         self.check = DraftCheck(parts.model, spec.success_criteria, spec.instructions) if spec.check else None
         self._clock = clock
 
-    async def run(self, task: str, context: RequestContext, *, history: Sequence[Message] = ()) -> AgentRun:
+    async def run(
+        self, task: str, context: RequestContext, *, history: Sequence[Message] = (), session: str = ""
+    ) -> AgentRun:
         """The whole run (``events`` consumed)."""
         state = _State(AgentRun(self.name, task))
-        async for _ in self._events(task, context, history, state):
+        async for _ in self._events(task, context, history, session, state):
             pass
         return state.run
 
@@ -85,18 +91,27 @@ class Agent:
         context: RequestContext,
         *,
         history: Sequence[Message] = (),
+        session: str = "",
         run: AgentRun | None = None,
     ) -> AsyncIterator[AgentEvent]:
-        """The run's events as they happen; ``run`` (when given) is filled in as they go."""
+        """The run's events as they happen; ``run`` (when given) is filled in as they go.
+        ``history``: earlier turns the caller sends; ``session``: a session whose stored history
+        (summarised past ``history_tokens``) goes before the task, and which keeps this turn."""
         state = _State(run or AgentRun(self.name, task))
-        async for event in self._events(task, context, history, state):
+        async for event in self._events(task, context, history, session, state):
             yield event
 
     async def _events(
-        self, task: str, context: RequestContext, history: Sequence[Message], state: _State
+        self, task: str, context: RequestContext, history: Sequence[Message], session: str, state: _State
     ) -> AsyncIterator[AgentEvent]:
         limits, run = self.spec.limits, state.run
         started = self._clock()
+        kept = bool(session and context.user and self.parts.history and self.parts.record)
+        if kept and not history:
+            assert self.parts.history is not None
+            history = await self.parts.history(
+                context.tenant, context.user, session, self.spec.history_tokens
+            )
         messages = [
             Message("system", await self._system(task, context, state)),
             *history,
@@ -181,6 +196,10 @@ class Agent:
         run.seconds = self._clock() - started
         if run.answer:
             yield AgentEvent("answer", {"text": run.answer})
+        if kept and run.answer:
+            assert self.parts.record is not None
+            turn = [Message("user", task), Message("assistant", run.answer)]
+            await asyncio.to_thread(self.parts.record, context.tenant, context.user, session, turn)
         self._learn(task, context, run)
         yield AgentEvent("stop", {"stop_reason": run.stop_reason, **({"error": run.error} if run.error else {}),
                                   "tool_calls": len(run.tool_calls), "cost_usd": run.cost_usd})  # fmt: skip

@@ -72,14 +72,19 @@ def run(
     user: Annotated[
         str | None, typer.Option("--user", "-u", help="Whose run (memory is per user; default: your login).")
     ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option("--session", "-s", help="Continue this session: its earlier turns go with the task."),
+    ] = None,
     spec: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run an agent on a task: each step as it happens, then the answer."""
     stanchion = load_app(spec)
     try:
+        shown = None if as_json else out
         result = asyncio.run(
-            run_agent(stanchion, name, task, user=user or operator(), show=None if as_json else out)
+            run_agent(stanchion, name, task, user=user or operator(), show=shown, session=session or "")
         )
     except StanchionError as exc:
         raise fail(exc) from None
@@ -96,7 +101,9 @@ def run(
         raise typer.Exit(1)
 
 
-async def run_agent(app: App, name: str, task: str, *, user: str, show: Console | None) -> AgentRun:
+async def run_agent(
+    app: App, name: str, task: str, *, user: str, show: Console | None, session: str = ""
+) -> AgentRun:
     """One run through the spec's request pipeline (guards included), each event rendered on
     ``show`` as it happens; memories are written before it returns (the CLI's loop then ends)."""
     from stanchion.agents import AgentRun
@@ -114,7 +121,7 @@ async def run_agent(app: App, name: str, task: str, *, user: str, show: Console 
     result = AgentRun(name, task)
 
     async def generate(call: Call) -> None:
-        async for event in agent.events(call.inputs[0].content, call.context, run=result):
+        async for event in agent.events(call.inputs[0].content, call.context, session=session, run=result):
             if show is not None:
                 render_event(show, event)
         call.outcome.text, call.outcome.usage, call.outcome.costs = result.answer, result.usage, result.costs

@@ -1,5 +1,9 @@
 """``/v1/agents``: the spec's agents, and their runs (``POST /v1/agents/{name}/runs``).
 
+A request that names a session (``X-Stanchion-Conversation``) runs with the session's stored
+history (its earlier turns, the oldest folded into a summary past the agent's
+``history_tokens``) and keeps its own turn there.
+
 A run goes through the request pipeline like an answer: admitted against the caller's limits,
 its task checked by the input guards (and masked for remote models), its answer by the output
 guards, and audited with every step (the tools called and whether each succeeded; arguments and
@@ -175,9 +179,11 @@ class _Steps:
     async def generate(self, call: Call) -> None:
         agent = await self.ctx.agent(self.name)
         if self.stream:
-            call.events = agent.events(self.task, call.context, history=self.history, run=self.run)
+            call.events = agent.events(
+                self.task, call.context, history=self.history, session=call.conversation, run=self.run
+            )
             return
-        finished = await agent.run(self.task, call.context, history=self.history)
+        finished = await agent.run(self.task, call.context, history=self.history, session=call.conversation)
         self.run.__dict__.update(finished.__dict__)
         _fill(call, self.run)
 
