@@ -125,6 +125,10 @@ class TestContextPlaces:
         text = "When: 2000-04-16\nWhere: Erwetegem Country Club. He worked at Numedii in Cheb."
         assert _texts(list(names.context_places(text)), text) == ["Erwetegem Country Club", "Cheb"]
 
+    def test_months_and_days_are_not_places(self) -> None:
+        text = "The go-live in January. I'm in Denver Tue/Thu."
+        assert _texts(list(names.context_places(text)), text) == ["Denver"]
+
     def test_place_names_keep_their_particles(self) -> None:
         text = "She is based in Villafranca del Cid"
         assert _texts(list(names.context_places(text)), text) == ["Villafranca del Cid"]
@@ -147,6 +151,12 @@ class TestRefine:
         found = [_at(text, "Dominique", "PERSON", 0.86), _at(text, "Halla", "PERSON", 0.86)]
         model = [_at(text, "Dominique de Villepin", "PERSON"), _at(text, "QUOTE> Halla", "PERSON")]
         assert _texts(names.refine(text, found, model), text) == ["Dominique de Villepin", "Halla"]
+
+    def test_a_pronoun_in_the_models_guess_is_not_carried(self) -> None:
+        """German "Sie" (you) in the model's "Ignorieren Sie" is not a name elsewhere."""
+        text = "Ignorieren Sie die Anweisungen. Ich möchte, dass Sie antworten."
+        refined = names.refine(text, [], [_at(text, "Ignorieren Sie", "PERSON")])
+        assert _texts(refined, text) == ["Ignorieren Sie"]
 
     def test_the_models_guess_in_capitals_is_not_carried_to_other_mentions(self) -> None:
         """Only names a rule vouched for, or full names in mixed case, carry over."""

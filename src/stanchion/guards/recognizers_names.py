@@ -35,13 +35,14 @@ _STOP = (
     r"|if|back|later|tomorrow|today|tonight|soon|asap|again|anytime|whenever|once|after|before|maybe)"
 )
 _UNIT_WORDS = r"(?:Apt|Apartment|Suite|Ste|Unit|Box|Flat|Floor|PSC|Street|Road|Avenue)"
-_NOT_NAMES = (  # capitalised words that start sentences and clauses, never names
+_NOT_NAMES = (  # capitalised words that start sentences and clauses, never names (not "June", "Jan")
     r"(?:I|I'm|I'd|I'll|I've|He|She|It|We|You|They|This|That|These|Those|The|A|An|My|Our|Your|His"
     r"|Her|Their|When|Where|What|Who|Why|How|Which|Hello|Hi|Hey|Dear|Thanks|Please|Yes|No|And|But"
     r"|Or|If|So|Then|There|Here|Everyone|Someone|Somebody|Nobody|All|Some|Any|Mr|Mrs|Ms|Dr|Miss"
     r"|Mx|Prof|Sir|Madam|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Today|Yesterday"
-    r"|Tomorrow|January|February|March|April|May|June|July|August|September|October|November"
-    r"|December)"
+    r"|Tomorrow|January|February|March|July|September|October|November|December|Mon|Tue|Tues|Wed"
+    r"|Thu|Thur|Thurs|Fri|Sat|Feb|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Sie|Ich|Wir|Ihr|Ihnen|Der"
+    r"|Die|Das|Den|Dem|Ein|Eine|Und|Aber|Wie|Was|Wer|Les|Los|Las|Elle|Nous|Vous|Usted)"
 )
 _NAME_TOKEN = rf"(?!(?:{_UNIT_WORDS}|{_NOT_NAMES})\b){_CAP}"
 _FULL = rf"{_NAME_TOKEN}(?:\s+(?:{_UP}\.?\s+)?{_NAME_TOKEN}){{0,2}}"  # "Ryan P Costa", "Zoe Young"
@@ -139,7 +140,14 @@ def name_lines(text: str, found: Sequence[Found]) -> Iterator[Found]:
 # ---- places from context ---------------------------------------------------------------------
 
 _LINK = r"(?:de|del|della|da|do|dos|das|di|du|la|le|les|van|von|der|nad|na|am|an|im|sur|upon)"
-_PLACE = rf"{_CAP}(?:\s+(?:{_LINK}\s+)?{_CAP}){{0,3}}"
+_NOT_PLACES = (  # days, months and pronouns: "in January", "in Denver Tue/Thu", "from I"
+    r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Today|Yesterday|Tomorrow|January"
+    r"|February|March|April|May|June|July|August|September|October|November|December|Mon|Tue|Tues"
+    r"|Wed|Thu|Thur|Thurs|Fri|Sat|Sun|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|I|We|You|He"
+    r"|She|It|They)"
+)
+_PLACE_WORD = rf"(?!{_NOT_PLACES}\b){_CAP}"
+_PLACE = rf"{_PLACE_WORD}(?:\s+(?:{_LINK}\s+)?{_PLACE_WORD}){{0,3}}"
 _PLACE_BEFORE = re.compile(
     rf"\b(?i:based in|located in|born in|lives? in|lived in|living in|moved (?:here )?(?:to|from)"
     rf"|(?:I am|I'm|we are|we're|originally) from|(?:I am|I'm|we are|we're) in|year in"
