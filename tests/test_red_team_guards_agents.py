@@ -272,20 +272,13 @@ def _raw_tool_call(arguments: str, *, ids: tuple[str, ...] = ("c1",)) -> dict[st
     }
 
 
-_MALFORMED = pytest.mark.xfail(
-    strict=True,
-    reason="red team: tool-call arguments that are not a JSON object end the agent run as model_error "
-    "instead of going back to the model as a tool error it can correct",
-)
-
-
 @pytest.mark.parametrize(
     ("arguments", "ids"),
     [
-        pytest.param("[1, 2]", ("c1",), marks=_MALFORMED),
-        pytest.param("not json", ("c1",), marks=_MALFORMED),
-        pytest.param("null", ("c1",), marks=_MALFORMED),
-        pytest.param('"6*7"', ("c1",), marks=_MALFORMED),
+        ("[1, 2]", ("c1",)),
+        ("not json", ("c1",)),
+        ("null", ("c1",)),
+        ('"6*7"', ("c1",)),
         ('{"expression": {"nested": ["' + EMAIL + '"]}}', ("c1",)),
         ('{"expression": "6*7"}', ("same", "same")),  # parallel calls that collide on one id
     ],

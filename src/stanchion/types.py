@@ -153,7 +153,8 @@ class ToolCall:
 
     ``raw_arguments`` keeps the arguments exactly as a client sent them back in a conversation
     (OpenAI treats them as an opaque string, and models do emit broken JSON), so a gateway
-    forwards them unchanged; empty when the call came from a model through Stanchion.
+    forwards them unchanged. From a model: empty, unless its arguments were not a JSON object
+    (``arguments`` is then empty and the call's tool answers with an error the model can correct).
     """
 
     id: str

@@ -28,6 +28,7 @@ from stanchion.models.openai_format import (
     ChatStreamParser,
     build_request,
     classify_error,
+    malformed_arguments,
     parse_completion,
     parse_retry_after,
 )
@@ -317,8 +318,10 @@ class TestWireFormat:
         with pytest.raises(ValueError, match="tool_call_id"):
             build_request("m", (Message("tool", "result"),))
 
-    def test_invalid_tool_arguments_name_the_tool(self) -> None:
-        """Broken JSON in a call's arguments raises ModelError naming the tool, streamed or not."""
+    def test_invalid_tool_arguments_are_kept_for_the_tool_to_refuse(self) -> None:
+        """Broken JSON in a call's arguments is the tool's bad input, not the model's failure: the
+        call keeps it as raw arguments (a gateway passes it on as written; an agent's tool answers
+        with an error the model can correct), streamed or not."""
         body = {
             "choices": [
                 {
@@ -329,8 +332,9 @@ class TestWireFormat:
                 }
             ]
         }
-        with pytest.raises(ModelError, match="'lookup'"):
-            parse_completion(body, model="m")
+        [call] = parse_completion(body, model="m").tool_calls
+        assert (call.name, call.arguments, call.raw_arguments) == ("lookup", {}, "{oops")
+        assert "not valid JSON" in (malformed_arguments(call) or "")
         parser = ChatStreamParser(model="m")
         chunk = {
             "choices": [
@@ -347,8 +351,8 @@ class TestWireFormat:
         }
         parser.feed_line(f"data: {json.dumps(chunk)}")
         parser.feed_line("")
-        with pytest.raises(ModelError, match="'lookup'"):
-            parser.finish()
+        [streamed] = parser.finish().tool_calls
+        assert (streamed.arguments, streamed.raw_arguments) == ({}, "{oops")
 
     def test_stream_ending_early_is_unavailable(self) -> None:
         """A stream that ends without a finish reason or [DONE] did not finish."""

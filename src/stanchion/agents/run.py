@@ -75,6 +75,7 @@ class AgentRun:
     models: tuple[str, ...] = ()
     findings: list[dict[str, Any]] = field(default_factory=list)  # what the guards flagged in tool results
     memories: int = 0  # memories recalled into the prompt
+    recalled: list[str] = field(default_factory=list)  # their texts (the caller's own: PII there is theirs)
     seconds: float = 0.0
 
     @property

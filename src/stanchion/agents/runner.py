@@ -32,6 +32,7 @@ from stanchion.agents.check import DraftCheck
 from stanchion.agents.run import AgentEvent, AgentRun, StopReason, ToolRecord
 from stanchion.errors import ModelError, StanchionError, ToolError
 from stanchion.models.base import ChatModel, ChatOptions
+from stanchion.models.openai_format import malformed_arguments
 from stanchion.models.pricing import model_costs
 from stanchion.request_context import RequestContext
 from stanchion.spec import AgentSpec, PriceSpec
@@ -225,6 +226,7 @@ class Agent:
             except StanchionError:
                 remembered = []  # memory is a help, never a reason to fail the run
             state.run.memories = len(remembered)
+            state.run.recalled = list(remembered)
             if remembered:
                 parts.append(
                     "What you know about this user from earlier conversations (the latest holds):\n"
@@ -244,6 +246,10 @@ class Agent:
         if call.name not in self.spec.tools:
             offered = ", ".join(self.spec.tools) or "none"
             error = f"tool {call.name}: this agent has no such tool; its tools: {offered}"
+            return f"error: {error}", None, error
+        malformed = malformed_arguments(call)
+        if malformed is not None:
+            error = f"tool {call.name}: {malformed}"
             return f"error: {error}", None, error
         timeout = max(0.1, min(_TOOL_TIMEOUT_S, remaining_s))
         try:

@@ -125,7 +125,7 @@ async def run_agent(
             if show is not None:
                 render_event(show, event)
         call.outcome.text, call.outcome.usage, call.outcome.costs = result.answer, result.usage, result.costs
-        call.evidence += [t.result for t in result.tool_calls if t.ok]
+        call.evidence += [t.result for t in result.tool_calls if t.ok] + result.recalled
 
     await pipeline.run(call, generate=generate)
     result.answer = call.outcome.text  # as the output guards left it

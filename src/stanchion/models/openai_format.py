@@ -42,9 +42,11 @@ __all__ = [
     "classify_error",
     "encode_message",
     "http_error",
+    "malformed_arguments",
     "parse_arguments",
     "parse_completion",
     "parse_retry_after",
+    "tool_call",
 ]
 
 ErrorKind = type[ContextTooLong] | type[ContentFiltered] | None
@@ -159,12 +161,11 @@ def parse_completion(payload: Any, *, model: str) -> Completion:
         raw_calls = message.get("tool_calls") or []
         finish = choice.get("finish_reason") or "stop"
         calls = tuple(
-            ToolCall(
-                id=str(call.get("id") or f"call_{index}"),
-                name=str(call["function"]["name"]),
-                arguments=parse_arguments(
-                    call["function"].get("arguments"), tool=call["function"]["name"], model=model
-                ),
+            tool_call(
+                str(call.get("id") or f"call_{index}"),
+                str(call["function"]["name"]),
+                call["function"].get("arguments"),
+                model=model,
             )
             for index, call in enumerate(raw_calls)
         )
@@ -184,7 +185,8 @@ def parse_completion(payload: Any, *, model: str) -> Completion:
 
 
 def parse_arguments(raw: Any, *, tool: str, model: str) -> dict[str, Any]:
-    """A tool call's arguments, sent as a JSON string, as a dict; models do emit broken JSON."""
+    """A tool call's arguments, sent as a JSON string, as a dict; models do emit broken JSON.
+    Raises ModelError for arguments that are not a JSON object (``tool_call`` keeps them instead)."""
     if raw is None or raw == "":
         return {}  # a call without parameters arrives with empty arguments on some servers
     if isinstance(raw, Mapping):
@@ -200,6 +202,30 @@ def parse_arguments(raw: Any, *, tool: str, model: str) -> dict[str, Any]:
             f"tool call {tool!r} has arguments that are not a JSON object: {str(raw)[:200]!r}", model=model
         )
     return value
+
+
+def tool_call(call_id: str, name: str, raw: Any, *, model: str) -> ToolCall:
+    """A model's tool call. Arguments that are not a JSON object (broken JSON, a list, a string)
+    are kept as ``raw_arguments`` with empty ``arguments``: the call is not the model's failure
+    but the tool's bad input, which the caller answers with a tool error the model can correct
+    (``malformed_arguments``), or, on a gateway, passes to its client as written."""
+    try:
+        return ToolCall(call_id, name, parse_arguments(raw, tool=name, model=model))
+    except ModelError:
+        return ToolCall(call_id, name, {}, raw_arguments=str(raw))
+
+
+def malformed_arguments(call: ToolCall) -> str | None:
+    """Why ``call``'s arguments cannot be used (they are not a JSON object), or None."""
+    if call.arguments or not call.raw_arguments.strip():
+        return None
+    try:
+        value = json.loads(call.raw_arguments)
+    except ValueError:
+        return f"arguments are not valid JSON: {call.raw_arguments[:200]!r}; send one JSON object"
+    if isinstance(value, dict):
+        return None
+    return f"arguments must be one JSON object, not {type(value).__name__}: {call.raw_arguments[:200]!r}"
 
 
 def _parse_usage(raw: Any) -> Usage:
@@ -384,8 +410,8 @@ class ChatStreamParser:
             partial = self._calls[index]
             if not partial.name:
                 raise ModelError(f"stream sent tool call #{index} without a name", model=self.model)
-            arguments = parse_arguments("".join(partial.arguments), tool=partial.name, model=self.model)
-            calls.append(ToolCall(id=partial.id or f"call_{index}", name=partial.name, arguments=arguments))
+            raw = "".join(partial.arguments)
+            calls.append(tool_call(partial.id or f"call_{index}", partial.name, raw, model=self.model))
         return StreamEvent(
             text="".join(event.text for event in tail),
             tool_calls=tuple(calls),

@@ -41,6 +41,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The audit record keeps this much of a question: cut here, after the input guard masked the
+# whole of it (a cut first could split a value the detector then no longer recognises).
+AUDIT_QUERY_CHARS = 4000
+
 # The audit action of a token charge the rate limiter could not take (the request itself is
 # audited under its own action, with the tokens that were not charged).
 CHARGE_FAILED = "tokens.charge_failed"
@@ -94,7 +98,7 @@ async def account(
                 principal.key_id,
                 request_id.get(),
                 outcome.status,
-                query=query,
+                query=query[:AUDIT_QUERY_CHARS],
                 route=route,
                 models=models,
                 chunks=outcome.chunks,
@@ -171,7 +175,10 @@ class Accounts:
     def begin(self, call: Call) -> None:
         if call.in_flight:  # replaced by the final record; left alone if this worker dies mid-answer
             self.ctx.audit.started(
-                call.action, principal_of(call.context), query=call.query, route=call.context.route
+                call.action,
+                principal_of(call.context),
+                query=call.query[:AUDIT_QUERY_CHARS],
+                route=call.context.route,
             )
 
     async def end(self, call: Call) -> None:

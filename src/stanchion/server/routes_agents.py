@@ -174,7 +174,9 @@ class _Steps:
         self.task = run.task
 
     async def check(self, call: Call) -> None:
-        self.task = self.run.task = call.inputs[0].content  # as the input guards left it
+        # The task and its history as the input guards left them (an attack stripped).
+        self.task = self.run.task = call.inputs[-1].content
+        self.history = tuple(call.inputs[:-1])
 
     async def generate(self, call: Call) -> None:
         agent = await self.ctx.agent(self.name)
@@ -210,11 +212,11 @@ async def _prepared(
     call = Call(
         request_context(principal, route=spec.route, budget=reserve),
         "agents.run",
-        query=task[:4000],
+        query=task,
         stream=stream,
         tokens=reserve,
         in_flight=True,
-        inputs=(Message("user", task),),
+        inputs=(*history, Message("user", task)),  # all checked; the history explains PII in answers
         conversation=conversation_id(request.headers),
     )
     run = AgentRun(name, task)
@@ -240,7 +242,7 @@ def _fill(call: Call, run: AgentRun) -> None:
             for s in run.steps
         ],
     }  # fmt: skip
-    call.evidence += [t.result for t in run.tool_calls if t.ok]
+    call.evidence += [t.result for t in run.tool_calls if t.ok] + run.recalled
     call.guards += run.findings
 
 

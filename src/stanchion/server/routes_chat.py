@@ -406,7 +406,7 @@ async def _sse(
 
 
 def _last_user(messages: list[ChatMessageIn]) -> str:
-    return next((m.text() for m in reversed(messages) if m.role == "user"), "")[:4000]
+    return next((m.text() for m in reversed(messages) if m.role == "user"), "")
 
 
 def _messages(raw: list[ChatMessageIn]) -> list[Message]:
@@ -432,7 +432,11 @@ def _tool_call_in(call: ToolCallIn) -> ToolCall:
 
 def _tool_call_out(call: ToolCall) -> ToolCallOut:
     return ToolCallOut(
-        id=call.id, function=FunctionCallOut(name=call.name, arguments=json.dumps(dict(call.arguments)))
+        id=call.id,
+        # A model's malformed arguments go to the client as the model wrote them (as OpenAI does).
+        function=FunctionCallOut(
+            name=call.name, arguments=call.raw_arguments or json.dumps(dict(call.arguments))
+        ),
     )
 
 
