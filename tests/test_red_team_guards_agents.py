@@ -134,11 +134,6 @@ def test_another_conversations_pseudonym_is_not_restored(
 # --- agents through the chat endpoint ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: model agent:<name> checks only the last user message for injection; an "
-    "earlier user turn reaches the agent's model unchecked (the gateway blocks the same history)",
-)
 def test_an_agents_history_is_checked_for_injection(serve: ServerFactory, upstream: FakeOpenAIServer) -> None:
     api = _serve(serve, upstream, {"injection": {"input": "block"}})
     messages = [
@@ -153,11 +148,6 @@ def test_an_agents_history_is_checked_for_injection(serve: ServerFactory, upstre
     assert INJECTION not in _sent(upstream, "/chat/completions")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: the output PII check on agent:<name> ignores the history the caller sent; the "
-    "caller's own e-mail from an earlier turn is redacted from the answer",
-)
 def test_an_agent_may_repeat_pii_from_the_callers_history(
     serve: ServerFactory, upstream: FakeOpenAIServer
 ) -> None:
@@ -327,11 +317,6 @@ def _audit_records(api: Api, action: str) -> list[dict[str, Any]]:
     raise AssertionError(f"no final audit record of {action}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: the audit copy of a question is cut at 4,000 characters before it is masked; "
-    "a value the detector found in the whole message is cut in two and its head is stored raw",
-)
 @pytest.mark.parametrize(("path", "action"), [("chat", "chat.completions"), ("agent", "agents.run")])
 def test_the_audit_log_never_holds_part_of_a_found_value(
     serve: ServerFactory, upstream: FakeOpenAIServer, path: str, action: str
