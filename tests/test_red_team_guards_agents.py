@@ -71,11 +71,6 @@ def _chat(api: Api, body: dict[str, Any], headers: dict[str, str] | None = None)
 # --- PII leaves through a remote embedder ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: with embedding.provider openai, the injection guard embeds every user message "
-    "raw through the remote /embeddings (even rules-only); guards.pii does not cover embeddings",
-)
 def test_remote_embeddings_never_receive_raw_pii_on_the_gateway(
     serve: ServerFactory, upstream: FakeOpenAIServer
 ) -> None:
@@ -87,10 +82,6 @@ def test_remote_embeddings_never_receive_raw_pii_on_the_gateway(
     assert EMAIL not in _sent(upstream, "/embeddings")  # the embedder: raw
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: a grounded question is embedded raw through a remote embedder under guards.pii",
-)
 def test_remote_embeddings_never_receive_raw_pii_on_a_grounded_route(
     serve: ServerFactory, upstream: FakeOpenAIServer
 ) -> None:

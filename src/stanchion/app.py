@@ -137,7 +137,20 @@ class App:
     def query_embedder(self) -> RecentQueries:
         """The embedder for questions: retrieval and the response cache share it, so a question
         is embedded once per request however many of them need its vector."""
-        return RecentQueries(self.embedder)
+        return RecentQueries(self.outbound_embedder)
+
+    @cached_property
+    def outbound_embedder(self) -> Embedder:
+        """The embedder for what a request sends (questions, ``/v1/embeddings`` input): a remote
+        one masks each PII value by its type first when ``guards.pii`` is on; a local one reads
+        the text as it is (nothing leaves the process)."""
+        guard = self.pii_guard
+        # Only the in-process model counts as local: any other embedder may send text away.
+        if guard is None or isinstance(self.embedder, SentenceTransformerEmbedder):
+            return self.embedder
+        from stanchion.guards.masking_embedder import MaskingEmbedder
+
+        return MaskingEmbedder(self.embedder, guard)
 
     @cached_property
     def retriever(self) -> Retriever:

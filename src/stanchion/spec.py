@@ -366,7 +366,11 @@ class PiiGuardSpec(_Strict):
         True, description="in-process models (llamacpp, extractive, planner) read the original text"
     )
     timeout_s: float = Field(
-        2.0, gt=0, le=60, description="detection time limit; past it the request is refused, nothing sent"
+        2.0,
+        gt=0,
+        le=60,
+        description="detection time limit per 8,000 characters of text; past it the request is refused, "
+        "nothing sent",
     )
     vault_ttl_s: float = Field(
         3600.0, gt=0, description="how long a conversation's pseudonyms are kept after its last request"

@@ -139,6 +139,11 @@ class InjectionDetector:
         self._weights = np.asarray(self._model.weights, dtype=np.float64)
 
     @property
+    def uses_classifier(self) -> bool:
+        """Whether verdicts use the classifier (and so embed); False: the rules alone."""
+        return self._classifier
+
+    @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             from stanchion.core.embed import SentenceTransformerEmbedder

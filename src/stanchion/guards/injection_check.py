@@ -54,7 +54,10 @@ class InjectionCheck:
         if known is not None:
             return known
         detector = self.detector
-        vector = self._embedder().embed([text])[0] if len(text) <= _ONE_WINDOW else None
+        # The question's vector, shared with retrieval; the rules alone need none (and a remote
+        # embedder, which the classifier was not fit on, is then never asked).
+        short = detector.uses_classifier and len(text) <= _ONE_WINDOW
+        vector = self._embedder().embed([text])[0] if short else None
         verdict = detector.check(text, vector=vector)
         with self._lock:
             self._verdicts[text] = verdict

@@ -34,6 +34,8 @@ from stanchion.types import Message, ToolCall
 __all__ = ["CURRENT", "PiiGuard", "PiiSession", "message_strings"]
 
 T = TypeVar("T")
+# Each ``timeout_s`` of the detection limit covers this many characters of text.
+CHARS_PER_LIMIT = 8000
 
 CURRENT: ContextVar[PiiSession | None] = ContextVar("stanchion_pii_session", default=None)
 
@@ -150,7 +152,10 @@ class PiiSession:
         if self.failed is not None:
             raise self.failed
         await self.guard.ready()
-        limit = self.guard.timeout_s
+        # The limit grows with the text: detection is about linear in its length (a pasted
+        # document, a grounded prompt, an agent's tool results), a short question keeps the base.
+        size = sum(len(t) for t in texts)
+        limit = self.guard.timeout_s * max(1.0, size / CHARS_PER_LIMIT)
 
         def detect_then_work() -> T:
             for text in texts:  # the slow part, outside the vault's lock

@@ -224,7 +224,7 @@ async def chat_completions(
     responses=error_responses(*WITH_BODY, 404),
 )
 async def embeddings(body: EmbeddingsRequest, ctx: Ctx, principal: Caller) -> EmbeddingsResponse:
-    embedder = ctx.app.embedder
+    embedder = ctx.app.outbound_embedder  # a remote one masks PII under guards.pii
     _check_embedding_model(ctx, body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or len(texts) > MAX_EMBED_INPUTS:
