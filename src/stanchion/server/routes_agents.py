@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
@@ -272,28 +272,18 @@ def _usage(outcome: Outcome) -> dict[str, int]:
     }
 
 
-async def _events(
+def _events(
     pipeline: Pipeline, call: Call, run: AgentRun, events: AsyncIterator[AgentEvent]
 ) -> AsyncGenerator[bytes, None]:
-    """The run's events as SSE; the pipeline is closed (guards' records, accounting) at the end."""
-    try:
-        async for item in events:
-            if item.kind == "stop":
-                _fill(call, run)
-            yield event(item.as_json())
-        yield DONE
-    except Exception as exc:
-        api = from_stanchion(exc) if isinstance(exc, StanchionError) else unhandled(exc)
-        call.outcome.status = api.status
-        yield failure_events(api)
-    except (asyncio.CancelledError, GeneratorExit):
-        call.outcome.status = 499
-        raise
-    finally:
-        await pipeline.close(call)
+    """The run's events as SSE."""
+
+    def frame(item: AgentEvent) -> bytes:
+        return event(item.as_json()) + (DONE if item.kind == "stop" else b"")
+
+    return _streamed(pipeline, call, run, events, frame)
 
 
-async def _chat_chunks(
+def _chat_chunks(
     pipeline: Pipeline,
     call: Call,
     run: AgentRun,
@@ -304,15 +294,31 @@ async def _chat_chunks(
     """An agent's run as chat.completion.chunk frames: its answer as the content, each step as a
     ``stanchion`` field on a chunk without content (clients that know it can show progress)."""
     frames = ChunkFramer(completion_id, int(time.time()), model)
+
+    def frame(item: AgentEvent) -> bytes:
+        if item.kind == "answer":
+            return frames.text(str(item.data["text"]))
+        if item.kind == "stop":
+            return frames.chunk({}, call.outcome.finish, stanchion={"agent": item.as_json()}) + DONE
+        return frames.chunk({}, None, stanchion={"agent": item.as_json()})
+
+    return _streamed(pipeline, call, run, events, frame)
+
+
+async def _streamed(
+    pipeline: Pipeline,
+    call: Call,
+    run: AgentRun,
+    events: AsyncIterator[AgentEvent],
+    frame: Callable[[AgentEvent], bytes],
+) -> AsyncGenerator[bytes, None]:
+    """A run's events written by ``frame``; the outcome filled in at its ``stop``, an error as the
+    stream's last event, and the pipeline closed (guards' records, accounting) however it ends."""
     try:
         async for item in events:
-            if item.kind == "answer":
-                yield frames.text(str(item.data["text"]))
-            elif item.kind == "stop":
+            if item.kind == "stop":
                 _fill(call, run)
-                yield frames.chunk({}, call.outcome.finish, stanchion={"agent": item.as_json()}) + DONE
-            else:
-                yield frames.chunk({}, None, stanchion={"agent": item.as_json()})
+            yield frame(item)
     except Exception as exc:
         api = from_stanchion(exc) if isinstance(exc, StanchionError) else unhandled(exc)
         call.outcome.status = api.status
