@@ -321,6 +321,11 @@ class AgentSpec(_Strict):
     success_criteria: list[str] = Field(
         default_factory=list, description="what a finished answer must do, checked before it is returned"
     )
+    first_step: Literal["auto", "tool"] = Field(
+        "auto",
+        description="tool: the first step must call one of the tools (constrained decoding on a "
+        "local model), for small models that would otherwise answer without looking",
+    )
     history_tokens: int = Field(
         2000,
         ge=100,

@@ -130,7 +130,7 @@ class Agent:
             options = ChatOptions(
                 temperature=0.0,
                 tools=tuple(self.parts.tools) if budget > 0 else (),
-                tool_choice=("auto" if budget > 0 else None) if self.parts.tools else None,
+                tool_choice=self._tool_choice(step, budget),
                 context=context,
                 timeout_s=max(0.1, limits.max_seconds - (self._clock() - started)),
             )
@@ -204,6 +204,13 @@ class Agent:
         self._learn(task, context, run)
         yield AgentEvent("stop", {"stop_reason": run.stop_reason, **({"error": run.error} if run.error else {}),
                                   "tool_calls": len(run.tool_calls), "cost_usd": run.cost_usd})  # fmt: skip
+
+    def _tool_choice(self, step: int, budget: int) -> str | None:
+        """``required`` on the first step when the spec says ``first_step: tool``, else ``auto``
+        while tool calls are left; None without tools (the provider's default)."""
+        if not self.parts.tools or budget <= 0:
+            return None
+        return "required" if step == 1 and self.spec.first_step == "tool" else "auto"
 
     def _limit_reached(self, state: _State, started: float) -> StopReason | None:
         limits = self.spec.limits
