@@ -35,6 +35,7 @@ from stanchion.server.deps import Caller, Ctx, admit, request_context
 from stanchion.server.errors import APIError, from_stanchion, unhandled
 from stanchion.server.params import Storable, conversation_id
 from stanchion.server.schemas import (
+    AUTHENTICATED,
     NOT_BLANK,
     NOT_BLANK_STORABLE,
     WITH_BODY,
@@ -86,7 +87,12 @@ class AgentRunOut(BaseModel):
     guards: list[dict[str, Any]] | None = None
 
 
-@router.get("/v1/agents", response_model=AgentList, summary="The agents the spec declares")
+@router.get(
+    "/v1/agents",
+    response_model=AgentList,
+    summary="The agents the spec declares",
+    responses=error_responses(*AUTHENTICATED),
+)
 async def list_agents(ctx: Ctx, principal: Caller) -> AgentList:
     await admit(ctx, principal, "query")
     return AgentList(
