@@ -26,12 +26,12 @@ RAW = (NAME, EMAIL, CARD, PHONE, "4111111111111111", "jane.roe")
 # (the limit itself is tested in tests/guards/test_masking_model.py).
 PII: dict[str, Any] = {"timeout_s": 30}
 PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
-SOURCE_ONE = re.compile(r'<source-[0-9a-f]+ id="1"[^>]*>\n(.*?)\n</source-', re.S)
+SOURCE = re.compile(r'<source-[0-9a-f]+ id="(\d+)"[^>]*>\n(.*?)\n</source-', re.S)
 
 
 def _reply(body: dict[str, Any]) -> Reply:
     """Echo what the model was given, as a model that repeats its input would: a grounded prompt's
-    first source sentence, cited; a tool call naming the e-mail pseudonym when tools are offered;
+    first sentence of the source holding masked PII, cited; a tool call naming the e-mail pseudonym when tools are offered;
     otherwise the last message, verbatim."""
     messages = body["messages"]
     last = messages[-1]["content"] or ""
@@ -39,9 +39,10 @@ def _reply(body: dict[str, Any]) -> Reply:
         return Reply(text="Sure. " + messages[0]["content"])
     if last.startswith("LEAK"):  # a model that volunteers someone's address
         return Reply(text="Write to mallory.smith@evil.example about it.")
-    source = SOURCE_ONE.search(last)
-    if source is not None:
-        return Reply(text=source.group(1).split(". ")[0].rstrip(".") + ". [1]")
+    sources = SOURCE.findall(last)
+    if sources:  # the source that holds masked PII (retrieval may rank the contact first or not)
+        number, text = next(((n, t) for n, t in sources if "<PERSON_" in t), sources[0])
+        return Reply(text=text.split(". ")[0].rstrip(".") + f". [{number}]")
     if body.get("tools") and messages[-1]["role"] == "user":
         emails = re.findall(r"<EMAIL_ADDRESS_\d+>", last)
         return Reply(tool_calls=(ToolCall("call_1", "lookup", {"email": emails[0] if emails else "?"}),))
