@@ -78,10 +78,16 @@ class Agent:
         self._clock = clock
 
     async def run(
-        self, task: str, context: RequestContext, *, history: Sequence[Message] = (), session: str = ""
+        self,
+        task: str,
+        context: RequestContext,
+        *,
+        history: Sequence[Message] = (),
+        session: str = "",
+        run: AgentRun | None = None,
     ) -> AgentRun:
-        """The whole run (``events`` consumed)."""
-        state = _State(AgentRun(self.name, task))
+        """The whole run (``events`` consumed); ``run`` (when given) is the one filled in."""
+        state = _State(run or AgentRun(self.name, task))
         async for _ in self._events(task, context, history, session, state):
             pass
         return state.run

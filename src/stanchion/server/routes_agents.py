@@ -191,8 +191,9 @@ class _Steps:
                 self.task, call.context, history=self.history, session=call.conversation, run=self.run
             )
             return
-        finished = await agent.run(self.task, call.context, history=self.history, session=call.conversation)
-        self.run.__dict__.update(finished.__dict__)
+        await agent.run(
+            self.task, call.context, history=self.history, session=call.conversation, run=self.run
+        )
         _fill(call, self.run)
 
 
